@@ -1,0 +1,963 @@
+//! The command set: typed views of frames, decoded without copying and
+//! encoded into a caller's buffer.
+
+use bytes::{BufMut, Bytes};
+
+use crate::error::{DecodeError, EncodeError};
+use crate::field::{FieldIter, FieldTag, FieldWriter, check_value_len, fixed_len};
+use crate::field::{read_u8, read_u16, read_u32, read_u64};
+use crate::frame::{Frame, FrameHeader};
+use crate::reason::ReasonCode;
+
+/// Command codes. Codes 0x10–0x17 are reserved for the SOW, delta, OOF and
+/// group commands of later versions; 0x00 and everything else is unassigned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum CommandCode {
+    /// Client → broker: identify the connection. Must be first.
+    Logon = 0x01,
+    /// Either way: liveness.
+    Heartbeat = 0x02,
+    /// Client → broker: a message for a topic.
+    Publish = 0x03,
+    /// Client → broker: start a subscription.
+    Subscribe = 0x04,
+    /// Client → broker: end one or all subscriptions.
+    Unsubscribe = 0x05,
+    /// Broker → client: the outcome of a command.
+    Ack = 0x06,
+    /// Broker → client: a message matching subscriptions.
+    Deliver = 0x07,
+    /// Client → broker: a barrier acked once everything sent before it is processed.
+    Flush = 0x08,
+}
+
+/// Reserved command codes and their future names.
+const RESERVED: &[(u8, &str)] = &[
+    (0x10, "sow"),
+    (0x11, "sow_and_subscribe"),
+    (0x12, "sow_delete"),
+    (0x13, "delta_publish"),
+    (0x14, "delta_subscribe"),
+    (0x15, "oof"),
+    (0x16, "group_begin"),
+    (0x17, "group_end"),
+];
+
+impl CommandCode {
+    /// The code for a wire value.
+    ///
+    /// # Errors
+    /// [`DecodeError::UnsupportedCommand`] for reserved codes,
+    /// [`DecodeError::UnknownCommand`] for the rest.
+    pub fn from_u8(code: u8) -> Result<Self, DecodeError> {
+        Ok(match code {
+            0x01 => Self::Logon,
+            0x02 => Self::Heartbeat,
+            0x03 => Self::Publish,
+            0x04 => Self::Subscribe,
+            0x05 => Self::Unsubscribe,
+            0x06 => Self::Ack,
+            0x07 => Self::Deliver,
+            0x08 => Self::Flush,
+            _ => {
+                return Err(match RESERVED.iter().find(|(c, _)| *c == code) {
+                    Some((_, name)) => DecodeError::UnsupportedCommand { code, name },
+                    None => DecodeError::UnknownCommand(code),
+                });
+            }
+        })
+    }
+
+    /// The command's name as SPEC.md spells it.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Logon => "logon",
+            Self::Heartbeat => "heartbeat",
+            Self::Publish => "publish",
+            Self::Subscribe => "subscribe",
+            Self::Unsubscribe => "unsubscribe",
+            Self::Ack => "ack",
+            Self::Deliver => "deliver",
+            Self::Flush => "flush",
+        }
+    }
+}
+
+/// Validated UTF-8 text that shares the receive buffer.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Utf8(Bytes);
+
+impl Utf8 {
+    /// Wraps `bytes` after checking that they are UTF-8.
+    ///
+    /// # Errors
+    /// The UTF-8 error when they are not.
+    pub fn from_bytes(bytes: Bytes) -> Result<Self, std::str::Utf8Error> {
+        std::str::from_utf8(&bytes)?;
+        Ok(Self(bytes))
+    }
+
+    /// Copies a string (for senders).
+    #[must_use]
+    pub fn from_string(text: &str) -> Self {
+        Self(Bytes::copy_from_slice(text.as_bytes()))
+    }
+
+    /// Wraps a static string without copying.
+    #[must_use]
+    pub const fn from_static(text: &'static str) -> Self {
+        Self(Bytes::from_static(text.as_bytes()))
+    }
+
+    /// The text. (Checked again: cheap for the short strings headers hold,
+    /// and it keeps this crate free of `unsafe`.)
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+
+    /// The text's bytes.
+    #[must_use]
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The underlying shared buffer.
+    #[must_use]
+    pub fn bytes(&self) -> &Bytes {
+        &self.0
+    }
+
+    /// Length in bytes.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether the text is empty.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for Utf8 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl std::fmt::Display for Utf8 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<&str> for Utf8 {
+    fn from(text: &str) -> Self {
+        Self::from_string(text)
+    }
+}
+
+impl From<String> for Utf8 {
+    fn from(text: String) -> Self {
+        Self(Bytes::from(text.into_bytes()))
+    }
+}
+
+/// One ack type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum AckType {
+    /// The broker has taken the command.
+    Processed = 1,
+    /// The command is on disk and will survive a crash.
+    Persisted = 2,
+    /// The command has finished (e.g. a bounded replay or query).
+    Completed = 4,
+}
+
+impl AckType {
+    fn from_u8(value: u8) -> Result<Self, DecodeError> {
+        match value {
+            1 => Ok(Self::Processed),
+            2 => Ok(Self::Persisted),
+            4 => Ok(Self::Completed),
+            _ => Err(DecodeError::InvalidField {
+                field: "ack_type",
+                reason: "an ack carries exactly one of 1 (processed), 2 (persisted), 4 (completed)",
+            }),
+        }
+    }
+
+    /// The ack type's name.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Processed => "processed",
+            Self::Persisted => "persisted",
+            Self::Completed => "completed",
+        }
+    }
+}
+
+/// A set of ack types a command asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct AckSet(u8);
+
+impl AckSet {
+    /// No acks.
+    pub const NONE: Self = Self(0);
+    /// Every ack type this version defines.
+    const KNOWN: u8 = 1 | 2 | 4;
+
+    /// A set holding one ack type.
+    #[must_use]
+    pub const fn only(ack: AckType) -> Self {
+        Self(ack as u8)
+    }
+
+    /// This set plus `ack`.
+    #[must_use]
+    pub const fn with(self, ack: AckType) -> Self {
+        Self(self.0 | ack as u8)
+    }
+
+    /// Whether `ack` is in the set.
+    #[must_use]
+    pub const fn contains(self, ack: AckType) -> bool {
+        self.0 & ack as u8 != 0
+    }
+
+    /// Whether the set is empty.
+    #[must_use]
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The wire value.
+    #[must_use]
+    pub const fn bits(self) -> u8 {
+        self.0
+    }
+
+    fn from_u8(value: u8) -> Result<Self, DecodeError> {
+        if value & !Self::KNOWN != 0 {
+            return Err(DecodeError::InvalidField {
+                field: "ack_type",
+                reason: "a request's ack set may only combine 1 (processed), 2 (persisted), 4 (completed)",
+            });
+        }
+        Ok(Self(value))
+    }
+}
+
+/// An ack's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Status {
+    /// The command succeeded.
+    Success = 0,
+    /// The command failed; the reason code says why.
+    Failure = 1,
+}
+
+/// `logon`: the first command on every connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Logon {
+    /// Echoed on the logon ack.
+    pub command_id: Option<u64>,
+    /// The client's name: non-empty, unique per publisher once the journal's
+    /// de-duplication is on.
+    pub client_name: Utf8,
+    /// Reserved for authentication; this version ignores it.
+    pub credentials: Option<Bytes>,
+    /// The heartbeat interval the client asks for, in ms (0 = none).
+    pub heartbeat_ms: Option<u32>,
+}
+
+/// `heartbeat`: sent by either side after a heartbeat interval with nothing else sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Heartbeat;
+
+/// `publish`: a message for one topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Publish {
+    /// Required when acks are requested; echoed on them.
+    pub command_id: Option<u64>,
+    /// The topic (literal; never a pattern).
+    pub topic: Utf8,
+    /// Acks wanted.
+    pub ack: AckSet,
+    /// Publisher sequence number (for de-duplication).
+    pub sequence: Option<u64>,
+    /// The message body, opaque to the protocol.
+    pub payload: Bytes,
+}
+
+/// `subscribe`: start receiving a topic's (or a topic pattern's) messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscribe {
+    /// Echoed on the ack.
+    pub command_id: Option<u64>,
+    /// Chosen by the client, unique on its connection.
+    pub sub_id: u64,
+    /// A topic, or a regular expression over topics (see SPEC.md).
+    pub topic: Utf8,
+    /// A content filter expression.
+    pub filter: Option<Utf8>,
+    /// Comma-separated options.
+    pub options: Option<Utf8>,
+}
+
+/// `unsubscribe`: end one subscription, or all of the connection's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unsubscribe {
+    /// Echoed on the ack.
+    pub command_id: Option<u64>,
+    /// The subscription to end; `None` ends all of them.
+    pub sub_id: Option<u64>,
+}
+
+/// `flush`: acked (processed) once every command sent before it on this
+/// connection has been processed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flush {
+    /// Echoed on the ack.
+    pub command_id: u64,
+}
+
+/// `ack`: the outcome of a command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ack {
+    /// The command this ack answers, when it had one.
+    pub command_id: Option<u64>,
+    /// Which ack this is.
+    pub ack_type: AckType,
+    /// Success or failure.
+    pub status: Status,
+    /// Why it failed ([`ReasonCode::None`] on success).
+    pub reason_code: ReasonCode,
+    /// Human-readable reason.
+    pub reason: Option<Utf8>,
+    /// The subscription a subscribe or unsubscribe ack is about.
+    pub sub_id: Option<u64>,
+    /// Publisher sequence number.
+    pub sequence: Option<u64>,
+    /// Journal position.
+    pub bookmark: Option<u64>,
+    /// Logon ack: the client's name.
+    pub client_name: Option<Utf8>,
+    /// Logon ack: the heartbeat interval in force, in ms.
+    pub heartbeat_ms: Option<u32>,
+    /// Logon ack: the largest frame the broker accepts.
+    pub max_frame_bytes: Option<u32>,
+    /// Logon ack: the broker's version.
+    pub server_version: Option<Utf8>,
+}
+
+impl Ack {
+    /// A success ack with no extras.
+    #[must_use]
+    pub fn success(ack_type: AckType, command_id: Option<u64>) -> Self {
+        Self {
+            command_id,
+            ack_type,
+            status: Status::Success,
+            reason_code: ReasonCode::None,
+            reason: None,
+            sub_id: None,
+            sequence: None,
+            bookmark: None,
+            client_name: None,
+            heartbeat_ms: None,
+            max_frame_bytes: None,
+            server_version: None,
+        }
+    }
+
+    /// A failure ack.
+    #[must_use]
+    pub fn failure(
+        ack_type: AckType,
+        command_id: Option<u64>,
+        reason_code: ReasonCode,
+        reason: impl Into<Utf8>,
+    ) -> Self {
+        Self {
+            status: Status::Failure,
+            reason_code,
+            reason: Some(reason.into()),
+            ..Self::success(ack_type, command_id)
+        }
+    }
+}
+
+/// The subscription ids of a delivery: little-endian `u64`s sharing the receive buffer.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct SubIds(Bytes);
+
+impl SubIds {
+    /// Encodes ids (for senders and tests).
+    #[must_use]
+    pub fn from_ids(ids: &[u64]) -> Self {
+        let mut bytes = Vec::with_capacity(ids.len() * 8);
+        for id in ids {
+            bytes.extend_from_slice(&id.to_le_bytes());
+        }
+        Self(Bytes::from(bytes))
+    }
+
+    /// Number of ids.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.0.len() / 8
+    }
+
+    /// Whether there are none.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The ids, in order.
+    pub fn iter(&self) -> impl Iterator<Item = u64> + '_ {
+        self.0.chunks_exact(8).map(|chunk| {
+            let mut id = [0u8; 8];
+            id.copy_from_slice(chunk);
+            u64::from_le_bytes(id)
+        })
+    }
+
+    /// The first id.
+    #[must_use]
+    pub fn first(&self) -> Option<u64> {
+        self.iter().next()
+    }
+
+    /// The raw bytes.
+    #[must_use]
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SubIds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+/// `deliver`: a message sent to a subscriber.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deliver {
+    /// The message's topic.
+    pub topic: Utf8,
+    /// Every subscription of this connection that the message matches.
+    pub sub_ids: SubIds,
+    /// Journal position, when the topic is journaled.
+    pub bookmark: Option<u64>,
+    /// When the broker took the message, ns since the Unix epoch.
+    pub timestamp: u64,
+    /// The message body.
+    pub payload: Bytes,
+}
+
+/// Any command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Command {
+    /// See [`Logon`].
+    Logon(Logon),
+    /// See [`Heartbeat`].
+    Heartbeat(Heartbeat),
+    /// See [`Publish`].
+    Publish(Publish),
+    /// See [`Subscribe`].
+    Subscribe(Subscribe),
+    /// See [`Unsubscribe`].
+    Unsubscribe(Unsubscribe),
+    /// See [`Ack`].
+    Ack(Ack),
+    /// See [`Deliver`].
+    Deliver(Deliver),
+    /// See [`Flush`].
+    Flush(Flush),
+}
+
+/// The known fields of one frame, each at most once.
+struct RawFields<'a> {
+    fields: &'a Bytes,
+    values: [Option<&'a [u8]>; 19],
+    command: &'static str,
+}
+
+impl<'a> RawFields<'a> {
+    fn collect(fields: &'a Bytes, command: &'static str) -> Result<Self, DecodeError> {
+        let mut values: [Option<&'a [u8]>; 19] = [None; 19];
+        for field in FieldIter::new(fields) {
+            let field = field?;
+            let Some(tag) = FieldTag::from_u8(field.tag) else {
+                continue; // Unknown fields are skipped: forward compatibility.
+            };
+            let Some(slot) = values.get_mut(tag as usize) else {
+                continue;
+            };
+            if slot.is_some() {
+                return Err(DecodeError::DuplicateField { field: tag.name() });
+            }
+            *slot = Some(field.value);
+        }
+        Ok(Self {
+            fields,
+            values,
+            command,
+        })
+    }
+
+    fn raw(&self, tag: FieldTag) -> Option<&'a [u8]> {
+        self.values.get(tag as usize).copied().flatten()
+    }
+
+    fn required<T>(&self, tag: FieldTag, value: Option<T>) -> Result<T, DecodeError> {
+        value.ok_or(DecodeError::MissingField {
+            command: self.command,
+            field: tag.name(),
+        })
+    }
+
+    fn u64(&self, tag: FieldTag) -> Result<Option<u64>, DecodeError> {
+        self.raw(tag).map(|v| read_u64(tag, v)).transpose()
+    }
+
+    fn u32(&self, tag: FieldTag) -> Result<Option<u32>, DecodeError> {
+        self.raw(tag).map(|v| read_u32(tag, v)).transpose()
+    }
+
+    fn u16(&self, tag: FieldTag) -> Result<Option<u16>, DecodeError> {
+        self.raw(tag).map(|v| read_u16(tag, v)).transpose()
+    }
+
+    fn u8(&self, tag: FieldTag) -> Result<Option<u8>, DecodeError> {
+        self.raw(tag).map(|v| read_u8(tag, v)).transpose()
+    }
+
+    fn bytes(&self, tag: FieldTag) -> Option<Bytes> {
+        self.raw(tag).map(|v| self.fields.slice_ref(v))
+    }
+
+    fn utf8(&self, tag: FieldTag) -> Result<Option<Utf8>, DecodeError> {
+        self.bytes(tag)
+            .map(|b| {
+                Utf8::from_bytes(b).map_err(|_| DecodeError::InvalidField {
+                    field: tag.name(),
+                    reason: "not valid UTF-8",
+                })
+            })
+            .transpose()
+    }
+
+    fn non_empty_utf8(&self, tag: FieldTag) -> Result<Utf8, DecodeError> {
+        let text = self.required(tag, self.utf8(tag)?)?;
+        if text.is_empty() {
+            return Err(DecodeError::InvalidField {
+                field: tag.name(),
+                reason: "must not be empty",
+            });
+        }
+        Ok(text)
+    }
+}
+
+impl Command {
+    /// The command's code.
+    #[must_use]
+    pub fn code(&self) -> CommandCode {
+        match self {
+            Self::Logon(_) => CommandCode::Logon,
+            Self::Heartbeat(_) => CommandCode::Heartbeat,
+            Self::Publish(_) => CommandCode::Publish,
+            Self::Subscribe(_) => CommandCode::Subscribe,
+            Self::Unsubscribe(_) => CommandCode::Unsubscribe,
+            Self::Ack(_) => CommandCode::Ack,
+            Self::Deliver(_) => CommandCode::Deliver,
+            Self::Flush(_) => CommandCode::Flush,
+        }
+    }
+
+    /// Decodes a frame's command. Fields and payload keep sharing the
+    /// frame's buffer.
+    ///
+    /// # Errors
+    /// Unknown or reserved command codes, missing or malformed fields.
+    pub fn decode(frame: &Frame) -> Result<Self, DecodeError> {
+        let code = CommandCode::from_u8(frame.command)?;
+        let f = RawFields::collect(&frame.fields, code.name())?;
+        Ok(match code {
+            CommandCode::Logon => Self::Logon(Logon {
+                command_id: f.u64(FieldTag::CommandId)?,
+                client_name: f.non_empty_utf8(FieldTag::ClientName)?,
+                credentials: f.bytes(FieldTag::Credentials),
+                heartbeat_ms: f.u32(FieldTag::HeartbeatMs)?,
+            }),
+            CommandCode::Heartbeat => Self::Heartbeat(Heartbeat),
+            CommandCode::Publish => {
+                let command_id = f.u64(FieldTag::CommandId)?;
+                let ack = f
+                    .u8(FieldTag::AckType)?
+                    .map(AckSet::from_u8)
+                    .transpose()?
+                    .unwrap_or_default();
+                if !ack.is_empty() && command_id.is_none() {
+                    return Err(DecodeError::MissingField {
+                        command: "publish",
+                        field: "command_id",
+                    });
+                }
+                Self::Publish(Publish {
+                    command_id,
+                    topic: f.non_empty_utf8(FieldTag::Topic)?,
+                    ack,
+                    sequence: f.u64(FieldTag::Sequence)?,
+                    payload: frame.payload.clone(),
+                })
+            }
+            CommandCode::Subscribe => Self::Subscribe(Subscribe {
+                command_id: f.u64(FieldTag::CommandId)?,
+                sub_id: f.required(FieldTag::SubId, f.u64(FieldTag::SubId)?)?,
+                topic: f.non_empty_utf8(FieldTag::Topic)?,
+                filter: f.utf8(FieldTag::Filter)?,
+                options: f.utf8(FieldTag::Options)?,
+            }),
+            CommandCode::Unsubscribe => Self::Unsubscribe(Unsubscribe {
+                command_id: f.u64(FieldTag::CommandId)?,
+                sub_id: f.u64(FieldTag::SubId)?,
+            }),
+            CommandCode::Flush => Self::Flush(Flush {
+                command_id: f.required(FieldTag::CommandId, f.u64(FieldTag::CommandId)?)?,
+            }),
+            CommandCode::Ack => {
+                let ack_type = f.required(FieldTag::AckType, f.u8(FieldTag::AckType)?)?;
+                let status = match f.required(FieldTag::Status, f.u8(FieldTag::Status)?)? {
+                    0 => Status::Success,
+                    1 => Status::Failure,
+                    _ => {
+                        return Err(DecodeError::InvalidField {
+                            field: "status",
+                            reason: "expected 0 (success) or 1 (failure)",
+                        });
+                    }
+                };
+                Self::Ack(Ack {
+                    command_id: f.u64(FieldTag::CommandId)?,
+                    ack_type: AckType::from_u8(ack_type)?,
+                    status,
+                    reason_code: ReasonCode::from_code(f.u16(FieldTag::ReasonCode)?.unwrap_or(0)),
+                    reason: f.utf8(FieldTag::Reason)?,
+                    sub_id: f.u64(FieldTag::SubId)?,
+                    sequence: f.u64(FieldTag::Sequence)?,
+                    bookmark: f.u64(FieldTag::Bookmark)?,
+                    client_name: f.utf8(FieldTag::ClientName)?,
+                    heartbeat_ms: f.u32(FieldTag::HeartbeatMs)?,
+                    max_frame_bytes: f.u32(FieldTag::MaxFrameBytes)?,
+                    server_version: f.utf8(FieldTag::ServerVersion)?,
+                })
+            }
+            CommandCode::Deliver => {
+                let sub_ids = f.required(FieldTag::SubIds, f.bytes(FieldTag::SubIds))?;
+                if sub_ids.len() % 8 != 0 {
+                    return Err(DecodeError::InvalidField {
+                        field: "sub_ids",
+                        reason: "length must be a multiple of 8",
+                    });
+                }
+                Self::Deliver(Deliver {
+                    topic: f.non_empty_utf8(FieldTag::Topic)?,
+                    sub_ids: SubIds(sub_ids),
+                    bookmark: f.u64(FieldTag::Bookmark)?,
+                    timestamp: f.required(FieldTag::Timestamp, f.u64(FieldTag::Timestamp)?)?,
+                    payload: frame.payload.clone(),
+                })
+            }
+        })
+    }
+
+    /// Bytes of header fields this command encodes to.
+    fn fields_len(&self) -> Result<usize, EncodeError> {
+        let opt_u64 = |v: Option<u64>| if v.is_some() { fixed_len(8) } else { 0 };
+        let opt_u32 = |v: Option<u32>| if v.is_some() { fixed_len(4) } else { 0 };
+        let opt_text =
+            |tag: FieldTag, v: Option<&[u8]>| v.map_or(Ok(0), |v| check_value_len(tag, v.len()));
+        Ok(match self {
+            Self::Logon(c) => {
+                opt_u64(c.command_id)
+                    + check_value_len(FieldTag::ClientName, c.client_name.len())?
+                    + opt_text(FieldTag::Credentials, c.credentials.as_deref())?
+                    + opt_u32(c.heartbeat_ms)
+            }
+            Self::Heartbeat(_) => 0,
+            Self::Publish(c) => {
+                opt_u64(c.command_id)
+                    + check_value_len(FieldTag::Topic, c.topic.len())?
+                    + if c.ack.is_empty() { 0 } else { fixed_len(1) }
+                    + opt_u64(c.sequence)
+            }
+            Self::Subscribe(c) => {
+                opt_u64(c.command_id)
+                    + fixed_len(8)
+                    + check_value_len(FieldTag::Topic, c.topic.len())?
+                    + opt_text(FieldTag::Filter, c.filter.as_ref().map(Utf8::as_bytes))?
+                    + opt_text(FieldTag::Options, c.options.as_ref().map(Utf8::as_bytes))?
+            }
+            Self::Unsubscribe(c) => opt_u64(c.command_id) + opt_u64(c.sub_id),
+            Self::Flush(_) => fixed_len(8),
+            Self::Ack(c) => {
+                opt_u64(c.command_id)
+                    + fixed_len(1)
+                    + fixed_len(1)
+                    + if c.reason_code == ReasonCode::None {
+                        0
+                    } else {
+                        fixed_len(2)
+                    }
+                    + opt_text(FieldTag::Reason, c.reason.as_ref().map(Utf8::as_bytes))?
+                    + opt_u64(c.sub_id)
+                    + opt_u64(c.sequence)
+                    + opt_u64(c.bookmark)
+                    + opt_text(
+                        FieldTag::ClientName,
+                        c.client_name.as_ref().map(Utf8::as_bytes),
+                    )?
+                    + opt_u32(c.heartbeat_ms)
+                    + opt_u32(c.max_frame_bytes)
+                    + opt_text(
+                        FieldTag::ServerVersion,
+                        c.server_version.as_ref().map(Utf8::as_bytes),
+                    )?
+            }
+            Self::Deliver(c) => {
+                deliver_fields_len(c.topic.as_bytes(), c.sub_ids.len(), c.bookmark)?
+            }
+        })
+    }
+
+    fn payload(&self) -> &[u8] {
+        match self {
+            Self::Publish(c) => &c.payload,
+            Self::Deliver(c) => &c.payload,
+            _ => &[],
+        }
+    }
+
+    fn header(&self) -> Result<FrameHeader, EncodeError> {
+        let header = FrameHeader {
+            command: self.code() as u8,
+            flags: 0,
+            fields_len: self.fields_len()?,
+            payload_len: self.payload().len(),
+        };
+        header.check()?;
+        Ok(header)
+    }
+
+    /// The frame's size on the wire.
+    ///
+    /// # Errors
+    /// A field or the frame is too long to encode.
+    pub fn encoded_len(&self) -> Result<usize, EncodeError> {
+        Ok(self.header()?.frame_len())
+    }
+
+    /// Appends the frame to `dst`. Lengths are checked before anything is
+    /// written, so on error `dst` is untouched. Writes exactly
+    /// [`Command::encoded_len`] bytes and allocates only if `dst` must grow.
+    ///
+    /// # Errors
+    /// A field or the frame is too long to encode.
+    pub fn encode(&self, dst: &mut impl BufMut) -> Result<(), EncodeError> {
+        let header = self.header()?;
+        if dst.remaining_mut() < header.frame_len() {
+            return Err(EncodeError::BufferTooSmall {
+                need: header.frame_len(),
+                have: dst.remaining_mut(),
+            });
+        }
+        header.encode(dst);
+        self.write_fields(&mut FieldWriter::new(dst));
+        dst.put_slice(self.payload());
+        Ok(())
+    }
+
+    /// Encodes into the front of `dst` and returns the bytes written.
+    ///
+    /// # Errors
+    /// [`EncodeError::BufferTooSmall`] when `dst` is too short.
+    pub fn encode_to_slice(&self, dst: &mut [u8]) -> Result<usize, EncodeError> {
+        let len = self.encoded_len()?;
+        let have = dst.len();
+        let mut window = dst
+            .get_mut(..len)
+            .ok_or(EncodeError::BufferTooSmall { need: len, have })?;
+        self.encode(&mut window)?;
+        Ok(len)
+    }
+
+    /// Encodes into a new buffer (a convenience for tools and tests).
+    ///
+    /// # Errors
+    /// A field or the frame is too long to encode.
+    pub fn to_bytes(&self) -> Result<Bytes, EncodeError> {
+        let mut buf = Vec::with_capacity(self.encoded_len()?);
+        self.encode(&mut buf)?;
+        Ok(Bytes::from(buf))
+    }
+
+    fn write_fields<B: BufMut>(&self, w: &mut FieldWriter<'_, B>) {
+        let opt_u64 = |w: &mut FieldWriter<'_, B>, tag, v: Option<u64>| {
+            if let Some(v) = v {
+                w.u64(tag, v);
+            }
+        };
+        let opt_u32 = |w: &mut FieldWriter<'_, B>, tag, v: Option<u32>| {
+            if let Some(v) = v {
+                w.u32(tag, v);
+            }
+        };
+        let opt_text = |w: &mut FieldWriter<'_, B>, tag, v: Option<&[u8]>| {
+            if let Some(v) = v {
+                w.bytes(tag, v);
+            }
+        };
+        match self {
+            Self::Logon(c) => {
+                opt_u64(w, FieldTag::CommandId, c.command_id);
+                w.bytes(FieldTag::ClientName, c.client_name.as_bytes());
+                opt_text(w, FieldTag::Credentials, c.credentials.as_deref());
+                opt_u32(w, FieldTag::HeartbeatMs, c.heartbeat_ms);
+            }
+            Self::Heartbeat(_) => {}
+            Self::Publish(c) => {
+                opt_u64(w, FieldTag::CommandId, c.command_id);
+                w.bytes(FieldTag::Topic, c.topic.as_bytes());
+                if !c.ack.is_empty() {
+                    w.u8(FieldTag::AckType, c.ack.bits());
+                }
+                opt_u64(w, FieldTag::Sequence, c.sequence);
+            }
+            Self::Subscribe(c) => {
+                opt_u64(w, FieldTag::CommandId, c.command_id);
+                w.u64(FieldTag::SubId, c.sub_id);
+                w.bytes(FieldTag::Topic, c.topic.as_bytes());
+                opt_text(w, FieldTag::Filter, c.filter.as_ref().map(Utf8::as_bytes));
+                opt_text(w, FieldTag::Options, c.options.as_ref().map(Utf8::as_bytes));
+            }
+            Self::Unsubscribe(c) => {
+                opt_u64(w, FieldTag::CommandId, c.command_id);
+                opt_u64(w, FieldTag::SubId, c.sub_id);
+            }
+            Self::Flush(c) => w.u64(FieldTag::CommandId, c.command_id),
+            Self::Ack(c) => {
+                opt_u64(w, FieldTag::CommandId, c.command_id);
+                w.u8(FieldTag::AckType, c.ack_type as u8);
+                w.u8(FieldTag::Status, c.status as u8);
+                if c.reason_code != ReasonCode::None {
+                    w.u16(FieldTag::ReasonCode, c.reason_code.code());
+                }
+                opt_text(w, FieldTag::Reason, c.reason.as_ref().map(Utf8::as_bytes));
+                opt_u64(w, FieldTag::SubId, c.sub_id);
+                opt_u64(w, FieldTag::Sequence, c.sequence);
+                opt_u64(w, FieldTag::Bookmark, c.bookmark);
+                opt_text(
+                    w,
+                    FieldTag::ClientName,
+                    c.client_name.as_ref().map(Utf8::as_bytes),
+                );
+                opt_u32(w, FieldTag::HeartbeatMs, c.heartbeat_ms);
+                opt_u32(w, FieldTag::MaxFrameBytes, c.max_frame_bytes);
+                opt_text(
+                    w,
+                    FieldTag::ServerVersion,
+                    c.server_version.as_ref().map(Utf8::as_bytes),
+                );
+            }
+            Self::Deliver(c) => {
+                write_deliver_fields(
+                    w,
+                    c.topic.as_bytes(),
+                    c.sub_ids.as_bytes(),
+                    c.bookmark,
+                    c.timestamp,
+                );
+            }
+        }
+    }
+}
+
+fn deliver_fields_len(
+    topic: &[u8],
+    sub_ids: usize,
+    bookmark: Option<u64>,
+) -> Result<usize, EncodeError> {
+    Ok(check_value_len(FieldTag::Topic, topic.len())?
+        + check_value_len(FieldTag::SubIds, sub_ids * 8)?
+        + if bookmark.is_some() { fixed_len(8) } else { 0 }
+        + fixed_len(8))
+}
+
+fn write_deliver_fields<B: BufMut>(
+    w: &mut FieldWriter<'_, B>,
+    topic: &[u8],
+    sub_ids: &[u8],
+    bookmark: Option<u64>,
+    timestamp: u64,
+) {
+    w.bytes(FieldTag::Topic, topic);
+    w.bytes(FieldTag::SubIds, sub_ids);
+    if let Some(bookmark) = bookmark {
+        w.u64(FieldTag::Bookmark, bookmark);
+    }
+    w.u64(FieldTag::Timestamp, timestamp);
+}
+
+/// Writes the header and fields of a `deliver` frame whose payload the
+/// caller sends separately (a vectored write of a shared payload buffer).
+/// Returns the number of bytes written; the payload must follow them.
+///
+/// # Errors
+/// A field is too long (topic over 65,535 bytes, more than
+/// [`crate::SUB_IDS_PER_DELIVERY_MAX`] ids).
+pub fn encode_deliver_header(
+    topic: &[u8],
+    sub_ids: &[u64],
+    bookmark: Option<u64>,
+    timestamp: u64,
+    payload_len: usize,
+    dst: &mut impl BufMut,
+) -> Result<usize, EncodeError> {
+    let fields_len = deliver_fields_len(topic, sub_ids.len(), bookmark)?;
+    let header = FrameHeader {
+        command: CommandCode::Deliver as u8,
+        flags: 0,
+        fields_len,
+        payload_len,
+    };
+    header.check()?;
+    let written = crate::FIXED_HEADER_LEN + fields_len;
+    if dst.remaining_mut() < written {
+        return Err(EncodeError::BufferTooSmall {
+            need: written,
+            have: dst.remaining_mut(),
+        });
+    }
+    header.encode(dst);
+    let mut w = FieldWriter::new(dst);
+    w.bytes(FieldTag::Topic, topic);
+    w.u64_array(FieldTag::SubIds, sub_ids);
+    if let Some(bookmark) = bookmark {
+        w.u64(FieldTag::Bookmark, bookmark);
+    }
+    w.u64(FieldTag::Timestamp, timestamp);
+    Ok(written)
+}

@@ -1,0 +1,488 @@
+//! Proves the codec against its spec: every SPEC.md test vector decodes to the
+//! command it documents and that command encodes back to the same bytes;
+//! random commands round-trip; a stream decodes identically however it is
+//! split across reads; malformed input yields the documented errors.
+
+use std::path::{Path, PathBuf};
+
+use bytes::{Bytes, BytesMut};
+use proptest::prelude::*;
+use statecast_protocol::{
+    Ack, AckSet, AckType, Command, DecodeError, Deliver, Flush, FrameDecoder, Heartbeat, Logon,
+    Publish, REASONS, ReasonCode, Status, SubIds, Subscribe, Unsubscribe, Utf8,
+    encode_deliver_header,
+};
+
+const MAX: usize = 1 << 20;
+
+fn vectors() -> Vec<(&'static str, Command)> {
+    vec![
+        (
+            "logon",
+            Command::Logon(Logon {
+                command_id: Some(1),
+                client_name: Utf8::from("app-1"),
+                credentials: None,
+                heartbeat_ms: Some(5000),
+            }),
+        ),
+        ("heartbeat", Command::Heartbeat(Heartbeat)),
+        (
+            "publish",
+            Command::Publish(Publish {
+                command_id: Some(7),
+                topic: Utf8::from("orders"),
+                ack: AckSet::only(AckType::Processed),
+                sequence: None,
+                payload: Bytes::from_static(b"{\"id\":1}"),
+            }),
+        ),
+        (
+            "publish_no_ack",
+            Command::Publish(Publish {
+                command_id: None,
+                topic: Utf8::from("t"),
+                ack: AckSet::NONE,
+                sequence: None,
+                payload: Bytes::from_static(b"hi"),
+            }),
+        ),
+        (
+            "subscribe",
+            Command::Subscribe(Subscribe {
+                command_id: Some(2),
+                sub_id: 42,
+                topic: Utf8::from("orders"),
+                filter: None,
+                options: None,
+            }),
+        ),
+        (
+            "unsubscribe",
+            Command::Unsubscribe(Unsubscribe {
+                command_id: Some(3),
+                sub_id: Some(42),
+            }),
+        ),
+        ("flush", Command::Flush(Flush { command_id: 9 })),
+        (
+            "ack_logon",
+            Command::Ack(Ack {
+                client_name: Some(Utf8::from("app-1")),
+                heartbeat_ms: Some(5000),
+                max_frame_bytes: Some(16_777_216),
+                server_version: Some(Utf8::from("0.1.0")),
+                ..Ack::success(AckType::Processed, Some(1))
+            }),
+        ),
+        (
+            "ack_failure",
+            Command::Ack(Ack::failure(
+                AckType::Processed,
+                None,
+                ReasonCode::UnknownCommand,
+                "unknown command code 0x7f",
+            )),
+        ),
+        (
+            "deliver",
+            Command::Deliver(Deliver {
+                topic: Utf8::from("orders"),
+                sub_ids: SubIds::from_ids(&[42]),
+                bookmark: None,
+                timestamp: 1_700_000_000_000_000_000,
+                payload: Bytes::from_static(b"{\"id\":1}"),
+            }),
+        ),
+    ]
+}
+
+fn vector_path(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/vectors")
+        .join(format!("{name}.hex"))
+}
+
+fn parse_hex(text: &str) -> Vec<u8> {
+    let digits: String = text
+        .lines()
+        .map(|line| line.split('#').next().unwrap_or(""))
+        .flat_map(|line| line.chars().filter(char::is_ascii_hexdigit))
+        .collect();
+    assert!(digits.len().is_multiple_of(2), "odd number of hex digits");
+    (0..digits.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&digits[i..i + 2], 16).expect("hex digit"))
+        .collect()
+}
+
+#[test]
+fn spec_vectors_decode_and_encode_byte_for_byte() {
+    let decoder = FrameDecoder::new(MAX);
+    for (name, command) in vectors() {
+        let path = vector_path(name);
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let bytes = parse_hex(&text);
+        let frame = decoder
+            .decode_one(Bytes::from(bytes.clone()))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(
+            Command::decode(&frame).as_ref(),
+            Ok(&command),
+            "vector {name} decodes"
+        );
+        assert_eq!(
+            command.to_bytes().unwrap().as_ref(),
+            bytes.as_slice(),
+            "vector {name} encodes"
+        );
+    }
+}
+
+#[test]
+fn every_vector_file_is_checked() {
+    let names: Vec<_> = vectors().into_iter().map(|(name, _)| name).collect();
+    for entry in std::fs::read_dir(vector_path("x").parent().unwrap()).unwrap() {
+        let path = entry.unwrap().path();
+        let stem = path.file_stem().unwrap().to_str().unwrap().to_owned();
+        assert!(
+            names.contains(&stem.as_str()),
+            "{} has no test",
+            path.display()
+        );
+    }
+}
+
+#[test]
+fn spec_lists_every_reason_code_and_field() {
+    let spec =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("SPEC.md")).unwrap();
+    for (code, name, _) in REASONS {
+        assert!(
+            spec.contains(&format!("| {code} | `{name}` |")),
+            "SPEC.md lacks reason {code} {name}"
+        );
+    }
+    for tag in 1..=255u8 {
+        if let Some(field) = statecast_protocol::FieldTag::from_u8(tag) {
+            assert!(
+                spec.contains(&format!("| {tag} | `{}` |", field.name())),
+                "SPEC.md lacks field {tag}"
+            );
+        }
+    }
+}
+
+#[test]
+fn deliver_header_plus_payload_equals_whole_deliver_frame() {
+    let payload = Bytes::from_static(b"payload bytes");
+    let whole = Command::Deliver(Deliver {
+        topic: Utf8::from("a/b"),
+        sub_ids: SubIds::from_ids(&[1, 2, 3]),
+        bookmark: Some(77),
+        timestamp: 5,
+        payload: payload.clone(),
+    })
+    .to_bytes()
+    .unwrap();
+    let mut split = BytesMut::new();
+    let written =
+        encode_deliver_header(b"a/b", &[1, 2, 3], Some(77), 5, payload.len(), &mut split).unwrap();
+    assert_eq!(written, split.len());
+    split.extend_from_slice(&payload);
+    assert_eq!(split.as_ref(), whole.as_ref());
+}
+
+#[test]
+fn oversize_length_is_rejected_before_the_frame_arrives() {
+    let decoder = FrameDecoder::new(1024);
+    let mut buf = BytesMut::from(&u32::MAX.to_le_bytes()[..]);
+    assert_eq!(
+        decoder.decode(&mut buf),
+        Err(DecodeError::FrameTooLarge {
+            declared: u64::from(u32::MAX) + 4,
+            max: 1024
+        })
+    );
+}
+
+#[test]
+fn malformed_frames_give_named_errors() {
+    let decoder = FrameDecoder::new(MAX);
+    let good = vectors()[2].1.to_bytes().unwrap();
+    // Length shorter than the fixed header.
+    let mut buf = BytesMut::from(&[3u8, 0, 0, 0, 1, 3, 0][..]);
+    assert_eq!(
+        decoder.decode(&mut buf),
+        Err(DecodeError::FrameTooShort { declared: 3 })
+    );
+    // Wrong version.
+    let mut bad = good.to_vec();
+    bad[4] = 9;
+    let err = decoder.decode(&mut BytesMut::from(&bad[..])).unwrap_err();
+    assert_eq!(
+        err,
+        DecodeError::UnsupportedVersion {
+            found: 9,
+            supported: 1
+        }
+    );
+    // Fields length past the end.
+    let mut bad = good.to_vec();
+    bad[8..12].copy_from_slice(&10_000u32.to_le_bytes());
+    assert!(matches!(
+        decoder.decode(&mut BytesMut::from(&bad[..])),
+        Err(DecodeError::FieldsOverrun { .. })
+    ));
+    // Unknown and reserved command codes.
+    let mut bad = good.to_vec();
+    bad[5] = 0x7f;
+    let frame = decoder
+        .decode(&mut BytesMut::from(&bad[..]))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        Command::decode(&frame),
+        Err(DecodeError::UnknownCommand(0x7f))
+    );
+    bad[5] = 0x10;
+    let frame = decoder
+        .decode(&mut BytesMut::from(&bad[..]))
+        .unwrap()
+        .unwrap();
+    assert!(matches!(
+        Command::decode(&frame),
+        Err(DecodeError::UnsupportedCommand { name: "sow", .. })
+    ));
+}
+
+#[test]
+fn unknown_fields_are_skipped() {
+    // A publish with an extra field tag 200 (3 bytes of value) in the middle.
+    let good = Command::Publish(Publish {
+        command_id: None,
+        topic: Utf8::from("t"),
+        ack: AckSet::NONE,
+        sequence: None,
+        payload: Bytes::from_static(b"x"),
+    });
+    let bytes = good.to_bytes().unwrap();
+    let mut extended = bytes[..12].to_vec();
+    extended.extend_from_slice(&[200, 3, 0, b'a', b'b', b'c']);
+    extended.extend_from_slice(&bytes[12..]);
+    let fields_len = u32::from_le_bytes(extended[8..12].try_into().unwrap()) + 6;
+    extended[8..12].copy_from_slice(&fields_len.to_le_bytes());
+    let len = u32::try_from(extended.len() - 4).unwrap();
+    extended[0..4].copy_from_slice(&len.to_le_bytes());
+    let frame = FrameDecoder::new(MAX)
+        .decode_one(Bytes::from(extended))
+        .unwrap();
+    assert_eq!(Command::decode(&frame), Ok(good));
+}
+
+#[test]
+fn duplicate_and_missing_fields_are_errors() {
+    let decoder = FrameDecoder::new(MAX);
+    // publish asking for an ack without a command id.
+    let mut bytes = Command::Publish(Publish {
+        command_id: None,
+        topic: Utf8::from("t"),
+        ack: AckSet::NONE,
+        sequence: None,
+        payload: Bytes::new(),
+    })
+    .to_bytes()
+    .unwrap()
+    .to_vec();
+    bytes.splice(12..12, [9u8, 1, 0, 1]);
+    let fields_len = u32::from_le_bytes(bytes[8..12].try_into().unwrap()) + 4;
+    bytes[8..12].copy_from_slice(&fields_len.to_le_bytes());
+    let len = u32::try_from(bytes.len() - 4).unwrap();
+    bytes[0..4].copy_from_slice(&len.to_le_bytes());
+    let frame = decoder.decode_one(Bytes::from(bytes.clone())).unwrap();
+    assert_eq!(
+        Command::decode(&frame),
+        Err(DecodeError::MissingField {
+            command: "publish",
+            field: "command_id"
+        })
+    );
+    // The same field twice.
+    bytes.splice(12..12, [9u8, 1, 0, 1]);
+    let fields_len = u32::from_le_bytes(bytes[8..12].try_into().unwrap()) + 4;
+    bytes[8..12].copy_from_slice(&fields_len.to_le_bytes());
+    let len = u32::try_from(bytes.len() - 4).unwrap();
+    bytes[0..4].copy_from_slice(&len.to_le_bytes());
+    let frame = decoder.decode_one(Bytes::from(bytes)).unwrap();
+    assert_eq!(
+        Command::decode(&frame),
+        Err(DecodeError::DuplicateField { field: "ack_type" })
+    );
+}
+
+fn utf8() -> impl Strategy<Value = Utf8> {
+    "[a-zA-Z0-9/._é-]{1,40}".prop_map(Utf8::from)
+}
+
+fn payload() -> impl Strategy<Value = Bytes> {
+    proptest::collection::vec(any::<u8>(), 0..300).prop_map(Bytes::from)
+}
+
+fn command() -> impl Strategy<Value = Command> {
+    let ack_type = prop_oneof![
+        Just(AckType::Processed),
+        Just(AckType::Persisted),
+        Just(AckType::Completed)
+    ];
+    prop_oneof![
+        (
+            any::<Option<u64>>(),
+            utf8(),
+            proptest::option::of(payload()),
+            any::<Option<u32>>()
+        )
+            .prop_map(|(command_id, client_name, credentials, heartbeat_ms)| {
+                Command::Logon(Logon {
+                    command_id,
+                    client_name,
+                    credentials,
+                    heartbeat_ms,
+                })
+            }),
+        Just(Command::Heartbeat(Heartbeat)),
+        (
+            any::<u64>(),
+            utf8(),
+            0u8..8,
+            any::<Option<u64>>(),
+            payload()
+        )
+            .prop_map(|(command_id, topic, ack, sequence, payload)| {
+                let mut set = AckSet::NONE;
+                for t in [AckType::Processed, AckType::Persisted, AckType::Completed] {
+                    if ack & t as u8 != 0 {
+                        set = set.with(t);
+                    }
+                }
+                Command::Publish(Publish {
+                    command_id: Some(command_id),
+                    topic,
+                    ack: set,
+                    sequence,
+                    payload,
+                })
+            }),
+        (
+            any::<Option<u64>>(),
+            any::<u64>(),
+            utf8(),
+            proptest::option::of(utf8()),
+            proptest::option::of(utf8())
+        )
+            .prop_map(
+                |(command_id, sub_id, topic, filter, options)| Command::Subscribe(Subscribe {
+                    command_id,
+                    sub_id,
+                    topic,
+                    filter,
+                    options
+                })
+            ),
+        (any::<Option<u64>>(), any::<Option<u64>>()).prop_map(|(command_id, sub_id)| {
+            Command::Unsubscribe(Unsubscribe { command_id, sub_id })
+        }),
+        any::<u64>().prop_map(|command_id| Command::Flush(Flush { command_id })),
+        (
+            any::<Option<u64>>(),
+            ack_type,
+            any::<bool>(),
+            0u16..40,
+            proptest::option::of(utf8()),
+            any::<Option<u64>>()
+        )
+            .prop_map(|(command_id, ack_type, ok, code, reason, sub_id)| {
+                let mut ack = Ack::success(ack_type, command_id);
+                if !ok {
+                    ack.status = Status::Failure;
+                    ack.reason_code = ReasonCode::from_code(code);
+                    ack.reason = reason;
+                }
+                ack.sub_id = sub_id;
+                Command::Ack(ack)
+            }),
+        (
+            utf8(),
+            proptest::collection::vec(any::<u64>(), 0..20),
+            any::<Option<u64>>(),
+            any::<u64>(),
+            payload()
+        )
+            .prop_map(
+                |(topic, ids, bookmark, timestamp, payload)| Command::Deliver(Deliver {
+                    topic,
+                    sub_ids: SubIds::from_ids(&ids),
+                    bookmark,
+                    timestamp,
+                    payload
+                })
+            ),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn commands_round_trip(command in command()) {
+        let bytes = command.to_bytes().unwrap();
+        prop_assert_eq!(bytes.len(), command.encoded_len().unwrap());
+        let frame = FrameDecoder::new(MAX).decode_one(bytes.clone()).unwrap();
+        prop_assert_eq!(Command::decode(&frame).unwrap(), command.clone());
+        let mut slice = vec![0u8; bytes.len()];
+        prop_assert_eq!(command.encode_to_slice(&mut slice).unwrap(), bytes.len());
+        prop_assert_eq!(&slice[..], &bytes[..]);
+        prop_assert!(command.encode_to_slice(&mut vec![0u8; bytes.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn stream_decodes_the_same_whatever_the_read_sizes(
+        commands in proptest::collection::vec(command(), 1..8),
+        cuts in proptest::collection::vec(1usize..64, 1..64),
+    ) {
+        let mut stream = Vec::new();
+        for c in &commands {
+            stream.extend_from_slice(&c.to_bytes().unwrap());
+        }
+        let decoder = FrameDecoder::new(MAX);
+        let mut buf = BytesMut::new();
+        let mut decoded = Vec::new();
+        let mut offset = 0;
+        let mut cut = cuts.iter().cycle();
+        while offset < stream.len() {
+            let n = (*cut.next().unwrap()).min(stream.len() - offset);
+            buf.extend_from_slice(&stream[offset..offset + n]);
+            offset += n;
+            while let Some(frame) = decoder.decode(&mut buf).unwrap() {
+                decoded.push(Command::decode(&frame).unwrap());
+            }
+        }
+        prop_assert!(buf.is_empty());
+        prop_assert_eq!(decoded, commands);
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        statecast_protocol::fuzz::frame_decode(&bytes);
+    }
+}
+
+#[test]
+fn fuzz_corpus_replays() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/frame_decode");
+    let mut count = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let data = std::fs::read(entry.unwrap().path()).unwrap();
+        statecast_protocol::fuzz::frame_decode(&data);
+        count += 1;
+    }
+    assert!(count > 0, "corpus at {} is empty", dir.display());
+}
