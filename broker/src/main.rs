@@ -1,1 +1,5 @@
-fn main() {}
+//! The `statecast` binary: see `statecast --help`.
+
+fn main() -> std::process::ExitCode {
+    statecast::cli::main()
+}

@@ -1,0 +1,219 @@
+//! The client commands: `publish`, `subscribe`, `ping`.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::io::Write as _;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use futures::StreamExt;
+use statecast_client::{AckType, Client, ClientOptions, Message, PendingAck, SubscribeOptions};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, BufReader};
+
+use super::{AckArg, Format, PublishArgs, ServerArg, SubscribeArgs};
+
+/// Publishes in flight before `publish` waits for the oldest ack.
+const ACK_WINDOW: usize = 1000;
+
+/// Runs an async command on a single-threaded runtime.
+pub fn run<F, Fut>(command: F) -> anyhow::Result<()>
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    crate::logging::init_client();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(command())
+}
+
+fn client_name(command: &str) -> String {
+    format!("statecast-{command}-{}", std::process::id())
+}
+
+async fn connect(server: &str, command: &str) -> anyhow::Result<Client> {
+    Client::connect(server, ClientOptions::new(client_name(command)))
+        .await
+        .with_context(|| format!("cannot reach the broker at {server}"))
+}
+
+/// `statecast publish`.
+pub async fn publish(args: PublishArgs) -> anyhow::Result<()> {
+    let input: Box<dyn AsyncBufRead + Unpin> = match &args.file {
+        Some(path) => Box::new(BufReader::new(
+            tokio::fs::File::open(path)
+                .await
+                .with_context(|| format!("cannot open {}", path.display()))?,
+        )),
+        None => Box::new(BufReader::new(tokio::io::stdin())),
+    };
+    let client = connect(&args.server.server, "publish").await?;
+    let mut published = 0u64;
+    let mut acked = 0u64;
+    let result = publish_lines(&client, &args, input, &mut published, &mut acked).await;
+    let closed = client.close().await;
+    println!(
+        "{}",
+        serde_json::json!({ "published": published, "acked": acked, "last_bookmark": null })
+    );
+    result?;
+    closed.context("the final flush failed")?;
+    Ok(())
+}
+
+async fn publish_lines(
+    client: &Client,
+    args: &PublishArgs,
+    mut input: Box<dyn AsyncBufRead + Unpin>,
+    published: &mut u64,
+    acked: &mut u64,
+) -> anyhow::Result<()> {
+    let ack_type = match args.ack {
+        AckArg::None => None,
+        AckArg::Processed => Some(AckType::Processed),
+        AckArg::Persisted => Some(AckType::Persisted),
+    };
+    let mut window: VecDeque<PendingAck> = VecDeque::new();
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let n = input
+            .read_until(b'\n', &mut line)
+            .await
+            .context("cannot read the input")?;
+        if n == 0 {
+            break;
+        }
+        while matches!(line.last(), Some(b'\n' | b'\r')) {
+            line.pop();
+        }
+        if line.is_empty() {
+            continue;
+        }
+        let payload = bytes::Bytes::copy_from_slice(&line);
+        match ack_type {
+            None => client.publish(&args.topic, payload).await?,
+            Some(ack_type) => {
+                window.push_back(client.publish_acked(&args.topic, payload, ack_type).await?);
+                if window.len() >= ACK_WINDOW
+                    && let Some(pending) = window.pop_front()
+                {
+                    pending.wait().await?;
+                    *acked += 1;
+                }
+            }
+        }
+        *published += 1;
+    }
+    while let Some(pending) = window.pop_front() {
+        pending.wait().await?;
+        *acked += 1;
+    }
+    Ok(())
+}
+
+fn render(message: &Message, format: Format) -> Vec<u8> {
+    match format {
+        Format::Data => {
+            let mut line = message.payload.to_vec();
+            line.push(b'\n');
+            line
+        }
+        Format::Json => {
+            let data = serde_json::from_slice::<serde_json::Value>(&message.payload)
+                .unwrap_or_else(|_| {
+                    serde_json::Value::String(
+                        String::from_utf8_lossy(&message.payload).into_owned(),
+                    )
+                });
+            let object = serde_json::json!({
+                "cmd": "publish",
+                "topic": message.topic.as_str(),
+                "key": null,
+                "bookmark": message.bookmark.map(|b| b.to_string()),
+                "data": data,
+            });
+            let mut line = object.to_string().into_bytes();
+            line.push(b'\n');
+            line
+        }
+    }
+}
+
+/// `statecast subscribe`.
+pub async fn subscribe(args: SubscribeArgs) -> anyhow::Result<()> {
+    let deadline = match args.timeout {
+        Some(secs) if secs.is_finite() && secs >= 0.0 => {
+            Some(tokio::time::Instant::now() + Duration::from_secs_f64(secs))
+        }
+        Some(secs) => bail!("--timeout must be a non-negative number of seconds, not {secs}"),
+        None => None,
+    };
+    let client = connect(&args.server.server, "subscribe").await?;
+    let mut options = SubscribeOptions::topic(&args.topic);
+    options.filter.clone_from(&args.filter);
+    let mut subscription = client
+        .subscribe_with(options)
+        .await
+        .context("the subscription was refused")?;
+    let mut received = 0u64;
+    let mut stdout = std::io::stdout().lock();
+    loop {
+        if args.count.is_some_and(|count| received >= count) {
+            return Ok(());
+        }
+        let next = match deadline {
+            Some(deadline) => match tokio::time::timeout_at(deadline, subscription.next()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    if let Some(count) = args.count {
+                        bail!(
+                            "timed out after {} s with {received} of {count} messages",
+                            args.timeout.unwrap_or_default()
+                        );
+                    }
+                    return Ok(());
+                }
+            },
+            None => subscription.next().await,
+        };
+        let message = match next {
+            Some(Ok(message)) => message,
+            Some(Err(error)) => return Err(error).context("the subscription ended"),
+            None => bail!("the subscription ended"),
+        };
+        let written = stdout
+            .write_all(&render(&message, args.format))
+            .and_then(|()| stdout.flush());
+        if let Err(error) = written {
+            if error.kind() == std::io::ErrorKind::BrokenPipe {
+                return Ok(());
+            }
+            return Err(error).context("cannot write to stdout");
+        }
+        received += 1;
+    }
+}
+
+/// `statecast ping`.
+pub async fn ping(args: ServerArg) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let client = connect(&args.server, "ping").await?;
+    let connected = started.elapsed();
+    let rtt = client
+        .flush()
+        .await
+        .context("the broker did not answer a flush")?;
+    println!(
+        "{}",
+        serde_json::json!({
+            "server": args.server,
+            "version": client.server().version,
+            "connect_us": connected.as_micros() as u64,
+            "rtt_us": rtt.as_micros() as u64,
+        })
+    );
+    Ok(())
+}

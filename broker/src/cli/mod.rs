@@ -1,0 +1,144 @@
+//! The `statecast` command line: `serve` runs the broker; `publish`,
+//! `subscribe` and `ping` are clients built on statecast-client.
+//!
+//! Exit status: 0 on success, 1 on an error (one line on stderr), 2 on bad
+//! usage (clap's own exit code for usage errors).
+
+mod client_commands;
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// statecast: a publish/subscribe message broker with a State-of-the-World cache.
+#[derive(Debug, Parser)]
+#[command(name = "statecast", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: CommandLine,
+}
+
+#[derive(Debug, Subcommand)]
+enum CommandLine {
+    /// Run the broker (on the embedded default configuration unless --config is given).
+    Serve(ServeArgs),
+    /// Publish one message per input line (stdin by default).
+    Publish(PublishArgs),
+    /// Print the messages of a topic or topic pattern as they arrive.
+    Subscribe(SubscribeArgs),
+    /// Check that a broker answers, and how fast.
+    Ping(ServerArg),
+    /// Print the embedded default configuration.
+    DefaultConfig,
+}
+
+/// Arguments of `serve`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// A TOML configuration file laid over the embedded default.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Data directory (overrides server.data_dir).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Client listener HOST:PORT (overrides server.listen; port 0 picks one).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Admin listener HOST:PORT (overrides server.admin_listen; port 0 picks one).
+    #[arg(long, value_name = "ADDR")]
+    pub admin_listen: Option<String>,
+    /// Validate the configuration, print it, and exit.
+    #[arg(long)]
+    pub check_config: bool,
+}
+
+/// The broker to talk to.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServerArg {
+    /// Broker address.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:9007")]
+    pub server: String,
+}
+
+/// Which acks `publish` waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AckArg {
+    /// Fire and forget (a flush barrier at the end confirms the broker took everything).
+    None,
+    /// Wait for each message's processed ack.
+    Processed,
+    /// Wait for each message's persisted ack (needs a journal).
+    Persisted,
+}
+
+/// Arguments of `publish`.
+#[derive(Debug, clap::Args)]
+pub struct PublishArgs {
+    #[command(flatten)]
+    server: ServerArg,
+    /// Topic to publish to.
+    #[arg(long)]
+    topic: String,
+    /// Acks to wait for.
+    #[arg(long, value_enum, default_value_t = AckArg::None)]
+    ack: AckArg,
+    /// Read messages from this file instead of stdin (one per line).
+    #[arg(long, value_name = "F")]
+    file: Option<PathBuf>,
+}
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Each message's payload on its own line.
+    Data,
+    /// One JSON object per message.
+    Json,
+}
+
+/// Arguments of `subscribe`.
+#[derive(Debug, clap::Args)]
+pub struct SubscribeArgs {
+    #[command(flatten)]
+    server: ServerArg,
+    /// Topic, or a topic pattern (a regular expression).
+    #[arg(long)]
+    topic: String,
+    /// Content filter expression.
+    #[arg(long, value_name = "EXPR")]
+    filter: Option<String>,
+    /// Exit after this many messages.
+    #[arg(long, value_name = "N")]
+    count: Option<u64>,
+    /// Exit after this many seconds (with status 1 if --count was not reached).
+    #[arg(long, value_name = "SECS")]
+    timeout: Option<f64>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Data)]
+    format: Format,
+}
+
+/// Parses the command line and runs the command.
+#[must_use]
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        CommandLine::Serve(args) => return serve::run(&args),
+        CommandLine::DefaultConfig => {
+            print!("{}", crate::config::DEFAULT_TOML);
+            Ok(())
+        }
+        CommandLine::Publish(args) => client_commands::run(|| client_commands::publish(args)),
+        CommandLine::Subscribe(args) => client_commands::run(|| client_commands::subscribe(args)),
+        CommandLine::Ping(args) => client_commands::run(|| client_commands::ping(args)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("statecast: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,636 @@
+//! A topic processor's routing: the subscriptions on the topics it owns, and
+//! fan-out of each published message to the connections whose
+//! subscriptions match it.
+//!
+//! One router runs on each processor thread and is the only writer of its
+//! topics' state, which is what gives every topic one total order. The
+//! router is generic over the connection handle so that tests can use plain
+//! ids and the server uses shared outbound queues.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use smallvec::SmallVec;
+use statecast_protocol::{Ack, AckSet, AckType, ReasonCode, Utf8};
+
+use super::session::requested;
+use super::topic::{Pattern, TopicSpec};
+
+/// How a router names a connection.
+pub trait ConnHandle: Clone {
+    /// A process-unique id for the connection.
+    fn conn_id(&self) -> u64;
+}
+
+impl ConnHandle for u64 {
+    fn conn_id(&self) -> u64 {
+        *self
+    }
+}
+
+/// Counts down the processors a broadcast command visits, so that exactly
+/// one of them (the last) sends the ack.
+#[derive(Debug, Clone, Default)]
+pub struct Completion(Option<Arc<AtomicUsize>>);
+
+impl Completion {
+    /// A command visiting one processor.
+    #[must_use]
+    pub fn single() -> Self {
+        Self(None)
+    }
+
+    /// A command visiting `processors` processors.
+    #[must_use]
+    pub fn shared(processors: usize) -> Self {
+        if processors <= 1 {
+            Self(None)
+        } else {
+            Self(Some(Arc::new(AtomicUsize::new(processors))))
+        }
+    }
+
+    /// Records one visit; true for the last.
+    fn finish(&self) -> bool {
+        match &self.0 {
+            None => true,
+            Some(remaining) => remaining.fetch_sub(1, Ordering::AcqRel) == 1,
+        }
+    }
+}
+
+/// A command for a processor.
+#[derive(Debug, Clone)]
+pub enum ProcessorCommand<C> {
+    /// Route a message.
+    Publish {
+        /// The publisher.
+        conn: C,
+        /// The topic.
+        topic: Utf8,
+        /// The message body.
+        payload: Bytes,
+        /// For acks.
+        command_id: Option<u64>,
+        /// Acks wanted.
+        ack: AckSet,
+    },
+    /// Register a subscription.
+    Subscribe {
+        /// The subscriber.
+        conn: C,
+        /// Its id on the connection.
+        sub_id: u64,
+        /// What it listens to.
+        topic: TopicSpec,
+        /// For the ack.
+        command_id: Option<u64>,
+        /// Shared by every processor visited.
+        done: Completion,
+    },
+    /// End one or all of a connection's subscriptions.
+    Unsubscribe {
+        /// The subscriber.
+        conn: C,
+        /// `None` = all.
+        sub_id: Option<u64>,
+        /// For the ack.
+        command_id: Option<u64>,
+        /// Shared by every processor visited.
+        done: Completion,
+    },
+    /// A barrier.
+    Flush {
+        /// The client.
+        conn: C,
+        /// For the ack.
+        command_id: u64,
+        /// Shared by every processor visited.
+        done: Completion,
+    },
+    /// The connection is gone: drop its subscriptions silently.
+    Closed {
+        /// Its id.
+        conn_id: u64,
+    },
+}
+
+/// A message being routed.
+#[derive(Debug, Clone, Copy)]
+pub struct Message<'a> {
+    /// Topic.
+    pub topic: &'a Utf8,
+    /// Body.
+    pub payload: &'a Bytes,
+    /// When the processor took it, ns since the Unix epoch.
+    pub timestamp: u64,
+    /// Journal position, when journaled.
+    pub bookmark: Option<u64>,
+}
+
+/// Where a router's output goes.
+pub trait Sink<C> {
+    /// Deliver `message` to `conn`, naming its matching subscriptions.
+    fn deliver(&mut self, conn: &C, sub_ids: &[u64], message: &Message<'_>);
+    /// Send an ack to `conn`.
+    fn reply(&mut self, conn: &C, ack: Ack);
+}
+
+#[derive(Debug, Clone)]
+struct Target<C> {
+    conn: C,
+    conn_id: u64,
+    sub_ids: SmallVec<[u64; 2]>,
+}
+
+#[derive(Debug)]
+struct TopicEntry<C> {
+    targets: Vec<Target<C>>,
+}
+
+impl<C: ConnHandle> TopicEntry<C> {
+    fn add(&mut self, conn: &C, sub_id: u64) {
+        let conn_id = conn.conn_id();
+        match self.targets.iter_mut().find(|t| t.conn_id == conn_id) {
+            Some(target) => target.sub_ids.push(sub_id),
+            None => {
+                self.targets.push(Target {
+                    conn: conn.clone(),
+                    conn_id,
+                    sub_ids: SmallVec::from_slice(&[sub_id]),
+                });
+            }
+        }
+    }
+
+    fn remove(&mut self, conn_id: u64, sub_id: u64) {
+        if let Some(index) = self.targets.iter().position(|t| t.conn_id == conn_id) {
+            let target = &mut self.targets[index];
+            target.sub_ids.retain(|id| *id != sub_id);
+            if target.sub_ids.is_empty() {
+                // Keep insertion order: delivery order across connections is
+                // not promised, but stable order makes tests and traces readable.
+                self.targets.remove(index);
+            }
+        }
+    }
+
+    fn remove_conn(&mut self, conn_id: u64) {
+        self.targets.retain(|t| t.conn_id != conn_id);
+    }
+}
+
+#[derive(Debug)]
+struct PatternSub<C> {
+    conn: C,
+    conn_id: u64,
+    sub_id: u64,
+    pattern: Arc<Pattern>,
+}
+
+#[derive(Debug, Default)]
+struct ConnSubs {
+    exact: Vec<(u64, Bytes)>,
+    patterns: Vec<u64>,
+}
+
+/// Entries kept for topics without subscribers (remembering which
+/// patterns match them) before they are swept.
+const EMPTY_TOPICS_MAX: usize = 100_000;
+
+/// Counters a router keeps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RouterStats {
+    /// Messages routed.
+    pub published: u64,
+    /// Deliveries made (one per message and connection).
+    pub delivered: u64,
+}
+
+/// The subscriptions of the topics one processor owns.
+#[derive(Debug)]
+pub struct Router<C> {
+    topics: HashMap<Bytes, TopicEntry<C>>,
+    patterns: Vec<PatternSub<C>>,
+    conns: HashMap<u64, ConnSubs>,
+    stats: RouterStats,
+}
+
+impl<C: ConnHandle> Default for Router<C> {
+    fn default() -> Self {
+        Self {
+            topics: HashMap::new(),
+            patterns: Vec::new(),
+            conns: HashMap::new(),
+            stats: RouterStats::default(),
+        }
+    }
+}
+
+impl<C: ConnHandle> Router<C> {
+    /// An empty router.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Counters so far.
+    #[must_use]
+    pub fn stats(&self) -> RouterStats {
+        self.stats
+    }
+
+    /// Live subscriptions (exact and pattern) held here.
+    #[must_use]
+    pub fn subscription_count(&self) -> usize {
+        self.conns
+            .values()
+            .map(|c| c.exact.len() + c.patterns.len())
+            .sum()
+    }
+
+    /// Handles one command; `now_ns` stamps published messages.
+    pub fn handle(&mut self, command: ProcessorCommand<C>, now_ns: u64, sink: &mut impl Sink<C>) {
+        match command {
+            ProcessorCommand::Publish {
+                conn,
+                topic,
+                payload,
+                command_id,
+                ack,
+            } => {
+                self.publish(&topic, &payload, now_ns, sink);
+                Self::publish_acks(&conn, command_id, ack, sink);
+            }
+            ProcessorCommand::Subscribe {
+                conn,
+                sub_id,
+                topic,
+                command_id,
+                done,
+            } => {
+                self.subscribe(&conn, sub_id, topic);
+                if done.finish() {
+                    let mut ack = Ack::success(AckType::Processed, command_id);
+                    ack.sub_id = Some(sub_id);
+                    sink.reply(&conn, ack);
+                }
+            }
+            ProcessorCommand::Unsubscribe {
+                conn,
+                sub_id,
+                command_id,
+                done,
+            } => {
+                match sub_id {
+                    Some(sub_id) => self.unsubscribe(conn.conn_id(), sub_id),
+                    None => self.remove_conn(conn.conn_id()),
+                }
+                if done.finish() {
+                    let mut ack = Ack::success(AckType::Processed, command_id);
+                    ack.sub_id = sub_id;
+                    sink.reply(&conn, ack);
+                }
+            }
+            ProcessorCommand::Flush {
+                conn,
+                command_id,
+                done,
+            } => {
+                if done.finish() {
+                    sink.reply(&conn, Ack::success(AckType::Processed, Some(command_id)));
+                }
+            }
+            ProcessorCommand::Closed { conn_id } => self.remove_conn(conn_id),
+        }
+    }
+
+    fn publish_acks(conn: &C, command_id: Option<u64>, ack: AckSet, sink: &mut impl Sink<C>) {
+        for ack_type in requested(ack) {
+            let reply = match ack_type {
+                AckType::Processed => Ack::success(AckType::Processed, command_id),
+                other => Ack::failure(
+                    other,
+                    command_id,
+                    ReasonCode::AckNotAvailable,
+                    format!(
+                        "{} acks need a journal, which this broker version does not have; the message was published",
+                        other.name()
+                    ),
+                ),
+            };
+            sink.reply(conn, reply);
+        }
+    }
+
+    fn publish(&mut self, topic: &Utf8, payload: &Bytes, now_ns: u64, sink: &mut impl Sink<C>) {
+        self.stats.published += 1;
+        if !self.topics.contains_key(topic.as_bytes()) {
+            if self.patterns.is_empty() {
+                return;
+            }
+            self.create_entry(topic.bytes().clone());
+        }
+        let Some(entry) = self.topics.get(topic.as_bytes()) else {
+            return;
+        };
+        let message = Message {
+            topic,
+            payload,
+            timestamp: now_ns,
+            bookmark: None,
+        };
+        for target in &entry.targets {
+            sink.deliver(&target.conn, &target.sub_ids, &message);
+        }
+        self.stats.delivered += entry.targets.len() as u64;
+    }
+
+    /// Creates a topic's entry, adding the pattern subscriptions that match it.
+    fn create_entry(&mut self, topic: Bytes) -> &mut TopicEntry<C> {
+        if self.topics.len() >= EMPTY_TOPICS_MAX {
+            self.topics.retain(|_, entry| !entry.targets.is_empty());
+        }
+        let mut entry = TopicEntry {
+            targets: Vec::new(),
+        };
+        for sub in &self.patterns {
+            if sub.pattern.matches(&topic) {
+                entry.add(&sub.conn, sub.sub_id);
+            }
+        }
+        self.topics.entry(topic).or_insert(entry)
+    }
+
+    fn subscribe(&mut self, conn: &C, sub_id: u64, topic: TopicSpec) {
+        let conn_id = conn.conn_id();
+        match topic {
+            TopicSpec::Exact(topic) => {
+                let key = topic.bytes().clone();
+                let entry = match self.topics.contains_key(&key) {
+                    true => self.topics.get_mut(&key),
+                    false => Some(self.create_entry(key.clone())),
+                };
+                if let Some(entry) = entry {
+                    entry.add(conn, sub_id);
+                }
+                self.conns
+                    .entry(conn_id)
+                    .or_default()
+                    .exact
+                    .push((sub_id, key));
+            }
+            TopicSpec::Pattern(pattern) => {
+                for (topic, entry) in &mut self.topics {
+                    if pattern.matches(topic) {
+                        entry.add(conn, sub_id);
+                    }
+                }
+                self.patterns.push(PatternSub {
+                    conn: conn.clone(),
+                    conn_id,
+                    sub_id,
+                    pattern,
+                });
+                self.conns.entry(conn_id).or_default().patterns.push(sub_id);
+            }
+        }
+    }
+
+    fn unsubscribe(&mut self, conn_id: u64, sub_id: u64) {
+        let Some(subs) = self.conns.get_mut(&conn_id) else {
+            return;
+        };
+        if let Some(index) = subs.exact.iter().position(|(id, _)| *id == sub_id) {
+            let (_, topic) = subs.exact.swap_remove(index);
+            if let Some(entry) = self.topics.get_mut(&topic) {
+                entry.remove(conn_id, sub_id);
+                if entry.targets.is_empty() && self.patterns.is_empty() {
+                    self.topics.remove(&topic);
+                }
+            }
+        } else if let Some(index) = subs.patterns.iter().position(|id| *id == sub_id) {
+            subs.patterns.swap_remove(index);
+            self.patterns
+                .retain(|p| !(p.conn_id == conn_id && p.sub_id == sub_id));
+            for entry in self.topics.values_mut() {
+                entry.remove(conn_id, sub_id);
+            }
+        }
+        if subs.exact.is_empty() && subs.patterns.is_empty() {
+            self.conns.remove(&conn_id);
+        }
+        self.sweep_if_no_patterns();
+    }
+
+    fn remove_conn(&mut self, conn_id: u64) {
+        let Some(subs) = self.conns.remove(&conn_id) else {
+            return;
+        };
+        for (_, topic) in &subs.exact {
+            if let Some(entry) = self.topics.get_mut(topic) {
+                entry.remove_conn(conn_id);
+            }
+        }
+        if !subs.patterns.is_empty() {
+            self.patterns.retain(|p| p.conn_id != conn_id);
+            for entry in self.topics.values_mut() {
+                entry.remove_conn(conn_id);
+            }
+        }
+        self.sweep_if_no_patterns();
+    }
+
+    /// Without patterns an empty entry remembers nothing: drop them.
+    fn sweep_if_no_patterns(&mut self) {
+        if self.patterns.is_empty() {
+            self.topics.retain(|_, entry| !entry.targets.is_empty());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Default)]
+    struct Recorder {
+        deliveries: Vec<(u64, Vec<u64>, String, Vec<u8>)>,
+        acks: Vec<(u64, Ack)>,
+    }
+
+    impl Sink<u64> for Recorder {
+        fn deliver(&mut self, conn: &u64, sub_ids: &[u64], message: &Message<'_>) {
+            self.deliveries.push((
+                *conn,
+                sub_ids.to_vec(),
+                message.topic.to_string(),
+                message.payload.to_vec(),
+            ));
+        }
+        fn reply(&mut self, conn: &u64, ack: Ack) {
+            self.acks.push((*conn, ack));
+        }
+    }
+
+    fn publish(router: &mut Router<u64>, sink: &mut Recorder, topic: &str, body: &str) {
+        router.handle(
+            ProcessorCommand::Publish {
+                conn: 99,
+                topic: Utf8::from(topic),
+                payload: Bytes::copy_from_slice(body.as_bytes()),
+                command_id: None,
+                ack: AckSet::NONE,
+            },
+            1,
+            sink,
+        );
+    }
+
+    fn subscribe(
+        router: &mut Router<u64>,
+        sink: &mut Recorder,
+        conn: u64,
+        sub_id: u64,
+        topic: &str,
+    ) {
+        let spec = if super::super::topic::is_pattern(topic) {
+            TopicSpec::Pattern(Arc::new(Pattern::new(Utf8::from(topic)).unwrap()))
+        } else {
+            TopicSpec::Exact(Utf8::from(topic))
+        };
+        router.handle(
+            ProcessorCommand::Subscribe {
+                conn,
+                sub_id,
+                topic: spec,
+                command_id: Some(sub_id),
+                done: Completion::single(),
+            },
+            1,
+            sink,
+        );
+    }
+
+    #[test]
+    fn exact_and_pattern_subscriptions_merge_per_connection() {
+        let (mut router, mut sink) = (Router::new(), Recorder::default());
+        subscribe(&mut router, &mut sink, 1, 10, "orders");
+        subscribe(&mut router, &mut sink, 1, 11, "^ord");
+        subscribe(&mut router, &mut sink, 2, 20, "ord.*s$");
+        assert_eq!(sink.acks.len(), 3);
+        publish(&mut router, &mut sink, "orders", "a");
+        publish(&mut router, &mut sink, "quotes", "b");
+        publish(&mut router, &mut sink, "ordinals", "c");
+        let got: Vec<_> = sink
+            .deliveries
+            .iter()
+            .map(|(c, ids, t, _)| (*c, ids.clone(), t.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (1, vec![10, 11], "orders"),
+                (2, vec![20], "orders"),
+                (1, vec![11], "ordinals"),
+                (2, vec![20], "ordinals")
+            ]
+        );
+    }
+
+    #[test]
+    fn pattern_added_after_topic_seen_still_matches() {
+        let (mut router, mut sink) = (Router::new(), Recorder::default());
+        subscribe(&mut router, &mut sink, 1, 1, "^a");
+        publish(&mut router, &mut sink, "b", "x"); // remembered as an empty entry
+        subscribe(&mut router, &mut sink, 2, 2, "b|c");
+        publish(&mut router, &mut sink, "b", "y");
+        assert_eq!(sink.deliveries.len(), 1);
+        assert_eq!(sink.deliveries[0].0, 2);
+    }
+
+    #[test]
+    fn unsubscribe_and_close_stop_delivery() {
+        let (mut router, mut sink) = (Router::new(), Recorder::default());
+        subscribe(&mut router, &mut sink, 1, 1, "t");
+        subscribe(&mut router, &mut sink, 1, 2, "t.*");
+        subscribe(&mut router, &mut sink, 2, 3, "t");
+        router.handle(
+            ProcessorCommand::Unsubscribe {
+                conn: 1,
+                sub_id: Some(1),
+                command_id: None,
+                done: Completion::single(),
+            },
+            1,
+            &mut sink,
+        );
+        publish(&mut router, &mut sink, "t", "a");
+        router.handle(ProcessorCommand::Closed { conn_id: 2 }, 1, &mut sink);
+        router.handle(
+            ProcessorCommand::Unsubscribe {
+                conn: 1,
+                sub_id: Some(2),
+                command_id: None,
+                done: Completion::single(),
+            },
+            1,
+            &mut sink,
+        );
+        publish(&mut router, &mut sink, "t", "b");
+        let got: Vec<_> = sink
+            .deliveries
+            .iter()
+            .map(|(c, ids, _, p)| (*c, ids.clone(), p.clone()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![(1, vec![2], b"a".to_vec()), (2, vec![3], b"a".to_vec())]
+        );
+        assert_eq!(router.subscription_count(), 0);
+        assert!(
+            router.topics.is_empty(),
+            "no state is kept for topics nobody listens to"
+        );
+    }
+
+    #[test]
+    fn broadcast_commands_ack_once() {
+        let (mut a, mut b, mut sink) = (Router::new(), Router::new(), Recorder::default());
+        let done = Completion::shared(2);
+        for router in [&mut a, &mut b] {
+            router.handle(
+                ProcessorCommand::Flush {
+                    conn: 5,
+                    command_id: 8,
+                    done: done.clone(),
+                },
+                1,
+                &mut sink,
+            );
+        }
+        assert_eq!(sink.acks.len(), 1);
+        assert_eq!(sink.acks[0].1.command_id, Some(8));
+    }
+
+    #[test]
+    fn publish_acks_processed_and_refuses_persisted_without_journal() {
+        let (mut router, mut sink) = (Router::new(), Recorder::default());
+        router.handle(
+            ProcessorCommand::Publish {
+                conn: 1,
+                topic: Utf8::from("t"),
+                payload: Bytes::new(),
+                command_id: Some(3),
+                ack: AckSet::only(AckType::Processed).with(AckType::Persisted),
+            },
+            1,
+            &mut sink,
+        );
+        assert_eq!(sink.acks.len(), 2);
+        assert_eq!(sink.acks[0].1.status, statecast_protocol::Status::Success);
+        assert_eq!(sink.acks[1].1.reason_code, ReasonCode::AckNotAvailable);
+    }
+}

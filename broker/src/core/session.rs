@@ -1,0 +1,545 @@
+//! The connection state machine: logon, heartbeats and timeouts, frame
+//! limits, command validation, and translating commands into actions for
+//! the I/O layer (replies to write, commands for topic processors, close).
+//!
+//! A session never blocks and never reads the clock: the driver passes
+//! `now` in. Protocol errors produce [`Action::Close`] with the failure ack's
+//! reason; the driver writes that ack and closes only this connection.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use statecast_protocol::{
+    Ack, AckSet, AckType, Command, DecodeError, Frame, FrameDecoder, Heartbeat, ReasonCode, Utf8,
+};
+
+use super::topic::{Pattern, TopicSpec, is_pattern, processor_for};
+
+/// Longest client name accepted at logon.
+pub const CLIENT_NAME_BYTES_MAX: usize = 256;
+
+/// The limits and settings every session of a broker shares.
+#[derive(Debug, Clone)]
+pub struct SessionLimits {
+    /// Largest frame after logon.
+    pub frame_bytes_max: usize,
+    /// Largest frame before logon.
+    pub frame_bytes_max_before_logon: usize,
+    /// Longest topic or pattern.
+    pub topic_bytes_max: usize,
+    /// Live subscriptions per connection.
+    pub subscriptions_max: usize,
+    /// Heartbeat interval when the client asks for none.
+    pub heartbeat_default: Duration,
+    /// Smallest interval a client may ask for.
+    pub heartbeat_min: Duration,
+    /// Largest interval a client may ask for.
+    pub heartbeat_max: Duration,
+    /// Logon deadline after connect.
+    pub logon_timeout: Duration,
+    /// Number of topic processors.
+    pub processors: usize,
+    /// This broker's version, for the logon ack.
+    pub server_version: &'static str,
+}
+
+impl SessionLimits {
+    /// Limits from a validated configuration.
+    #[must_use]
+    pub fn from_config(config: &crate::config::Config, processors: usize) -> Self {
+        let l = &config.limits;
+        let c = &config.connections;
+        Self {
+            frame_bytes_max: usize::try_from(l.frame_bytes_max.0).unwrap_or(usize::MAX),
+            frame_bytes_max_before_logon: usize::try_from(l.frame_bytes_max_before_logon.0)
+                .unwrap_or(usize::MAX),
+            topic_bytes_max: l.topic_bytes_max,
+            subscriptions_max: l.subscriptions_per_connection_max,
+            heartbeat_default: Duration::from_millis(c.heartbeat_ms),
+            heartbeat_min: Duration::from_millis(c.heartbeat_min_ms),
+            heartbeat_max: Duration::from_millis(c.heartbeat_max_ms),
+            logon_timeout: Duration::from_millis(c.logon_timeout_ms),
+            processors: processors.max(1),
+            server_version: env!("CARGO_PKG_VERSION"),
+        }
+    }
+}
+
+/// Which processors a command must visit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Targets {
+    /// The processor that owns one topic.
+    One(usize),
+    /// Every processor (pattern subscriptions, flush, unsubscribe-all).
+    All,
+}
+
+/// Why the session wants its connection closed, and the failure ack to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseReason {
+    /// The reason code for the failure ack.
+    pub code: ReasonCode,
+    /// The text for the failure ack and the log.
+    pub text: String,
+    /// The command id of the offending command, when it could be read.
+    pub command_id: Option<u64>,
+}
+
+impl CloseReason {
+    /// The failure ack announcing the close.
+    #[must_use]
+    pub fn ack(&self) -> Ack {
+        Ack::failure(
+            AckType::Processed,
+            self.command_id,
+            self.code,
+            self.text.as_str(),
+        )
+    }
+}
+
+/// What the driver must do after a session has handled input.
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// Write this frame to the client.
+    Reply(Command),
+    /// Hand a publish to the processor owning its topic.
+    Publish {
+        /// Owning processor.
+        processor: usize,
+        /// Topic.
+        topic: Utf8,
+        /// Message body (shares the receive buffer).
+        payload: Bytes,
+        /// For acks.
+        command_id: Option<u64>,
+        /// Acks wanted.
+        ack: AckSet,
+    },
+    /// Register a subscription.
+    Subscribe {
+        /// Where it must be registered.
+        targets: Targets,
+        /// Client's id for it.
+        sub_id: u64,
+        /// What it listens to.
+        topic: TopicSpec,
+        /// For the ack.
+        command_id: Option<u64>,
+    },
+    /// End one or all subscriptions.
+    Unsubscribe {
+        /// Where they are registered.
+        targets: Targets,
+        /// `None` = all of this connection's.
+        sub_id: Option<u64>,
+        /// For the ack.
+        command_id: Option<u64>,
+    },
+    /// A barrier through every processor.
+    Flush {
+        /// For the ack.
+        command_id: u64,
+    },
+    /// A fire-and-forget command was refused (nothing is sent back); the
+    /// driver may log it.
+    Rejected(String),
+    /// Write the failure ack and close this connection.
+    Close(CloseReason),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    AwaitingLogon { deadline: Instant },
+    Active,
+    Closed,
+}
+
+/// One connection's protocol state.
+#[derive(Debug)]
+pub struct Session {
+    limits: Arc<SessionLimits>,
+    decoder: FrameDecoder,
+    state: State,
+    client_name: Option<Utf8>,
+    heartbeat: Duration,
+    last_received: Instant,
+    subscriptions: HashMap<u64, Targets>,
+}
+
+impl Session {
+    /// A session for a connection accepted at `now`.
+    #[must_use]
+    pub fn new(limits: Arc<SessionLimits>, now: Instant) -> Self {
+        Self {
+            decoder: FrameDecoder::new(limits.frame_bytes_max_before_logon),
+            state: State::AwaitingLogon {
+                deadline: now + limits.logon_timeout,
+            },
+            client_name: None,
+            heartbeat: limits.heartbeat_default,
+            last_received: now,
+            subscriptions: HashMap::new(),
+            limits,
+        }
+    }
+
+    /// The client's name once logged on.
+    #[must_use]
+    pub fn client_name(&self) -> Option<&str> {
+        self.client_name.as_ref().map(Utf8::as_str)
+    }
+
+    /// Whether the session has asked for its connection to close.
+    #[must_use]
+    pub fn is_closed(&self) -> bool {
+        self.state == State::Closed
+    }
+
+    /// Whether the client has logged on.
+    #[must_use]
+    pub fn is_logged_on(&self) -> bool {
+        self.state == State::Active
+    }
+
+    /// The heartbeat interval in force.
+    #[must_use]
+    pub fn heartbeat(&self) -> Duration {
+        self.heartbeat
+    }
+
+    /// Live subscriptions.
+    #[must_use]
+    pub fn subscription_count(&self) -> usize {
+        self.subscriptions.len()
+    }
+
+    /// Bytes the session needs to see before it can decode the next frame,
+    /// so the driver never buffers more than one frame's worth: `None` when
+    /// the length prefix is incomplete.
+    #[must_use]
+    pub fn max_frame_len(&self) -> usize {
+        self.decoder.max_frame_len()
+    }
+
+    fn close(
+        &mut self,
+        code: ReasonCode,
+        text: String,
+        command_id: Option<u64>,
+        out: &mut Vec<Action>,
+    ) {
+        if self.state != State::Closed {
+            self.state = State::Closed;
+            out.push(Action::Close(CloseReason {
+                code,
+                text,
+                command_id,
+            }));
+        }
+    }
+
+    /// Decodes and handles every complete frame at the front of `buf`.
+    /// Stops at the first protocol error, after pushing [`Action::Close`].
+    pub fn on_bytes(&mut self, buf: &mut BytesMut, now: Instant, out: &mut Vec<Action>) {
+        while self.state != State::Closed {
+            match self.decoder.decode(buf) {
+                Ok(Some(frame)) => {
+                    self.last_received = now;
+                    self.on_frame(&frame, out);
+                }
+                Ok(None) => return,
+                Err(error) => {
+                    let text = if let DecodeError::FrameTooLarge { .. } = error {
+                        if self.state == State::Active {
+                            format!("{error} (limits.frame_bytes_max)")
+                        } else {
+                            format!(
+                                "{error} (limits.frame_bytes_max_before_logon applies until logon)"
+                            )
+                        }
+                    } else {
+                        error.to_string()
+                    };
+                    self.close(reason_for(&error), text, None, out);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn on_frame(&mut self, frame: &Frame, out: &mut Vec<Action>) {
+        let command = match Command::decode(frame) {
+            Ok(command) => command,
+            Err(error) => {
+                let command_id = command_id_of(frame);
+                self.close(reason_for(&error), error.to_string(), command_id, out);
+                return;
+            }
+        };
+        match (self.state, command) {
+            (State::Closed, _) => {}
+            (State::AwaitingLogon { .. }, Command::Logon(logon)) => self.logon(logon, out),
+            (State::AwaitingLogon { .. }, other) => {
+                let text = format!(
+                    "{} before logon: logon must be the first command",
+                    other.code().name()
+                );
+                self.close(ReasonCode::NotLoggedOn, text, None, out);
+            }
+            (State::Active, Command::Logon(logon)) => {
+                self.close(
+                    ReasonCode::AlreadyLoggedOn,
+                    "a connection logs on once".into(),
+                    logon.command_id,
+                    out,
+                );
+            }
+            (State::Active, Command::Heartbeat(_)) => {}
+            (State::Active, Command::Publish(publish)) => {
+                if publish.topic.len() > self.limits.topic_bytes_max {
+                    let text = format!(
+                        "topic of {} bytes exceeds limits.topic_bytes_max ({})",
+                        publish.topic.len(),
+                        self.limits.topic_bytes_max
+                    );
+                    if publish.ack.is_empty() {
+                        out.push(Action::Rejected(text));
+                    } else {
+                        for ack in requested(publish.ack) {
+                            out.push(Action::Reply(Command::Ack(Ack::failure(
+                                ack,
+                                publish.command_id,
+                                ReasonCode::InvalidTopic,
+                                text.as_str(),
+                            ))));
+                        }
+                    }
+                    return;
+                }
+                out.push(Action::Publish {
+                    processor: processor_for(publish.topic.as_bytes(), self.limits.processors),
+                    topic: publish.topic,
+                    payload: publish.payload,
+                    command_id: publish.command_id,
+                    ack: publish.ack,
+                });
+            }
+            (State::Active, Command::Subscribe(subscribe)) => self.subscribe(subscribe, out),
+            (State::Active, Command::Unsubscribe(unsubscribe)) => match unsubscribe.sub_id {
+                Some(sub_id) => match self.subscriptions.remove(&sub_id) {
+                    Some(targets) => {
+                        out.push(Action::Unsubscribe {
+                            targets,
+                            sub_id: Some(sub_id),
+                            command_id: unsubscribe.command_id,
+                        });
+                    }
+                    None => {
+                        let mut ack = Ack::failure(
+                            AckType::Processed,
+                            unsubscribe.command_id,
+                            ReasonCode::UnknownSubId,
+                            format!("no subscription {sub_id} on this connection"),
+                        );
+                        ack.sub_id = Some(sub_id);
+                        out.push(Action::Reply(Command::Ack(ack)));
+                    }
+                },
+                None => {
+                    self.subscriptions.clear();
+                    out.push(Action::Unsubscribe {
+                        targets: Targets::All,
+                        sub_id: None,
+                        command_id: unsubscribe.command_id,
+                    });
+                }
+            },
+            (State::Active, Command::Flush(flush)) => out.push(Action::Flush {
+                command_id: flush.command_id,
+            }),
+            (State::Active, other @ (Command::Ack(_) | Command::Deliver(_))) => {
+                let text = format!("{} is sent by brokers, not clients", other.code().name());
+                self.close(ReasonCode::UnknownCommand, text, None, out);
+            }
+            (State::Active, other) => {
+                let text = format!("{} is not handled by this broker", other.code().name());
+                self.close(ReasonCode::UnknownCommand, text, None, out);
+            }
+        }
+    }
+
+    fn logon(&mut self, logon: statecast_protocol::Logon, out: &mut Vec<Action>) {
+        if logon.client_name.len() > CLIENT_NAME_BYTES_MAX {
+            let text = format!(
+                "client_name of {} bytes exceeds {CLIENT_NAME_BYTES_MAX}",
+                logon.client_name.len()
+            );
+            self.close(ReasonCode::InvalidField, text, logon.command_id, out);
+            return;
+        }
+        let requested = logon
+            .heartbeat_ms
+            .map_or(self.limits.heartbeat_default, |ms| {
+                Duration::from_millis(ms.into())
+            });
+        self.heartbeat = requested.clamp(self.limits.heartbeat_min, self.limits.heartbeat_max);
+        self.decoder.set_max_frame_len(self.limits.frame_bytes_max);
+        self.state = State::Active;
+        let mut ack = Ack::success(AckType::Processed, logon.command_id);
+        ack.client_name = Some(logon.client_name.clone());
+        ack.heartbeat_ms = Some(u32::try_from(self.heartbeat.as_millis()).unwrap_or(u32::MAX));
+        ack.max_frame_bytes = Some(u32::try_from(self.limits.frame_bytes_max).unwrap_or(u32::MAX));
+        ack.server_version = Some(Utf8::from_static(self.limits.server_version));
+        self.client_name = Some(logon.client_name);
+        out.push(Action::Reply(Command::Ack(ack)));
+    }
+
+    fn subscribe(&mut self, subscribe: statecast_protocol::Subscribe, out: &mut Vec<Action>) {
+        let fail = |code, text: String| {
+            let mut ack = Ack::failure(AckType::Processed, subscribe.command_id, code, text);
+            ack.sub_id = Some(subscribe.sub_id);
+            Action::Reply(Command::Ack(ack))
+        };
+        if self.subscriptions.contains_key(&subscribe.sub_id) {
+            out.push(fail(
+                ReasonCode::DuplicateSubId,
+                format!(
+                    "subscription {} already exists on this connection",
+                    subscribe.sub_id
+                ),
+            ));
+            return;
+        }
+        if self.subscriptions.len() >= self.limits.subscriptions_max {
+            let text = format!(
+                "this connection has {} subscriptions, the limit (limits.subscriptions_per_connection_max)",
+                self.subscriptions.len()
+            );
+            out.push(fail(ReasonCode::TooManySubscriptions, text));
+            return;
+        }
+        if subscribe.topic.len() > self.limits.topic_bytes_max {
+            let text = format!(
+                "topic of {} bytes exceeds limits.topic_bytes_max ({})",
+                subscribe.topic.len(),
+                self.limits.topic_bytes_max
+            );
+            out.push(fail(ReasonCode::InvalidTopic, text));
+            return;
+        }
+        let mut literal = false;
+        for option in subscribe
+            .options
+            .as_ref()
+            .map_or("", Utf8::as_str)
+            .split(',')
+            .map(str::trim)
+        {
+            match option {
+                "" => {}
+                "non_regex_topic" => literal = true,
+                unknown => {
+                    out.push(fail(
+                        ReasonCode::InvalidField,
+                        format!("unknown subscribe option `{unknown}` (known: non_regex_topic)"),
+                    ));
+                    return;
+                }
+            }
+        }
+        if subscribe.filter.is_some() {
+            out.push(fail(
+                ReasonCode::InvalidFilter,
+                "content filters are not supported by this broker version".into(),
+            ));
+            return;
+        }
+        let (targets, topic) = if !literal && is_pattern(subscribe.topic.as_str()) {
+            match Pattern::new(subscribe.topic.clone()) {
+                Ok(pattern) => (Targets::All, TopicSpec::Pattern(Arc::new(pattern))),
+                Err(error) => {
+                    out.push(fail(
+                        ReasonCode::InvalidTopic,
+                        format!("invalid topic pattern: {error}"),
+                    ));
+                    return;
+                }
+            }
+        } else {
+            let processor = processor_for(subscribe.topic.as_bytes(), self.limits.processors);
+            (Targets::One(processor), TopicSpec::Exact(subscribe.topic))
+        };
+        self.subscriptions.insert(subscribe.sub_id, targets);
+        out.push(Action::Subscribe {
+            targets,
+            sub_id: subscribe.sub_id,
+            topic,
+            command_id: subscribe.command_id,
+        });
+    }
+
+    /// Checks timers. `last_sent` is when the driver last wrote anything to
+    /// the client (deliveries bypass the session, so the driver tracks it).
+    pub fn on_tick(&mut self, now: Instant, last_sent: Instant, out: &mut Vec<Action>) {
+        match self.state {
+            State::Closed => {}
+            State::AwaitingLogon { deadline } => {
+                if now >= deadline {
+                    let text = format!(
+                        "no logon within {} ms (connections.logon_timeout_ms)",
+                        self.limits.logon_timeout.as_millis()
+                    );
+                    self.close(ReasonCode::LogonTimeout, text, None, out);
+                }
+            }
+            State::Active => {
+                let silent = now.saturating_duration_since(self.last_received);
+                if silent > self.heartbeat * 2 {
+                    let text = format!(
+                        "nothing received for {} ms, more than two heartbeat intervals of {} ms",
+                        silent.as_millis(),
+                        self.heartbeat.as_millis()
+                    );
+                    self.close(ReasonCode::HeartbeatTimeout, text, None, out);
+                } else if now.saturating_duration_since(last_sent) >= self.heartbeat {
+                    out.push(Action::Reply(Command::Heartbeat(Heartbeat)));
+                }
+            }
+        }
+    }
+}
+
+/// The ack types in a set, in the order acks are sent.
+pub fn requested(set: AckSet) -> impl Iterator<Item = AckType> {
+    [AckType::Processed, AckType::Persisted, AckType::Completed]
+        .into_iter()
+        .filter(move |ack| set.contains(*ack))
+}
+
+fn reason_for(error: &DecodeError) -> ReasonCode {
+    match error {
+        DecodeError::FrameTooLarge { .. } => ReasonCode::FrameTooLarge,
+        DecodeError::UnsupportedVersion { .. } => ReasonCode::UnsupportedVersion,
+        DecodeError::UnknownCommand(_) | DecodeError::UnsupportedCommand { .. } => {
+            ReasonCode::UnknownCommand
+        }
+        DecodeError::MissingField { .. } => ReasonCode::MissingField,
+        DecodeError::InvalidField { .. } | DecodeError::DuplicateField { .. } => {
+            ReasonCode::InvalidField
+        }
+        _ => ReasonCode::MalformedFrame,
+    }
+}
+
+/// The command id of a frame whose command did not decode, when it has a
+/// well-formed one, so the failure ack can name the command.
+fn command_id_of(frame: &Frame) -> Option<u64> {
+    statecast_protocol::FieldIter::new(&frame.fields)
+        .map_while(Result::ok)
+        .find(|field| field.tag == statecast_protocol::FieldTag::CommandId as u8)
+        .and_then(|field| <[u8; 8]>::try_from(field.value).ok())
+        .map(u64::from_le_bytes)
+}

@@ -1,0 +1,748 @@
+//! An I/O thread: one mio event loop owning a set of client connections.
+//!
+//! It reads and decodes frames, runs each connection's [`Session`], hands
+//! publishes and subscriptions to processors in per-iteration batches, and
+//! writes each connection's outbound queue with vectored writes.
+//!
+//! mio readiness is edge-triggered: after a readable or writable event the
+//! loop must read or write until `WouldBlock`, or it may never be woken for
+//! that socket again. Where it stops early (read budget, back-pressure) it
+//! remembers the connection in `want_read` and comes back without waiting.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice, Read, Write};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use crossbeam_channel::Sender;
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+use statecast_protocol::{Ack, AckType, Command, ReasonCode};
+
+use super::outbound::{ConnShared, IoShared, Totals};
+use super::processor::{Batch, ProcessorMsg};
+use crate::core::router::{Completion, ProcessorCommand};
+use crate::core::session::{Action, CloseReason, Session, SessionLimits, Targets};
+
+/// The waker's token; connections use their slab index.
+pub const WAKER: Token = Token(usize::MAX);
+
+/// Bytes read from one connection before others get a turn.
+const READ_BUDGET_BYTES: usize = 1 << 20;
+
+/// Each read asks the kernel for up to this much.
+const READ_CHUNK_BYTES: usize = 64 * 1024;
+
+/// Slices per vectored write (well under Linux's IOV_MAX of 1024).
+const WRITE_SLICES_MAX: usize = 512;
+
+/// How long a connection being closed gets to flush its last frames.
+const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Approximate bytes a command costs besides its payload, for back-pressure.
+const COMMAND_OVERHEAD_BYTES: usize = 128;
+
+struct Conn {
+    stream: TcpStream,
+    peer: SocketAddr,
+    session: Session,
+    shared: Arc<ConnShared>,
+    read_buf: BytesMut,
+    write_queue: VecDeque<Bytes>,
+    last_sent: Instant,
+    last_progress: Instant,
+    closing: Option<(Instant, CloseReason)>,
+    eof: bool,
+}
+
+/// Settings an I/O thread needs.
+#[derive(Debug, Clone)]
+pub struct IoSettings {
+    /// Shared session limits.
+    pub limits: Arc<SessionLimits>,
+    /// Per-client outbound cap.
+    pub client_outbound_bytes_max: usize,
+    /// Per-client no-progress bound.
+    pub client_outbound_stall: Duration,
+    /// Bound on draining at shutdown.
+    pub drain_timeout: Duration,
+}
+
+/// What every I/O thread shares with the rest of the broker.
+#[derive(Debug, Clone)]
+pub struct IoWiring {
+    /// Each processor's inbox.
+    pub processors: Vec<Sender<ProcessorMsg>>,
+    /// Instance-wide counters.
+    pub totals: Arc<Totals>,
+    /// Source of connection ids.
+    pub next_conn_id: Arc<std::sync::atomic::AtomicU64>,
+    /// Processors that have finished draining.
+    pub processors_done: Arc<std::sync::atomic::AtomicUsize>,
+    /// Live connections, for instance-wide decisions.
+    pub registry: Arc<super::acceptor::ConnRegistry>,
+}
+
+/// One I/O thread's state.
+pub struct IoThread {
+    poll: Poll,
+    shared: Arc<IoShared>,
+    conns: Slab<Conn>,
+    processors: Vec<Sender<ProcessorMsg>>,
+    batches: Vec<(Vec<ProcessorCommand<Arc<ConnShared>>>, usize)>,
+    batch_bytes: usize,
+    settings: IoSettings,
+    totals: Arc<Totals>,
+    next_conn_id: Arc<std::sync::atomic::AtomicU64>,
+    want_read: Vec<usize>,
+    actions: Vec<Action>,
+    ready: Vec<(usize, u64)>,
+    processors_done: Arc<std::sync::atomic::AtomicUsize>,
+    registry: Arc<super::acceptor::ConnRegistry>,
+}
+
+impl std::fmt::Debug for IoThread {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IoThread")
+            .field("index", &self.shared.index)
+            .field("conns", &self.conns.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn tick_interval(limits: &SessionLimits) -> Duration {
+    (limits.heartbeat_min / 2).clamp(Duration::from_millis(5), Duration::from_millis(100))
+}
+
+impl IoThread {
+    /// Builds the thread's poller and shared handle.
+    ///
+    /// # Errors
+    /// When the poller or its waker cannot be created.
+    pub fn new(
+        index: usize,
+        inflight_max: usize,
+        settings: IoSettings,
+        wiring: IoWiring,
+    ) -> io::Result<Self> {
+        let IoWiring {
+            processors,
+            totals,
+            next_conn_id,
+            processors_done,
+            registry,
+        } = wiring;
+        let poll = Poll::new()?;
+        let waker = mio::Waker::new(poll.registry(), WAKER)?;
+        let shared = Arc::new(IoShared::new(index, waker, inflight_max));
+        let batches = processors.iter().map(|_| (Vec::new(), 0)).collect();
+        Ok(Self {
+            poll,
+            shared,
+            conns: Slab::new(),
+            processors,
+            batches,
+            batch_bytes: 0,
+            settings,
+            totals,
+            next_conn_id,
+            want_read: Vec::new(),
+            actions: Vec::new(),
+            ready: Vec::new(),
+            processors_done,
+            registry,
+        })
+    }
+
+    /// The handle other threads use.
+    #[must_use]
+    pub fn shared(&self) -> Arc<IoShared> {
+        Arc::clone(&self.shared)
+    }
+
+    /// Runs the loop until a clean shutdown completes.
+    pub fn run(mut self) {
+        let mut events = Events::with_capacity(1024);
+        let tick = tick_interval(&self.settings.limits);
+        let mut next_tick = Instant::now() + tick;
+        let mut draining: Option<Instant> = None;
+        loop {
+            let timeout = if self.want_read.is_empty() {
+                next_tick.saturating_duration_since(Instant::now())
+            } else {
+                Duration::ZERO
+            };
+            if let Err(error) = self.poll.poll(&mut events, Some(timeout))
+                && error.kind() != io::ErrorKind::Interrupted
+            {
+                tracing::error!(%error, "io-{}: poll failed; closing this thread's connections", self.shared.index);
+                break;
+            }
+            let now = Instant::now();
+            self.shared.clear_notified();
+            for event in &events {
+                let token = event.token();
+                if token == WAKER {
+                    continue;
+                }
+                if event.is_writable() {
+                    self.write(token.0, now);
+                }
+                if event.is_readable() || event.is_read_closed() || event.is_error() {
+                    self.read(token.0, now);
+                }
+            }
+            self.accept_new(now);
+            self.drain_ready(now);
+            if !self.shared.paused.load(Ordering::Acquire)
+                || self.shared.inflight.load(Ordering::Acquire) <= self.shared.inflight_max / 2
+            {
+                self.shared.paused.store(false, Ordering::Release);
+                for token in std::mem::take(&mut self.want_read) {
+                    self.read(token, now);
+                }
+            }
+            self.send_batches();
+            if now >= next_tick {
+                self.tick(now);
+                next_tick = now + tick;
+            }
+            self.finish_closing(now);
+            if draining.is_none() && self.shared.shutdown.load(Ordering::Acquire) {
+                draining = Some(now + self.settings.drain_timeout);
+                self.start_drain();
+            }
+            if let Some(deadline) = draining {
+                let processors_done =
+                    self.processors_done.load(Ordering::Acquire) >= self.processors.len();
+                let flushed = self
+                    .conns
+                    .iter()
+                    .all(|(_, c)| c.write_queue.is_empty() && c.shared.queued() == 0);
+                if processors_done && (flushed || now >= deadline) {
+                    self.close_all_for_shutdown(now);
+                    break;
+                }
+            }
+        }
+        for conn in self.conns.drain() {
+            conn.shared.close();
+            self.totals.connections.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    fn start_drain(&mut self) {
+        tracing::debug!("io-{}: draining for shutdown", self.shared.index);
+        self.send_batches();
+        for processor in &self.processors {
+            let _ = processor.send(ProcessorMsg::Drain);
+        }
+        // No more reads: publishers' data already read is processed.
+        self.want_read.clear();
+    }
+
+    fn close_all_for_shutdown(&mut self, now: Instant) {
+        let tokens: Vec<usize> = self.conns.iter().map(|(t, _)| t).collect();
+        for token in tokens {
+            if let Some(conn) = self.conns.get_mut(token) {
+                let unsent =
+                    conn.write_queue.iter().map(Bytes::len).sum::<usize>() + conn.shared.queued();
+                if unsent > 0 {
+                    tracing::warn!(client = conn.session.client_name().unwrap_or("-"), peer = %conn.peer, unsent,
+                        "shutdown: drain timeout passed with frames still queued for this client");
+                }
+                let ack = Ack::failure(
+                    AckType::Processed,
+                    None,
+                    ReasonCode::ShuttingDown,
+                    "the broker is shutting down",
+                );
+                if let Ok(frame) = Command::Ack(ack).to_bytes() {
+                    // Best effort: one attempt, the socket is closed right after.
+                    let _ = conn.stream.write(&frame);
+                }
+            }
+            self.remove(token, "shutdown", now);
+        }
+    }
+
+    fn accept_new(&mut self, now: Instant) {
+        let new = std::mem::take(
+            &mut *self
+                .shared
+                .new_conns
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        for (mut stream, peer) in new {
+            if self.shared.shutdown.load(Ordering::Acquire) {
+                self.totals.connections.fetch_sub(1, Ordering::AcqRel);
+                continue;
+            }
+            let entry = self.conns.vacant_entry();
+            let token = entry.key();
+            if let Err(error) = self.poll.registry().register(
+                &mut stream,
+                Token(token),
+                Interest::READABLE | Interest::WRITABLE,
+            ) {
+                tracing::warn!(%peer, %error, "could not register connection");
+                self.totals.connections.fetch_sub(1, Ordering::AcqRel);
+                continue;
+            }
+            let id = self.next_conn_id.fetch_add(1, Ordering::Relaxed);
+            let shared = Arc::new(ConnShared::new(
+                id,
+                token,
+                Arc::clone(&self.shared),
+                self.settings.client_outbound_bytes_max,
+                Arc::clone(&self.totals),
+            ));
+            tracing::debug!(%peer, conn = id, "io-{}: connection registered", self.shared.index);
+            self.registry
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(Arc::downgrade(&shared));
+            entry.insert(Conn {
+                stream,
+                peer,
+                session: Session::new(Arc::clone(&self.settings.limits), now),
+                shared,
+                read_buf: BytesMut::new(),
+                write_queue: VecDeque::new(),
+                last_sent: now,
+                last_progress: now,
+                closing: None,
+                eof: false,
+            });
+            // The socket may already hold data; an edge may have been missed
+            // between accept and register.
+            self.want_read.push(token);
+        }
+    }
+
+    /// Reads a connection until `WouldBlock`, its budget, or back-pressure,
+    /// handing every complete frame to its session as it arrives.
+    fn read(&mut self, token: usize, now: Instant) {
+        let mut budget = READ_BUDGET_BYTES;
+        loop {
+            let Some(conn) = self.conns.get_mut(token) else {
+                return;
+            };
+            if conn.closing.is_some() || conn.eof || self.shared.shutdown.load(Ordering::Acquire) {
+                break;
+            }
+            if self.shared.inflight.load(Ordering::Acquire) + self.batch_bytes
+                > self.shared.inflight_max
+            {
+                // Processors are behind: stop reading so that publishers
+                // feel TCP back-pressure; resume when they catch up.
+                self.shared.paused.store(true, Ordering::Release);
+                if !self.want_read.contains(&token) {
+                    self.want_read.push(token);
+                }
+                return;
+            }
+            if budget == 0 {
+                if !self.want_read.contains(&token) {
+                    self.want_read.push(token);
+                }
+                return;
+            }
+            // The session's decoder rejects a frame longer than the limit as
+            // soon as its length prefix arrives, so the buffer never holds
+            // more than one permitted frame plus one read chunk.
+            let start = conn.read_buf.len();
+            conn.read_buf.resize(start + READ_CHUNK_BYTES, 0);
+            let n = match conn.stream.read(&mut conn.read_buf[start..]) {
+                Ok(0) => {
+                    conn.read_buf.truncate(start);
+                    conn.eof = true;
+                    break;
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    conn.read_buf.truncate(start);
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                    conn.read_buf.truncate(start);
+                    continue;
+                }
+                Err(error) => {
+                    conn.read_buf.truncate(start);
+                    tracing::debug!(peer = %conn.peer, %error, "read failed");
+                    conn.eof = true;
+                    break;
+                }
+            };
+            conn.read_buf.truncate(start + n);
+            budget = budget.saturating_sub(n);
+            conn.session
+                .on_bytes(&mut conn.read_buf, now, &mut self.actions);
+            self.dispatch(token, now);
+        }
+        if self
+            .conns
+            .get(token)
+            .is_some_and(|c| c.eof && c.closing.is_none())
+        {
+            self.begin_close(token, None, now);
+        }
+    }
+
+    /// Carries out the actions the session produced.
+    fn dispatch(&mut self, token: usize, now: Instant) {
+        let mut actions = std::mem::take(&mut self.actions);
+        for action in actions.drain(..) {
+            let Some(shared) = self.conns.get(token).map(|c| Arc::clone(&c.shared)) else {
+                break;
+            };
+            match action {
+                Action::Reply(command) => self.reply(token, &command, now),
+                Action::Publish {
+                    processor,
+                    topic,
+                    payload,
+                    command_id,
+                    ack,
+                } => {
+                    let bytes = payload.len() + COMMAND_OVERHEAD_BYTES;
+                    if let Some((batch, batch_bytes)) = self.batches.get_mut(processor) {
+                        batch.push(ProcessorCommand::Publish {
+                            conn: shared,
+                            topic,
+                            payload,
+                            command_id,
+                            ack,
+                        });
+                        *batch_bytes += bytes;
+                        self.batch_bytes += bytes;
+                    }
+                }
+                Action::Subscribe {
+                    targets,
+                    sub_id,
+                    topic,
+                    command_id,
+                } => {
+                    let done = self.completion(targets);
+                    self.broadcast(targets, &done, |done| ProcessorCommand::Subscribe {
+                        conn: Arc::clone(&shared),
+                        sub_id,
+                        topic: topic.clone(),
+                        command_id,
+                        done,
+                    });
+                }
+                Action::Unsubscribe {
+                    targets,
+                    sub_id,
+                    command_id,
+                } => {
+                    let done = self.completion(targets);
+                    self.broadcast(targets, &done, |done| ProcessorCommand::Unsubscribe {
+                        conn: Arc::clone(&shared),
+                        sub_id,
+                        command_id,
+                        done,
+                    });
+                }
+                Action::Flush { command_id } => {
+                    let done = self.completion(Targets::All);
+                    self.broadcast(Targets::All, &done, |done| ProcessorCommand::Flush {
+                        conn: Arc::clone(&shared),
+                        command_id,
+                        done,
+                    });
+                }
+                Action::Rejected(text) => {
+                    if let Some(conn) = self.conns.get(token) {
+                        let client = conn.session.client_name().unwrap_or("-");
+                        tracing::debug!(client, peer = %conn.peer, "publish refused: {text}");
+                    }
+                }
+                Action::Close(reason) => self.begin_close(token, Some(reason), now),
+            }
+        }
+        self.actions = actions;
+    }
+
+    fn completion(&self, targets: Targets) -> Completion {
+        match targets {
+            Targets::One(_) => Completion::single(),
+            Targets::All => Completion::shared(self.processors.len()),
+        }
+    }
+
+    fn broadcast(
+        &mut self,
+        targets: Targets,
+        done: &Completion,
+        make: impl Fn(Completion) -> ProcessorCommand<Arc<ConnShared>>,
+    ) {
+        for (index, (batch, batch_bytes)) in self.batches.iter_mut().enumerate() {
+            if targets == Targets::All || targets == Targets::One(index) {
+                batch.push(make(done.clone()));
+                *batch_bytes += COMMAND_OVERHEAD_BYTES;
+                self.batch_bytes += COMMAND_OVERHEAD_BYTES;
+            }
+        }
+    }
+
+    /// Queues a frame produced on this thread (an ack or a heartbeat) behind
+    /// whatever processors queued before it, and writes.
+    fn reply(&mut self, token: usize, command: &Command, now: Instant) {
+        let Some(conn) = self.conns.get_mut(token) else {
+            return;
+        };
+        let Ok(frame) = command.to_bytes() else {
+            tracing::warn!("a reply could not be encoded: {command:?}");
+            return;
+        };
+        conn.shared.take_out(&mut conn.write_queue);
+        conn.shared.account_local(frame.len());
+        conn.write_queue.push_back(frame);
+        self.write(token, now);
+    }
+
+    /// Hands this iteration's commands to the processors.
+    fn send_batches(&mut self) {
+        if self.batches.iter().all(|(batch, _)| batch.is_empty()) {
+            return;
+        }
+        self.shared
+            .inflight
+            .fetch_add(self.batch_bytes, Ordering::AcqRel);
+        self.batch_bytes = 0;
+        for (processor, (batch, bytes)) in self.processors.iter().zip(&mut self.batches) {
+            if batch.is_empty() {
+                continue;
+            }
+            let commands = std::mem::take(batch);
+            let bytes = std::mem::take(bytes);
+            let message = ProcessorMsg::Batch(Batch {
+                origin: Arc::clone(&self.shared),
+                bytes,
+                commands,
+            });
+            if let Err(crossbeam_channel::SendError(ProcessorMsg::Batch(batch))) =
+                processor.send(message)
+            {
+                // Processors stop only at shutdown, after this thread's Drain.
+                tracing::debug!(
+                    "io-{}: a processor has stopped; its commands are dropped",
+                    self.shared.index
+                );
+                self.shared.processed(batch.bytes);
+            }
+        }
+    }
+
+    /// Moves frames queued by processors into write queues, and closes
+    /// connections marked slow.
+    fn drain_ready(&mut self, now: Instant) {
+        let mut ready = std::mem::take(&mut self.ready);
+        self.shared.take_ready(&mut ready);
+        for (token, id) in ready.drain(..) {
+            let Some(conn) = self.conns.get_mut(token) else {
+                continue;
+            };
+            if conn.shared.id != id {
+                continue;
+            }
+            if conn.shared.is_slow() && conn.closing.is_none() {
+                let queued = conn.shared.queued();
+                self.totals.slow_disconnects.fetch_add(1, Ordering::Relaxed);
+                conn.write_queue.clear();
+                conn.shared.close();
+                let reason = CloseReason {
+                    code: ReasonCode::SlowClient,
+                    text: format!(
+                        "slow client: {queued} bytes queued, over limits.client_outbound_bytes_max ({}) or the instance's limits.outbound_total_bytes_max",
+                        self.settings.client_outbound_bytes_max
+                    ),
+                    command_id: None,
+                };
+                self.begin_close(token, Some(reason), now);
+                continue;
+            }
+            if conn.write_queue.is_empty() {
+                conn.last_progress = now;
+            }
+            conn.shared.take_out(&mut conn.write_queue);
+            self.write(token, now);
+        }
+        self.ready = ready;
+    }
+
+    /// Writes as much of a connection's queue as the socket takes.
+    fn write(&mut self, token: usize, now: Instant) {
+        let Some(conn) = self.conns.get_mut(token) else {
+            return;
+        };
+        if conn.write_queue.is_empty() {
+            conn.shared.take_out(&mut conn.write_queue);
+        }
+        while !conn.write_queue.is_empty() {
+            let slices: Vec<IoSlice<'_>> = conn
+                .write_queue
+                .iter()
+                .take(WRITE_SLICES_MAX)
+                .map(|b| IoSlice::new(b))
+                .collect();
+            let result = conn.stream.write_vectored(&slices);
+            drop(slices);
+            match result {
+                Ok(0) => {
+                    conn.eof = true;
+                    break;
+                }
+                Ok(mut n) => {
+                    conn.shared.written(n);
+                    conn.last_sent = now;
+                    conn.last_progress = now;
+                    while n > 0 {
+                        let Some(front) = conn.write_queue.front_mut() else {
+                            break;
+                        };
+                        if front.len() <= n {
+                            n -= front.len();
+                            conn.write_queue.pop_front();
+                        } else {
+                            bytes::Buf::advance(front, n);
+                            n = 0;
+                        }
+                    }
+                    if conn.write_queue.is_empty() {
+                        conn.shared.take_out(&mut conn.write_queue);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => {
+                    tracing::debug!(peer = %conn.peer, %error, "write failed");
+                    conn.eof = true;
+                    conn.write_queue.clear();
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Runs every session's timers and the stall check.
+    fn tick(&mut self, now: Instant) {
+        let tokens: Vec<usize> = self.conns.iter().map(|(t, _)| t).collect();
+        for token in tokens {
+            let Some(conn) = self.conns.get_mut(token) else {
+                continue;
+            };
+            if conn.closing.is_some() {
+                continue;
+            }
+            let pending = !conn.write_queue.is_empty() || conn.shared.queued() > 0;
+            if pending
+                && now.saturating_duration_since(conn.last_progress)
+                    > self.settings.client_outbound_stall
+            {
+                let queued = conn.shared.queued();
+                self.totals.slow_disconnects.fetch_add(1, Ordering::Relaxed);
+                conn.write_queue.clear();
+                conn.shared.close();
+                let reason = CloseReason {
+                    code: ReasonCode::SlowClient,
+                    text: format!(
+                        "slow client: {queued} bytes queued and nothing written for {} ms (limits.client_outbound_stall_ms)",
+                        self.settings.client_outbound_stall.as_millis()
+                    ),
+                    command_id: None,
+                };
+                self.begin_close(token, Some(reason), now);
+                continue;
+            }
+            conn.session.on_tick(now, conn.last_sent, &mut self.actions);
+            self.dispatch(token, now);
+        }
+    }
+
+    /// Starts closing a connection: no more reads, a failure ack (when
+    /// there is a reason) behind what is queued, then [`Self::finish_closing`].
+    fn begin_close(&mut self, token: usize, reason: Option<CloseReason>, now: Instant) {
+        let Some(conn) = self.conns.get_mut(token) else {
+            return;
+        };
+        if conn.closing.is_some() {
+            return;
+        }
+        let reason = reason.unwrap_or(CloseReason {
+            code: ReasonCode::None,
+            text: "closed by the client".into(),
+            command_id: None,
+        });
+        let client = conn.session.client_name().unwrap_or("-").to_owned();
+        if reason.code == ReasonCode::None {
+            tracing::debug!(client, peer = %conn.peer, conn = conn.shared.id, "client disconnected");
+        } else if reason.code == ReasonCode::SlowClient {
+            tracing::warn!(client, peer = %conn.peer, conn = conn.shared.id, reason = reason.code.name(), "disconnecting client: {}", reason.text);
+        } else {
+            tracing::info!(client, peer = %conn.peer, conn = conn.shared.id, reason = reason.code.name(), "disconnecting client: {}", reason.text);
+        }
+        let send_ack = reason.code != ReasonCode::None && !conn.eof;
+        let ack = reason.ack();
+        conn.closing = Some((now + CLOSE_FLUSH_TIMEOUT, reason));
+        if send_ack && let Ok(frame) = Command::Ack(ack).to_bytes() {
+            conn.shared.take_out(&mut conn.write_queue);
+            conn.write_queue.push_back(frame);
+            self.write(token, now);
+        }
+        // Processors forget the connection's subscriptions now; frames they
+        // produce from here on are dropped.
+        if let Some(conn) = self.conns.get(token) {
+            let conn_id = conn.shared.id;
+            conn.shared.close();
+            for (batch, _) in &mut self.batches {
+                batch.push(ProcessorCommand::Closed { conn_id });
+            }
+        }
+    }
+
+    /// Removes closing connections whose last frames are written (or whose
+    /// flush timed out, or whose peer is gone).
+    fn finish_closing(&mut self, now: Instant) {
+        let done: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| {
+                c.closing.as_ref().is_some_and(|(deadline, _)| {
+                    c.eof || c.write_queue.is_empty() || now >= *deadline
+                })
+            })
+            .map(|(t, _)| t)
+            .collect();
+        for token in done {
+            self.remove(token, "closed", now);
+        }
+    }
+
+    fn remove(&mut self, token: usize, why: &str, _now: Instant) {
+        if !self.conns.contains(token) {
+            return;
+        }
+        let mut conn = self.conns.remove(token);
+        let _ = self.poll.registry().deregister(&mut conn.stream);
+        if conn.closing.is_none() {
+            conn.shared.close();
+            for (batch, _) in &mut self.batches {
+                batch.push(ProcessorCommand::Closed {
+                    conn_id: conn.shared.id,
+                });
+            }
+        }
+        tracing::trace!(conn = conn.shared.id, why, "connection removed");
+        self.totals.connections.fetch_sub(1, Ordering::AcqRel);
+    }
+}

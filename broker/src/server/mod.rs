@@ -1,0 +1,343 @@
+//! The running broker: threads, sockets and their wiring. Everything that
+//! touches the OS lives here; the logic it drives lives in `core`.
+//!
+//! Threads (see ARCHITECTURE.md for who owns what):
+//! - `acceptor`: accepts connections, deals them to I/O threads, enforces
+//!   the instance-wide outbound limit;
+//! - `io-N` (pinned): mio event loops owning connections and sessions;
+//! - `processor-N` (pinned): single writers of the topics they own;
+//! - `admin`: the admin HTTP listener;
+//! - the caller's thread waits for signals.
+
+mod acceptor;
+mod admin;
+mod io;
+mod outbound;
+mod processor;
+
+use std::fs::File;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+
+use crate::affinity;
+use crate::config::Config;
+use crate::core::session::SessionLimits;
+use crate::placement::{self, Machine, Plan, Role};
+pub use outbound::Totals;
+
+/// Why the broker could not start.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr} ({key}): {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The configuration key it came from.
+        key: &'static str,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The data directory could not be created or locked.
+    #[error("data directory {path}: {message}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// What went wrong and what to do.
+        message: String,
+    },
+    /// A thread or poller could not be created.
+    #[error("cannot start {what}: {source}")]
+    Thread {
+        /// Which.
+        what: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+}
+
+/// An exclusive lock on the data directory, held for the broker's life, so
+/// that two brokers never share one directory.
+#[derive(Debug)]
+struct DataDirLock {
+    _lock: nix::fcntl::Flock<File>,
+}
+
+fn lock_data_dir(dir: &Path) -> Result<DataDirLock, StartError> {
+    let fail = |message: String| StartError::DataDir {
+        path: dir.to_owned(),
+        message,
+    };
+    std::fs::create_dir_all(dir).map_err(|e| fail(format!("cannot create it: {e}")))?;
+    let path = dir.join("statecast.lock");
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| fail(format!("cannot open {}: {e}", path.display())))?;
+    let mut lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
+        let holder = std::fs::read_to_string(&path).unwrap_or_default();
+        fail(format!(
+            "is in use by another statecast process ({}; {errno}); stop it or choose another --data-dir",
+            if holder.trim().is_empty() { "pid unknown".to_owned() } else { format!("pid {}", holder.trim()) }
+        ))
+    })?;
+    let _ = lock.set_len(0);
+    let _ = writeln!(lock, "{}", std::process::id());
+    Ok(DataDirLock { _lock: lock })
+}
+
+/// A running broker.
+#[derive(Debug)]
+pub struct Server {
+    client_addr: SocketAddr,
+    admin_addr: SocketAddr,
+    shutdown: Arc<AtomicBool>,
+    acceptor_waker: Arc<mio::Waker>,
+    io: Vec<Arc<outbound::IoShared>>,
+    acceptor: Option<JoinHandle<()>>,
+    admin: Option<JoinHandle<()>>,
+    io_threads: Vec<JoinHandle<()>>,
+    processor_threads: Vec<JoinHandle<()>>,
+    totals: Arc<Totals>,
+    plan: Plan,
+    _lock: DataDirLock,
+}
+
+fn spawn(
+    name: String,
+    cpus: Vec<usize>,
+    body: impl FnOnce() + Send + 'static,
+) -> Result<JoinHandle<()>, StartError> {
+    std::thread::Builder::new()
+        .name(name.clone())
+        .spawn(move || {
+            if !cpus.is_empty()
+                && let Err(error) = affinity::pin_current_thread(&cpus)
+            {
+                tracing::warn!(%error, ?cpus, "{name}: could not pin thread; running unpinned");
+            }
+            body();
+        })
+        .map_err(|source| StartError::Thread {
+            what: "a thread".into(),
+            source,
+        })
+}
+
+fn discover_machine() -> Machine {
+    match placement::discover() {
+        Ok(machine) => machine,
+        Err(error) => {
+            let cpus = affinity::allowed_cpus().unwrap_or_else(|| vec![0]);
+            tracing::warn!(%error, "using a flat topology of the allowed CPUs {cpus:?}");
+            Machine::flat(&cpus)
+        }
+    }
+}
+
+fn bind(addr: SocketAddr, key: &'static str) -> Result<std::net::TcpListener, StartError> {
+    std::net::TcpListener::bind(addr).map_err(|source| StartError::Bind { addr, key, source })
+}
+
+impl Server {
+    /// Binds the listeners, starts every thread, and returns once the
+    /// broker accepts connections.
+    ///
+    /// # Errors
+    /// A listener cannot be bound, the data directory cannot be locked, or
+    /// a thread cannot be started.
+    pub fn start(config: &Config) -> Result<Self, StartError> {
+        let started = Instant::now();
+        let lock = lock_data_dir(&config.server.data_dir)?;
+        let machine = discover_machine();
+        let plan = placement::plan(
+            &machine,
+            config.threads.io,
+            config.threads.processors,
+            config.threads.pin,
+        );
+        tracing::info!(
+            numa_nodes = machine.numa_nodes,
+            node0_cores = machine.node0_core_count(),
+            "thread placement: {plan}"
+        );
+
+        let client_listener = bind(config.listen_addr()?, "server.listen")?;
+        let admin_listener = bind(config.admin_addr()?, "server.admin_listen")?;
+        let thread_error = |what: &str| {
+            let what = what.to_owned();
+            move |source| StartError::Thread { what, source }
+        };
+        let client_addr = client_listener
+            .local_addr()
+            .map_err(thread_error("the client listener"))?;
+        let admin_addr = admin_listener
+            .local_addr()
+            .map_err(thread_error("the admin listener"))?;
+        client_listener
+            .set_nonblocking(true)
+            .map_err(thread_error("the client listener"))?;
+
+        let totals = Arc::new(Totals::default());
+        let shutdown = Arc::new(AtomicBool::new(false));
+        let limits = Arc::new(SessionLimits::from_config(config, plan.processor_threads));
+        let io_settings = io::IoSettings {
+            limits,
+            client_outbound_bytes_max: usize::try_from(config.limits.client_outbound_bytes_max.0)
+                .unwrap_or(usize::MAX),
+            client_outbound_stall: Duration::from_millis(config.limits.client_outbound_stall_ms),
+            drain_timeout: Duration::from_millis(config.shutdown.drain_timeout_ms),
+        };
+        let registry: Arc<acceptor::ConnRegistry> = Arc::new(Mutex::new(Vec::new()));
+
+        let (senders, receivers): (Vec<_>, Vec<_>) = (0..plan.processor_threads)
+            .map(|_| crossbeam_channel::unbounded())
+            .unzip();
+        let processors_done = Arc::new(AtomicUsize::new(0));
+        let next_conn_id = Arc::new(AtomicU64::new(1));
+        let inflight_max =
+            usize::try_from(config.limits.io_inflight_bytes_max.0).unwrap_or(usize::MAX);
+        let mut io_loops = Vec::new();
+        for index in 0..plan.io_threads {
+            let wiring = io::IoWiring {
+                processors: senders.clone(),
+                totals: Arc::clone(&totals),
+                next_conn_id: Arc::clone(&next_conn_id),
+                processors_done: Arc::clone(&processors_done),
+                registry: Arc::clone(&registry),
+            };
+            let io = io::IoThread::new(index, inflight_max, io_settings.clone(), wiring)
+                .map_err(thread_error("an I/O event loop"))?;
+            io_loops.push(io);
+        }
+        drop(senders);
+        let io_shared: Vec<_> = io_loops.iter().map(io::IoThread::shared).collect();
+
+        let pin_for = |role: Role| plan.cpu(role).map(|cpu| vec![cpu]).unwrap_or_default();
+        let mut processor_threads = Vec::new();
+        for (index, inbox) in receivers.into_iter().enumerate() {
+            let done = Arc::clone(&processors_done);
+            let io_count = plan.io_threads;
+            processor_threads.push(spawn(
+                format!("processor-{index}"),
+                pin_for(Role::Processor(index)),
+                move || {
+                    processor::run(index, inbox, io_count, &done);
+                },
+            )?);
+        }
+        let mut io_threads = Vec::new();
+        for (index, io) in io_loops.into_iter().enumerate() {
+            io_threads.push(spawn(
+                format!("io-{index}"),
+                pin_for(Role::Io(index)),
+                move || io.run(),
+            )?);
+        }
+
+        let listener = mio::net::TcpListener::from_std(client_listener);
+        let (acceptor, acceptor_waker) = acceptor::Acceptor::new(
+            listener,
+            io_shared.clone(),
+            Arc::clone(&totals),
+            config.limits.connections_max,
+            usize::try_from(config.limits.outbound_total_bytes_max.0).unwrap_or(usize::MAX),
+            Arc::clone(&shutdown),
+        )
+        .map_err(thread_error("the acceptor"))?;
+        let acceptor_registry = Arc::clone(&registry);
+        let acceptor = spawn("acceptor".into(), plan.others.clone(), move || {
+            acceptor.run(&acceptor_registry)
+        })?;
+
+        let admin_totals = Arc::clone(&totals);
+        let admin_shutdown = Arc::clone(&shutdown);
+        let admin = spawn("admin".into(), plan.others.clone(), move || {
+            admin::run(&admin_listener, &admin_totals, &admin_shutdown, started);
+        })?;
+
+        tracing::info!(%client_addr, %admin_addr, data_dir = %config.server.data_dir.display(), "statecast {} ready", env!("CARGO_PKG_VERSION"));
+        Ok(Self {
+            client_addr,
+            admin_addr,
+            shutdown,
+            acceptor_waker,
+            io: io_shared,
+            acceptor: Some(acceptor),
+            admin: Some(admin),
+            io_threads,
+            processor_threads,
+            totals,
+            plan,
+            _lock: lock,
+        })
+    }
+
+    /// The client listener's actual address.
+    #[must_use]
+    pub fn client_addr(&self) -> SocketAddr {
+        self.client_addr
+    }
+
+    /// The admin listener's actual address.
+    #[must_use]
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// Instance-wide counters.
+    #[must_use]
+    pub fn totals(&self) -> &Totals {
+        &self.totals
+    }
+
+    /// The thread placement in force.
+    #[must_use]
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// Shuts down cleanly: stop accepting, process what was read, drain
+    /// queues to clients within `shutdown.drain_timeout_ms`, close
+    /// connections, join every thread.
+    pub fn shutdown(mut self) {
+        let started = Instant::now();
+        self.shutdown.store(true, Ordering::Release);
+        let _ = self.acceptor_waker.wake();
+        if let Some(acceptor) = self.acceptor.take() {
+            let _ = acceptor.join();
+        }
+        for io in &self.io {
+            io.shutdown.store(true, Ordering::Release);
+            io.wake();
+        }
+        for thread in self.io_threads.drain(..) {
+            let _ = thread.join();
+        }
+        for thread in self.processor_threads.drain(..) {
+            let _ = thread.join();
+        }
+        admin::wake(self.admin_addr);
+        if let Some(admin) = self.admin.take() {
+            let _ = admin.join();
+        }
+        tracing::info!(
+            elapsed_ms = started.elapsed().as_millis(),
+            "statecast stopped"
+        );
+    }
+}

@@ -1,0 +1,369 @@
+//! Outbound queues: how processor threads hand frames to the I/O thread
+//! that owns a connection, with byte accounting per client and for the
+//! instance.
+//!
+//! A processor accumulates a whole batch's frames per connection in a
+//! [`ProcessorSink`], then appends them to each connection's shared queue
+//! under one short lock, schedules the connection on its I/O thread's ready
+//! list, and wakes each I/O thread at most once per batch. Payloads are
+//! shared `Bytes`: one buffer however many subscribers receive a message.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use statecast_protocol::{Ack, Command, encode_deliver_header};
+
+use crate::core::router::{ConnHandle, Message, Sink};
+
+/// Payloads up to this size are copied next to their header instead of
+/// being referenced, because one contiguous chunk is cheaper to write than
+/// two iovecs for small messages.
+const INLINE_PAYLOAD_BYTES_MAX: usize = 256;
+
+/// Room kept in the header buffer before it is refilled.
+const HEADER_BUFFER_BYTES: usize = 64 * 1024;
+
+/// Instance-wide counters shared by every thread.
+#[derive(Debug, Default)]
+pub struct Totals {
+    /// Bytes queued for all clients.
+    pub outbound_bytes: AtomicUsize,
+    /// Open client connections.
+    pub connections: AtomicUsize,
+    /// Connections accepted since start.
+    pub accepted: AtomicU64,
+    /// Clients disconnected for being slow.
+    pub slow_disconnects: AtomicU64,
+}
+
+/// An I/O thread's handle, as other threads see it.
+#[derive(Debug)]
+pub struct IoShared {
+    /// The thread's index.
+    pub index: usize,
+    waker: mio::Waker,
+    notified: AtomicBool,
+    ready: Mutex<Vec<(usize, u64)>>,
+    /// Accepted sockets waiting to be registered.
+    pub(super) new_conns: Mutex<Vec<(mio::net::TcpStream, std::net::SocketAddr)>>,
+    /// Bytes handed to processors and not yet processed.
+    pub inflight: AtomicUsize,
+    /// Bound on `inflight` before the thread stops reading.
+    pub inflight_max: usize,
+    /// Set while the thread has stopped reading because of `inflight`.
+    pub paused: AtomicBool,
+    /// Set to start the thread's part of a clean shutdown.
+    pub shutdown: AtomicBool,
+}
+
+impl IoShared {
+    /// A handle for I/O thread `index`, woken through `waker`.
+    pub fn new(index: usize, waker: mio::Waker, inflight_max: usize) -> Self {
+        Self {
+            index,
+            waker,
+            notified: AtomicBool::new(false),
+            ready: Mutex::new(Vec::new()),
+            new_conns: Mutex::new(Vec::new()),
+            inflight: AtomicUsize::new(0),
+            inflight_max,
+            paused: AtomicBool::new(false),
+            shutdown: AtomicBool::new(false),
+        }
+    }
+
+    /// Wakes the thread unless a wake is already pending.
+    pub fn wake(&self) {
+        if !self.notified.swap(true, Ordering::AcqRel) {
+            // A failed wake means the poller is gone: the thread is exiting.
+            let _ = self.waker.wake();
+        }
+    }
+
+    /// Called by the I/O thread before it drains its ready list, so that
+    /// any schedule after this point wakes it again.
+    pub(super) fn clear_notified(&self) {
+        self.notified.store(false, Ordering::Release);
+    }
+
+    fn schedule(&self, token: usize, conn_id: u64) {
+        self.ready
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((token, conn_id));
+    }
+
+    /// Takes the connections scheduled since the last call.
+    pub(super) fn take_ready(&self, into: &mut Vec<(usize, u64)>) {
+        let mut ready = self.ready.lock().unwrap_or_else(PoisonError::into_inner);
+        std::mem::swap(&mut *ready, into);
+    }
+
+    /// Records that a processor finished `bytes` of this thread's input, and
+    /// wakes the thread when that lets it read again.
+    pub fn processed(&self, bytes: usize) {
+        let before = self.inflight.fetch_sub(bytes, Ordering::AcqRel);
+        if self.paused.load(Ordering::Acquire) && before - bytes <= self.inflight_max / 2 {
+            self.wake();
+        }
+    }
+}
+
+/// A connection as processors see it: its outbound queue and flags.
+#[derive(Debug)]
+pub struct ConnShared {
+    /// Process-unique id.
+    pub id: u64,
+    /// Its slot on the I/O thread.
+    pub token: usize,
+    /// The owning I/O thread.
+    pub io: Arc<IoShared>,
+    out: Mutex<Vec<Bytes>>,
+    queued: AtomicUsize,
+    closed: AtomicBool,
+    slow: AtomicBool,
+    outbound_max: usize,
+    totals: Arc<Totals>,
+}
+
+impl ConnHandle for Arc<ConnShared> {
+    fn conn_id(&self) -> u64 {
+        self.id
+    }
+}
+
+impl ConnShared {
+    /// A connection on `io`, slot `token`.
+    pub fn new(
+        id: u64,
+        token: usize,
+        io: Arc<IoShared>,
+        outbound_max: usize,
+        totals: Arc<Totals>,
+    ) -> Self {
+        Self {
+            id,
+            token,
+            io,
+            out: Mutex::new(Vec::new()),
+            queued: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
+            slow: AtomicBool::new(false),
+            outbound_max,
+            totals,
+        }
+    }
+
+    /// Bytes queued and not yet written to the socket.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
+    }
+
+    /// Whether the connection is closed (queued frames are dropped).
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Whether the connection passed its outbound limit.
+    pub fn is_slow(&self) -> bool {
+        self.slow.load(Ordering::Acquire)
+    }
+
+    /// Marks the connection slow and asks its I/O thread to close it.
+    pub fn mark_slow(&self) {
+        if !self.slow.swap(true, Ordering::AcqRel) {
+            self.io.schedule(self.token, self.id);
+            self.io.wake();
+        }
+    }
+
+    /// Appends frames queued by the I/O thread itself (its own replies).
+    pub(super) fn account_local(&self, bytes: usize) {
+        self.queued.fetch_add(bytes, Ordering::AcqRel);
+        self.totals
+            .outbound_bytes
+            .fetch_add(bytes, Ordering::AcqRel);
+    }
+
+    /// Records `bytes` written to the socket.
+    pub(super) fn written(&self, bytes: usize) {
+        self.queued.fetch_sub(bytes, Ordering::AcqRel);
+        self.totals
+            .outbound_bytes
+            .fetch_sub(bytes, Ordering::AcqRel);
+    }
+
+    /// Takes the frames processors queued, appending them to `into`.
+    pub(super) fn take_out(&self, into: &mut std::collections::VecDeque<Bytes>) {
+        let mut out = self.out.lock().unwrap_or_else(PoisonError::into_inner);
+        into.extend(out.drain(..));
+    }
+
+    /// Closes the connection for processors: later frames are dropped, and
+    /// everything still counted as queued is released.
+    pub(super) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        let mut out = self.out.lock().unwrap_or_else(PoisonError::into_inner);
+        out.clear();
+        let queued = self.queued.swap(0, Ordering::AcqRel);
+        self.totals
+            .outbound_bytes
+            .fetch_sub(queued, Ordering::AcqRel);
+    }
+}
+
+struct PendingOut {
+    conn: Arc<ConnShared>,
+    chunks: Vec<Bytes>,
+    bytes: usize,
+}
+
+/// A processor's output for one batch, flushed to the connections' queues
+/// at the end of the batch.
+pub struct ProcessorSink {
+    pending: Vec<PendingOut>,
+    slots: HashMap<u64, usize>,
+    headers: BytesMut,
+    wake: Vec<Arc<IoShared>>,
+    encode_failures: u64,
+}
+
+impl std::fmt::Debug for ProcessorSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessorSink")
+            .field("pending", &self.pending.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for ProcessorSink {
+    fn default() -> Self {
+        Self {
+            pending: Vec::new(),
+            slots: HashMap::new(),
+            headers: BytesMut::with_capacity(HEADER_BUFFER_BYTES),
+            wake: Vec::new(),
+            encode_failures: 0,
+        }
+    }
+}
+
+impl ProcessorSink {
+    fn slot(&mut self, conn: &Arc<ConnShared>) -> &mut PendingOut {
+        let index = *self.slots.entry(conn.id).or_insert_with(|| {
+            self.pending.push(PendingOut {
+                conn: Arc::clone(conn),
+                chunks: Vec::new(),
+                bytes: 0,
+            });
+            self.pending.len() - 1
+        });
+        &mut self.pending[index]
+    }
+
+    fn reserve_headers(&mut self, need: usize) {
+        if self.headers.capacity() - self.headers.len() < need {
+            self.headers.reserve(HEADER_BUFFER_BYTES.max(need));
+        }
+    }
+
+    /// Frames that could not be encoded (an id list too long for one frame).
+    pub fn encode_failures(&self) -> u64 {
+        self.encode_failures
+    }
+
+    /// Appends every pending frame to its connection's queue, schedules the
+    /// connections and wakes their I/O threads.
+    pub fn flush(&mut self) {
+        for mut pending in self.pending.drain(..) {
+            let conn = &pending.conn;
+            if conn.is_closed() {
+                continue;
+            }
+            let was_empty = {
+                let mut out = conn.out.lock().unwrap_or_else(PoisonError::into_inner);
+                let was_empty = out.is_empty();
+                out.append(&mut pending.chunks);
+                was_empty
+            };
+            let queued = conn.queued.fetch_add(pending.bytes, Ordering::AcqRel) + pending.bytes;
+            conn.totals
+                .outbound_bytes
+                .fetch_add(pending.bytes, Ordering::AcqRel);
+            if queued > conn.outbound_max {
+                conn.mark_slow();
+            } else if was_empty {
+                conn.io.schedule(conn.token, conn.id);
+                if !self.wake.iter().any(|io| Arc::ptr_eq(io, &conn.io)) {
+                    self.wake.push(Arc::clone(&conn.io));
+                }
+            }
+        }
+        self.slots.clear();
+        for io in self.wake.drain(..) {
+            io.wake();
+        }
+    }
+}
+
+impl Sink<Arc<ConnShared>> for ProcessorSink {
+    fn deliver(&mut self, conn: &Arc<ConnShared>, sub_ids: &[u64], message: &Message<'_>) {
+        if conn.is_closed() {
+            return;
+        }
+        let payload = message.payload;
+        let inline = payload.len() <= INLINE_PAYLOAD_BYTES_MAX;
+        let need = statecast_protocol::FIXED_HEADER_LEN
+            + 3 * 4
+            + message.topic.len()
+            + sub_ids.len() * 8
+            + 8 * 2
+            + if inline { payload.len() } else { 0 };
+        self.reserve_headers(need);
+        let encoded = encode_deliver_header(
+            message.topic.as_bytes(),
+            sub_ids,
+            message.bookmark,
+            message.timestamp,
+            payload.len(),
+            &mut self.headers,
+        );
+        if encoded.is_err() {
+            self.encode_failures += 1;
+            return;
+        }
+        if inline {
+            self.headers.put_slice(payload);
+        }
+        let header = self.headers.split().freeze();
+        let slot = self.slot(conn);
+        slot.bytes += header.len();
+        slot.chunks.push(header);
+        if !inline {
+            slot.bytes += payload.len();
+            slot.chunks.push(payload.clone());
+        }
+    }
+
+    fn reply(&mut self, conn: &Arc<ConnShared>, ack: Ack) {
+        if conn.is_closed() {
+            return;
+        }
+        let command = Command::Ack(ack);
+        let Ok(len) = command.encoded_len() else {
+            self.encode_failures += 1;
+            return;
+        };
+        self.reserve_headers(len);
+        if command.encode(&mut self.headers).is_err() {
+            self.encode_failures += 1;
+            return;
+        }
+        let frame = self.headers.split().freeze();
+        let slot = self.slot(conn);
+        slot.bytes += frame.len();
+        slot.chunks.push(frame);
+    }
+}

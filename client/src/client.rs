@@ -1,0 +1,732 @@
+//! The connection: logon, the reader and writer tasks, acks, subscriptions.
+
+use std::collections::{HashMap, VecDeque};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use futures::Stream;
+use statecast_protocol::{
+    Ack, AckSet, AckType, Command, Deliver, Flush, FrameDecoder, Heartbeat, Logon, Publish, Status,
+    Subscribe, Unsubscribe, Utf8,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{Notify, mpsc, oneshot};
+
+use crate::Error;
+
+/// How a client connects.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// The client's name (shown in the broker's logs).
+    pub name: String,
+    /// Heartbeat interval to ask for (the broker clamps it).
+    pub heartbeat: Duration,
+    /// Deadline for connect + logon.
+    pub connect_timeout: Duration,
+    /// Largest frame accepted from the broker.
+    pub max_frame_bytes: usize,
+    /// Bytes buffered for writing before publishers wait.
+    pub write_buffer_bytes_max: usize,
+    /// Message batches buffered per subscription before the reader waits
+    /// (which in turn makes the broker see a slow client).
+    pub subscription_buffer_batches: usize,
+}
+
+impl ClientOptions {
+    /// Defaults with the given client name.
+    #[must_use]
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            heartbeat: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(5),
+            max_frame_bytes: 64 << 20,
+            write_buffer_bytes_max: 4 << 20,
+            subscription_buffer_batches: 256,
+        }
+    }
+
+    /// Sets the heartbeat interval to ask for.
+    #[must_use]
+    pub fn heartbeat(mut self, interval: Duration) -> Self {
+        self.heartbeat = interval;
+        self
+    }
+}
+
+/// What the broker said about itself at logon.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerInfo {
+    /// The broker's version.
+    pub version: String,
+    /// The heartbeat interval in force.
+    pub heartbeat: Duration,
+    /// The largest frame the broker accepts.
+    pub max_frame_bytes: usize,
+}
+
+/// A subscription request.
+#[derive(Debug, Clone, Default)]
+pub struct SubscribeOptions {
+    /// Topic or topic pattern.
+    pub topic: String,
+    /// Content filter.
+    pub filter: Option<String>,
+    /// Comma-separated options.
+    pub options: Option<String>,
+}
+
+impl SubscribeOptions {
+    /// A subscription to `topic`.
+    #[must_use]
+    pub fn topic(topic: impl Into<String>) -> Self {
+        Self {
+            topic: topic.into(),
+            ..Self::default()
+        }
+    }
+
+    /// With a content filter.
+    #[must_use]
+    pub fn filter(mut self, filter: impl Into<String>) -> Self {
+        self.filter = Some(filter.into());
+        self
+    }
+}
+
+type Batch = Vec<Result<Deliver, Error>>;
+
+#[derive(Debug, Default)]
+struct WriteState {
+    buf: BytesMut,
+    closed: Option<Error>,
+    /// Set when the writer should stop after flushing.
+    finish: bool,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    acks: HashMap<u64, oneshot::Sender<Ack>>,
+    subs: HashMap<u64, mpsc::Sender<Batch>>,
+    closed: Option<Error>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    write: Mutex<WriteState>,
+    write_ready: Notify,
+    write_space: Notify,
+    write_buffer_bytes_max: usize,
+    shared: Mutex<Shared>,
+    next_id: AtomicU64,
+    server: ServerInfo,
+    subscription_buffer_batches: usize,
+    reader: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    writer: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Inner {
+    fn id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn shared(&self) -> std::sync::MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn closed_error(&self) -> Error {
+        self.shared()
+            .closed
+            .clone()
+            .unwrap_or_else(|| Error::Closed("the connection is closed".into()))
+    }
+
+    /// Encodes `command` into the write buffer, waiting while it is full.
+    async fn send(&self, command: &Command) -> Result<(), Error> {
+        let len = command.encoded_len()?;
+        loop {
+            let space = self.write_space.notified();
+            {
+                let mut write = self.write.lock().unwrap_or_else(PoisonError::into_inner);
+                if let Some(error) = &write.closed {
+                    return Err(error.clone());
+                }
+                if write.buf.is_empty() || write.buf.len() + len <= self.write_buffer_bytes_max {
+                    let was_empty = write.buf.is_empty();
+                    write.buf.reserve(len);
+                    command.encode(&mut write.buf)?;
+                    drop(write);
+                    if was_empty {
+                        self.write_ready.notify_one();
+                    }
+                    return Ok(());
+                }
+            }
+            space.await;
+        }
+    }
+
+    /// Marks the connection closed for every waiter.
+    fn close(&self, error: Error) {
+        let (acks, subs) = {
+            let mut shared = self.shared();
+            if shared.closed.is_none() {
+                shared.closed = Some(error.clone());
+            }
+            (
+                std::mem::take(&mut shared.acks),
+                std::mem::take(&mut shared.subs),
+            )
+        };
+        drop(acks);
+        for sender in subs.into_values() {
+            let _ = sender.try_send(vec![Err(error.clone())]);
+        }
+        let mut write = self.write.lock().unwrap_or_else(PoisonError::into_inner);
+        if write.closed.is_none() {
+            write.closed = Some(error);
+        }
+        drop(write);
+        self.write_ready.notify_one();
+        self.write_space.notify_waiters();
+    }
+}
+
+/// A connection to a statecast broker. Cheap to clone; all clones share the
+/// connection, which closes when the last clone is dropped.
+#[derive(Debug, Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+    _guard: Arc<CloseOnDrop>,
+}
+
+#[derive(Debug)]
+struct CloseOnDrop(Arc<Inner>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.close(Error::Closed("the client was dropped".into()));
+        if let Some(reader) = self
+            .0
+            .reader
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            reader.abort();
+        }
+    }
+}
+
+/// An ack that has been asked for and not yet received.
+#[derive(Debug)]
+pub struct PendingAck {
+    ack_type: AckType,
+    receiver: oneshot::Receiver<Ack>,
+    inner: Arc<Inner>,
+}
+
+impl PendingAck {
+    /// Waits for the ack.
+    ///
+    /// # Errors
+    /// [`Error::Failed`] for a failure ack, [`Error::Closed`] when the
+    /// connection closed first.
+    pub async fn wait(self) -> Result<Ack, Error> {
+        match self.receiver.await {
+            Ok(ack) if ack.status == Status::Success => Ok(ack),
+            Ok(ack) => Err(Error::failed(
+                ack.ack_type,
+                ack.reason_code,
+                ack.reason.as_ref().map(Utf8::as_str),
+            )),
+            Err(_) => Err(self.inner.closed_error()),
+        }
+        .map_err(|e| match e {
+            Error::Failed { code, reason, .. } => Error::Failed {
+                ack_type: self.ack_type.name(),
+                code,
+                reason,
+            },
+            other => other,
+        })
+    }
+}
+
+impl Client {
+    /// Connects to `addr` and logs on.
+    ///
+    /// # Errors
+    /// When the connection or the logon fails or times out.
+    pub async fn connect(addr: &str, options: ClientOptions) -> Result<Self, Error> {
+        tokio::time::timeout(options.connect_timeout, Self::connect_inner(addr, options))
+            .await
+            .map_err(|_| Error::Timeout("connect and logon"))?
+    }
+
+    async fn connect_inner(addr: &str, options: ClientOptions) -> Result<Self, Error> {
+        let stream = TcpStream::connect(addr).await.map_err(|e| Error::Connect {
+            addr: addr.to_owned(),
+            message: e.to_string(),
+        })?;
+        let _ = stream.set_nodelay(true);
+        let (mut read, mut write) = stream.into_split();
+        let logon = Command::Logon(Logon {
+            command_id: Some(0),
+            client_name: Utf8::from(options.name.as_str()),
+            credentials: None,
+            heartbeat_ms: Some(u32::try_from(options.heartbeat.as_millis()).unwrap_or(u32::MAX)),
+        });
+        write
+            .write_all(&logon.to_bytes()?)
+            .await
+            .map_err(|e| Error::Closed(e.to_string()))?;
+        let decoder = FrameDecoder::new(options.max_frame_bytes);
+        let mut buf = BytesMut::with_capacity(64 * 1024);
+        let ack = loop {
+            if let Some(frame) = decoder.decode(&mut buf)? {
+                match Command::decode(&frame)? {
+                    Command::Ack(ack) => break ack,
+                    other => {
+                        return Err(Error::Closed(format!(
+                            "expected a logon ack, got {}",
+                            other.code().name()
+                        )));
+                    }
+                }
+            }
+            let n = read
+                .read_buf(&mut buf)
+                .await
+                .map_err(|e| Error::Closed(e.to_string()))?;
+            if n == 0 {
+                return Err(Error::Closed(
+                    "the broker closed the connection during logon".into(),
+                ));
+            }
+        };
+        if ack.status != Status::Success {
+            return Err(Error::failed(
+                ack.ack_type,
+                ack.reason_code,
+                ack.reason.as_ref().map(Utf8::as_str),
+            ));
+        }
+        let heartbeat = Duration::from_millis(ack.heartbeat_ms.map_or(10_000, u64::from));
+        let server = ServerInfo {
+            version: ack
+                .server_version
+                .as_ref()
+                .map(Utf8::to_string)
+                .unwrap_or_default(),
+            heartbeat,
+            max_frame_bytes: ack.max_frame_bytes.map_or(usize::MAX, |n| n as usize),
+        };
+        let inner = Arc::new(Inner {
+            write: Mutex::new(WriteState::default()),
+            write_ready: Notify::new(),
+            write_space: Notify::new(),
+            write_buffer_bytes_max: options.write_buffer_bytes_max,
+            shared: Mutex::new(Shared::default()),
+            next_id: AtomicU64::new(1),
+            server,
+            subscription_buffer_batches: options.subscription_buffer_batches.max(1),
+            reader: Mutex::new(None),
+            writer: Mutex::new(None),
+        });
+        let reader = tokio::spawn(read_loop(Arc::clone(&inner), read, buf, decoder));
+        let writer = tokio::spawn(write_loop(Arc::clone(&inner), write));
+        *inner.reader.lock().unwrap_or_else(PoisonError::into_inner) = Some(reader);
+        *inner.writer.lock().unwrap_or_else(PoisonError::into_inner) = Some(writer);
+        Ok(Self {
+            _guard: Arc::new(CloseOnDrop(Arc::clone(&inner))),
+            inner,
+        })
+    }
+
+    /// What the broker said at logon.
+    #[must_use]
+    pub fn server(&self) -> &ServerInfo {
+        &self.inner.server
+    }
+
+    /// Whether the connection has closed, and why.
+    #[must_use]
+    pub fn closed(&self) -> Option<Error> {
+        self.inner.shared().closed.clone()
+    }
+
+    /// Publishes without asking for an ack. Returns once the message is in
+    /// the write buffer.
+    ///
+    /// # Errors
+    /// When the connection is closed or the topic cannot be encoded.
+    pub async fn publish(&self, topic: &str, payload: impl Into<Bytes>) -> Result<(), Error> {
+        let command = Command::Publish(Publish {
+            command_id: None,
+            topic: Utf8::from(topic),
+            ack: AckSet::NONE,
+            sequence: None,
+            payload: payload.into(),
+        });
+        self.inner.send(&command).await
+    }
+
+    /// Publishes asking for one ack type; returns once the message is in the
+    /// write buffer, with the ack still to come, so that many publishes can
+    /// be in flight.
+    ///
+    /// # Errors
+    /// When the connection is closed or the topic cannot be encoded.
+    pub async fn publish_acked(
+        &self,
+        topic: &str,
+        payload: impl Into<Bytes>,
+        ack_type: AckType,
+    ) -> Result<PendingAck, Error> {
+        let command_id = self.inner.id();
+        let receiver = self.register_ack(command_id)?;
+        let command = Command::Publish(Publish {
+            command_id: Some(command_id),
+            topic: Utf8::from(topic),
+            ack: AckSet::only(ack_type),
+            sequence: None,
+            payload: payload.into(),
+        });
+        self.send_or_unregister(&command, command_id).await?;
+        Ok(PendingAck {
+            ack_type,
+            receiver,
+            inner: Arc::clone(&self.inner),
+        })
+    }
+
+    fn register_ack(&self, command_id: u64) -> Result<oneshot::Receiver<Ack>, Error> {
+        let (sender, receiver) = oneshot::channel();
+        let mut shared = self.inner.shared();
+        if let Some(error) = &shared.closed {
+            return Err(error.clone());
+        }
+        shared.acks.insert(command_id, sender);
+        Ok(receiver)
+    }
+
+    async fn send_or_unregister(&self, command: &Command, command_id: u64) -> Result<(), Error> {
+        let result = self.inner.send(command).await;
+        if result.is_err() {
+            self.inner.shared().acks.remove(&command_id);
+        }
+        result
+    }
+
+    async fn request(&self, command_id: u64, command: Command) -> Result<Ack, Error> {
+        let receiver = self.register_ack(command_id)?;
+        self.send_or_unregister(&command, command_id).await?;
+        PendingAck {
+            ack_type: AckType::Processed,
+            receiver,
+            inner: Arc::clone(&self.inner),
+        }
+        .wait()
+        .await
+    }
+
+    /// Subscribes to a topic or topic pattern; returns once the broker has
+    /// registered the subscription.
+    ///
+    /// # Errors
+    /// When the broker refuses the subscription or the connection closes.
+    pub async fn subscribe(&self, topic: &str) -> Result<Subscription, Error> {
+        self.subscribe_with(SubscribeOptions::topic(topic)).await
+    }
+
+    /// Subscribes with a filter or options.
+    ///
+    /// # Errors
+    /// When the broker refuses the subscription or the connection closes.
+    pub async fn subscribe_with(&self, options: SubscribeOptions) -> Result<Subscription, Error> {
+        let sub_id = self.inner.id();
+        let (sender, receiver) = mpsc::channel(self.inner.subscription_buffer_batches);
+        {
+            let mut shared = self.inner.shared();
+            if let Some(error) = &shared.closed {
+                return Err(error.clone());
+            }
+            shared.subs.insert(sub_id, sender);
+        }
+        let command = Command::Subscribe(Subscribe {
+            command_id: Some(sub_id),
+            sub_id,
+            topic: Utf8::from(options.topic.as_str()),
+            filter: options.filter.as_deref().map(Utf8::from),
+            options: options.options.as_deref().map(Utf8::from),
+        });
+        if let Err(error) = self.request(sub_id, command).await {
+            self.inner.shared().subs.remove(&sub_id);
+            return Err(error);
+        }
+        Ok(Subscription {
+            sub_id,
+            receiver,
+            buffered: VecDeque::new(),
+            client: self.clone(),
+            done: false,
+        })
+    }
+
+    /// A barrier: returns once the broker has processed everything this
+    /// client sent before it, with the round-trip time.
+    ///
+    /// # Errors
+    /// When the connection closes first.
+    pub async fn flush(&self) -> Result<Duration, Error> {
+        let started = Instant::now();
+        let command_id = self.inner.id();
+        self.request(command_id, Command::Flush(Flush { command_id }))
+            .await?;
+        Ok(started.elapsed())
+    }
+
+    /// Flushes, then closes the connection.
+    ///
+    /// # Errors
+    /// When the flush fails.
+    pub async fn close(self) -> Result<(), Error> {
+        let result = self.flush().await.map(|_| ());
+        {
+            let mut write = self
+                .inner
+                .write
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            write.finish = true;
+        }
+        self.inner.write_ready.notify_one();
+        let writer = self
+            .inner
+            .writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(writer) = writer {
+            let _ = writer.await;
+        }
+        result
+    }
+}
+
+/// A live subscription: a stream of the messages it matches. The stream
+/// ends after yielding an error when the connection closes.
+#[derive(Debug)]
+pub struct Subscription {
+    sub_id: u64,
+    receiver: mpsc::Receiver<Batch>,
+    buffered: VecDeque<Result<Deliver, Error>>,
+    client: Client,
+    done: bool,
+}
+
+impl Subscription {
+    /// The subscription's id on its connection.
+    #[must_use]
+    pub fn id(&self) -> u64 {
+        self.sub_id
+    }
+
+    /// Ends the subscription. No message for it arrives after the broker's
+    /// ack, so the stream ends cleanly.
+    ///
+    /// # Errors
+    /// When the broker refuses or the connection closes.
+    pub async fn unsubscribe(mut self) -> Result<(), Error> {
+        let command_id = self.client.inner.id();
+        let command = Command::Unsubscribe(Unsubscribe {
+            command_id: Some(command_id),
+            sub_id: Some(self.sub_id),
+        });
+        let result = self.client.request(command_id, command).await.map(|_| ());
+        self.client.inner.shared().subs.remove(&self.sub_id);
+        self.done = true;
+        result
+    }
+}
+
+impl Stream for Subscription {
+    type Item = Result<Deliver, Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        loop {
+            if let Some(item) = self.buffered.pop_front() {
+                if item.is_err() {
+                    self.done = true;
+                    self.buffered.clear();
+                }
+                return Poll::Ready(Some(item));
+            }
+            if self.done {
+                return Poll::Ready(None);
+            }
+            match self.receiver.poll_recv(cx) {
+                Poll::Ready(Some(batch)) => self.buffered.extend(batch),
+                Poll::Ready(None) => {
+                    self.done = true;
+                    return Poll::Ready(None);
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        if !self.done {
+            // Stop routing to this stream; the broker keeps the subscription
+            // until an explicit unsubscribe or the connection closes.
+            self.client.inner.shared().subs.remove(&self.sub_id);
+        }
+    }
+}
+
+async fn read_loop(
+    inner: Arc<Inner>,
+    mut read: OwnedReadHalf,
+    mut buf: BytesMut,
+    decoder: FrameDecoder,
+) {
+    let error = read_frames(&inner, &mut read, &mut buf, decoder).await;
+    inner.close(error);
+}
+
+async fn read_frames(
+    inner: &Inner,
+    read: &mut OwnedReadHalf,
+    buf: &mut BytesMut,
+    decoder: FrameDecoder,
+) -> Error {
+    let silence_max = inner.server.heartbeat * 2;
+    let mut batches: HashMap<u64, Batch> = HashMap::new();
+    let mut close_reason: Option<Error> = None;
+    loop {
+        loop {
+            let frame = match decoder.decode(buf) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(error) => return error.into(),
+            };
+            match Command::decode(&frame) {
+                Ok(Command::Deliver(deliver)) => {
+                    for sub_id in deliver.sub_ids.iter() {
+                        batches.entry(sub_id).or_default().push(Ok(deliver.clone()));
+                    }
+                }
+                Ok(Command::Ack(ack)) => {
+                    let waiter = ack
+                        .command_id
+                        .and_then(|id| inner.shared().acks.remove(&id));
+                    match waiter {
+                        Some(waiter) => {
+                            let _ = waiter.send(ack);
+                        }
+                        None if ack.status == Status::Failure && ack.command_id.is_none() => {
+                            // A connection-level failure (slow client,
+                            // heartbeat timeout, shutdown): the close follows.
+                            close_reason = Some(Error::failed(
+                                ack.ack_type,
+                                ack.reason_code,
+                                ack.reason.as_ref().map(Utf8::as_str),
+                            ));
+                        }
+                        None => {}
+                    }
+                }
+                Ok(Command::Heartbeat(_)) => {}
+                Ok(other) => tracing::debug!(
+                    "ignoring unexpected {} from the broker",
+                    other.code().name()
+                ),
+                Err(error) => return error.into(),
+            }
+        }
+        if !batches.is_empty() {
+            let senders: Vec<(mpsc::Sender<Batch>, Batch)> = {
+                let shared = inner.shared();
+                batches
+                    .drain()
+                    .filter_map(|(sub_id, batch)| {
+                        shared.subs.get(&sub_id).map(|s| (s.clone(), batch))
+                    })
+                    .collect()
+            };
+            for (sender, batch) in senders {
+                // Waiting here is the back-pressure: an application that
+                // does not consume its subscription stops this reader.
+                let _ = sender.send(batch).await;
+            }
+        }
+        if buf.capacity() - buf.len() < 16 * 1024 {
+            buf.reserve(64 * 1024);
+        }
+        let read = tokio::time::timeout(silence_max, read.read_buf(buf)).await;
+        match read {
+            Err(_) => {
+                return Error::Closed(format!(
+                    "nothing received from the broker for {} ms (two heartbeat intervals)",
+                    silence_max.as_millis()
+                ));
+            }
+            Ok(Ok(0)) => {
+                return close_reason
+                    .unwrap_or_else(|| Error::Closed("the broker closed the connection".into()));
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => {
+                return close_reason.unwrap_or_else(|| Error::Closed(error.to_string()));
+            }
+        }
+    }
+}
+
+async fn write_loop(inner: Arc<Inner>, mut write: OwnedWriteHalf) {
+    let heartbeat = inner.server.heartbeat;
+    let mut spare = BytesMut::new();
+    loop {
+        let ready = inner.write_ready.notified();
+        let (mut data, finish) = {
+            let mut state = inner.write.lock().unwrap_or_else(PoisonError::into_inner);
+            if state.closed.is_some() && state.buf.is_empty() {
+                return;
+            }
+            std::mem::swap(&mut state.buf, &mut spare);
+            (std::mem::take(&mut spare), state.finish)
+        };
+        if !data.is_empty() {
+            inner.write_space.notify_waiters();
+            if let Err(error) = write.write_all(&data).await {
+                inner.close(Error::Closed(error.to_string()));
+                return;
+            }
+            data.clear();
+            spare = data;
+            continue;
+        }
+        spare = data;
+        if finish {
+            let _ = write.shutdown().await;
+            return;
+        }
+        if tokio::time::timeout(heartbeat, ready).await.is_err() {
+            // Nothing written for a heartbeat interval.
+            let mut state = inner.write.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Ok(frame) = Command::Heartbeat(Heartbeat).to_bytes() {
+                state.buf.extend_from_slice(&frame);
+            }
+        }
+    }
+}
