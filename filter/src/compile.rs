@@ -1,0 +1,184 @@
+//! Turns a syntax tree into an evaluation plan: paths become slots of one
+//! shared scan, literals become ready values, `LIKE` patterns become compiled
+//! regexes. Nothing is reordered or folded, so the plan computes exactly what
+//! the tree says.
+
+use std::collections::HashMap;
+
+use regex::bytes::Regex;
+
+use crate::ast::{AffixKind, BinaryOp, Expr, IsTest, Literal, UnaryOp};
+use crate::error::ParseErrorKind;
+use crate::functions::Function;
+use crate::scan::PathSet;
+
+/// A constant in the plan.
+#[derive(Clone, Debug)]
+pub(crate) enum Const {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(Box<[u8]>),
+}
+
+/// One node of the plan.
+#[derive(Clone, Debug)]
+pub(crate) enum Node {
+    Const(Const),
+    /// The values found at a path, by slot.
+    Path(u32),
+    Not(Box<Node>),
+    Neg(Box<Node>),
+    Plus(Box<Node>),
+    And(Box<[Node]>),
+    Or(Box<[Node]>),
+    Compare {
+        op: BinaryOp,
+        lhs: Box<Node>,
+        rhs: Box<Node>,
+    },
+    Arith {
+        op: BinaryOp,
+        lhs: Box<Node>,
+        rhs: Box<Node>,
+    },
+    Between {
+        expr: Box<Node>,
+        low: Box<Node>,
+        high: Box<Node>,
+        negated: bool,
+    },
+    In {
+        expr: Box<Node>,
+        list: Box<[Node]>,
+        negated: bool,
+    },
+    Like {
+        expr: Box<Node>,
+        regex: Regex,
+        negated: bool,
+    },
+    Affix {
+        expr: Box<Node>,
+        kind: AffixKind,
+        list: Box<[Node]>,
+        negated: bool,
+    },
+    Is {
+        expr: Box<Node>,
+        test: IsTest,
+        negated: bool,
+    },
+    Call {
+        function: Function,
+        args: Box<[Node]>,
+    },
+}
+
+pub(crate) struct Compiler<'r> {
+    pub(crate) paths: PathSet,
+    pub(crate) regexes: &'r mut HashMap<Vec<u8>, Regex>,
+    pub(crate) regex_size_limit: usize,
+}
+
+impl Compiler<'_> {
+    pub(crate) fn compile(&mut self, expr: &Expr) -> Result<Node, ParseErrorKind> {
+        Ok(match expr {
+            Expr::Literal(literal) => Node::Const(match literal {
+                Literal::Null => Const::Null,
+                Literal::Bool(b) => Const::Bool(*b),
+                Literal::Int(i) => Const::Int(*i),
+                Literal::Float(x) => Const::Float(*x),
+                Literal::Str(s) => Const::Str(s.as_slice().into()),
+            }),
+            Expr::Path(path) => Node::Path(self.paths.insert(path)),
+            Expr::Unary { op, expr } => {
+                let inner = Box::new(self.compile(expr)?);
+                match op {
+                    UnaryOp::Not => Node::Not(inner),
+                    UnaryOp::Neg => Node::Neg(inner),
+                    UnaryOp::Plus => Node::Plus(inner),
+                }
+            }
+            Expr::Binary { op, lhs, rhs } => {
+                let lhs = Box::new(self.compile(lhs)?);
+                let rhs = Box::new(self.compile(rhs)?);
+                if op.is_comparison() {
+                    Node::Compare { op: *op, lhs, rhs }
+                } else {
+                    Node::Arith { op: *op, lhs, rhs }
+                }
+            }
+            Expr::And(items) => Node::And(self.compile_list(items)?),
+            Expr::Or(items) => Node::Or(self.compile_list(items)?),
+            Expr::Between {
+                expr,
+                low,
+                high,
+                negated,
+            } => Node::Between {
+                expr: Box::new(self.compile(expr)?),
+                low: Box::new(self.compile(low)?),
+                high: Box::new(self.compile(high)?),
+                negated: *negated,
+            },
+            Expr::In {
+                expr,
+                list,
+                negated,
+            } => Node::In {
+                expr: Box::new(self.compile(expr)?),
+                list: self.compile_list(list)?,
+                negated: *negated,
+            },
+            Expr::Like {
+                expr,
+                pattern,
+                negated,
+            } => {
+                let regex = match self.regexes.get(pattern) {
+                    Some(regex) => regex.clone(),
+                    None => {
+                        let regex = crate::parser::compile_regex(pattern, self.regex_size_limit)?;
+                        self.regexes.insert(pattern.clone(), regex.clone());
+                        regex
+                    }
+                };
+                Node::Like {
+                    expr: Box::new(self.compile(expr)?),
+                    regex,
+                    negated: *negated,
+                }
+            }
+            Expr::Affix {
+                expr,
+                kind,
+                list,
+                negated,
+            } => Node::Affix {
+                expr: Box::new(self.compile(expr)?),
+                kind: *kind,
+                list: self.compile_list(list)?,
+                negated: *negated,
+            },
+            Expr::Is {
+                expr,
+                test,
+                negated,
+            } => Node::Is {
+                expr: Box::new(self.compile(expr)?),
+                test: *test,
+                negated: *negated,
+            },
+            Expr::Call { function, args } => Node::Call {
+                function: *function,
+                args: self.compile_list(args)?,
+            },
+        })
+    }
+
+    fn compile_list(&mut self, items: &[Expr]) -> Result<Box<[Node]>, ParseErrorKind> {
+        items.iter().map(|item| self.compile(item)).collect()
+    }
+}

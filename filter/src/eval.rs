@@ -1,0 +1,434 @@
+//! Evaluates a compiled plan against the values one scan collected.
+//!
+//! Values borrow from the payload and the plan; strings that functions build
+//! go to a scratch arena, named by range, so that evaluation allocates
+//! nothing once the scratch buffers have grown. A path can hold several
+//! values (array elements): comparisons, `IN`, `BETWEEN`, `LIKE` and the
+//! affix tests are TRUE when any element makes them TRUE; everything else
+//! sees the first element.
+
+use std::ops::Not as _;
+
+use crate::ast::{AffixKind, BinaryOp, IsTest};
+use crate::compile::{Const, Node};
+use crate::context::MessageContext;
+use crate::functions::{self, FnOut, Function, TextBuffers};
+use crate::scan::{Captures, Raw};
+use crate::value::{Num, Scalar, Truth, apply_comparison, arithmetic, negate, parse_number};
+
+/// A value during evaluation: like [`Scalar`], but strings built by
+/// functions are ranges of the arena, and JSON numbers stay text until used.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Val<'a> {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(&'a [u8]),
+    /// JSON number text, parsed when used.
+    Number(&'a [u8]),
+    /// Bytes `start..end` of the arena.
+    Arena(usize, usize),
+}
+
+impl From<Num> for Val<'_> {
+    fn from(n: Num) -> Self {
+        match n {
+            Num::Null => Val::Null,
+            Num::Int(i) => Val::Int(i),
+            Num::Float(x) => Val::Float(x),
+        }
+    }
+}
+
+impl From<Truth> for Val<'_> {
+    fn from(t: Truth) -> Self {
+        match t {
+            Truth::True => Val::Bool(true),
+            Truth::False => Val::Bool(false),
+            Truth::Unknown => Val::Null,
+        }
+    }
+}
+
+/// An operand of an any-element predicate: a path's values, or one value.
+#[derive(Clone, Copy, Debug)]
+enum Operand<'a> {
+    Path(u32),
+    One(Val<'a>),
+}
+
+/// Scratch space reused across evaluations.
+#[derive(Debug, Default)]
+pub(crate) struct EvalScratch {
+    /// Strings being built by nested calls, used as a stack.
+    out: Vec<u8>,
+    texts: TextBuffers,
+    conv: [Vec<u8>; 2],
+}
+
+pub(crate) struct Eval<'a, 's> {
+    pub(crate) ctx: &'a MessageContext<'a>,
+    pub(crate) cap: &'s mut Captures,
+    pub(crate) scratch: &'s mut EvalScratch,
+}
+
+fn resolve<'x>(v: Val<'x>, arena: &'x [u8]) -> Scalar<'x> {
+    match v {
+        Val::Null => Scalar::Null,
+        Val::Bool(b) => Scalar::Bool(b),
+        Val::Int(i) => Scalar::Int(i),
+        Val::Float(x) => Scalar::Float(x),
+        Val::Str(s) => Scalar::Str(s),
+        Val::Number(text) => parse_number(text).map_or(Scalar::Null, Scalar::from),
+        Val::Arena(start, end) => Scalar::Str(arena.get(start..end).unwrap_or(&[])),
+    }
+}
+
+fn raw_val(raw: Raw, payload: &[u8]) -> Val<'_> {
+    match raw {
+        Raw::Null => Val::Null,
+        Raw::True => Val::Bool(true),
+        Raw::False => Val::Bool(false),
+        Raw::Number { start, end } => Val::Number(payload.get(start..end).unwrap_or(b"0")),
+        Raw::Str { start, end } => Val::Str(payload.get(start..end).unwrap_or(&[])),
+        Raw::Unescaped { start, end } => Val::Arena(start, end),
+    }
+}
+
+/// Calls `f` on each element of an operand (NULL once for a path with no
+/// value) and ORs the results, stopping at the first TRUE.
+fn any<'x>(
+    op: Operand<'x>,
+    cap: &'x Captures,
+    payload: &'x [u8],
+    mut f: impl FnMut(Scalar<'x>) -> Truth,
+) -> Truth {
+    match op {
+        Operand::One(v) => f(resolve(v, &cap.arena)),
+        Operand::Path(slot) => {
+            if cap.count(slot) == 0 {
+                return f(Scalar::Null);
+            }
+            let mut acc = Truth::False;
+            for raw in cap.values(slot) {
+                acc = acc.or(f(resolve(raw_val(raw, payload), &cap.arena)));
+                if acc == Truth::True {
+                    break;
+                }
+            }
+            acc
+        }
+    }
+}
+
+/// The text of a value for string operations; None for NULL and `''`.
+fn text_of<'b>(s: Scalar<'b>, buf: &'b mut Vec<u8>) -> Option<&'b [u8]> {
+    if s.is_nullish() {
+        return None;
+    }
+    match s {
+        Scalar::Str(s) => Some(s),
+        other => {
+            buf.clear();
+            crate::value::write_text(other, buf);
+            Some(buf)
+        }
+    }
+}
+
+impl<'a> Eval<'a, '_> {
+    fn payload(&self) -> &'a [u8] {
+        self.ctx.payload
+    }
+
+    fn operand(&mut self, node: &'a Node) -> Operand<'a> {
+        match node {
+            Node::Path(slot) => Operand::Path(*slot),
+            other => Operand::One(self.value(other)),
+        }
+    }
+
+    fn scalar(&self, v: Val<'a>) -> Scalar<'_> {
+        resolve(v, &self.cap.arena)
+    }
+
+    /// The node in a boolean position.
+    pub(crate) fn truth(&mut self, node: &'a Node) -> Truth {
+        match node {
+            Node::Not(inner) => self.truth(inner).not(),
+            Node::And(items) => {
+                let mut acc = Truth::True;
+                for item in items.iter() {
+                    match self.truth(item) {
+                        Truth::False => return Truth::False,
+                        Truth::Unknown => acc = Truth::Unknown,
+                        Truth::True => {}
+                    }
+                }
+                acc
+            }
+            Node::Or(items) => {
+                let mut acc = Truth::False;
+                for item in items.iter() {
+                    match self.truth(item) {
+                        Truth::True => return Truth::True,
+                        Truth::Unknown => acc = Truth::Unknown,
+                        Truth::False => {}
+                    }
+                }
+                acc
+            }
+            Node::Compare { op, lhs, rhs } => {
+                let l = self.operand(lhs);
+                let r = self.operand(rhs);
+                let (cap, payload) = (&*self.cap, self.payload());
+                any(l, cap, payload, |a| {
+                    any(r, cap, payload, |b| apply_comparison(*op, a, b))
+                })
+            }
+            Node::Between {
+                expr,
+                low,
+                high,
+                negated,
+            } => {
+                let x = self.operand(expr);
+                let low = self.value(low);
+                let high = self.value(high);
+                let (cap, payload) = (&*self.cap, self.payload());
+                let (low, high) = (resolve(low, &cap.arena), resolve(high, &cap.arena));
+                let t = any(x, cap, payload, |e| {
+                    apply_comparison(BinaryOp::Ge, e, low).and(apply_comparison(
+                        BinaryOp::Le,
+                        e,
+                        high,
+                    ))
+                });
+                if *negated { t.not() } else { t }
+            }
+            Node::In {
+                expr,
+                list,
+                negated,
+            } => {
+                let x = self.operand(expr);
+                let mut acc = Truth::False;
+                for item in list.iter() {
+                    let r = self.operand(item);
+                    let (cap, payload) = (&*self.cap, self.payload());
+                    acc = acc.or(any(x, cap, payload, |a| {
+                        any(r, cap, payload, |b| apply_comparison(BinaryOp::Eq, a, b))
+                    }));
+                    if acc == Truth::True {
+                        break;
+                    }
+                }
+                if *negated { acc.not() } else { acc }
+            }
+            Node::Like {
+                expr,
+                regex,
+                negated,
+            } => {
+                let x = self.operand(expr);
+                let (cap, payload) = (&*self.cap, self.payload());
+                let buf = &mut self.scratch.conv[0];
+                let t = any(x, cap, payload, |e| match text_of(e, buf) {
+                    Some(text) => Truth::from(regex.is_match(text)),
+                    None => Truth::Unknown,
+                });
+                if *negated { t.not() } else { t }
+            }
+            Node::Affix {
+                expr,
+                kind,
+                list,
+                negated,
+            } => {
+                let x = self.operand(expr);
+                let mut acc = Truth::False;
+                for item in list.iter() {
+                    let r = self.operand(item);
+                    let (cap, payload) = (&*self.cap, self.payload());
+                    let [buf_a, buf_b] = &mut self.scratch.conv;
+                    acc = acc.or(any(x, cap, payload, |e| {
+                        let Some(text) = text_of(e, buf_a) else {
+                            return Truth::Unknown;
+                        };
+                        any(r, cap, payload, |p| match text_of(p, buf_b) {
+                            Some(affix) => Truth::from(match kind {
+                                AffixKind::Begins => text.starts_with(affix),
+                                AffixKind::Ends => text.ends_with(affix),
+                            }),
+                            None => Truth::Unknown,
+                        })
+                    }));
+                    if acc == Truth::True {
+                        break;
+                    }
+                }
+                if *negated { acc.not() } else { acc }
+            }
+            Node::Is {
+                expr,
+                test,
+                negated,
+            } => {
+                let x = self.operand(expr);
+                let (cap, payload) = (&*self.cap, self.payload());
+                let t = match test {
+                    // NULL when no element has a value: an absent field, a
+                    // JSON null, '' and an empty array are all NULL.
+                    IsTest::Null => any(x, cap, payload, |e| Truth::from(!e.is_nullish())).not(),
+                    IsTest::Nan => any(x, cap, payload, |e| Truth::from(e.is_nan())),
+                };
+                if *negated { t.not() } else { t }
+            }
+            other => {
+                let v = self.value(other);
+                self.scalar(v).truth()
+            }
+        }
+    }
+
+    /// The node's value (the first element, for a path).
+    pub(crate) fn value(&mut self, node: &'a Node) -> Val<'a> {
+        match node {
+            Node::Const(c) => match c {
+                Const::Null => Val::Null,
+                Const::Bool(b) => Val::Bool(*b),
+                Const::Int(i) => Val::Int(*i),
+                Const::Float(x) => Val::Float(*x),
+                Const::Str(s) => Val::Str(s),
+            },
+            Node::Path(slot) => self
+                .cap
+                .first(*slot)
+                .map_or(Val::Null, |raw| raw_val(raw, self.payload())),
+            Node::Arith { op, lhs, rhs } => {
+                let l = self.value(lhs);
+                let r = self.value(rhs);
+                arithmetic(*op, self.scalar(l), self.scalar(r)).into()
+            }
+            Node::Neg(inner) => {
+                let v = self.value(inner);
+                negate(self.scalar(v)).into()
+            }
+            Node::Plus(inner) => {
+                let v = self.value(inner);
+                self.scalar(v).to_number().into()
+            }
+            Node::Call { function, args } => self.call(*function, args),
+            predicate => self.truth(predicate).into(),
+        }
+    }
+
+    fn call(&mut self, function: Function, args: &'a [Node]) -> Val<'a> {
+        match function {
+            Function::If => {
+                let [cond, then, otherwise] = args else {
+                    return Val::Null;
+                };
+                if self.truth(cond) == Truth::True {
+                    self.value(then)
+                } else {
+                    self.value(otherwise)
+                }
+            }
+            Function::Coalesce => {
+                for arg in args {
+                    let v = self.value(arg);
+                    if !self.scalar(v).is_nullish() {
+                        return v;
+                    }
+                }
+                Val::Null
+            }
+            Function::Greatest | Function::Least => {
+                let mut best = None;
+                for arg in args {
+                    let v = self.value(arg);
+                    let s = self.scalar(v);
+                    if matches!(s, Scalar::Null) {
+                        return Val::Null;
+                    }
+                    let better = match best {
+                        None => true,
+                        Some(b) => {
+                            functions::extreme_step(self.scalar(b), s, function == Function::Least)
+                        }
+                    };
+                    if better {
+                        best = Some(v);
+                    }
+                }
+                best.unwrap_or(Val::Null)
+            }
+            Function::Concat => {
+                let mark = self.scratch.out.len();
+                for arg in args {
+                    let v = self.value(arg);
+                    let s = resolve(v, &self.cap.arena);
+                    if !functions::concat_step(s, &mut self.scratch.out) {
+                        self.scratch.out.truncate(mark);
+                        return Val::Null;
+                    }
+                }
+                self.take_out(mark)
+            }
+            Function::TopicName => Val::Str(self.ctx.topic.as_bytes()),
+            Function::MessageSize => {
+                Val::Int(i64::try_from(self.ctx.message_size).unwrap_or(i64::MAX))
+            }
+            Function::UnixTimestamp => self.ctx.unix_timestamp.map_or(Val::Null, Val::Float),
+            _ => self.call_fixed(function, args),
+        }
+    }
+
+    fn call_fixed(&mut self, function: Function, args: &'a [Node]) -> Val<'a> {
+        let mut vals = [Val::Null; 3];
+        for (slot, arg) in vals.iter_mut().zip(args) {
+            *slot = self.value(arg);
+        }
+        let vals = vals.get(..args.len().min(3)).unwrap_or(&[]);
+        let mark = self.scratch.out.len();
+        let arena = &self.cap.arena;
+        let mut scalars = [Scalar::Null; 3];
+        for (s, v) in scalars.iter_mut().zip(vals) {
+            *s = resolve(*v, arena);
+        }
+        let scalars = scalars.get(..vals.len()).unwrap_or(&[]);
+        let result = functions::call(
+            function,
+            scalars,
+            &mut self.scratch.out,
+            &mut self.scratch.texts,
+        );
+        match result {
+            FnOut::Num(n) => n.into(),
+            FnOut::Bool(b) => Val::Bool(b),
+            FnOut::Slice { arg, start, end } => match vals.get(arg) {
+                Some(Val::Str(s)) => Val::Str(s.get(start..end).unwrap_or(&[])),
+                Some(Val::Arena(from, _)) => Val::Arena(from + start, from + end),
+                _ => Val::Null,
+            },
+            FnOut::Out => self.take_out(mark),
+        }
+    }
+
+    /// Moves the bytes written to the output stack since `mark` to the arena.
+    fn take_out(&mut self, mark: usize) -> Val<'a> {
+        let start = self.cap.arena.len();
+        self.cap
+            .arena
+            .extend_from_slice(self.scratch.out.get(mark..).unwrap_or(&[]));
+        self.scratch.out.truncate(mark);
+        Val::Arena(start, self.cap.arena.len())
+    }
+}
+
+/// Copies a value out of the evaluation.
+pub(crate) fn to_value(v: Val<'_>, cap: &Captures) -> crate::value::Value {
+    resolve(v, &cap.arena).to_value()
+}
