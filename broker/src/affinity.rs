@@ -16,6 +16,20 @@ pub fn allowed_cpus() -> Option<Vec<usize>> {
     )
 }
 
+/// Raises the soft limit on open files to the hard limit (a broker needs a
+/// descriptor per connection) and returns the limit in force.
+///
+/// # Errors
+/// The kernel's error.
+pub fn raise_open_files_limit() -> nix::Result<u64> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+    }
+    Ok(hard)
+}
+
 /// Pins the calling thread to `cpus`.
 ///
 /// # Errors

@@ -195,7 +195,13 @@ pub fn discover() -> Result<Machine, DiscoveryError> {
 
     let topology =
         Topology::new().ok_or_else(|| DiscoveryError("hwloc_topology_load failed".into()))?;
-    let allowed = crate::affinity::allowed_cpus();
+    // A synthetic topology (HWLOC_SYNTHETIC, used to test placement) is not
+    // this machine: the process's real affinity mask does not apply to it.
+    let allowed = if std::env::var_os("HWLOC_SYNTHETIC").is_some() {
+        None
+    } else {
+        crate::affinity::allowed_cpus()
+    };
     let numa_nodes = topology
         .object_at_root()
         .nodeset()

@@ -481,7 +481,9 @@ impl Client {
     }
 
     /// A barrier: returns once the broker has processed everything this
-    /// client sent before it, with the round-trip time.
+    /// client sent before it, with the round-trip time. Every message the
+    /// broker delivered to this client before answering is in its
+    /// subscription streams by then.
     ///
     /// # Errors
     /// When the connection closes first.
@@ -604,6 +606,26 @@ async fn read_loop(
     inner.close(error);
 }
 
+/// Sends every buffered delivery to its subscription stream, in order.
+/// Waiting here is the back-pressure: an application that does not consume
+/// its subscription stops this reader, and the broker then sees a slow
+/// client.
+async fn send_batches(inner: &Inner, batches: &mut HashMap<u64, Batch>) {
+    if batches.is_empty() {
+        return;
+    }
+    let senders: Vec<(mpsc::Sender<Batch>, Batch)> = {
+        let shared = inner.shared();
+        batches
+            .drain()
+            .filter_map(|(sub_id, batch)| shared.subs.get(&sub_id).map(|s| (s.clone(), batch)))
+            .collect()
+    };
+    for (sender, batch) in senders {
+        let _ = sender.send(batch).await;
+    }
+}
+
 async fn read_frames(
     inner: &Inner,
     read: &mut OwnedReadHalf,
@@ -627,6 +649,10 @@ async fn read_frames(
                     }
                 }
                 Ok(Command::Ack(ack)) => {
+                    // Deliveries that arrived before an ack reach their
+                    // streams before the ack's waiter wakes: when a flush
+                    // returns, everything delivered before it is readable.
+                    send_batches(inner, &mut batches).await;
                     let waiter = ack
                         .command_id
                         .and_then(|id| inner.shared().acks.remove(&id));
@@ -654,22 +680,7 @@ async fn read_frames(
                 Err(error) => return error.into(),
             }
         }
-        if !batches.is_empty() {
-            let senders: Vec<(mpsc::Sender<Batch>, Batch)> = {
-                let shared = inner.shared();
-                batches
-                    .drain()
-                    .filter_map(|(sub_id, batch)| {
-                        shared.subs.get(&sub_id).map(|s| (s.clone(), batch))
-                    })
-                    .collect()
-            };
-            for (sender, batch) in senders {
-                // Waiting here is the back-pressure: an application that
-                // does not consume its subscription stops this reader.
-                let _ = sender.send(batch).await;
-            }
-        }
+        send_batches(inner, &mut batches).await;
         if buf.capacity() - buf.len() < 16 * 1024 {
             buf.reserve(64 * 1024);
         }

@@ -32,6 +32,8 @@ enum CommandLine {
     Ping(ServerArg),
     /// Print the embedded default configuration.
     DefaultConfig,
+    /// Show the machine as hwloc sees it and where the broker's threads would run.
+    Placement(PlacementArgs),
 }
 
 /// Arguments of `serve`.
@@ -52,6 +54,17 @@ pub struct ServeArgs {
     /// Validate the configuration, print it, and exit.
     #[arg(long)]
     pub check_config: bool,
+}
+
+/// Arguments of `placement`.
+#[derive(Debug, clap::Args)]
+pub struct PlacementArgs {
+    /// I/O threads (0 = auto, as threads.io).
+    #[arg(long, default_value_t = 0)]
+    io: usize,
+    /// Processor threads (0 = auto, as threads.processors).
+    #[arg(long, default_value_t = 0)]
+    processors: usize,
 }
 
 /// The broker to talk to.
@@ -120,6 +133,21 @@ pub struct SubscribeArgs {
     format: Format,
 }
 
+fn placement(args: &PlacementArgs) -> anyhow::Result<()> {
+    let machine = crate::placement::discover()?;
+    let plan = crate::placement::plan(&machine, args.io, args.processors, true);
+    println!(
+        "{}",
+        serde_json::json!({
+            "numa_nodes": machine.numa_nodes,
+            "node0_cores": machine.node0_cores,
+            "other_pus": machine.other_pus,
+            "plan": plan.to_string(),
+        })
+    );
+    Ok(())
+}
+
 /// Parses the command line and runs the command.
 #[must_use]
 pub fn main() -> ExitCode {
@@ -130,6 +158,7 @@ pub fn main() -> ExitCode {
             print!("{}", crate::config::DEFAULT_TOML);
             Ok(())
         }
+        CommandLine::Placement(args) => placement(&args),
         CommandLine::Publish(args) => client_commands::run(|| client_commands::publish(args)),
         CommandLine::Subscribe(args) => client_commands::run(|| client_commands::subscribe(args)),
         CommandLine::Ping(args) => client_commands::run(|| client_commands::ping(args)),

@@ -56,6 +56,8 @@ struct Conn {
     last_sent: Instant,
     last_progress: Instant,
     closing: Option<(Instant, CloseReason)>,
+    /// Our side of the connection is shut (FIN sent after the last frame).
+    write_shut: bool,
     eof: bool,
 }
 
@@ -99,6 +101,8 @@ pub struct IoThread {
     totals: Arc<Totals>,
     next_conn_id: Arc<std::sync::atomic::AtomicU64>,
     want_read: Vec<usize>,
+    /// Connections being closed, checked every iteration until removed.
+    closing: Vec<usize>,
     actions: Vec<Action>,
     ready: Vec<(usize, u64)>,
     processors_done: Arc<std::sync::atomic::AtomicUsize>,
@@ -151,6 +155,7 @@ impl IoThread {
             totals,
             next_conn_id,
             want_read: Vec::new(),
+            closing: Vec::new(),
             actions: Vec::new(),
             ready: Vec::new(),
             processors_done,
@@ -317,6 +322,7 @@ impl IoThread {
                 last_sent: now,
                 last_progress: now,
                 closing: None,
+                write_shut: false,
                 eof: false,
             });
             // The socket may already hold data; an edge may have been missed
@@ -333,7 +339,11 @@ impl IoThread {
             let Some(conn) = self.conns.get_mut(token) else {
                 return;
             };
-            if conn.closing.is_some() || conn.eof || self.shared.shutdown.load(Ordering::Acquire) {
+            if conn.closing.is_some() {
+                Self::discard_input(conn);
+                return;
+            }
+            if conn.eof || self.shared.shutdown.load(Ordering::Acquire) {
                 break;
             }
             if self.shared.inflight.load(Ordering::Acquire) + self.batch_bytes
@@ -392,6 +402,28 @@ impl IoThread {
             .is_some_and(|c| c.eof && c.closing.is_none())
         {
             self.begin_close(token, None, now);
+        }
+    }
+
+    /// Reads and drops what a closing connection still sends, so that
+    /// closing the socket with unread data does not reset the connection
+    /// and destroy the failure ack before the client has read it.
+    fn discard_input(conn: &mut Conn) {
+        let mut scratch = [0u8; 16 * 1024];
+        loop {
+            match conn.stream.read(&mut scratch) {
+                Ok(0) => {
+                    conn.eof = true;
+                    return;
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(_) => {
+                    conn.eof = true;
+                    return;
+                }
+            }
         }
     }
 
@@ -694,6 +726,7 @@ impl IoThread {
         let send_ack = reason.code != ReasonCode::None && !conn.eof;
         let ack = reason.ack();
         conn.closing = Some((now + CLOSE_FLUSH_TIMEOUT, reason));
+        self.closing.push(token);
         if send_ack && let Ok(frame) = Command::Ack(ack).to_bytes() {
             conn.shared.take_out(&mut conn.write_queue);
             conn.write_queue.push_back(frame);
@@ -710,22 +743,38 @@ impl IoThread {
         }
     }
 
-    /// Removes closing connections whose last frames are written (or whose
-    /// flush timed out, or whose peer is gone).
+    /// Shuts the write side of closing connections whose last frames are
+    /// written, and removes them once the peer has closed too (or the close
+    /// deadline has passed).
     fn finish_closing(&mut self, now: Instant) {
-        let done: Vec<usize> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| {
-                c.closing.as_ref().is_some_and(|(deadline, _)| {
-                    c.eof || c.write_queue.is_empty() || now >= *deadline
-                })
-            })
-            .map(|(t, _)| t)
-            .collect();
-        for token in done {
-            self.remove(token, "closed", now);
+        if self.closing.is_empty() {
+            return;
         }
+        let mut closing = std::mem::take(&mut self.closing);
+        closing.retain(|&token| {
+            let Some(conn) = self.conns.get_mut(token) else {
+                return false;
+            };
+            if conn.closing.is_none() {
+                return false;
+            }
+            if !conn.write_shut && !conn.eof && conn.write_queue.is_empty() {
+                let _ = conn.stream.shutdown(std::net::Shutdown::Write);
+                conn.write_shut = true;
+                Self::discard_input(conn);
+            }
+            let done = conn.eof
+                || conn
+                    .closing
+                    .as_ref()
+                    .is_some_and(|(deadline, _)| now >= *deadline);
+            if done {
+                self.remove(token, "closed", now);
+            }
+            !done
+        });
+        closing.append(&mut self.closing);
+        self.closing = closing;
     }
 
     fn remove(&mut self, token: usize, why: &str, _now: Instant) {

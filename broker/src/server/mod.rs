@@ -163,6 +163,15 @@ impl Server {
     pub fn start(config: &Config) -> Result<Self, StartError> {
         let started = Instant::now();
         let lock = lock_data_dir(&config.server.data_dir)?;
+        match affinity::raise_open_files_limit() {
+            Ok(limit) if limit < config.limits.connections_max as u64 + 64 => tracing::warn!(
+                limit,
+                connections_max = config.limits.connections_max,
+                "the open-files limit is below limits.connections_max + 64: raise it (`ulimit -n`, LimitNOFILE=) or lower limits.connections_max"
+            ),
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "cannot read or raise the open-files limit"),
+        }
         let machine = discover_machine();
         let plan = placement::plan(
             &machine,

@@ -1,0 +1,11 @@
+//! Integration tests of the `statecast` binary: each starts real broker
+//! processes on ephemeral ports and talks to them over TCP, through the SDK,
+//! raw frames or the CLI. One test binary (modules below) so the suite
+//! links once.
+
+mod cli;
+mod limits;
+mod placement;
+mod protocol_errors;
+mod pubsub;
+mod support;

@@ -1,0 +1,275 @@
+//! Test support: real `statecast serve` processes on ephemeral ports, and a
+//! raw blocking protocol client for byte-level tests.
+//!
+//! A broker is started with `--listen 127.0.0.1:0`; the test waits for its
+//! ready line (never a sleep) and kills it when the handle drops.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command as Process, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use statecast_client::{Client, ClientOptions};
+use statecast_protocol::{Command, FrameDecoder, Logon, Utf8};
+
+/// The broker binary under test.
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_statecast"))
+}
+
+/// A running broker, killed on drop.
+pub struct Broker {
+    child: Child,
+    /// Client listener address.
+    pub client: String,
+    /// Admin listener address.
+    pub admin: String,
+    dir: tempfile::TempDir,
+}
+
+impl Broker {
+    /// A broker on the default configuration (pinning off: tests share cores).
+    pub fn start() -> Self {
+        Self::start_with("")
+    }
+
+    /// A broker with extra configuration TOML laid over the test defaults.
+    pub fn start_with(extra: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = String::from("[threads]\npin = false\n");
+        config.push_str(extra);
+        let config_path = dir.path().join("config.toml");
+        std::fs::write(&config_path, config).expect("write config");
+        let stderr = std::fs::File::create(dir.path().join("stderr.log")).expect("stderr log");
+        let mut child = Process::new(binary())
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--config",
+            ])
+            .arg(&config_path)
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(stderr))
+            .spawn()
+            .expect("spawn statecast serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(line) if line.starts_with("ready ") => line,
+            other => {
+                let _ = child.kill();
+                let log =
+                    std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default();
+                panic!("broker did not print its ready line ({other:?}); stderr:\n{log}");
+            }
+        };
+        let field = |name: &str| {
+            line.split_whitespace()
+                .find_map(|part| part.strip_prefix(name))
+                .unwrap_or_else(|| panic!("ready line lacks {name}: {line}"))
+                .to_owned()
+        };
+        Self {
+            client: field("client="),
+            admin: field("admin="),
+            child,
+            dir,
+        }
+    }
+
+    /// The broker's stderr so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Connects an SDK client.
+    pub async fn client(&self, name: &str) -> Client {
+        Client::connect(&self.client, ClientOptions::new(name))
+            .await
+            .expect("connect")
+    }
+
+    /// Fetches `GET path` from the admin port.
+    pub fn admin_get(&self, path: &str) -> String {
+        let mut stream = TcpStream::connect(&self.admin).expect("admin connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut response = String::new();
+        let _ = stream.read_to_string(&mut response);
+        response
+    }
+
+    /// Waits for the process to exit, returning its status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::park_timeout(Duration::from_millis(10));
+        }
+        None
+    }
+
+    /// Waits until the log contains `text`, polling the file.
+    pub fn wait_for_log(&self, text: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.logs().contains(text) {
+                return true;
+            }
+            std::thread::park_timeout(Duration::from_millis(20));
+        }
+        false
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A blocking connection speaking raw frames.
+pub struct Raw {
+    /// The socket.
+    pub stream: TcpStream,
+    buf: BytesMut,
+    decoder: FrameDecoder,
+}
+
+impl Raw {
+    /// Connects without logging on.
+    pub fn connect(addr: &str) -> Self {
+        let stream = TcpStream::connect(addr).expect("raw connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream.set_nodelay(true).unwrap();
+        Self {
+            stream,
+            buf: BytesMut::new(),
+            decoder: FrameDecoder::new(64 << 20),
+        }
+    }
+
+    /// Connects and logs on, asking for `heartbeat_ms`.
+    pub fn logged_on(addr: &str, name: &str, heartbeat_ms: Option<u32>) -> Self {
+        let mut raw = Self::connect(addr);
+        raw.send(&Command::Logon(Logon {
+            command_id: Some(1),
+            client_name: Utf8::from(name),
+            credentials: None,
+            heartbeat_ms,
+        }));
+        match raw.recv() {
+            Some(Command::Ack(ack)) if ack.status == statecast_protocol::Status::Success => raw,
+            other => panic!("logon failed: {other:?}"),
+        }
+    }
+
+    /// Sends a command.
+    pub fn send(&mut self, command: &Command) {
+        self.send_bytes(&command.to_bytes().expect("encode"));
+    }
+
+    /// Sends raw bytes.
+    pub fn send_bytes(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("send");
+    }
+
+    /// The next frame, skipping heartbeats; `None` at EOF.
+    pub fn recv(&mut self) -> Option<Command> {
+        loop {
+            match self.recv_any()? {
+                Command::Heartbeat(_) => {}
+                other => return Some(other),
+            }
+        }
+    }
+
+    /// The next frame, heartbeats included; `None` at EOF or reset.
+    pub fn recv_any(&mut self) -> Option<Command> {
+        loop {
+            if let Some(frame) = self
+                .decoder
+                .decode(&mut self.buf)
+                .expect("broker frames decode")
+            {
+                return Some(Command::decode(&frame).expect("broker commands decode"));
+            }
+            let mut chunk = [0u8; 64 * 1024];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
+                Err(e) => panic!("raw read failed: {e}"),
+            }
+        }
+    }
+
+    /// Reads until EOF, returning every frame received before it.
+    pub fn drain_to_eof(&mut self) -> Vec<Command> {
+        let mut frames = Vec::new();
+        while let Some(frame) = self.recv_any() {
+            frames.push(frame);
+        }
+        frames
+    }
+}
+
+/// Runs a `statecast` client command with arguments and optional stdin.
+pub fn run_cli(args: &[&str], stdin: Option<&[u8]>) -> std::process::Output {
+    let mut child = Process::new(binary())
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn statecast");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input)
+            .expect("write stdin");
+    }
+    child.wait_with_output().expect("wait")
+}
+
+/// Path helper for temp files.
+pub fn path_str(path: &Path) -> &str {
+    path.to_str().expect("utf-8 path")
+}
