@@ -69,7 +69,7 @@ async fn malformed_input_closes_only_the_offending_connection() {
                     .await
                     .unwrap();
                 sent += 1;
-                if sent % 100 == 0 {
+                if sent.is_multiple_of(100) {
                     publisher.flush().await.unwrap();
                 }
             }
