@@ -227,8 +227,9 @@ impl FsStorage {
                         io::Error::new(
                             io::ErrorKind::WouldBlock,
                             format!(
-                                "journal directory {} is locked by another process ({errno}); \
-                             stop the other broker or use another data directory",
+                                "journal directory {} is locked: another broker (or another open \
+                             journal in this process) uses it ({errno}); stop it or use another \
+                             data directory",
                                 root.display()
                             ),
                         )
