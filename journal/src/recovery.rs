@@ -121,7 +121,7 @@ pub struct Decision {
 }
 
 /// The decision table. `journal/FORMAT.md` prints it; every label has a test
-/// in `tests/recovery_table.rs`.
+/// in `tests/it/recovery_table.rs`.
 pub const DECISIONS: &[Decision] = &[
     Decision {
         label: Label::RecordValid,
