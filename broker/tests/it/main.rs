@@ -4,6 +4,7 @@
 //! links once.
 
 mod cli;
+mod fuzz_corpus;
 mod limits;
 mod placement;
 mod protocol_errors;
