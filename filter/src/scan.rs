@@ -62,7 +62,7 @@ pub(crate) enum Raw {
 #[derive(Clone, Debug, Default)]
 struct TrieNode {
     /// Member names leading to wanted paths, and the child node of each.
-    fields: Vec<(Box<[u8]>, u32)>,
+    fields: Vec<FieldName>,
     /// The same, hashed, when there are many.
     field_map: Option<HashMap<Box<[u8]>, u32>>,
     /// Array positions leading to wanted paths, and the child of each.
@@ -71,15 +71,49 @@ struct TrieNode {
     slot: Option<u32>,
 }
 
+/// A member name in a trie node, with its length and first eight bytes
+/// kept as a word so that most mismatches cost one comparison.
+#[derive(Clone, Debug)]
+struct FieldName {
+    len: usize,
+    prefix: u64,
+    name: Box<[u8]>,
+    child: u32,
+}
+
+/// The first eight bytes of `name` (zero-padded), as a little-endian word.
+fn prefix_word(name: &[u8]) -> u64 {
+    let mut word = [0u8; 8];
+    for (w, b) in word.iter_mut().zip(name) {
+        *w = *b;
+    }
+    u64::from_le_bytes(word)
+}
+
+/// [`prefix_word`] of the `len`-byte name starting at `bytes[start]`, read
+/// as one word when the payload has eight bytes there (it nearly always
+/// does: a name is followed by at least `":` and a value).
+fn prefix_at(bytes: &[u8], start: usize, len: usize) -> u64 {
+    match bytes.get(start..).and_then(<[u8]>::first_chunk::<8>) {
+        Some(chunk) if len >= 8 => u64::from_le_bytes(*chunk),
+        Some(chunk) => u64::from_le_bytes(*chunk) & ((1_u64 << (len * 8)) - 1),
+        None => prefix_word(bytes.get(start..start + len).unwrap_or(&[])),
+    }
+}
+
 impl TrieNode {
     fn field_child(&self, name: &[u8]) -> Option<u32> {
+        self.field_child_with_prefix(name, prefix_word(name))
+    }
+
+    fn field_child_with_prefix(&self, name: &[u8], prefix: u64) -> Option<u32> {
         if let Some(map) = &self.field_map {
             return map.get(name).copied();
         }
         self.fields
             .iter()
-            .find(|(n, _)| n.len() == name.len() && **n == *name)
-            .map(|&(_, child)| child)
+            .find(|f| f.len == name.len() && f.prefix == prefix && (f.len <= 8 || *f.name == *name))
+            .map(|f| f.child)
     }
 
     fn index_child(&self, index: u32) -> Option<u32> {
@@ -132,9 +166,20 @@ impl PathSet {
                     let parent = &mut self.nodes[node];
                     match step {
                         Step::Field(name) => {
-                            parent.fields.push((name.as_bytes().into(), next));
+                            parent.fields.push(FieldName {
+                                len: name.len(),
+                                prefix: prefix_word(name.as_bytes()),
+                                name: name.as_bytes().into(),
+                                child: next,
+                            });
                             if parent.fields.len() > LINEAR_LOOKUP_MAX {
-                                parent.field_map = Some(parent.fields.iter().cloned().collect());
+                                parent.field_map = Some(
+                                    parent
+                                        .fields
+                                        .iter()
+                                        .map(|f| (f.name.clone(), f.child))
+                                        .collect(),
+                                );
                             }
                         }
                         Step::Index(i) => parent.indexes.push((*i, next)),
@@ -434,7 +479,7 @@ impl Scanner<'_> {
         let mut escaped = false;
         loop {
             let rest = self.bytes.get(self.pos..).ok_or(Malformed)?;
-            let at = memchr::memchr2(b'"', b'\\', rest).ok_or(Malformed)?;
+            let at = find_quote_or_backslash(rest).ok_or(Malformed)?;
             self.pos += at;
             if self.peek() == Some(b'"') {
                 let end = self.pos;
@@ -478,7 +523,7 @@ impl Scanner<'_> {
                 self.cap.key = key;
                 child
             } else {
-                trie.field_child(name)
+                trie.field_child_with_prefix(name, prefix_at(self.bytes, start, end - start))
             };
             match child {
                 Some(child) if self.cap.seen[child as usize] != instance => {
@@ -597,22 +642,21 @@ impl Scanner<'_> {
         let mut stack: u128 = u128::from(close == b'}');
         let mut open: u32 = 1;
         loop {
-            let Some(&b) = self.bytes.get(self.pos) else {
-                return Err(Malformed);
-            };
-            match b {
-                b'"' => {
+            let rest = self.bytes.get(self.pos..).ok_or(Malformed)?;
+            self.pos += find_structural(rest).ok_or(Malformed)?;
+            match self.peek() {
+                Some(b'"') => {
                     self.string()?;
                     continue;
                 }
-                b'{' | b'[' => {
+                Some(b @ (b'{' | b'[')) => {
                     open += 1;
                     if depth + open > MAX_NESTING + 1 || open > 127 {
                         return Err(Malformed);
                     }
                     stack = (stack << 1) | u128::from(b == b'{');
                 }
-                b'}' | b']' => {
+                Some(b) => {
                     if (stack & 1 == 1) != (b == b'}') {
                         return Err(Malformed);
                     }
@@ -623,11 +667,62 @@ impl Scanner<'_> {
                         return Ok(());
                     }
                 }
-                _ => {}
+                None => return Err(Malformed),
             }
             self.pos += 1;
         }
     }
+}
+
+// Word-at-a-time byte search. Strings in messages are mostly short, where
+// setting up a vector search costs more than it saves; eight bytes per step
+// with plain integer operations wins for them, and is still fast on long ones.
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+/// A word with the high bit set in (at least) the lowest byte of `word` equal
+/// to `byte`, and no bit set below it.
+fn bytes_equal(word: u64, byte: u8) -> u64 {
+    let x = word ^ (ONES * u64::from(byte));
+    x.wrapping_sub(ONES) & !x & HIGHS
+}
+
+/// Position of the first byte of `hay` for which `hit(word)` flags a match,
+/// checking eight bytes at a time and the tail one by one.
+fn find_with(hay: &[u8], hit: impl Fn(u64) -> u64, is_match: impl Fn(u8) -> bool) -> Option<usize> {
+    let mut at = 0;
+    while let Some(chunk) = hay.get(at..).and_then(<[u8]>::first_chunk::<8>) {
+        let mask = hit(u64::from_le_bytes(*chunk));
+        if mask != 0 {
+            return Some(at + (mask.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    hay.get(at..)?
+        .iter()
+        .position(|&b| is_match(b))
+        .map(|p| at + p)
+}
+
+/// Position of the first `"` or `\`.
+fn find_quote_or_backslash(hay: &[u8]) -> Option<usize> {
+    find_with(
+        hay,
+        |w| bytes_equal(w, b'"') | bytes_equal(w, b'\\'),
+        |b| b == b'"' || b == b'\\',
+    )
+}
+
+/// Position of the first `"`, `{`, `}`, `[` or `]`.
+fn find_structural(hay: &[u8]) -> Option<usize> {
+    // Setting bit 5 maps `[` onto `{` and `]` onto `}` and nothing else onto either.
+    const BIT5: u64 = ONES * 0x20;
+    find_with(
+        hay,
+        |w| bytes_equal(w, b'"') | bytes_equal(w | BIT5, b'{') | bytes_equal(w | BIT5, b'}'),
+        |b| matches!(b, b'"' | b'{' | b'}' | b'[' | b']'),
+    )
 }
 
 /// Unescapes the contents of a JSON string the way serde_json does, except
