@@ -185,6 +185,10 @@ pub struct LimitsConfig {
     pub frame_bytes_max_before_logon: ByteSize,
     /// Longest topic or pattern.
     pub topic_bytes_max: usize,
+    /// Longest content filter.
+    pub filter_bytes_max: usize,
+    /// Deepest nesting of a content filter.
+    pub filter_depth_max: usize,
     /// Connection cap.
     pub connections_max: usize,
     /// Subscriptions per connection.
@@ -485,6 +489,20 @@ impl Config {
             1,
             65_535,
             "bytes",
+        )?;
+        range(
+            "limits.filter_bytes_max",
+            l.filter_bytes_max as u64,
+            1,
+            65_535,
+            "bytes",
+        )?;
+        range(
+            "limits.filter_depth_max",
+            l.filter_depth_max as u64,
+            1,
+            1_000,
+            "levels",
         )?;
         range(
             "limits.connections_max",

@@ -37,6 +37,7 @@ pub fn connection(data: &[u8]) {
         heartbeat_max: Duration::from_secs(10),
         logon_timeout: Duration::from_secs(1),
         processors: 2,
+        filter: statecast_filter::Limits::default(),
         server_version: "fuzz",
     });
     let start = Instant::now();
@@ -84,6 +85,7 @@ pub fn connection(data: &[u8]) {
                     targets: t,
                     sub_id,
                     topic,
+                    filter,
                     command_id,
                 } => {
                     let done = Completion::shared(targets(t).len());
@@ -96,6 +98,7 @@ pub fn connection(data: &[u8]) {
                                     conn: 1,
                                     sub_id,
                                     topic: topic.clone(),
+                                    filter: filter.clone(),
                                     command_id,
                                     done: done.clone(),
                                 },

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use smallvec::SmallVec;
+use statecast_filter::{Filter, IndexScratch, MessageContext, SubscriptionIndex};
 use statecast_protocol::{Ack, AckSet, AckType, ReasonCode, Utf8};
 
 use super::session::requested;
@@ -85,6 +86,8 @@ pub enum ProcessorCommand<C> {
         sub_id: u64,
         /// What it listens to.
         topic: TopicSpec,
+        /// Its content filter.
+        filter: Option<Filter>,
         /// For the ack.
         command_id: Option<u64>,
         /// Shared by every processor visited.
@@ -145,14 +148,47 @@ struct Target<C> {
     sub_ids: SmallVec<[u64; 2]>,
 }
 
+/// One topic's subscriptions. Those without a filter are grouped by
+/// connection and delivered to without evaluation; those with a filter live
+/// in a [`SubscriptionIndex`], which evaluates only the filters that can
+/// match a message.
 #[derive(Debug)]
 struct TopicEntry<C> {
     targets: Vec<Target<C>>,
+    filtered: SubscriptionIndex<(u64, u64)>,
+    /// Connections with filtered subscriptions here: handle and sub ids.
+    filtered_conns: HashMap<u64, (C, SmallVec<[u64; 2]>)>,
 }
 
 impl<C: ConnHandle> TopicEntry<C> {
-    fn add(&mut self, conn: &C, sub_id: u64) {
+    fn new() -> Self {
+        Self {
+            targets: Vec::new(),
+            filtered: SubscriptionIndex::new(),
+            filtered_conns: HashMap::new(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.targets.is_empty() && self.filtered.is_empty()
+    }
+
+    fn add(&mut self, conn: &C, sub_id: u64, filter: Option<&Filter>) {
         let conn_id = conn.conn_id();
+        if let Some(filter) = filter {
+            if self
+                .filtered
+                .insert((conn_id, sub_id), filter.clone())
+                .is_none()
+            {
+                self.filtered_conns
+                    .entry(conn_id)
+                    .or_insert_with(|| (conn.clone(), SmallVec::new()))
+                    .1
+                    .push(sub_id);
+            }
+            return;
+        }
         match self.targets.iter_mut().find(|t| t.conn_id == conn_id) {
             Some(target) => target.sub_ids.push(sub_id),
             None => {
@@ -175,10 +211,23 @@ impl<C: ConnHandle> TopicEntry<C> {
                 self.targets.remove(index);
             }
         }
+        if self.filtered.remove(&(conn_id, sub_id)).is_some()
+            && let Some((_, ids)) = self.filtered_conns.get_mut(&conn_id)
+        {
+            ids.retain(|id| *id != sub_id);
+            if ids.is_empty() {
+                self.filtered_conns.remove(&conn_id);
+            }
+        }
     }
 
     fn remove_conn(&mut self, conn_id: u64) {
         self.targets.retain(|t| t.conn_id != conn_id);
+        if let Some((_, ids)) = self.filtered_conns.remove(&conn_id) {
+            for sub_id in ids {
+                self.filtered.remove(&(conn_id, sub_id));
+            }
+        }
     }
 }
 
@@ -188,6 +237,7 @@ struct PatternSub<C> {
     conn_id: u64,
     sub_id: u64,
     pattern: Arc<Pattern>,
+    filter: Option<Filter>,
 }
 
 #[derive(Debug, Default)]
@@ -209,6 +259,17 @@ pub struct RouterStats {
     pub delivered: u64,
 }
 
+/// Reusable buffers for matching filtered subscriptions.
+#[derive(Debug, Default)]
+struct MatchScratch {
+    index: IndexScratch,
+    /// (connection id, sub id) of the filtered subscriptions that matched.
+    matches: Vec<(u64, u64)>,
+    /// Whether each connection group of `matches` was merged into a plain target.
+    merged: Vec<bool>,
+    sub_ids: SmallVec<[u64; 8]>,
+}
+
 /// The subscriptions of the topics one processor owns.
 #[derive(Debug)]
 pub struct Router<C> {
@@ -216,6 +277,7 @@ pub struct Router<C> {
     patterns: Vec<PatternSub<C>>,
     conns: HashMap<u64, ConnSubs>,
     stats: RouterStats,
+    scratch: MatchScratch,
 }
 
 impl<C: ConnHandle> Default for Router<C> {
@@ -225,6 +287,7 @@ impl<C: ConnHandle> Default for Router<C> {
             patterns: Vec::new(),
             conns: HashMap::new(),
             stats: RouterStats::default(),
+            scratch: MatchScratch::default(),
         }
     }
 }
@@ -268,10 +331,11 @@ impl<C: ConnHandle> Router<C> {
                 conn,
                 sub_id,
                 topic,
+                filter,
                 command_id,
                 done,
             } => {
-                self.subscribe(&conn, sub_id, topic);
+                self.subscribe(&conn, sub_id, topic, filter);
                 if done.finish() {
                     let mut ack = Ack::success(AckType::Processed, command_id);
                     ack.sub_id = Some(sub_id);
@@ -342,29 +406,24 @@ impl<C: ConnHandle> Router<C> {
             timestamp: now_ns,
             bookmark: None,
         };
-        for target in &entry.targets {
-            sink.deliver(&target.conn, &target.sub_ids, &message);
-        }
-        self.stats.delivered += entry.targets.len() as u64;
+        self.stats.delivered += deliver(entry, &message, &mut self.scratch, sink);
     }
 
     /// Creates a topic's entry, adding the pattern subscriptions that match it.
     fn create_entry(&mut self, topic: Bytes) -> &mut TopicEntry<C> {
         if self.topics.len() >= EMPTY_TOPICS_MAX {
-            self.topics.retain(|_, entry| !entry.targets.is_empty());
+            self.topics.retain(|_, entry| !entry.is_empty());
         }
-        let mut entry = TopicEntry {
-            targets: Vec::new(),
-        };
+        let mut entry = TopicEntry::new();
         for sub in &self.patterns {
             if sub.pattern.matches(&topic) {
-                entry.add(&sub.conn, sub.sub_id);
+                entry.add(&sub.conn, sub.sub_id, sub.filter.as_ref());
             }
         }
         self.topics.entry(topic).or_insert(entry)
     }
 
-    fn subscribe(&mut self, conn: &C, sub_id: u64, topic: TopicSpec) {
+    fn subscribe(&mut self, conn: &C, sub_id: u64, topic: TopicSpec, filter: Option<Filter>) {
         let conn_id = conn.conn_id();
         match topic {
             TopicSpec::Exact(topic) => {
@@ -374,7 +433,7 @@ impl<C: ConnHandle> Router<C> {
                     false => Some(self.create_entry(key.clone())),
                 };
                 if let Some(entry) = entry {
-                    entry.add(conn, sub_id);
+                    entry.add(conn, sub_id, filter.as_ref());
                 }
                 self.conns
                     .entry(conn_id)
@@ -385,7 +444,7 @@ impl<C: ConnHandle> Router<C> {
             TopicSpec::Pattern(pattern) => {
                 for (topic, entry) in &mut self.topics {
                     if pattern.matches(topic) {
-                        entry.add(conn, sub_id);
+                        entry.add(conn, sub_id, filter.as_ref());
                     }
                 }
                 self.patterns.push(PatternSub {
@@ -393,6 +452,7 @@ impl<C: ConnHandle> Router<C> {
                     conn_id,
                     sub_id,
                     pattern,
+                    filter,
                 });
                 self.conns.entry(conn_id).or_default().patterns.push(sub_id);
             }
@@ -407,7 +467,7 @@ impl<C: ConnHandle> Router<C> {
             let (_, topic) = subs.exact.swap_remove(index);
             if let Some(entry) = self.topics.get_mut(&topic) {
                 entry.remove(conn_id, sub_id);
-                if entry.targets.is_empty() && self.patterns.is_empty() {
+                if entry.is_empty() && self.patterns.is_empty() {
                     self.topics.remove(&topic);
                 }
             }
@@ -446,9 +506,92 @@ impl<C: ConnHandle> Router<C> {
     /// Without patterns an empty entry remembers nothing: drop them.
     fn sweep_if_no_patterns(&mut self) {
         if self.patterns.is_empty() {
-            self.topics.retain(|_, entry| !entry.targets.is_empty());
+            self.topics.retain(|_, entry| !entry.is_empty());
         }
     }
+}
+
+/// Delivers one message to a topic's matching subscriptions, one delivery
+/// per connection naming all its matching subscriptions. Returns the number
+/// of deliveries.
+fn deliver<C: ConnHandle>(
+    entry: &TopicEntry<C>,
+    message: &Message<'_>,
+    scratch: &mut MatchScratch,
+    sink: &mut impl Sink<C>,
+) -> u64 {
+    scratch.matches.clear();
+    if !entry.filtered.is_empty() {
+        let ctx = MessageContext::new(message.payload)
+            .with_topic(message.topic.as_str())
+            .with_unix_timestamp(message.timestamp as f64 / 1e9);
+        let matches = &mut scratch.matches;
+        entry
+            .filtered
+            .for_each_match(&ctx, &mut scratch.index, |&(conn_id, sub_id)| {
+                matches.push((conn_id, sub_id))
+            });
+    }
+    if scratch.matches.is_empty() {
+        // The common case: no filter matched (or none exists).
+        for target in &entry.targets {
+            sink.deliver(&target.conn, &target.sub_ids, message);
+        }
+        return entry.targets.len() as u64;
+    }
+    scratch.matches.sort_unstable();
+    // Group boundaries: one group of `matches` per connection.
+    let groups: SmallVec<[(usize, usize); 16]> = {
+        let mut groups = SmallVec::new();
+        let mut start = 0;
+        for i in 1..=scratch.matches.len() {
+            if i == scratch.matches.len() || scratch.matches[i].0 != scratch.matches[start].0 {
+                groups.push((start, i));
+                start = i;
+            }
+        }
+        groups
+    };
+    scratch.merged.clear();
+    scratch.merged.resize(groups.len(), false);
+    let mut deliveries = 0;
+    for target in &entry.targets {
+        let group =
+            groups.binary_search_by_key(&target.conn_id, |&(start, _)| scratch.matches[start].0);
+        match group {
+            Err(_) => sink.deliver(&target.conn, &target.sub_ids, message),
+            Ok(g) => {
+                let (start, end) = groups[g];
+                scratch.merged[g] = true;
+                scratch.sub_ids.clear();
+                scratch.sub_ids.extend_from_slice(&target.sub_ids);
+                scratch.sub_ids.extend(
+                    scratch.matches[start..end]
+                        .iter()
+                        .map(|&(_, sub_id)| sub_id),
+                );
+                sink.deliver(&target.conn, &scratch.sub_ids, message);
+            }
+        }
+        deliveries += 1;
+    }
+    for (g, &(start, end)) in groups.iter().enumerate() {
+        if scratch.merged[g] {
+            continue;
+        }
+        let conn_id = scratch.matches[start].0;
+        if let Some((conn, _)) = entry.filtered_conns.get(&conn_id) {
+            scratch.sub_ids.clear();
+            scratch.sub_ids.extend(
+                scratch.matches[start..end]
+                    .iter()
+                    .map(|&(_, sub_id)| sub_id),
+            );
+            sink.deliver(conn, &scratch.sub_ids, message);
+            deliveries += 1;
+        }
+    }
+    deliveries
 }
 
 #[cfg(test)]
@@ -506,6 +649,7 @@ mod tests {
                 conn,
                 sub_id,
                 topic: spec,
+                filter: None,
                 command_id: Some(sub_id),
                 done: Completion::single(),
             },
@@ -632,5 +776,219 @@ mod tests {
         assert_eq!(sink.acks.len(), 2);
         assert_eq!(sink.acks[0].1.status, statecast_protocol::Status::Success);
         assert_eq!(sink.acks[1].1.reason_code, ReasonCode::AckNotAvailable);
+    }
+
+    fn subscribe_filtered(
+        router: &mut Router<u64>,
+        sink: &mut Recorder,
+        conn: u64,
+        sub_id: u64,
+        topic: &str,
+        filter: &str,
+    ) {
+        let spec = if super::super::topic::is_pattern(topic) {
+            TopicSpec::Pattern(Arc::new(Pattern::new(Utf8::from(topic)).unwrap()))
+        } else {
+            TopicSpec::Exact(Utf8::from(topic))
+        };
+        let filter = Filter::parse(filter, &statecast_filter::Limits::default()).unwrap();
+        router.handle(
+            ProcessorCommand::Subscribe {
+                conn,
+                sub_id,
+                topic: spec,
+                filter: Some(filter),
+                command_id: None,
+                done: Completion::single(),
+            },
+            1,
+            sink,
+        );
+    }
+
+    #[test]
+    fn filtered_and_plain_subscriptions_of_one_connection_share_a_delivery() {
+        let (mut router, mut sink) = (Router::new(), Recorder::default());
+        subscribe(&mut router, &mut sink, 1, 10, "q");
+        subscribe_filtered(&mut router, &mut sink, 1, 11, "q", "/sym = 'IBM'");
+        subscribe_filtered(
+            &mut router,
+            &mut sink,
+            2,
+            20,
+            "q",
+            "/sym IN ('IBM', 'MSFT') AND /px > 10",
+        );
+        subscribe_filtered(&mut router, &mut sink, 3, 30, "^q$", "/px > 100");
+        publish(&mut router, &mut sink, "q", r#"{"sym":"IBM","px":50}"#);
+        publish(&mut router, &mut sink, "q", r#"{"sym":"MSFT","px":500}"#);
+        publish(&mut router, &mut sink, "q", "not json");
+        let got: Vec<_> = sink
+            .deliveries
+            .iter()
+            .map(|(c, ids, _, p)| (*c, ids.clone(), p.len()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (1, vec![10, 11], 21),
+                (2, vec![20], 21),
+                (1, vec![10], 23),
+                (2, vec![20], 23),
+                (3, vec![30], 23),
+                (1, vec![10], 8)
+            ]
+        );
+    }
+
+    #[test]
+    fn filtered_subscriptions_are_removed_by_unsubscribe_and_close() {
+        let (mut router, mut sink) = (Router::new(), Recorder::default());
+        subscribe_filtered(&mut router, &mut sink, 1, 1, "q", "/a = 1");
+        subscribe_filtered(&mut router, &mut sink, 2, 2, "q", "/a = 1");
+        router.handle(
+            ProcessorCommand::Unsubscribe {
+                conn: 1,
+                sub_id: Some(1),
+                command_id: None,
+                done: Completion::single(),
+            },
+            1,
+            &mut sink,
+        );
+        publish(&mut router, &mut sink, "q", r#"{"a":1}"#);
+        router.handle(ProcessorCommand::Closed { conn_id: 2 }, 1, &mut sink);
+        publish(&mut router, &mut sink, "q", r#"{"a":1}"#);
+        assert_eq!(sink.deliveries.len(), 1);
+        assert_eq!(sink.deliveries[0].0, 2);
+        assert!(router.topics.is_empty());
+    }
+
+    mod model {
+        //! The router against a brute-force model: random subscriptions
+        //! (exact or pattern, with or without a filter), unsubscribes,
+        //! closes and publishes; every publish must reach exactly the
+        //! connections and subscriptions the model says, once each.
+
+        use std::collections::BTreeMap;
+
+        use proptest::prelude::*;
+
+        use super::*;
+
+        const TOPICS: &[&str] = &["a", "b", "ab", "ba"];
+        const PATTERNS: &[&str] = &["^a", "b$", "a|b"];
+        const FILTERS: &[&str] = &[
+            "/n = 1",
+            "/n IN (1, 2)",
+            "/n > 1",
+            "/s = 'x' OR /n = 3",
+            "NOT /n = 2",
+        ];
+
+        #[derive(Debug, Clone)]
+        enum Op {
+            Sub {
+                conn: u64,
+                topic: usize,
+                pattern: bool,
+                filter: Option<usize>,
+            },
+            Unsub {
+                conn: u64,
+                nth: usize,
+            },
+            Close {
+                conn: u64,
+            },
+            Publish {
+                topic: usize,
+                n: u8,
+                s: bool,
+            },
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                3 => (0u64..4, 0usize..4, any::<bool>(), proptest::option::of(0usize..5))
+                    .prop_map(|(conn, topic, pattern, filter)| Op::Sub { conn, topic, pattern, filter }),
+                1 => (0u64..4, 0usize..8).prop_map(|(conn, nth)| Op::Unsub { conn, nth }),
+                1 => (0u64..4).prop_map(|conn| Op::Close { conn }),
+                4 => (0usize..4, 0u8..4, any::<bool>()).prop_map(|(topic, n, s)| Op::Publish { topic, n, s }),
+            ]
+        }
+
+        struct ModelSub {
+            conn: u64,
+            sub_id: u64,
+            topic: String,
+            pattern: Option<regex::Regex>,
+            filter: Option<Filter>,
+        }
+
+        proptest! {
+            #[test]
+            fn router_matches_the_model(ops in proptest::collection::vec(op(), 1..60)) {
+                let (mut router, mut sink) = (Router::new(), Recorder::default());
+                let mut model: Vec<ModelSub> = Vec::new();
+                let mut next_sub = 1;
+                for op in ops {
+                    match op {
+                        Op::Sub { conn, topic, pattern, filter } => {
+                            let text = if pattern { PATTERNS[topic % PATTERNS.len()] } else { TOPICS[topic] };
+                            let sub_id = next_sub;
+                            next_sub += 1;
+                            match filter {
+                                Some(f) => subscribe_filtered(&mut router, &mut sink, conn, sub_id, text, FILTERS[f]),
+                                None => subscribe(&mut router, &mut sink, conn, sub_id, text),
+                            }
+                            model.push(ModelSub {
+                                conn,
+                                sub_id,
+                                topic: text.to_owned(),
+                                pattern: pattern.then(|| regex::Regex::new(text).unwrap()),
+                                filter: filter.map(|f| Filter::parse(FILTERS[f], &statecast_filter::Limits::default()).unwrap()),
+                            });
+                        }
+                        Op::Unsub { conn, nth } => {
+                            let mine: Vec<u64> = model.iter().filter(|m| m.conn == conn).map(|m| m.sub_id).collect();
+                            if let Some(&sub_id) = mine.get(nth % mine.len().max(1)) {
+                                router.handle(ProcessorCommand::Unsubscribe { conn, sub_id: Some(sub_id), command_id: None, done: Completion::single() }, 1, &mut sink);
+                                model.retain(|m| m.sub_id != sub_id);
+                            }
+                        }
+                        Op::Close { conn } => {
+                            router.handle(ProcessorCommand::Closed { conn_id: conn }, 1, &mut sink);
+                            model.retain(|m| m.conn != conn);
+                        }
+                        Op::Publish { topic, n, s } => {
+                            let body = format!(r#"{{"n":{n},"s":"{}"}}"#, if s { "x" } else { "y" });
+                            sink.deliveries.clear();
+                            publish(&mut router, &mut sink, TOPICS[topic], &body);
+                            let mut expected: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+                            for m in &model {
+                                let topic_ok = match &m.pattern {
+                                    Some(re) => re.is_match(TOPICS[topic]),
+                                    None => m.topic == TOPICS[topic],
+                                };
+                                let filter_ok = m.filter.as_ref().is_none_or(|f| f.matches(&MessageContext::new(body.as_bytes())));
+                                if topic_ok && filter_ok {
+                                    expected.entry(m.conn).or_default().push(m.sub_id);
+                                }
+                            }
+                            let mut got: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+                            for (conn, ids, _, _) in &sink.deliveries {
+                                let previous = got.insert(*conn, ids.clone());
+                                prop_assert!(previous.is_none(), "one delivery per connection");
+                            }
+                            for ids in got.values_mut().chain(expected.values_mut()) {
+                                ids.sort_unstable();
+                            }
+                            prop_assert_eq!(got, expected);
+                        }
+                    }
+                }
+            }
+        }
     }
 }

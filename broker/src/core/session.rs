@@ -15,6 +15,8 @@ use statecast_protocol::{
     Ack, AckSet, AckType, Command, DecodeError, Frame, FrameDecoder, Heartbeat, ReasonCode, Utf8,
 };
 
+use statecast_filter::Filter;
+
 use super::topic::{Pattern, TopicSpec, is_pattern, processor_for};
 
 /// Longest client name accepted at logon.
@@ -41,6 +43,8 @@ pub struct SessionLimits {
     pub logon_timeout: Duration,
     /// Number of topic processors.
     pub processors: usize,
+    /// Limits on content filters.
+    pub filter: statecast_filter::Limits,
     /// This broker's version, for the logon ack.
     pub server_version: &'static str,
 }
@@ -62,6 +66,11 @@ impl SessionLimits {
             heartbeat_max: Duration::from_millis(c.heartbeat_max_ms),
             logon_timeout: Duration::from_millis(c.logon_timeout_ms),
             processors: processors.max(1),
+            filter: statecast_filter::Limits {
+                max_text_bytes: l.filter_bytes_max,
+                max_depth: l.filter_depth_max,
+                ..statecast_filter::Limits::default()
+            },
             server_version: env!("CARGO_PKG_VERSION"),
         }
     }
@@ -126,6 +135,8 @@ pub enum Action {
         sub_id: u64,
         /// What it listens to.
         topic: TopicSpec,
+        /// Its content filter.
+        filter: Option<Filter>,
         /// For the ack.
         command_id: Option<u64>,
     },
@@ -450,13 +461,19 @@ impl Session {
                 }
             }
         }
-        if subscribe.filter.is_some() {
-            out.push(fail(
-                ReasonCode::InvalidFilter,
-                "content filters are not supported by this broker version".into(),
-            ));
-            return;
-        }
+        let filter = match &subscribe.filter {
+            None => None,
+            Some(text) => match Filter::parse(text.as_str(), &self.limits.filter) {
+                Ok(filter) => Some(filter),
+                Err(error) => {
+                    out.push(fail(
+                        ReasonCode::InvalidFilter,
+                        format!("invalid filter: {error}"),
+                    ));
+                    return;
+                }
+            },
+        };
         let (targets, topic) = if !literal && is_pattern(subscribe.topic.as_str()) {
             match Pattern::new(subscribe.topic.clone()) {
                 Ok(pattern) => (Targets::All, TopicSpec::Pattern(Arc::new(pattern))),
@@ -477,6 +494,7 @@ impl Session {
             targets,
             sub_id: subscribe.sub_id,
             topic,
+            filter,
             command_id: subscribe.command_id,
         });
     }

@@ -460,6 +460,7 @@ impl IoThread {
                     targets,
                     sub_id,
                     topic,
+                    filter,
                     command_id,
                 } => {
                     let done = self.completion(targets);
@@ -467,6 +468,7 @@ impl IoThread {
                         conn: Arc::clone(&shared),
                         sub_id,
                         topic: topic.clone(),
+                        filter: filter.clone(),
                         command_id,
                         done,
                     });
