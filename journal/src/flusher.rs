@@ -147,9 +147,11 @@ impl Flusher {
                     let now = Instant::now();
                     if now >= next_tick {
                         self.sync_now()?;
-                        self.housekeeping();
                         next_tick = now + interval;
-                    } else {
+                    }
+                    self.housekeeping();
+                    let now = Instant::now();
+                    if now < next_tick {
                         thread::park_timeout((next_tick - now).min(idle));
                     }
                 }
@@ -263,9 +265,14 @@ impl Flusher {
         Ok(())
     }
 
-    /// Spares and retention, at most once per housekeeping interval (and at
-    /// once when spares run short).
+    /// Spares and retention when idle, at most once per housekeeping
+    /// interval (and at once when spares run short), unless a
+    /// [`crate::Housekeeper`] thread runs: then it does this, and the
+    /// flusher's thread does nothing but sync.
     pub fn housekeeping(&mut self) {
+        if self.shared.housekeeper_thread.get().is_some() {
+            return;
+        }
         let short = lock(&self.shared.spares).list.len() < self.shared.config.preallocate;
         let due = self.housekeeping_at.elapsed() >= self.shared.config.housekeeping_interval;
         if !(due || short && !self.spares_failed) {

@@ -148,6 +148,8 @@ pub type PersistedHook = Box<dyn Fn(u64) + Send + Sync>;
 pub(crate) struct Spares {
     pub list: VecDeque<(u64, Box<dyn SegmentFile>)>,
     pub next_index: u64,
+    /// Index of a spare being created (outside the lock) by the housekeeper.
+    pub in_flight: Option<u64>,
 }
 
 pub(crate) struct Shared {
@@ -156,6 +158,9 @@ pub(crate) struct Shared {
     pub instance_id: u64,
     pub segments: RwLock<VecDeque<Arc<Segment>>>,
     pub spares: Mutex<Spares>,
+    /// Signalled when a spare being created is done.
+    pub spares_ready: Condvar,
+    pub housekeeper_thread: OnceLock<Thread>,
     /// Last appended bookmark.
     pub appended: AtomicU64,
     /// Every bookmark ≤ this is durable.
@@ -218,7 +223,21 @@ impl Shared {
 
     /// Takes the spare numbered `index`, creating it when there is none.
     pub(crate) fn take_spare(&self, index: u64) -> Result<Box<dyn SegmentFile>, AppendError> {
+        let file = self.take_spare_locked(index);
+        if let Some(thread) = self.housekeeper_thread.get() {
+            thread.unpark();
+        }
+        file
+    }
+
+    fn take_spare_locked(&self, index: u64) -> Result<Box<dyn SegmentFile>, AppendError> {
         let mut spares = lock(&self.spares);
+        while spares.in_flight.is_some_and(|in_flight| in_flight <= index) {
+            spares = self
+                .spares_ready
+                .wait(spares)
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
         while let Some((spare_index, _)) = spares.list.front() {
             if *spare_index >= index {
                 break;
@@ -249,20 +268,49 @@ impl Shared {
     }
 
     /// Creates spares until `preallocate` exist. Returns how many were made.
+    /// The file is created (fallocated, mapped, faulted in) outside the
+    /// spares lock, so the appender is not held up unless it needs that very
+    /// spare, in which case it waits for it rather than make a second one.
     pub(crate) fn ensure_spares(&self) -> std::io::Result<usize> {
         let mut made = 0;
         loop {
-            let mut spares = lock(&self.spares);
-            if spares.list.len() >= self.config.preallocate {
-                return Ok(made);
-            }
-            let index = spares.next_index;
+            let index = {
+                let mut spares = lock(&self.spares);
+                if spares.list.len() >= self.config.preallocate || spares.in_flight.is_some() {
+                    return Ok(made);
+                }
+                let index = spares.next_index;
+                spares.in_flight = Some(index);
+                spares.next_index = index + 1;
+                index
+            };
             let name = segment_name(index);
-            let file = self.storage.create(&name, self.config.segment_bytes)?;
-            self.storage.sync_dir("")?;
-            spares.list.push_back((index, file));
-            spares.next_index = index + 1;
-            made += 1;
+            let created = self
+                .storage
+                .create(&name, self.config.segment_bytes)
+                .and_then(|file| self.storage.sync_dir("").map(|()| file));
+            let mut spares = lock(&self.spares);
+            spares.in_flight = None;
+            let outcome = match created {
+                Ok(file) => {
+                    assert!(
+                        spares.list.back().is_none_or(|(last, _)| *last < index),
+                        "spares are kept in index order"
+                    );
+                    spares.list.push_back((index, file));
+                    made += 1;
+                    Ok(())
+                }
+                Err(error) => {
+                    if spares.next_index == index + 1 {
+                        spares.next_index = index;
+                    }
+                    Err(error)
+                }
+            };
+            drop(spares);
+            self.spares_ready.notify_all();
+            outcome?;
         }
     }
 
@@ -317,6 +365,9 @@ pub struct Opened {
     pub appender: Appender,
     /// The sync loop; run it on its own thread.
     pub flusher: Flusher,
+    /// Spares and retention; run it on a thread of its own (not pinned to
+    /// the data path), or leave it and the flusher does this when idle.
+    pub housekeeper: Housekeeper,
     /// What recovery found and did.
     pub report: RecoveryReport,
 }
@@ -425,9 +476,12 @@ impl Journal {
             config: config.clone(),
             instance_id,
             segments: RwLock::new(VecDeque::new()),
+            spares_ready: Condvar::new(),
+            housekeeper_thread: OnceLock::new(),
             spares: Mutex::new(Spares {
                 list: recovered.spares.into_iter().collect(),
                 next_index: spare_next,
+                in_flight: None,
             }),
             appended: AtomicU64::new(last_bookmark),
             persisted: AtomicU64::new(0),
@@ -531,6 +585,9 @@ impl Journal {
                 .max(active.header.first_timestamp_ns),
             recovered.force_roll,
         );
+        let housekeeper = Housekeeper {
+            shared: shared.clone(),
+        };
         let flusher = Flusher::new(shared, active, recovered.checkpoint, last_bookmark);
         tracing::info!(
             first = report.first_bookmark,
@@ -543,6 +600,7 @@ impl Journal {
             journal,
             appender,
             flusher,
+            housekeeper,
             report,
         })
     }
@@ -605,7 +663,8 @@ impl Journal {
 
     /// Installs the function the flusher calls (on its thread) with the new
     /// persisted watermark after every sync that advanced it. Keep it short:
-    /// hand the value to another thread (a channel, a mio `Waker`).
+    /// hand the value to another thread (a channel, a mio `Waker`), and do
+    /// not call `set_persisted_hook` from inside it (it holds the hook's lock).
     pub fn set_persisted_hook(&self, hook: PersistedHook) {
         *self
             .shared
@@ -637,6 +696,9 @@ impl Journal {
     pub fn shutdown(&self) {
         self.shared.shutdown.store(true, Ordering::SeqCst);
         if let Some(thread) = self.shared.flusher_thread.get() {
+            thread.unpark();
+        }
+        if let Some(thread) = self.shared.housekeeper_thread.get() {
             thread.unpark();
         }
     }
@@ -701,12 +763,58 @@ impl Journal {
         }
     }
 
+    /// Creates spare segments until `preallocate` exist (each fallocated,
+    /// mapped and faulted in, which is most of the cost of first writes into
+    /// a file). The flusher does this between syncs when spares run short; a
+    /// broker that wants the flusher to do nothing but sync can call this
+    /// from a housekeeping thread of its own. Returns how many were created.
+    pub fn prepare_spares(&self) -> std::io::Result<usize> {
+        self.shared.ensure_spares()
+    }
+
     /// Runs retention now (the flusher also runs it every housekeeping
     /// interval). Removes whole segments, oldest first, that are aged out or
     /// over the byte limit, and only when they are sealed, persisted, behind
     /// the durable checkpoint and the de-dup snapshot.
     pub fn enforce_retention(&self) -> std::io::Result<RetentionReport> {
         enforce_retention(&self.shared)
+    }
+}
+
+/// Keeps spares created and runs retention, off the data path: woken by the
+/// appender whenever it takes a spare, and every `housekeeping_interval`.
+#[derive(Debug)]
+pub struct Housekeeper {
+    shared: Arc<Shared>,
+}
+
+impl Housekeeper {
+    /// Runs until [`Journal::shutdown`]. Errors (a full disk) are logged and
+    /// retried at the next wake-up; appends report them when they need a
+    /// spare that could not be made.
+    pub fn run(self) {
+        let _ = self.shared.housekeeper_thread.set(std::thread::current());
+        while !self.shared.shutdown.load(Ordering::SeqCst) {
+            self.step();
+            std::thread::park_timeout(self.shared.config.housekeeping_interval);
+        }
+    }
+
+    /// Starts [`Housekeeper::run`] on a thread named `statecast-journal-housekeeper`.
+    pub fn spawn(self) -> std::io::Result<std::thread::JoinHandle<()>> {
+        std::thread::Builder::new()
+            .name("statecast-journal-housekeeper".into())
+            .spawn(move || self.run())
+    }
+
+    /// One round: spares, then retention.
+    pub fn step(&self) {
+        if let Err(error) = self.shared.ensure_spares() {
+            tracing::warn!(%error, "journal: could not preallocate a spare segment");
+        }
+        if let Err(error) = enforce_retention(&self.shared) {
+            tracing::warn!(%error, "journal: retention failed");
+        }
     }
 }
 

@@ -42,8 +42,8 @@ pub use dedup::{DEDUP_FILES, DEDUP_MAGIC, DEDUP_VERSION, PublisherId, Snapshot a
 pub use error::{AppendError, Damage, DedupError, Failure, OpenError, ReadError, WaitError};
 pub use flusher::{Flusher, FlusherHandle};
 pub use journal::{
-    Clock, Journal, JournalConfig, JournalStats, Opened, PersistedHook, Publisher, Retention,
-    RetentionReport, SyncPolicy,
+    Clock, Housekeeper, Journal, JournalConfig, JournalStats, Opened, PersistedHook, Publisher,
+    Retention, RetentionReport, SyncPolicy,
 };
 pub use reader::{ReadLimit, Reader, Record, Start};
 pub use recovery::{Label, RecoveryMode, RecoveryReport};

@@ -64,14 +64,23 @@ pub(crate) struct MmapFile {
 }
 
 impl MmapFile {
-    /// Maps `len` bytes of `file` (which must be that long).
-    pub(crate) fn map(file: File, len: u64) -> io::Result<MmapFile> {
+    /// Maps `len` bytes of `file` (which must be that long). With
+    /// `populate`, the kernel faults the pages in now (`MAP_POPULATE`): for a
+    /// new, fallocated file that is where it zeroes its page-cache pages, so
+    /// doing it when a spare is created (on the flusher's thread) keeps that
+    /// cost (≈ 40 % of an append otherwise) off the appender.
+    pub(crate) fn map(file: File, len: u64, populate: bool) -> io::Result<MmapFile> {
         let len_usize = usize::try_from(len)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "file too large to map"))?;
         let map = if len == 0 {
             None
         } else {
-            Some(MmapOptions::new().len(len_usize).map_raw(&file)?)
+            let mut options = MmapOptions::new();
+            options.len(len_usize);
+            if populate {
+                options.populate();
+            }
+            Some(options.map_raw(&file)?)
         };
         Ok(MmapFile {
             map,

@@ -319,7 +319,7 @@ impl Storage for FsStorage {
             let _ = std::fs::remove_file(&path);
             return Err(error);
         }
-        Ok(Box::new(MmapFile::map(file, len)?))
+        Ok(Box::new(MmapFile::map(file, len, true)?))
     }
 
     fn open(&self, name: &str) -> io::Result<Box<dyn SegmentFile>> {
@@ -328,7 +328,7 @@ impl Storage for FsStorage {
             FsMode::Exclusive => {
                 let file = OpenOptions::new().read(true).write(true).open(&path)?;
                 let len = file.metadata()?.len();
-                Ok(Box::new(MmapFile::map(file, len)?))
+                Ok(Box::new(MmapFile::map(file, len, false)?))
             }
             FsMode::ReadOnly => {
                 let file = File::open(&path)?;

@@ -122,9 +122,11 @@ fn real_tmpfs_fills_up_without_sigbus_and_recovers() {
         journal,
         mut appender,
         flusher,
+        housekeeper,
         ..
     } = opened;
     let flusher = flusher.spawn().expect("flusher");
+    let housekeeper = housekeeper.spawn().expect("housekeeper");
     let mut last = 0;
     let error = loop {
         match appender.append(NewRecord::new(b"t", &[5; 1024])) {
@@ -148,6 +150,7 @@ fn real_tmpfs_fills_up_without_sigbus_and_recovers() {
     drop(appender);
     journal.shutdown();
     flusher.join().expect("clean stop");
+    housekeeper.join().expect("housekeeper stops");
     drop(journal);
     let reopened = Journal::open(&journal_dir, config).expect("reopen");
     assert_eq!(read_all(&reopened.journal).len() as u64, last + 1);

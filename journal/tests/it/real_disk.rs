@@ -37,12 +37,14 @@ fn mmap_journal_round_trip_clean_and_killed() {
         journal,
         mut appender,
         flusher,
+        housekeeper,
         report,
     } = Journal::open(dir.path(), config()).expect("open");
     assert!(report.created);
     let error = Journal::open(dir.path(), config()).expect_err("the directory is locked");
     assert!(error.to_string().contains("locked"), "{error}");
     let flusher = flusher.spawn().expect("flusher");
+    let housekeeper = housekeeper.spawn().expect("housekeeper");
     for bookmark in 1..=2000u64 {
         appender
             .append(NewRecord::new(
@@ -87,6 +89,11 @@ fn mmap_journal_round_trip_clean_and_killed() {
     drop(appender);
     journal.shutdown();
     flusher.join().expect("clean stop");
+    housekeeper.join().expect("housekeeper stops");
+    assert!(
+        journal.stats().spares >= 1,
+        "the housekeeper kept spares ready"
+    );
     drop(journal);
 
     let Opened {
@@ -94,6 +101,7 @@ fn mmap_journal_round_trip_clean_and_killed() {
         mut appender,
         flusher,
         report,
+        ..
     } = Journal::open(dir.path(), config()).expect("reopen");
     assert!(report.clean_shutdown);
     assert!(
