@@ -9,6 +9,10 @@
 //!   thread in batch mode; an iteration ends when every record is persisted,
 //!   so the throughput is durable bytes per second. The group-commit
 //!   latency distribution (one sync cycle) is printed once;
+//! - `paced`: not a criterion benchmark: appends 1 KiB records at 20,000 and
+//!   100,000 per second for 5 s each and prints the distribution of the
+//!   append → persisted latency of every record (what a `persisted` ack
+//!   waits);
 //! - `recovery_scan/1KiB`: `Journal::open` with `verify_all_on_open` over a
 //!   journal of 1 KiB records in the page cache (`STATECAST_BENCH_SCAN_MB`,
 //!   default 512), i.e. every record read and CRC-checked.
@@ -151,6 +155,81 @@ fn append_group_commit(c: &mut Criterion) {
     );
 }
 
+/// Append → persisted latency of every record at a steady rate (what a
+/// broker's `persisted` ack waits), measured with the persisted hook.
+fn paced_latency(rate_per_second: u64, seconds: u64) {
+    let payload = vec![0x5a; RECORD_PAYLOAD];
+    let dir = bench_dir("paced-");
+    let Opened {
+        mut appender,
+        flusher,
+        housekeeper,
+        journal,
+        ..
+    } = Journal::open(dir.path(), config()).expect("open");
+    let records = rate_per_second * seconds;
+    let appended_at: Arc<Vec<std::sync::OnceLock<Instant>>> =
+        Arc::new((0..=records).map(|_| std::sync::OnceLock::new()).collect());
+    let histogram = Arc::new(Mutex::new(Histogram::<u64>::new(3).expect("histogram")));
+    let released = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    {
+        let appended_at = appended_at.clone();
+        let histogram = histogram.clone();
+        let released = released.clone();
+        journal.set_persisted_hook(Box::new(move |persisted| {
+            let now = Instant::now();
+            let from = released.swap(persisted, std::sync::atomic::Ordering::SeqCst) + 1;
+            let mut histogram = histogram.lock().expect("lock");
+            for bookmark in from..=persisted.min(records) {
+                if let Some(at) = appended_at[bookmark as usize].get() {
+                    let _ = histogram.record(now.duration_since(*at).as_micros() as u64);
+                }
+            }
+        }));
+    }
+    let flusher = flusher.spawn().expect("flusher");
+    let housekeeper = housekeeper.spawn().expect("housekeeper");
+    let start = Instant::now();
+    let interval = Duration::from_secs(1).as_nanos() as u64 / rate_per_second;
+    for index in 1..=records {
+        let due = start + Duration::from_nanos(index * interval);
+        while Instant::now() < due {
+            std::hint::spin_loop();
+        }
+        let _ = appended_at[index as usize].set(Instant::now());
+        appender
+            .append(NewRecord::new(TOPIC, &payload))
+            .expect("append");
+    }
+    journal
+        .wait_persisted(records, Duration::from_secs(60))
+        .expect("persisted");
+    drop(appender);
+    journal.shutdown();
+    flusher.join().expect("flusher");
+    housekeeper.join().expect("housekeeper");
+    let histogram = histogram.lock().expect("lock");
+    eprintln!(
+        "paced {rate_per_second}/s × 1 KiB for {seconds} s: append→persisted µs p50 {} p90 {} p99 {} p99.9 {} max {} ({} records)",
+        histogram.value_at_quantile(0.5),
+        histogram.value_at_quantile(0.9),
+        histogram.value_at_quantile(0.99),
+        histogram.value_at_quantile(0.999),
+        histogram.max(),
+        histogram.len()
+    );
+}
+
+fn paced(_: &mut Criterion) {
+    if test_mode() {
+        paced_latency(1000, 1);
+        return;
+    }
+    for rate in [20_000, 100_000] {
+        paced_latency(rate, 5);
+    }
+}
+
 fn recovery_scan(c: &mut Criterion) {
     let megabytes: u64 = if test_mode() {
         8
@@ -217,5 +296,11 @@ fn recovery_scan(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, append_no_sync, append_group_commit, recovery_scan);
+criterion_group!(
+    benches,
+    append_no_sync,
+    append_group_commit,
+    paced,
+    recovery_scan
+);
 criterion_main!(benches);

@@ -4,11 +4,15 @@
 //!
 //! # Threads and sharing
 //!
-//! `Journal::open` returns four things: a [`Journal`] handle (cheap to clone,
+//! `Journal::open` returns five things: a [`Journal`] handle (cheap to clone,
 //! `Send + Sync`: readers, watermarks, retention, publishers), the one
 //! [`Appender`] (`Send`, not `Clone`: whoever owns it is the only writer), the
 //! one [`Flusher`] (run it on its own thread: [`Flusher::spawn`], or call
-//! [`Flusher::run`] from a thread you pinned) and the [`RecoveryReport`].
+//! [`Flusher::run`] from a thread you pinned), the [`Housekeeper`] (spares
+//! and retention, on an unpinned thread of its own; without it the flusher
+//! does that work when idle) and the [`RecoveryReport`]. Drop every one of
+//! them (after [`Journal::shutdown`] and joining the threads) to release the
+//! directory lock.
 //!
 //! Shared state lives in `Shared`: the segment list (`RwLock`, written only
 //! when the appender rolls to a new segment and when retention removes one),

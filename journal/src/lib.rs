@@ -17,8 +17,8 @@
 //! every byte it writes.
 //!
 //! Entry points: [`Journal::open`] (returns the [`Journal`] handle, the
-//! [`Appender`], the [`Flusher`] and the [`RecoveryReport`]), the
-//! [`Reader`] from [`Journal::reader`], and [`dump`].
+//! [`Appender`], the [`Flusher`], the [`Housekeeper`] and the
+//! [`RecoveryReport`]), the [`Reader`] from [`Journal::reader`], and [`dump`].
 
 mod appender;
 mod checkpoint;

@@ -187,3 +187,36 @@ fn unknown_and_future_bookmarks_are_clear_errors() {
         "the next bookmark is a valid start (now)"
     );
 }
+
+#[test]
+fn interval_mode_persists_on_its_tick_and_never_before_the_sync() {
+    let storage = SimStorage::new();
+    let mut config = small_config(8192);
+    config.sync = statecast_journal::SyncPolicy::Interval(Duration::from_millis(20));
+    let opened = open_sim(&storage, config);
+    let journal = opened.journal.clone();
+    let mut appender = opened.appender;
+    let syncs_before = storage.sync_count();
+    let flusher = opened.flusher.spawn().expect("flusher");
+    let mut last = 0;
+    for bookmark in 1..=200 {
+        last = appender
+            .append(NewRecord::new(b"t", &payload_for(bookmark, 0)))
+            .expect("append")
+            .bookmark;
+    }
+    journal
+        .wait_persisted(last, Duration::from_secs(30))
+        .expect("the interval flusher persists");
+    assert!(
+        storage.sync_count() > syncs_before,
+        "persisted only through a sync"
+    );
+    // Everything persisted survives a power cut.
+    let image = storage.crash_image(&mut statecast_journal::sim::SimRng::new(7));
+    drop(appender);
+    journal.shutdown();
+    flusher.join().expect("clean stop");
+    let reopened = open_sim(&image, small_config(8192));
+    assert!(crate::support::read_all(&reopened.journal).len() as u64 >= last);
+}
