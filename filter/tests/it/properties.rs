@@ -63,35 +63,39 @@ fn document() -> impl Strategy<Value = Json> {
         number(),
         string_value().prop_map(Json::String),
     ];
-    leaf.prop_recursive(4, 40, 5, |inner| {
+    let value = leaf.prop_recursive(3, 32, 5, |inner| {
         prop_oneof![
             proptest::collection::vec(inner.clone(), 0..4).prop_map(Json::Array),
             proptest::collection::btree_map(name(), inner, 0..6)
                 .prop_map(|m| Json::Object(m.into_iter().collect::<Map<_, _>>())),
         ]
-    })
-    .prop_map(|doc| match doc {
-        // Mostly objects at the top, like real messages.
-        Json::Object(_) => doc,
-        other => {
-            let mut m = Map::new();
-            m.insert("a".to_owned(), other);
-            Json::Object(m)
-        }
-    })
+    });
+    // Objects at the top with most of the names present, like real messages;
+    // now and then a top-level array.
+    let object = proptest::collection::btree_map(name(), value, 3..8)
+        .prop_map(|m| Json::Object(m.into_iter().collect::<Map<_, _>>()))
+        .boxed();
+    prop_oneof![
+        9 => object.clone(),
+        1 => proptest::collection::vec(object, 0..3).prop_map(Json::Array),
+    ]
 }
 
 fn path() -> impl Strategy<Value = Path> {
-    (proptest::collection::vec((name(), proptest::option::weighted(0.2, 0u32..3)), 1..4)).prop_map(
-        |steps| {
+    // Mostly one step, so that filters often find fields in the documents.
+    let depth = prop_oneof![12 => Just(1usize), 3 => Just(2usize), 1 => Just(3usize)];
+    depth
+        .prop_flat_map(|n| {
+            proptest::collection::vec((name(), proptest::option::weighted(0.15, 0u32..3)), n)
+        })
+        .prop_map(|steps| {
             let mut out = Vec::new();
             for (n, index) in steps {
                 out.push(Step::Field(n));
                 out.extend(index.map(Step::Index));
             }
             Path { steps: out }
-        },
-    )
+        })
 }
 
 fn literal() -> impl Strategy<Value = Literal> {
@@ -111,7 +115,7 @@ const PATTERNS: &[&str] = &["^a", "b$", "(?i)abc", "^$", "\\d+", ".", "^1", "é"
 fn expr() -> impl Strategy<Value = Expr> {
     let leaf = prop_oneof![
         3 => path().prop_map(Expr::Path),
-        2 => literal().prop_map(Expr::Literal),
+        1 => literal().prop_map(Expr::Literal),
     ];
     leaf.prop_recursive(5, 48, 4, |inner| {
         let boxed = inner.clone().prop_map(Box::new);
@@ -370,4 +374,42 @@ fn escape_everything(json: &str) -> String {
         }
     }
     out
+}
+
+/// Guards the generators: a property that only ever compares NULL with NULL
+/// proves nothing, so check that random filters on random documents often
+/// produce real values and matches.
+#[test]
+fn generators_produce_meaningful_cases() {
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::TestRunner;
+    let mut runner = TestRunner::deterministic();
+    let (mut non_null, mut matched, mut path_hits) = (0, 0, 0);
+    let total = 2000;
+    for _ in 0..total {
+        let ast = expr().new_tree(&mut runner).expect("tree").current();
+        let doc = document().new_tree(&mut runner).expect("tree").current();
+        let mut found = false;
+        ast.for_each_path(&mut |p| found |= !reference::path_values(&doc, p).is_empty());
+        path_hits += usize::from(found);
+        if std::env::var_os("SHOW_SAMPLES").is_some() {
+            eprintln!("{ast}  ON  {doc}");
+        }
+        let value = reference::evaluate_document(&ast, Some(&doc), &context(b""));
+        non_null += usize::from(value != statecast_filter::Value::Null);
+        matched += usize::from(value.truth() == statecast_filter::Truth::True);
+    }
+    eprintln!("{non_null} non-NULL, {matched} TRUE, {path_hits} find a field, of {total}");
+    assert!(
+        non_null * 4 > total,
+        "only {non_null} of {total} cases are non-NULL"
+    );
+    assert!(
+        matched * 10 > total,
+        "only {matched} of {total} cases match"
+    );
+    assert!(
+        path_hits * 4 > total,
+        "only {path_hits} of {total} filters find a field"
+    );
 }
