@@ -1,1 +1,63 @@
-fn main() {}
+//! statecast-bench: the load generator and benchmark harness.
+//!
+//! It owns the `statecast-bench` binary: the W1 fan-out workload (1 KiB JSON
+//! messages, publishers and subscribers on one single-threaded tokio runtime,
+//! publish→deliver latency from HdrHistogram, one JSON line per run), the
+//! adapters that run that same workload against statecast (through the
+//! `statecast-client` SDK and through a bare framing client), NATS core
+//! (async-nats), an in-process `mem` ceiling and the `relay` null broker that
+//! also lives here, and the `table` summary that `scripts/bench-peers` prints.
+//! The criterion micro-benchmark of the frame codec is `benches/codec.rs`.
+//!
+//! **Invariant:** this crate depends on `statecast-protocol` and
+//! `statecast-client` only among the workspace crates, never on the broker
+//! crate: the broker under test is always a separate process, started by the
+//! caller (usually `scripts/bench-peers`), as users run it.
+
+mod cpu;
+mod payload;
+mod relay;
+mod report;
+mod run;
+mod table;
+mod target;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Load generator and benchmark harness for statecast and its peers.
+#[derive(Debug, Parser)]
+#[command(name = "statecast-bench", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs one workload against one target and prints one JSON line.
+    Run(run::RunArgs),
+    /// Runs the relay (null broker) until killed; prints
+    /// `ready client=HOST:PORT` when it listens.
+    Relay(relay::RelayArgs),
+    /// Reads JSON lines from `run` and prints the side-by-side table of
+    /// medians with the ratios between targets.
+    Table(table::TableArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => run::main(&args),
+        Command::Relay(args) => relay::main(&args),
+        Command::Table(args) => table::main(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("statecast-bench: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! The JSON line a run prints, and the statistics it is computed from.
+
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+use crate::payload::{self, SEQ_PUBLISHER_STRIDE};
+
+/// Latency figures in microseconds.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Latency {
+    /// Messages measured.
+    pub count: u64,
+    /// Mean.
+    pub mean: f64,
+    /// Median.
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// 99.9th percentile.
+    pub p999: f64,
+    /// Largest.
+    pub max: f64,
+}
+
+impl Latency {
+    /// From a histogram of nanoseconds.
+    pub fn from_ns(histogram: &Histogram<u64>) -> Self {
+        let us = |ns: u64| (ns as f64 / 100.0).round() / 10.0;
+        if histogram.is_empty() {
+            return Self::default();
+        }
+        Self {
+            count: histogram.len(),
+            mean: (histogram.mean() / 100.0).round() / 10.0,
+            p50: us(histogram.value_at_quantile(0.5)),
+            p90: us(histogram.value_at_quantile(0.9)),
+            p99: us(histogram.value_at_quantile(0.99)),
+            p999: us(histogram.value_at_quantile(0.999)),
+            max: us(histogram.max()),
+        }
+    }
+}
+
+/// What one subscriber saw.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SubscriberReport {
+    /// Messages received.
+    pub received: u64,
+    /// Messages published and not received.
+    pub lost: u64,
+    /// Messages that came at or before one already received from the same
+    /// publisher (reordered or duplicated).
+    pub out_of_order: u64,
+    /// `received` ÷ time from the first publish to this subscriber's last
+    /// message, msgs/s.
+    pub delivered_rate: f64,
+    /// Median publish→deliver latency, µs.
+    pub p50_us: f64,
+    /// 99th percentile, µs.
+    pub p99_us: f64,
+    /// Why the subscription ended early, if it did.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub error: Option<String>,
+}
+
+/// One run's result: the JSON line.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Report {
+    /// Target name (`relay`, `statecast`, `nats`…).
+    pub target: String,
+    /// Free-text label from `--label`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub label: Option<String>,
+    /// Publisher connections.
+    pub publishers: usize,
+    /// Subscriber connections.
+    pub subscribers: usize,
+    /// Message size, bytes.
+    pub size: usize,
+    /// Fixed total rate asked for, msgs/s; `null` = as fast as possible.
+    pub rate: Option<f64>,
+    /// Messages published (all publishers).
+    pub published: u64,
+    /// Time from the first publish to the last publish call's return, s.
+    pub publish_secs: f64,
+    /// `published` ÷ `publish_secs`, msgs/s.
+    pub publish_rate: f64,
+    /// The slowest subscriber's delivered rate, msgs/s.
+    pub delivered_rate_min: f64,
+    /// The mean of the subscribers' delivered rates, msgs/s.
+    pub delivered_rate_mean: f64,
+    /// Messages received by all subscribers ÷ time from the first publish to
+    /// the last message anywhere, deliveries/s.
+    pub deliveries_rate: f64,
+    /// Messages published and not received, summed over subscribers.
+    pub lost: u64,
+    /// Reordered or duplicated messages, summed over subscribers.
+    pub out_of_order: u64,
+    /// Publish→deliver latency over every subscriber's messages.
+    pub latency_us: Latency,
+    /// Per subscriber.
+    pub subscriber_detail: Vec<SubscriberReport>,
+    /// CPU used by this process over the run, % of one core.
+    pub client_cpu_pct: Option<f64>,
+    /// CPU used by `--server-pid` over the run, % of one core.
+    pub server_cpu_pct: Option<f64>,
+    /// Time from the first publish to the end of the run, s.
+    pub wall_secs: f64,
+    /// Errors met (publisher or subscriber); empty on a clean run.
+    pub errors: Vec<String>,
+}
+
+/// Statistics one subscriber accumulates, message by message.
+#[derive(Debug)]
+pub struct SubscriberStats {
+    /// Messages received.
+    pub received: u64,
+    /// See [`SubscriberReport::out_of_order`].
+    pub out_of_order: u64,
+    /// Payloads that were not W1 messages.
+    pub unparsed: u64,
+    /// [`payload::now_ns`] at the last message.
+    pub last_ns: u64,
+    /// Publish→deliver latency, ns.
+    pub latency: Histogram<u64>,
+    /// Last sequence number seen per publisher.
+    last_seq: Vec<Option<u64>>,
+    /// Why the subscription ended, if it did.
+    pub error: Option<String>,
+}
+
+impl SubscriberStats {
+    /// Empty statistics for a run with `publishers` publishers.
+    pub fn new(publishers: usize) -> Self {
+        Self {
+            received: 0,
+            out_of_order: 0,
+            unparsed: 0,
+            last_ns: 0,
+            latency: new_histogram(),
+            last_seq: vec![None; publishers],
+            error: None,
+        }
+    }
+
+    /// Accounts for one received message.
+    pub fn on_message(&mut self, message: &[u8]) {
+        let now = payload::now_ns();
+        self.received += 1;
+        self.last_ns = now;
+        let Some((ts, seq)) = payload::parse(message) else {
+            self.unparsed += 1;
+            return;
+        };
+        self.latency
+            .saturating_record(now.saturating_sub(ts).max(1));
+        let publisher = usize::try_from(seq / SEQ_PUBLISHER_STRIDE).unwrap_or(usize::MAX);
+        if let Some(last) = self.last_seq.get_mut(publisher) {
+            if last.is_some_and(|last| seq <= last) {
+                self.out_of_order += 1;
+            } else {
+                *last = Some(seq);
+            }
+        } else {
+            self.unparsed += 1;
+        }
+    }
+}
+
+/// A histogram of nanoseconds from 1 ns to one hour, 3 significant digits.
+pub fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("valid histogram bounds")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::payload::MessageBuilder;
+
+    #[test]
+    fn stats_count_latency_and_order_per_publisher() {
+        let mut builder = MessageBuilder::new(256).unwrap();
+        let mut stats = SubscriberStats::new(2);
+        let ts = payload::now_ns();
+        for seq in [0, 1, SEQ_PUBLISHER_STRIDE, 2, 1, SEQ_PUBLISHER_STRIDE + 1] {
+            stats.on_message(&builder.build(ts, seq));
+        }
+        stats.on_message(b"not a bench message");
+        stats.on_message(&builder.build(ts, 7 * SEQ_PUBLISHER_STRIDE));
+        assert_eq!(stats.received, 8);
+        assert_eq!(stats.out_of_order, 1);
+        assert_eq!(stats.unparsed, 2);
+        assert_eq!(stats.latency.len(), 7);
+        let latency = Latency::from_ns(&stats.latency);
+        assert!(latency.p50 >= 0.0 && latency.max >= latency.p99 && latency.p99 >= latency.p50);
+    }
+
+    #[test]
+    fn latency_is_in_microseconds() {
+        let mut histogram = new_histogram();
+        for ns in [1_000, 2_000, 3_000] {
+            histogram.record(ns).unwrap();
+        }
+        let latency = Latency::from_ns(&histogram);
+        assert_eq!(latency.count, 3);
+        assert_eq!(latency.p50, 2.0);
+        assert_eq!(latency.max, 3.0);
+    }
+}

@@ -1,0 +1,353 @@
+//! `statecast-bench table`: the side-by-side summary of many runs.
+//!
+//! Reads the JSON lines printed by `run` (files, or stdin), groups them by
+//! workload (`--label`, else subscribers and rate) and target, and prints
+//! Markdown tables of medians — with the min–max of the runs for the main
+//! figures — followed by the ratios of statecast to the relay and to NATS.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::Read as _;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+
+use crate::report::Report;
+
+/// `statecast-bench table` options.
+#[derive(Debug, clap::Args)]
+pub struct TableArgs {
+    /// Files of JSON lines (stdin when none). Lines that are not run reports
+    /// are skipped.
+    files: Vec<PathBuf>,
+}
+
+/// Prints the tables.
+///
+/// # Errors
+/// When a file cannot be read.
+pub fn main(args: &TableArgs) -> anyhow::Result<()> {
+    let mut text = String::new();
+    if args.files.is_empty() {
+        std::io::stdin().read_to_string(&mut text)?;
+    } else {
+        for file in &args.files {
+            text.push_str(
+                &std::fs::read_to_string(file)
+                    .with_context(|| format!("reading {}", file.display()))?,
+            );
+            text.push('\n');
+        }
+    }
+    let reports: Vec<Report> = text
+        .lines()
+        .filter_map(|line| serde_json::from_str(line.trim()).ok())
+        .collect();
+    print!("{}", render(&reports));
+    Ok(())
+}
+
+/// The order targets are listed in.
+fn target_rank(target: &str) -> (usize, String) {
+    let rank = ["relay", "statecast", "statecast-raw", "nats", "mem"]
+        .iter()
+        .position(|t| *t == target)
+        .unwrap_or(usize::MAX);
+    (rank, target.to_owned())
+}
+
+fn workload(report: &Report) -> String {
+    report.label.clone().unwrap_or_else(|| {
+        let rate = report
+            .rate
+            .map_or_else(|| "max".to_owned(), |r| format!("{r}/s"));
+        format!("{}→{} {rate}", report.publishers, report.subscribers)
+    })
+}
+
+/// Median (mean of the middle two for an even count).
+fn median(values: &[f64]) -> f64 {
+    let mut sorted: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted.sort_by(f64::total_cmp);
+    let mid = sorted.len() / 2;
+    if sorted.len() % 2 == 1 {
+        sorted[mid]
+    } else {
+        f64::midpoint(sorted[mid - 1], sorted[mid])
+    }
+}
+
+/// A figure over the runs of one group.
+#[derive(Debug, Clone, Copy)]
+struct Figure {
+    median: f64,
+    min: f64,
+    max: f64,
+}
+
+impl Figure {
+    fn of(runs: &[&Report], get: impl Fn(&Report) -> Option<f64>) -> Self {
+        let values: Vec<f64> = runs.iter().filter_map(|r| get(r)).collect();
+        Self {
+            median: median(&values),
+            min: values.iter().copied().fold(f64::INFINITY, f64::min),
+            max: values.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        }
+    }
+
+    /// The median with the range when the runs differ by more than 5 %.
+    fn with_range(self, fmt: fn(f64) -> String) -> String {
+        if self.median.is_nan() {
+            return "–".into();
+        }
+        if self.max > self.min * 1.05 && self.min.is_finite() {
+            format!("{} ({}–{})", fmt(self.median), fmt(self.min), fmt(self.max))
+        } else {
+            fmt(self.median)
+        }
+    }
+}
+
+fn thousands(value: f64) -> String {
+    if !value.is_finite() {
+        return "–".into();
+    }
+    let digits = format!("{:.0}", value.abs());
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if value < 0.0 { format!("-{out}") } else { out }
+}
+
+fn micros(value: f64) -> String {
+    if !value.is_finite() {
+        "–".into()
+    } else if value >= 100.0 {
+        thousands(value)
+    } else {
+        format!("{value:.1}")
+    }
+}
+
+fn percent(value: f64) -> String {
+    if value.is_finite() {
+        format!("{value:.0}")
+    } else {
+        "–".into()
+    }
+}
+
+fn ratio(numerator: f64, denominator: f64) -> String {
+    if numerator.is_finite() && denominator.is_finite() && denominator > 0.0 {
+        format!("{:.2}×", numerator / denominator)
+    } else {
+        "–".into()
+    }
+}
+
+/// The tables for `reports`.
+fn render(reports: &[Report]) -> String {
+    // workload → target → runs, workloads in first-seen order.
+    let mut order: Vec<String> = Vec::new();
+    let mut groups: BTreeMap<String, BTreeMap<(usize, String), Vec<&Report>>> = BTreeMap::new();
+    for report in reports {
+        let key = workload(report);
+        if !order.contains(&key) {
+            order.push(key.clone());
+        }
+        groups
+            .entry(key)
+            .or_default()
+            .entry(target_rank(&report.target))
+            .or_default()
+            .push(report);
+    }
+    let mut out = String::new();
+    let throughput: Vec<&String> = order
+        .iter()
+        .filter(|w| groups[*w].values().flatten().all(|r| r.rate.is_none()))
+        .collect();
+    let latency: Vec<&String> = order
+        .iter()
+        .filter(|w| groups[*w].values().flatten().any(|r| r.rate.is_some()))
+        .collect();
+    let mut ratios = String::new();
+
+    if !throughput.is_empty() {
+        out.push_str(
+            "| workload | target | runs | publish msgs/s | delivered msgs/s per subscriber (slowest) \
+             | deliveries/s (all subscribers) | lost | client CPU % | server CPU % |\n\
+             | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+        );
+        for key in &throughput {
+            let mut delivered: BTreeMap<String, f64> = BTreeMap::new();
+            for ((_, target), runs) in &groups[*key] {
+                let rate = Figure::of(runs, |r| Some(r.delivered_rate_min));
+                delivered.insert(target.clone(), rate.median);
+                let _ = writeln!(
+                    out,
+                    "| {key} | {target} | {} | {} | {} | {} | {} | {} | {} |",
+                    runs.len(),
+                    Figure::of(runs, |r| Some(r.publish_rate)).with_range(thousands),
+                    rate.with_range(thousands),
+                    thousands(Figure::of(runs, |r| Some(r.deliveries_rate)).median),
+                    thousands(Figure::of(runs, |r| Some(r.lost as f64)).max),
+                    percent(Figure::of(runs, |r| r.client_cpu_pct).median),
+                    percent(Figure::of(runs, |r| r.server_cpu_pct).median),
+                );
+            }
+            if let Some(statecast) = delivered.get("statecast") {
+                let _ = writeln!(
+                    ratios,
+                    "- {key}: delivered per subscriber, statecast/relay {}, statecast/nats {}",
+                    ratio(*statecast, *delivered.get("relay").unwrap_or(&f64::NAN)),
+                    ratio(*statecast, *delivered.get("nats").unwrap_or(&f64::NAN)),
+                );
+            }
+        }
+        out.push('\n');
+    }
+
+    if !latency.is_empty() {
+        out.push_str(
+            "| workload | target | runs | p50 µs | p99 µs | p99.9 µs | max µs | delivered msgs/s (slowest) \
+             | lost | server CPU % |\n\
+             | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+        );
+        for key in &latency {
+            let mut figures: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+            for ((_, target), runs) in &groups[*key] {
+                let p50 = Figure::of(runs, |r| Some(r.latency_us.p50));
+                let p99 = Figure::of(runs, |r| Some(r.latency_us.p99));
+                figures.insert(target.clone(), (p50.median, p99.median));
+                let _ = writeln!(
+                    out,
+                    "| {key} | {target} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    runs.len(),
+                    p50.with_range(micros),
+                    p99.with_range(micros),
+                    Figure::of(runs, |r| Some(r.latency_us.p999)).with_range(micros),
+                    Figure::of(runs, |r| Some(r.latency_us.max)).with_range(micros),
+                    thousands(Figure::of(runs, |r| Some(r.delivered_rate_min)).median),
+                    thousands(Figure::of(runs, |r| Some(r.lost as f64)).max),
+                    percent(Figure::of(runs, |r| r.server_cpu_pct).median),
+                );
+            }
+            if let Some((p50, p99)) = figures.get("statecast") {
+                let other = |t: &str| figures.get(t).copied().unwrap_or((f64::NAN, f64::NAN));
+                let (relay50, relay99) = other("relay");
+                let (nats50, nats99) = other("nats");
+                let _ = writeln!(
+                    ratios,
+                    "- {key}: p50 statecast/relay {}, statecast/nats {}; p99 statecast/relay {}, statecast/nats {}",
+                    ratio(*p50, relay50),
+                    ratio(*p50, nats50),
+                    ratio(*p99, relay99),
+                    ratio(*p99, nats99),
+                );
+            }
+        }
+        out.push('\n');
+    }
+    if !ratios.is_empty() {
+        out.push_str(
+            "Ratios of medians (throughput: higher is better; latency: lower is better):\n\n",
+        );
+        out.push_str(&ratios);
+    }
+    let errors: Vec<String> = reports
+        .iter()
+        .flat_map(|r| {
+            r.errors
+                .iter()
+                .map(move |e| format!("- {} {}: {e}", workload(r), r.target))
+        })
+        .collect();
+    if !errors.is_empty() {
+        out.push_str("\nErrors:\n\n");
+        out.push_str(&errors.join("\n"));
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::Latency;
+
+    fn report(target: &str, label: &str, rate: Option<f64>, delivered: f64, p50: f64) -> Report {
+        Report {
+            target: target.into(),
+            label: Some(label.into()),
+            publishers: 1,
+            subscribers: 4,
+            size: 1024,
+            rate,
+            published: 100,
+            publish_secs: 1.0,
+            publish_rate: 100.0,
+            delivered_rate_min: delivered,
+            delivered_rate_mean: delivered,
+            deliveries_rate: delivered * 4.0,
+            lost: 0,
+            out_of_order: 0,
+            latency_us: Latency {
+                count: 100,
+                p50,
+                p99: p50 * 2.0,
+                ..Latency::default()
+            },
+            subscriber_detail: Vec::new(),
+            client_cpu_pct: Some(99.0),
+            server_cpu_pct: None,
+            wall_secs: 1.0,
+            errors: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn medians() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert!(median(&[]).is_nan());
+        assert_eq!(thousands(1_234_567.4), "1,234,567");
+        assert_eq!(thousands(999.0), "999");
+    }
+
+    #[test]
+    fn the_table_has_medians_and_ratios() {
+        let reports = vec![
+            report("relay", "fanout-4", None, 500_000.0, 0.0),
+            report("statecast", "fanout-4", None, 300_000.0, 0.0),
+            report("nats", "fanout-4", None, 200_000.0, 0.0),
+            report("statecast", "fanout-4", None, 400_000.0, 0.0),
+            report("statecast", "fanout-4", None, 350_000.0, 0.0),
+            report("statecast", "latency-4", Some(20_000.0), 20_000.0, 60.0),
+            report("nats", "latency-4", Some(20_000.0), 20_000.0, 80.0),
+        ];
+        let table = render(&reports);
+        assert!(
+            table.contains("| fanout-4 | statecast | 3 | 100 | 350,000 (300,000–400,000) |"),
+            "{table}"
+        );
+        assert!(
+            table.contains("statecast/relay 0.70×, statecast/nats 1.75×"),
+            "{table}"
+        );
+        assert!(
+            table.contains("p50 statecast/relay –, statecast/nats 0.75×"),
+            "{table}"
+        );
+        let relay = table.find("| fanout-4 | relay").unwrap();
+        let nats = table.find("| fanout-4 | nats").unwrap();
+        assert!(relay < nats);
+    }
+}
