@@ -27,7 +27,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use crate::storage::{AccessGate, SegmentFile, Storage, split_name};
 
@@ -119,6 +119,9 @@ struct Directory {
 /// Counters and injected faults of a simulated disk.
 #[derive(Debug)]
 struct Faults {
+    /// Writes and syncs hold it shared; taking an image holds it exclusive,
+    /// so an image is one moment in time across all files (a power cut is).
+    moment: RwLock<()>,
     syncs: AtomicU64,
     fail_sync_number: AtomicU64,
     space_bytes: AtomicU64,
@@ -152,6 +155,7 @@ impl SimStorage {
         SimStorage {
             directory: Arc::new(Mutex::new(Directory::default())),
             faults: Arc::new(Faults {
+                moment: RwLock::new(()),
                 syncs: AtomicU64::new(0),
                 fail_sync_number: AtomicU64::new(0),
                 space_bytes: AtomicU64::new(u64::MAX),
@@ -223,6 +227,11 @@ impl SimStorage {
     /// The disk a power loss right now would leave, per the fault model in
     /// the module doc. The new disk has no injected faults.
     pub fn crash_image(&self, rng: &mut SimRng) -> SimStorage {
+        let _moment = self
+            .faults
+            .moment
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let directory = lock(&self.directory);
         let image = SimStorage::new();
         // Pick the torn page among all un-synced pages of the surviving files.
@@ -268,6 +277,11 @@ impl SimStorage {
     /// survives, so every written byte is there, but un-synced directory
     /// changes are kept too (the kernel keeps them).
     pub fn kill_image(&self) -> SimStorage {
+        let _moment = self
+            .faults
+            .moment
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let directory = lock(&self.directory);
         let image = SimStorage::new();
         for (name, data) in &directory.live {
@@ -402,6 +416,11 @@ impl SegmentFile for SimFile {
 
     fn write_at(&self, offset: u64, parts: &[&[u8]]) -> io::Result<()> {
         let len: u64 = parts.iter().map(|part| part.len() as u64).sum();
+        let _moment = self
+            .faults
+            .moment
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         self.gate.write(offset, len, || {
             let mut bytes = lock(&self.data.bytes);
             let mut at = offset as usize;
@@ -423,6 +442,11 @@ impl SegmentFile for SimFile {
     }
 
     fn sync_range(&self, offset: u64, len: u64) -> io::Result<()> {
+        let _moment = self
+            .faults
+            .moment
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let number = self.faults.syncs.fetch_add(1, Ordering::SeqCst) + 1;
         let mut bytes = lock(&self.data.bytes);
         let end = offset.saturating_add(len).min(bytes.live.len() as u64);

@@ -240,3 +240,98 @@ fn power_loss_keeps_every_persisted_record_and_a_clean_prefix() {
         );
     }
 }
+
+/// The same oracle with real threads: the appender and the batch flusher run
+/// on their own threads while the test takes power-loss images at arbitrary
+/// moments; every image must hold every record at or below the watermark
+/// read just before it. This exercises the atomics that order the
+/// appender's publication and the flusher's sync (timing, not the seed, picks
+/// the moments, so a failure here names the image number instead).
+#[test]
+fn power_loss_under_concurrent_append_and_group_commit() {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+
+    let storage = SimStorage::new();
+    let mut config = small_config(65536);
+    config.preallocate = 2;
+    // Retention keeps the journal (and so each image's recovery) small.
+    config.retention = statecast_journal::Retention {
+        max_bytes: Some(1 << 20),
+        ..statecast_journal::Retention::default()
+    };
+    config.housekeeping_interval = std::time::Duration::from_millis(5);
+    let opened = open_sim(&storage, config.clone());
+    let journal = opened.journal.clone();
+    let mut appender = opened.appender;
+    let flusher = opened.flusher.spawn().expect("flusher");
+    let housekeeper = opened.housekeeper.spawn().expect("housekeeper");
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer_stop = stop.clone();
+    let writer_journal = journal.clone();
+    const LAST: u64 = 10_000_000;
+    let writer = std::thread::spawn(move || {
+        let mut bookmark = 0;
+        while !writer_stop.load(Ordering::Relaxed) && bookmark < LAST {
+            bookmark = appender
+                .append(NewRecord::new(
+                    b"t",
+                    &crate::support::payload_for(bookmark + 1, 5),
+                ))
+                .expect("append")
+                .bookmark;
+            // A window of 500 un-persisted records, like a pipelined publisher.
+            if bookmark > 500 {
+                writer_journal
+                    .wait_persisted(bookmark - 500, std::time::Duration::from_secs(30))
+                    .expect("the flusher keeps up");
+            }
+        }
+        appender
+    });
+    let mut rng = SimRng::new(seed(77));
+    let images = count("STATECAST_THREADED_CRASHES", 60);
+    let mut taken = 0;
+    for image_number in 0..images {
+        taken += 1;
+        let persisted = journal.persisted();
+        let image = storage.crash_image(&mut rng);
+        let recovered = open_sim(&image, config.clone());
+        let records = read_all(&recovered.journal);
+        let first = recovered.journal.first_bookmark();
+        assert!(
+            first + records.len() as u64 > persisted,
+            "image {image_number}: records {first}.. ({}) do not reach the watermark {persisted}",
+            records.len()
+        );
+        for (position, record) in records.iter().enumerate() {
+            assert_eq!(
+                record.bookmark,
+                first + position as u64,
+                "image {image_number}"
+            );
+            assert_eq!(
+                record.payload(),
+                crate::support::payload_for(record.bookmark, 5).as_slice()
+            );
+        }
+        if persisted >= LAST {
+            break;
+        }
+        // Let the writer and the flusher move on before the next image.
+        journal
+            .wait_persisted(persisted + 1, std::time::Duration::from_secs(30))
+            .expect("progress");
+    }
+    eprintln!("concurrent power loss: {taken} images checked");
+    assert!(
+        taken >= images.min(10),
+        "only {taken} images were taken while the writer ran"
+    );
+    stop.store(true, Ordering::Relaxed);
+    let appender = writer.join().expect("writer");
+    drop(appender);
+    journal.shutdown();
+    flusher.join().expect("flusher");
+    housekeeper.join().expect("housekeeper");
+}
