@@ -18,6 +18,8 @@
 //! filter.matches_with(&MessageContext::new(br#"{"price":101}"#), &mut scratch); // true
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod ast;
 mod compile;
 mod context;

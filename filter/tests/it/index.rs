@@ -179,3 +179,13 @@ fn ten_thousand_subscribers_each_get_their_messages() {
     );
     assert!(got.is_empty());
 }
+
+#[test]
+fn filters_and_indexes_can_be_shared_across_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Filter>();
+    assert_send_sync::<SubscriptionIndex<u64>>();
+    fn assert_send<T: Send>() {}
+    assert_send::<statecast_filter::Scratch>();
+    assert_send::<IndexScratch>();
+}
