@@ -370,7 +370,9 @@ impl<'a> Eval<'a, '_> {
                 for arg in args {
                     let v = self.value(arg);
                     let s = resolve(v, &self.cap.arena);
-                    if !functions::concat_step(s, &mut self.scratch.out) {
+                    let fits = functions::concat_step(s, &mut self.scratch.out)
+                        && self.scratch.out.len() - mark <= functions::MAX_BUILT_STRING_BYTES;
+                    if !fits {
                         self.scratch.out.truncate(mark);
                         return Val::Null;
                     }

@@ -84,6 +84,11 @@ functions! {
     MessageSize "MESSAGE_SIZE" 0 Some(0), true;
 }
 
+/// Longest string `CONCAT` or `REPLACE` may build; a longer result is NULL.
+/// Without a cap, `REPLACE(/text, 'a', '<100 KiB literal>')` on a large
+/// payload could make one evaluation allocate gigabytes.
+pub const MAX_BUILT_STRING_BYTES: usize = 1 << 20;
+
 /// The result of a function, pointing back at its arguments where it can so
 /// that common cases copy nothing.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -359,13 +364,22 @@ fn call_text(
             if from.is_empty() {
                 return slice_of(args, 0, s, 0, len, out);
             }
+            let mark = out.len();
             let mut rest = s;
             while let Some(at) = memchr::memmem::find(rest, from) {
                 out.extend_from_slice(rest.get(..at).unwrap_or(&[]));
                 out.extend_from_slice(to);
                 rest = rest.get(at + from.len()..).unwrap_or(&[]);
+                if out.len() - mark > MAX_BUILT_STRING_BYTES {
+                    out.truncate(mark);
+                    return FnOut::Num(Num::Null);
+                }
             }
             out.extend_from_slice(rest);
+            if out.len() - mark > MAX_BUILT_STRING_BYTES {
+                out.truncate(mark);
+                return FnOut::Num(Num::Null);
+            }
             FnOut::Out
         }
         Function::Trim | Function::Ltrim | Function::Rtrim => {

@@ -283,7 +283,8 @@ impl Interpreter<'_> {
             Function::Concat => {
                 let mut out = Vec::new();
                 for arg in args {
-                    if !crate::value::write_text(self.value(arg).as_scalar(), &mut out) {
+                    let written = crate::value::write_text(self.value(arg).as_scalar(), &mut out);
+                    if !written || out.len() > functions::MAX_BUILT_STRING_BYTES {
                         return Value::Null;
                     }
                 }

@@ -175,3 +175,21 @@ fn hostile_payloads_are_null_not_fatal() {
     assert!(filter.matches_with(&MessageContext::new(deep.as_bytes()), &mut scratch));
     assert!(filter.matches_with(&MessageContext::new(b"{\"a\":{\"b\":1}}"), &mut scratch));
 }
+
+#[test]
+fn built_strings_are_capped() {
+    let big = "a".repeat(600_000);
+    let payload = format!(r#"{{"s":"{big}"}}"#);
+    let ctx = MessageContext::new(payload.as_bytes());
+    let value = |text: &str| {
+        Filter::parse(text, &Limits::default())
+            .unwrap()
+            .evaluate_value(&ctx, &mut Scratch::new())
+    };
+    use statecast_filter::Value;
+    assert_eq!(value("LENGTH(CONCAT(/s, 'b'))"), Value::Int(600_001));
+    assert_eq!(value("LENGTH(CONCAT(/s, /s))"), Value::Null);
+    assert_eq!(value("LENGTH(REPLACE(/s, 'aa', 'b'))"), Value::Int(300_000));
+    assert_eq!(value("LENGTH(REPLACE(/s, 'a', 'bb'))"), Value::Null);
+    assert_eq!(value("CONCAT(/s, /s) IS NULL"), Value::Bool(true));
+}
