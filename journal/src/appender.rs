@@ -182,6 +182,11 @@ impl Appender {
                 }));
             }
         }
+        if self.next_bookmark > self.shared.reserved.load(Ordering::Acquire) {
+            self.shared
+                .extend_reservation(self.next_bookmark)
+                .map_err(AppendError::Failed)?;
+        }
         let timestamp_ns = self
             .shared
             .config

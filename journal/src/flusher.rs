@@ -30,7 +30,6 @@ use std::sync::atomic::Ordering;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crate::checkpoint::CheckpointFile;
 use crate::error::Failure;
 use crate::format::Checkpoint;
 use crate::journal::{Shared, SyncPolicy, enforce_retention};
@@ -44,7 +43,6 @@ pub struct Flusher {
     cursor: Arc<Segment>,
     synced_offset: u64,
     covered: u64,
-    checkpoint: CheckpointFile,
     checkpoint_at: Instant,
     housekeeping_at: Instant,
     spares_failed: bool,
@@ -78,12 +76,7 @@ impl FlusherHandle {
 }
 
 impl Flusher {
-    pub(crate) fn new(
-        shared: Arc<Shared>,
-        cursor: Arc<Segment>,
-        checkpoint: CheckpointFile,
-        covered: u64,
-    ) -> Flusher {
+    pub(crate) fn new(shared: Arc<Shared>, cursor: Arc<Segment>, covered: u64) -> Flusher {
         let synced_offset = cursor.end.load(Ordering::Acquire);
         let now = Instant::now();
         Flusher {
@@ -91,7 +84,6 @@ impl Flusher {
             cursor,
             synced_offset,
             covered,
-            checkpoint,
             checkpoint_at: now,
             housekeeping_at: now,
             spares_failed: false,
@@ -214,7 +206,8 @@ impl Flusher {
                 .expect("a sealed segment's successor is in the segment list");
             self.synced_offset = 0;
         }
-        let entered_segment = self.checkpoint.last().segment_index != self.cursor.index;
+        let entered_segment =
+            lock(&self.shared.checkpoint).last().segment_index != self.cursor.index;
         if covered > self.covered {
             self.covered = covered;
             lock(&self.shared.dedup).persist_through(covered);
@@ -244,7 +237,13 @@ impl Flusher {
         Ok(self.covered)
     }
 
+    /// Records the synced position, and extends the bookmark reservation to
+    /// `BOOKMARK_RESERVATION` past the last appended bookmark (never lowers it).
     fn write_checkpoint(&mut self, clean: bool) -> Result<(), Failure> {
+        let mut file = lock(&self.shared.checkpoint);
+        let reserved_bookmark = file.last().reserved_bookmark.max(
+            self.shared.appended.load(Ordering::Acquire) + crate::journal::BOOKMARK_RESERVATION,
+        );
         let checkpoint = Checkpoint {
             instance_id: self.shared.instance_id,
             generation: 0,
@@ -252,8 +251,16 @@ impl Flusher {
             offset: self.synced_offset,
             bookmark: self.covered,
             clean,
+            reserved_bookmark,
         };
-        if let Err(error) = self.checkpoint.write(checkpoint) {
+        let written = file.write(checkpoint);
+        drop(file);
+        if written.is_ok() {
+            self.shared
+                .reserved
+                .fetch_max(reserved_bookmark, Ordering::AcqRel);
+        }
+        if let Err(error) = written {
             let failure = Failure(format!("writing the checkpoint failed: {error}"));
             self.shared.latch(failure.clone());
             return Err(failure);

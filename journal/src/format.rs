@@ -35,7 +35,7 @@ pub const CHECKPOINT_VERSION: u32 = 1;
 /// Each checkpoint slot occupies one 512-byte sector; the file has two slots.
 pub const CHECKPOINT_SLOT_BYTES: u64 = 512;
 /// Bytes of a slot that carry fields.
-pub const CHECKPOINT_FIELDS_BYTES: usize = 64;
+pub const CHECKPOINT_FIELDS_BYTES: usize = 72;
 /// Size of the checkpoint file (one page).
 pub const CHECKPOINT_FILE_BYTES: u64 = 4096;
 
@@ -94,8 +94,9 @@ pub struct SegmentHeader {
     /// Size of the file in bytes, header page included.
     pub capacity_bytes: u64,
     /// Last bookmark of the previous segment when this one was activated
-    /// (normally `first_bookmark - 1`; lower after a quarantine, where the
-    /// journal skips the bookmarks it set aside so none is ever reused).
+    /// (normally `first_bookmark - 1`; lower after an unclean stop or a
+    /// quarantine, where the journal skips every bookmark that may have been
+    /// handed out, so none is ever reused).
     pub previous_last_bookmark: u64,
 }
 
@@ -304,6 +305,10 @@ pub struct Checkpoint {
     /// Written by a clean shutdown after the final sync: nothing follows
     /// `offset` in the segment and no later segment holds records.
     pub clean: bool,
+    /// No bookmark above this was handed out (the appender's reservation).
+    /// After an unclean stop the journal continues above it, so a bookmark
+    /// of a record lost with the un-synced tail is never given to another.
+    pub reserved_bookmark: u64,
 }
 
 impl Checkpoint {
@@ -318,9 +323,10 @@ impl Checkpoint {
         out[32..40].copy_from_slice(&self.segment_index.to_le_bytes());
         out[40..48].copy_from_slice(&self.offset.to_le_bytes());
         out[48..56].copy_from_slice(&self.bookmark.to_le_bytes());
-        // 56..60 reserved.
-        let crc = crc32c::crc32c(&out[..60]);
-        out[60..64].copy_from_slice(&crc.to_le_bytes());
+        out[56..64].copy_from_slice(&self.reserved_bookmark.to_le_bytes());
+        // 64..68 reserved.
+        let crc = crc32c::crc32c(&out[..68]);
+        out[68..72].copy_from_slice(&crc.to_le_bytes());
         out
     }
 
@@ -330,7 +336,7 @@ impl Checkpoint {
         if bytes[0..8] != CHECKPOINT_MAGIC || u32_at(bytes, 8) != CHECKPOINT_VERSION {
             return None;
         }
-        if crc32c::crc32c(&bytes[..60]) != u32_at(bytes, 60) {
+        if crc32c::crc32c(&bytes[..68]) != u32_at(bytes, 68) {
             return None;
         }
         let clean = match u32_at(bytes, 12) {
@@ -345,6 +351,7 @@ impl Checkpoint {
             offset: u64_at(bytes, 40),
             bookmark: u64_at(bytes, 48),
             clean,
+            reserved_bookmark: u64_at(bytes, 56),
         })
     }
 }
@@ -436,6 +443,7 @@ mod tests {
             offset: 4096,
             bookmark: 5,
             clean: true,
+            reserved_bookmark: 1 << 20,
         };
         assert_eq!(Checkpoint::decode(&checkpoint.encode()), Some(checkpoint));
         let mut bad = checkpoint.encode();

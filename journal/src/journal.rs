@@ -31,6 +31,7 @@ use std::thread::Thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::appender::Appender;
+use crate::checkpoint::CheckpointFile;
 use crate::dedup::{DedupState, PUBLISHER_NAME_BYTES_MAX, PublisherId};
 use crate::error::{AppendError, DedupError, Failure, OpenError, ReadError, WaitError};
 use crate::flusher::Flusher;
@@ -146,6 +147,12 @@ impl Default for JournalConfig {
     }
 }
 
+/// How many bookmarks past the last appended one the checkpoint reserves.
+/// After an unclean stop the journal continues above the reservation, so a
+/// bookmark handed out for a record that was lost with the un-synced tail
+/// (and may have been delivered) is never given to another record.
+pub const BOOKMARK_RESERVATION: u64 = 1 << 20;
+
 /// Called by the flusher with the new persisted watermark after each sync.
 pub type PersistedHook = Box<dyn Fn(u64) + Send + Sync>;
 
@@ -180,6 +187,11 @@ pub(crate) struct Shared {
     pub dedup: Mutex<DedupState>,
     /// Segment index of the last durable checkpoint (retention stays behind it).
     pub checkpoint_segment: AtomicU64,
+    /// The checkpoint file: written by the flusher, and by the appender when
+    /// it runs out of reserved bookmarks.
+    pub checkpoint: Mutex<CheckpointFile>,
+    /// Highest bookmark the appender may hand out: durable in the checkpoint.
+    pub reserved: AtomicU64,
 }
 
 impl fmt::Debug for Shared {
@@ -344,6 +356,31 @@ impl Shared {
         Ok(Segment::fresh(header, Arc::from(file)))
     }
 
+    /// Makes bookmarks up to at least `needed` reserved (durably) before the
+    /// appender hands `needed` out. The flusher normally keeps the
+    /// reservation ahead; this is the appender's fallback.
+    pub(crate) fn extend_reservation(&self, needed: u64) -> Result<(), Failure> {
+        let mut file = lock(&self.checkpoint);
+        if self.reserved.load(Ordering::Acquire) >= needed {
+            return Ok(());
+        }
+        let last = file.last();
+        let reserved_bookmark = needed - 1 + BOOKMARK_RESERVATION;
+        if let Err(error) = file.write(crate::format::Checkpoint {
+            reserved_bookmark,
+            ..last
+        }) {
+            let failure = Failure(format!(
+                "writing the checkpoint (bookmark reservation) failed: {error}"
+            ));
+            drop(file);
+            self.latch(failure.clone());
+            return Err(failure);
+        }
+        self.reserved.fetch_max(reserved_bookmark, Ordering::AcqRel);
+        Ok(())
+    }
+
     pub(crate) fn notify_persisted(&self, persisted: u64) {
         {
             let _guard = lock(&self.persist_lock);
@@ -461,7 +498,7 @@ impl Journal {
         )?;
         let mut report = recovered.report;
         let instance_id = recovered.instance_id;
-        let last_bookmark = recovered.next_bookmark - 1;
+        let last_bookmark = recovered.last_bookmark;
         let mut segments: VecDeque<Arc<Segment>> = recovered.sealed.into_iter().collect();
         let spare_next = recovered
             .spares
@@ -499,6 +536,8 @@ impl Journal {
             appender_closed: AtomicBool::new(false),
             dedup: Mutex::new(recovered.dedup),
             checkpoint_segment: AtomicU64::new(recovered.checkpoint.last().segment_index),
+            reserved: AtomicU64::new(recovered.checkpoint.last().reserved_bookmark),
+            checkpoint: Mutex::new(recovered.checkpoint),
         });
         let sync_error = |name: &str| {
             let name = name.to_string();
@@ -513,7 +552,7 @@ impl Journal {
         // persisted.
         for segment in &segments {
             if segment.sealed.load(Ordering::Acquire)
-                && segment.index >= recovered.checkpoint.last().segment_index
+                && segment.index >= lock(&shared.checkpoint).last().segment_index
             {
                 let end = segment.end.load(Ordering::Acquire);
                 segment
@@ -592,7 +631,7 @@ impl Journal {
         let housekeeper = Housekeeper {
             shared: shared.clone(),
         };
-        let flusher = Flusher::new(shared, active, recovered.checkpoint, last_bookmark);
+        let flusher = Flusher::new(shared, active, last_bookmark);
         tracing::info!(
             first = report.first_bookmark,
             last = report.last_bookmark,

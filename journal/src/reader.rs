@@ -105,6 +105,9 @@ pub struct Reader {
     segment: Arc<Segment>,
     offset: u64,
     next_bookmark: u64,
+    /// The bookmark before `next_bookmark` in journal order (the last one
+    /// read, or the previous segment's last at the start of a segment).
+    previous_bookmark: u64,
     last_timestamp_ns: u64,
     skip: Skip,
     limit: ReadLimit,
@@ -179,6 +182,7 @@ impl Reader {
         let ScanStart {
             offset,
             bookmark,
+            previous_bookmark,
             timestamp_ns,
         } = segment.seek_start(target);
         let skip = match target {
@@ -190,6 +194,7 @@ impl Reader {
             segment,
             offset,
             next_bookmark: bookmark,
+            previous_bookmark,
             last_timestamp_ns: timestamp_ns,
             skip,
             limit,
@@ -268,16 +273,14 @@ impl Reader {
                     .first_bookmark(),
                 });
             };
-            if next.header.previous_last_bookmark != self.next_bookmark - 1 {
+            if next.header.previous_last_bookmark != self.previous_bookmark {
                 return Err(corrupt(
                     &next,
                     0,
                     Label::SyncedSegmentMissing,
                     format!(
                         "segment {} continues after bookmark {} but the reader is at {}",
-                        next.index,
-                        next.header.previous_last_bookmark,
-                        self.next_bookmark - 1
+                        next.index, next.header.previous_last_bookmark, self.previous_bookmark
                     ),
                 ));
             }
@@ -341,6 +344,7 @@ impl Reader {
             ));
         }
         self.offset += padded;
+        self.previous_bookmark = header.bookmark;
         self.next_bookmark += 1;
         self.last_timestamp_ns = header.timestamp_ns;
         let topic_end = RECORD_HEADER_BYTES + usize::from(header.topic_length);

@@ -345,8 +345,11 @@ pub(crate) struct Recovered {
     pub active: Option<ActiveSegment>,
     /// Spares, in index order, following the active segment.
     pub spares: Vec<(u64, Box<dyn SegmentFile>)>,
-    /// Next bookmark to hand out.
+    /// Next bookmark to hand out (above `last_bookmark + 1` after an
+    /// unclean stop or a quarantine).
     pub next_bookmark: u64,
+    /// Last bookmark in the journal (0 when empty).
+    pub last_bookmark: u64,
     /// Highest timestamp seen.
     pub last_timestamp_ns: u64,
     /// First append must start a new segment (after a quarantine jump).
@@ -590,7 +593,7 @@ pub(crate) fn recover(
                 rest.is_empty()
                     && entry.index == index + 1
                     && header.first_bookmark > header.previous_last_bookmark
-                    && header.previous_last_bookmark + 1 >= previous.first_bookmark
+                    && header.previous_last_bookmark >= previous.previous_last_bookmark
             }
             _ => false,
         };
@@ -935,7 +938,7 @@ pub(crate) fn recover(
         tracing::error!(%damage, "journal: quarantining damaged synced data");
         // Quarantine: the damaged segment (copied, then cut) and all later
         // files go to quarantine/.
-        next_bookmark_floor = checkpoint.map_or(0, |c| c.bookmark) + 1;
+        next_bookmark_floor = checkpoint.map_or(0, |c| c.bookmark.max(c.reserved_bookmark)) + 1;
         force_roll = true;
         let mut remaining = Vec::new();
         for entry in rest {
@@ -1067,7 +1070,29 @@ pub(crate) fn recover(
                 .map(|s| s.last_bookmark.load(std::sync::atomic::Ordering::Acquire))
         })
         .unwrap_or_else(|| checkpoint.map_or(0, |c| c.bookmark));
-    let next_bookmark = (last_bookmark + 1).max(next_bookmark_floor);
+    // After an unclean stop, continue above every bookmark that may have
+    // been handed out (the durable reservation), so that none is reused.
+    let reserved_floor = checkpoint
+        .filter(|c| !c.clean)
+        .map_or(0, |c| c.reserved_bookmark + 1);
+    // An empty active segment already names its first bookmark (it may
+    // follow a jump whose first record never made it).
+    let active_next = active.as_ref().map(|a| {
+        if a.scan.records > 0 {
+            a.scan.last_bookmark + 1
+        } else {
+            a.header.first_bookmark
+        }
+    });
+    let next_bookmark = (last_bookmark + 1)
+        .max(next_bookmark_floor)
+        .max(reserved_floor)
+        .max(active_next.unwrap_or(0));
+    if active_next.is_some_and(|expected| expected != next_bookmark) {
+        // A jump is recorded by a new segment's header (previous last bookmark).
+        force_roll = true;
+    }
+    let reserved_bookmark = next_bookmark - 1 + crate::journal::BOOKMARK_RESERVATION;
     let first_bookmark = sealed
         .first()
         .map(|s| s.header.first_bookmark)
@@ -1090,7 +1115,11 @@ pub(crate) fn recover(
             storage,
             checkpoint_file,
             checkpoint,
-            Checkpoint { clean: false, ..c },
+            Checkpoint {
+                clean: false,
+                reserved_bookmark,
+                ..c
+            },
         )
         .map_err(storage_error("write", crate::checkpoint::CHECKPOINT_FILE))?,
         _ => {
@@ -1104,6 +1133,7 @@ pub(crate) fn recover(
                     offset: active.scan.end,
                     bookmark: last_bookmark,
                     clean: false,
+                    reserved_bookmark,
                 },
                 // Nothing is known synced.
                 _ => Checkpoint {
@@ -1113,6 +1143,7 @@ pub(crate) fn recover(
                     offset: HEADER_PAGE_BYTES,
                     bookmark: 0,
                     clean: false,
+                    reserved_bookmark,
                 },
             };
             if quarantined && let Some(active) = &active {
@@ -1133,6 +1164,7 @@ pub(crate) fn recover(
         active,
         spares,
         next_bookmark,
+        last_bookmark,
         last_timestamp_ns,
         force_roll,
         checkpoint: checkpoint_file,

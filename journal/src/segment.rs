@@ -72,7 +72,7 @@ pub(crate) struct Segment {
     pub header: SegmentHeader,
     /// End of the records (published bytes); meaningless until scanned.
     pub end: AtomicU64,
-    /// Bookmark of the last record (`first_bookmark - 1` when empty).
+    /// Bookmark of the last record (the header's previous last bookmark when empty).
     pub last_bookmark: AtomicU64,
     /// Timestamp of the last record (the header's first timestamp when empty).
     pub last_timestamp_ns: AtomicU64,
@@ -149,7 +149,7 @@ impl Segment {
             seed: crc_seed(header.instance_id, header.segment_index),
             header,
             end: AtomicU64::new(HEADER_PAGE_BYTES),
-            last_bookmark: AtomicU64::new(header.first_bookmark.saturating_sub(1)),
+            last_bookmark: AtomicU64::new(header.previous_last_bookmark),
             last_timestamp_ns: AtomicU64::new(header.first_timestamp_ns),
             sealed: AtomicBool::new(sealed),
             removed: AtomicBool::new(false),
@@ -248,6 +248,7 @@ impl Segment {
             Some(entry) => ScanStart {
                 offset: entry.offset,
                 bookmark: entry.bookmark,
+                previous_bookmark: entry.bookmark - 1,
                 timestamp_ns: entry.timestamp_ns,
             },
             None => ScanStart::segment_start(&self.header),
@@ -273,6 +274,9 @@ pub(crate) struct ScanStart {
     pub offset: u64,
     /// Bookmark the record at `offset` must carry.
     pub bookmark: u64,
+    /// The bookmark before it (lower than `bookmark − 1` only at the start
+    /// of a segment that follows a bookmark jump).
+    pub previous_bookmark: u64,
     /// Lower bound for the timestamp of the record at `offset`.
     pub timestamp_ns: u64,
 }
@@ -282,6 +286,7 @@ impl ScanStart {
         ScanStart {
             offset: HEADER_PAGE_BYTES,
             bookmark: header.first_bookmark,
+            previous_bookmark: header.previous_last_bookmark,
             timestamp_ns: header.first_timestamp_ns,
         }
     }
@@ -308,7 +313,7 @@ pub(crate) struct ScanResult {
     /// Offset just past the last valid record.
     pub end: u64,
     pub records: u64,
-    /// Last valid bookmark (start bookmark − 1 when none).
+    /// Last valid bookmark (the start's previous bookmark when none).
     pub last_bookmark: u64,
     pub last_timestamp_ns: u64,
     pub index: Vec<IndexEntry>,
@@ -371,7 +376,7 @@ pub(crate) fn scan_segment(
     let mut result = ScanResult {
         end: start.offset,
         records: 0,
-        last_bookmark: start.bookmark.saturating_sub(1),
+        last_bookmark: start.previous_bookmark,
         last_timestamp_ns: start.timestamp_ns,
         index: Vec::new(),
         stop: ScanStop::Full,
@@ -419,7 +424,11 @@ pub(crate) fn scan_segment(
         let bytes = window.get(offset, padded as usize)?;
         match check_record(seed, bytes, room) {
             RecordVerdict::Valid(record) => {
-                let expected = result.last_bookmark + 1;
+                let expected = if result.records == 0 {
+                    start.bookmark
+                } else {
+                    result.last_bookmark + 1
+                };
                 if record.bookmark != expected || record.timestamp_ns < result.last_timestamp_ns {
                     result.stop = ScanStop::Damaged {
                         offset,

@@ -112,7 +112,10 @@ fn c_segment_full() {
         .appender
         .append(NewRecord::new(b"t", b"next"))
         .expect("append rolls");
-    assert_eq!(appended.bookmark, 2);
+    assert!(
+        appended.bookmark > 1,
+        "after an unclean stop bookmarks jump, never reused"
+    );
     assert_eq!(read_all(&opened.journal).len(), 2);
 }
 
@@ -340,8 +343,8 @@ fn quarantine_sets_synced_damage_aside_and_continues_without_reusing_bookmarks()
         .appender
         .append(NewRecord::new(b"t", b"after"))
         .expect("append");
-    assert_eq!(
-        appended.bookmark, 11,
+    assert!(
+        appended.bookmark > 10,
         "bookmarks of set-aside records are not reused"
     );
     opened.flusher.sync_now().expect("sync");
@@ -352,7 +355,7 @@ fn quarantine_sets_synced_damage_aside_and_continues_without_reusing_bookmarks()
         .iter()
         .map(|r| r.bookmark)
         .collect();
-    assert_eq!(bookmarks, vec![1, 2, 3, 4, 11]);
+    assert_eq!(bookmarks, vec![1, 2, 3, 4, appended.bookmark]);
 }
 
 #[test]
