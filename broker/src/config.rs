@@ -203,6 +203,77 @@ pub struct LimitsConfig {
     pub io_inflight_bytes_max: ByteSize,
 }
 
+/// `[journal]`
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct JournalSection {
+    /// Regular expressions of journaled topics (whole-name match).
+    pub topics: Vec<String>,
+    /// Segment file size.
+    pub segment_bytes: ByteSize,
+    /// Spare segments kept ready.
+    pub preallocate: usize,
+    /// `batch` or `interval`.
+    pub sync: String,
+    /// Interval for `sync = "interval"`.
+    pub sync_interval_ms: u64,
+    /// Age limit (`"7d"`, `"0"` = none).
+    pub retention_max_age: String,
+    /// Size limit (0 = none).
+    pub retention_max_bytes: ByteSize,
+    /// Archive instead of delete.
+    pub archive: bool,
+    /// `strict` or `quarantine`.
+    pub recovery: String,
+}
+
+impl JournalSection {
+    /// Whether any topic is journaled.
+    #[must_use]
+    pub fn enabled(&self) -> bool {
+        !self.topics.is_empty()
+    }
+
+    /// The retention age limit, `None` for none.
+    ///
+    /// # Errors
+    /// When the text is not a duration.
+    pub fn retention_age(&self) -> Result<Option<std::time::Duration>, ConfigError> {
+        parse_duration(&self.retention_max_age).map_err(|allowed| {
+            invalid(
+                "journal.retention_max_age",
+                format!("{:?}", self.retention_max_age),
+                allowed,
+            )
+        })
+    }
+}
+
+/// Parses `"0"`, `"90s"`, `"15m"`, `"12h"`, `"7d"`.
+fn parse_duration(text: &str) -> Result<Option<std::time::Duration>, String> {
+    let text = text.trim();
+    let allowed =
+        || "a duration such as \"30s\", \"15m\", \"12h\", \"7d\", or \"0\" for no limit".to_owned();
+    if text == "0" {
+        return Ok(None);
+    }
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(allowed)?;
+    let (digits, unit) = text.split_at(split);
+    let number: u64 = digits.parse().map_err(|_| allowed())?;
+    let seconds = match unit.trim() {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(allowed()),
+    };
+    Ok(Some(std::time::Duration::from_secs(
+        number.saturating_mul(seconds),
+    )))
+}
+
 /// `[shutdown]`
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -237,6 +308,8 @@ pub struct Config {
     pub connections: ConnectionsConfig,
     /// `[limits]`
     pub limits: LimitsConfig,
+    /// `[journal]`
+    pub journal: JournalSection,
     /// `[shutdown]`
     pub shutdown: ShutdownConfig,
     /// `[logging]`
@@ -394,6 +467,7 @@ impl Config {
             threads: section(&table, &defaults, "threads")?,
             connections: section(&table, &defaults, "connections")?,
             limits: section(&table, &defaults, "limits")?,
+            journal: section(&table, &defaults, "journal")?,
             shutdown: section(&table, &defaults, "shutdown")?,
             logging: section(&table, &defaults, "logging")?,
         };
@@ -543,6 +617,47 @@ impl Config {
             l.frame_bytes_max.0,
             u64::MAX,
         )?;
+        let j = &self.journal;
+        for (n, pattern) in j.topics.iter().enumerate() {
+            if let Err(error) = regex::Regex::new(pattern) {
+                return Err(invalid(
+                    &format!("journal.topics[{n}]"),
+                    format!("{pattern:?}"),
+                    format!("must be a regular expression: {error}"),
+                ));
+            }
+        }
+        byte_range("journal.segment_bytes", j.segment_bytes, 1 << 20, 1 << 40)?;
+        if !j.segment_bytes.0.is_multiple_of(4096) {
+            return Err(invalid(
+                "journal.segment_bytes",
+                j.segment_bytes,
+                "must be a multiple of 4 KiB",
+            ));
+        }
+        range("journal.preallocate", j.preallocate as u64, 1, 64, "files")?;
+        if !matches!(j.sync.as_str(), "batch" | "interval") {
+            return Err(invalid(
+                "journal.sync",
+                format!("{:?}", j.sync),
+                "\"batch\" (group commit) or \"interval\"",
+            ));
+        }
+        range(
+            "journal.sync_interval_ms",
+            j.sync_interval_ms,
+            1,
+            60_000,
+            "ms",
+        )?;
+        j.retention_age()?;
+        if !matches!(j.recovery.as_str(), "strict" | "quarantine") {
+            return Err(invalid(
+                "journal.recovery",
+                format!("{:?}", j.recovery),
+                "\"strict\" or \"quarantine\"",
+            ));
+        }
         range(
             "shutdown.drain_timeout_ms",
             self.shutdown.drain_timeout_ms,

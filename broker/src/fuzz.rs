@@ -69,6 +69,7 @@ pub fn connection(data: &[u8]) {
                     payload,
                     command_id,
                     ack,
+                    sequence,
                 } => {
                     vec![(
                         processor,
@@ -78,6 +79,7 @@ pub fn connection(data: &[u8]) {
                             payload,
                             command_id,
                             ack,
+                            sequence,
                         },
                     )]
                 }
@@ -142,7 +144,9 @@ pub fn connection(data: &[u8]) {
                         })
                         .collect()
                 }
-                Action::Reply(_) | Action::Rejected(_) | Action::Close(_) => Vec::new(),
+                Action::Reply(_) | Action::LoggedOn(_) | Action::Rejected(_) | Action::Close(_) => {
+                    Vec::new()
+                }
             };
             for (processor, command) in commands {
                 if let Some(router) = routers.get_mut(processor) {

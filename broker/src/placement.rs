@@ -52,6 +52,8 @@ pub enum Role {
     Io(usize),
     /// Topic processor.
     Processor(usize),
+    /// The journal's flusher (sync loop).
+    Flusher,
 }
 
 impl fmt::Display for Role {
@@ -59,6 +61,7 @@ impl fmt::Display for Role {
         match self {
             Self::Io(i) => write!(f, "io-{i}"),
             Self::Processor(i) => write!(f, "processor-{i}"),
+            Self::Flusher => f.write_str("flusher"),
         }
     }
 }
@@ -124,9 +127,9 @@ pub fn auto_counts(machine: &Machine, io: usize, processors: usize) -> (usize, u
 /// core while a core is free), processors before I/O threads interleaved so
 /// that each kind spreads; others go to the remaining CPUs.
 #[must_use]
-pub fn plan(machine: &Machine, io: usize, processors: usize, pin: bool) -> Plan {
+pub fn plan(machine: &Machine, io: usize, processors: usize, flusher: bool, pin: bool) -> Plan {
     let (io, processors) = auto_counts(machine, io, processors);
-    let roles: Vec<Role> = (0..io.max(processors))
+    let mut roles: Vec<Role> = (0..io.max(processors))
         .flat_map(|i| {
             let mut pair = Vec::with_capacity(2);
             if i < io {
@@ -138,6 +141,9 @@ pub fn plan(machine: &Machine, io: usize, processors: usize, pin: bool) -> Plan 
             pair
         })
         .collect();
+    if flusher {
+        roles.push(Role::Flusher);
+    }
     // CPUs in placement order: hardware thread 0 of every core, then thread 1...
     let depth = machine.node0_cores.iter().map(Vec::len).max().unwrap_or(0);
     let order: Vec<usize> = (0..depth)
@@ -263,7 +269,7 @@ mod tests {
 
     #[test]
     fn critical_threads_go_to_node0_cores_and_others_elsewhere() {
-        let plan = plan(&two_nodes_four_cores(), 0, 0, true);
+        let plan = plan(&two_nodes_four_cores(), 0, 0, false, true);
         assert_eq!((plan.io_threads, plan.processor_threads), (1, 2));
         assert_eq!(plan.cpu(Role::Io(0)), Some(0));
         assert_eq!(plan.cpu(Role::Processor(0)), Some(1));
@@ -278,7 +284,7 @@ mod tests {
             node0_cores: vec![vec![0, 2], vec![1, 3]],
             other_pus: vec![],
         };
-        let plan = plan(&machine, 2, 2, true);
+        let plan = plan(&machine, 2, 2, false, true);
         assert_eq!(plan.cpu(Role::Io(0)), Some(0));
         assert_eq!(plan.cpu(Role::Processor(0)), Some(1));
         assert_eq!(
@@ -293,19 +299,31 @@ mod tests {
     #[test]
     fn single_node_leaves_free_cores_to_others() {
         let machine = Machine::flat(&[0, 1, 2, 3, 4, 5, 6, 7]);
-        let plan = plan(&machine, 1, 2, true);
+        let plan = plan(&machine, 1, 2, false, true);
         assert_eq!(plan.others, vec![3, 4, 5, 6, 7]);
     }
 
     #[test]
     fn more_threads_than_cores_wrap_around() {
-        let plan = plan(&Machine::flat(&[1]), 2, 2, true);
+        let plan = plan(&Machine::flat(&[1]), 2, 2, false, true);
         assert!(plan.critical.values().all(|cpu| *cpu == Some(1)));
     }
 
     #[test]
+    fn the_flusher_comes_after_io_and_processors() {
+        let four = plan(&two_nodes_four_cores(), 1, 2, true, true);
+        assert_eq!(four.cpu(Role::Flusher), Some(3));
+        let two = plan(&Machine::flat(&[0, 1]), 1, 1, true, true);
+        assert_eq!(
+            two.cpu(Role::Flusher),
+            Some(0),
+            "two cores: it shares the I/O thread's"
+        );
+    }
+
+    #[test]
     fn pin_off_leaves_everything_unpinned() {
-        let plan = plan(&two_nodes_four_cores(), 2, 2, false);
+        let plan = plan(&two_nodes_four_cores(), 2, 2, false, false);
         assert!(plan.critical.values().all(Option::is_none));
         assert!(plan.others.is_empty());
         assert_eq!(

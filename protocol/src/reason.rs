@@ -48,6 +48,12 @@ pub enum ReasonCode {
     AckNotAvailable,
     /// The broker failed internally; the message names the cause.
     Internal,
+    /// A publish whose sequence number was already persisted for its
+    /// publisher: acknowledged (status success) and not published again.
+    Duplicate,
+    /// The journal could not take the message (disk full, record too large,
+    /// journal stopped after an I/O failure); it was not published.
+    JournalError,
     /// A code this build does not know (from a newer peer).
     Other(u16),
 }
@@ -155,6 +161,16 @@ pub const REASONS: &[(u16, &str, &str)] = &[
         "internal",
         "the broker failed internally; the reason text names the cause",
     ),
+    (
+        21,
+        "duplicate",
+        "success: this publisher's sequence number was already journaled; the message is not published again",
+    ),
+    (
+        22,
+        "journal_error",
+        "the journal could not take the message (disk full, record too large, or stopped after an I/O failure); it was not published",
+    ),
 ];
 
 impl ReasonCode {
@@ -183,6 +199,8 @@ impl ReasonCode {
             Self::InvalidFilter => 18,
             Self::AckNotAvailable => 19,
             Self::Internal => 20,
+            Self::Duplicate => 21,
+            Self::JournalError => 22,
             Self::Other(code) => code,
         }
     }
@@ -212,6 +230,8 @@ impl ReasonCode {
             18 => Self::InvalidFilter,
             19 => Self::AckNotAvailable,
             20 => Self::Internal,
+            21 => Self::Duplicate,
+            22 => Self::JournalError,
             other => Self::Other(other),
         }
     }

@@ -50,25 +50,44 @@ pub async fn publish(args: PublishArgs) -> anyhow::Result<()> {
         None => Box::new(BufReader::new(tokio::io::stdin())),
     };
     let client = connect(&args.server.server, "publish").await?;
-    let mut published = 0u64;
-    let mut acked = 0u64;
-    let result = publish_lines(&client, &args, input, &mut published, &mut acked).await;
+    let mut tally = Tally::default();
+    let result = publish_lines(&client, &args, input, &mut tally).await;
     let closed = client.close().await;
     println!(
         "{}",
-        serde_json::json!({ "published": published, "acked": acked, "last_bookmark": null })
+        serde_json::json!({
+            "published": tally.published,
+            "acked": tally.acked,
+            "last_bookmark": tally.last_bookmark.map(|b| b.to_string()),
+        })
     );
     result?;
     closed.context("the final flush failed")?;
     Ok(())
 }
 
+/// What `publish` reports.
+#[derive(Debug, Default)]
+struct Tally {
+    published: u64,
+    acked: u64,
+    last_bookmark: Option<u64>,
+}
+
+impl Tally {
+    fn acked(&mut self, ack: &statecast_protocol::Ack) {
+        self.acked += 1;
+        if let Some(bookmark) = ack.bookmark {
+            self.last_bookmark = Some(self.last_bookmark.map_or(bookmark, |b| b.max(bookmark)));
+        }
+    }
+}
+
 async fn publish_lines(
     client: &Client,
     args: &PublishArgs,
     mut input: Box<dyn AsyncBufRead + Unpin>,
-    published: &mut u64,
-    acked: &mut u64,
+    tally: &mut Tally,
 ) -> anyhow::Result<()> {
     let ack_type = match args.ack {
         AckArg::None => None,
@@ -100,16 +119,16 @@ async fn publish_lines(
                 if window.len() >= ACK_WINDOW
                     && let Some(pending) = window.pop_front()
                 {
-                    pending.wait().await?;
-                    *acked += 1;
+                    let ack = pending.wait().await?;
+                    tally.acked(&ack);
                 }
             }
         }
-        *published += 1;
+        tally.published += 1;
     }
     while let Some(pending) = window.pop_front() {
-        pending.wait().await?;
-        *acked += 1;
+        let ack = pending.wait().await?;
+        tally.acked(&ack);
     }
     Ok(())
 }

@@ -65,6 +65,9 @@ pub struct PlacementArgs {
     /// Processor threads (0 = auto, as threads.processors).
     #[arg(long, default_value_t = 0)]
     processors: usize,
+    /// Plan without the journal's flusher thread (journal.topics = []).
+    #[arg(long)]
+    no_journal: bool,
 }
 
 /// The broker to talk to.
@@ -135,7 +138,7 @@ pub struct SubscribeArgs {
 
 fn placement(args: &PlacementArgs) -> anyhow::Result<()> {
     let machine = crate::placement::discover()?;
-    let plan = crate::placement::plan(&machine, args.io, args.processors, true);
+    let plan = crate::placement::plan(&machine, args.io, args.processors, !args.no_journal, true);
     println!(
         "{}",
         serde_json::json!({

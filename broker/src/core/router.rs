@@ -77,6 +77,8 @@ pub enum ProcessorCommand<C> {
         command_id: Option<u64>,
         /// Acks wanted.
         ack: AckSet,
+        /// The publisher's sequence number, for de-duplication.
+        sequence: Option<u64>,
     },
     /// Register a subscription.
     Subscribe {
@@ -133,12 +135,55 @@ pub struct Message<'a> {
     pub bookmark: Option<u64>,
 }
 
-/// Where a router's output goes.
+/// What the journal did with a publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogOutcome {
+    /// The topic is not journaled (or there is no journal).
+    NotJournaled,
+    /// Journaled under this bookmark and timestamp.
+    Appended {
+        /// The record's bookmark.
+        bookmark: u64,
+        /// The record's timestamp, ns since the Unix epoch.
+        timestamp: u64,
+    },
+    /// The publisher's sequence number was already journaled: not published
+    /// again. Its persisted ack waits for the journal's tip at this moment,
+    /// which covers the original.
+    Duplicate {
+        /// The last bookmark appended when the duplicate arrived.
+        tip: u64,
+    },
+    /// The journal refused the record; it is not published.
+    Failed {
+        /// Why, for the failure ack.
+        text: String,
+    },
+}
+
+/// Where a router's output goes, and the journal it writes through.
 pub trait Sink<C> {
     /// Deliver `message` to `conn`, naming its matching subscriptions.
     fn deliver(&mut self, conn: &C, sub_ids: &[u64], message: &Message<'_>);
     /// Send an ack to `conn`.
     fn reply(&mut self, conn: &C, ack: Ack);
+    /// Journal a publish before it is routed. Without a journal nothing is.
+    fn append(
+        &mut self,
+        conn: &C,
+        topic: &Utf8,
+        payload: &Bytes,
+        sequence: Option<u64>,
+    ) -> LogOutcome {
+        let _ = (conn, topic, payload, sequence);
+        LogOutcome::NotJournaled
+    }
+    /// Send `ack` to `conn` once every bookmark up to `bookmark` is
+    /// persisted. Only called after [`Sink::append`] journaled something.
+    fn ack_when_persisted(&mut self, bookmark: u64, conn: &C, ack: Ack) {
+        let _ = bookmark;
+        self.reply(conn, ack);
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -323,9 +368,20 @@ impl<C: ConnHandle> Router<C> {
                 payload,
                 command_id,
                 ack,
+                sequence,
             } => {
-                self.publish(&topic, &payload, now_ns, sink);
-                Self::publish_acks(&conn, command_id, ack, sink);
+                let outcome = sink.append(&conn, &topic, &payload, sequence);
+                match &outcome {
+                    LogOutcome::NotJournaled => self.publish(&topic, &payload, now_ns, None, sink),
+                    LogOutcome::Appended {
+                        bookmark,
+                        timestamp,
+                    } => {
+                        self.publish(&topic, &payload, *timestamp, Some(*bookmark), sink);
+                    }
+                    LogOutcome::Duplicate { .. } | LogOutcome::Failed { .. } => {}
+                }
+                Self::publish_acks(&conn, command_id, ack, sequence, &topic, &outcome, sink);
             }
             ProcessorCommand::Subscribe {
                 conn,
@@ -371,25 +427,77 @@ impl<C: ConnHandle> Router<C> {
         }
     }
 
-    fn publish_acks(conn: &C, command_id: Option<u64>, ack: AckSet, sink: &mut impl Sink<C>) {
+    /// The acks a publish asked for, by what the journal did with it.
+    fn publish_acks(
+        conn: &C,
+        command_id: Option<u64>,
+        ack: AckSet,
+        sequence: Option<u64>,
+        topic: &Utf8,
+        outcome: &LogOutcome,
+        sink: &mut impl Sink<C>,
+    ) {
         for ack_type in requested(ack) {
-            let reply = match ack_type {
-                AckType::Processed => Ack::success(AckType::Processed, command_id),
-                other => Ack::failure(
-                    other,
+            let mut reply = match outcome {
+                LogOutcome::Failed { text } => Ack::failure(
+                    ack_type,
+                    command_id,
+                    ReasonCode::JournalError,
+                    text.as_str(),
+                ),
+                LogOutcome::NotJournaled if ack_type != AckType::Processed => Ack::failure(
+                    ack_type,
                     command_id,
                     ReasonCode::AckNotAvailable,
                     format!(
-                        "{} acks need a journal, which this broker version does not have; the message was published",
-                        other.name()
+                        "{} acks need a journaled topic and `{topic}` is not journaled (journal.topics); the message was published",
+                        ack_type.name()
                     ),
                 ),
+                LogOutcome::Duplicate { .. } => {
+                    let mut duplicate = Ack::success(ack_type, command_id);
+                    duplicate.reason_code = ReasonCode::Duplicate;
+                    duplicate.reason = Some(Utf8::from_static(
+                        "duplicate: already journaled, not published again",
+                    ));
+                    duplicate
+                }
+                _ => Ack::success(ack_type, command_id),
             };
-            sink.reply(conn, reply);
+            reply.sequence = sequence;
+            match (ack_type, outcome) {
+                (AckType::Persisted, LogOutcome::Appended { bookmark, .. }) => {
+                    reply.bookmark = Some(*bookmark);
+                    sink.ack_when_persisted(*bookmark, conn, reply);
+                }
+                (AckType::Persisted, LogOutcome::Duplicate { tip }) => {
+                    sink.ack_when_persisted(*tip, conn, reply)
+                }
+                (_, LogOutcome::Appended { bookmark, .. }) => {
+                    reply.bookmark = Some(*bookmark);
+                    if ack_type == AckType::Completed {
+                        reply = Ack::failure(
+                            ack_type,
+                            command_id,
+                            ReasonCode::AckNotAvailable,
+                            "a publish has no completed ack",
+                        );
+                    }
+                    sink.reply(conn, reply);
+                }
+                _ => sink.reply(conn, reply),
+            }
         }
     }
 
-    fn publish(&mut self, topic: &Utf8, payload: &Bytes, now_ns: u64, sink: &mut impl Sink<C>) {
+    fn publish(
+        &mut self,
+        topic: &Utf8,
+        payload: &Bytes,
+        now_ns: u64,
+        bookmark: Option<u64>,
+        sink: &mut impl Sink<C>,
+    ) {
         self.stats.published += 1;
         if !self.topics.contains_key(topic.as_bytes()) {
             if self.patterns.is_empty() {
@@ -404,7 +512,7 @@ impl<C: ConnHandle> Router<C> {
             topic,
             payload,
             timestamp: now_ns,
-            bookmark: None,
+            bookmark,
         };
         self.stats.delivered += deliver(entry, &message, &mut self.scratch, sink);
     }
@@ -626,6 +734,7 @@ mod tests {
                 payload: Bytes::copy_from_slice(body.as_bytes()),
                 command_id: None,
                 ack: AckSet::NONE,
+                sequence: None,
             },
             1,
             sink,
@@ -769,6 +878,7 @@ mod tests {
                 payload: Bytes::new(),
                 command_id: Some(3),
                 ack: AckSet::only(AckType::Processed).with(AckType::Persisted),
+                sequence: None,
             },
             1,
             &mut sink,

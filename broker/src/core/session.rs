@@ -114,6 +114,10 @@ impl CloseReason {
 pub enum Action {
     /// Write this frame to the client.
     Reply(Command),
+    /// The client logged on: the driver registers it as a publisher with
+    /// the journal (adding the last persisted sequence to the ack), then
+    /// writes the ack.
+    LoggedOn(Ack),
     /// Hand a publish to the processor owning its topic.
     Publish {
         /// Owning processor.
@@ -126,6 +130,8 @@ pub enum Action {
         command_id: Option<u64>,
         /// Acks wanted.
         ack: AckSet,
+        /// Publisher sequence number.
+        sequence: Option<u64>,
     },
     /// Register a subscription.
     Subscribe {
@@ -336,6 +342,7 @@ impl Session {
                     payload: publish.payload,
                     command_id: publish.command_id,
                     ack: publish.ack,
+                    sequence: publish.sequence,
                 });
             }
             (State::Active, Command::Subscribe(subscribe)) => self.subscribe(subscribe, out),
@@ -405,7 +412,7 @@ impl Session {
         ack.max_frame_bytes = Some(u32::try_from(self.limits.frame_bytes_max).unwrap_or(u32::MAX));
         ack.server_version = Some(Utf8::from_static(self.limits.server_version));
         self.client_name = Some(logon.client_name);
-        out.push(Action::Reply(Command::Ack(ack)));
+        out.push(Action::LoggedOn(ack));
     }
 
     fn subscribe(&mut self, subscribe: statecast_protocol::Subscribe, out: &mut Vec<Action>) {

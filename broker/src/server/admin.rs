@@ -8,13 +8,20 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use super::journaling::Journaling;
 use super::outbound::Totals;
 
 const REQUEST_BYTES_MAX: usize = 8 * 1024;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Serves until `shutdown` is set (and a connection wakes the accept).
-pub fn run(listener: &TcpListener, totals: &Totals, shutdown: &AtomicBool, started: Instant) {
+pub fn run(
+    listener: &TcpListener,
+    totals: &Totals,
+    journal: Option<&Journaling>,
+    shutdown: &AtomicBool,
+    started: Instant,
+) {
     for stream in listener.incoming() {
         if shutdown.load(Ordering::Acquire) {
             return;
@@ -22,13 +29,18 @@ pub fn run(listener: &TcpListener, totals: &Totals, shutdown: &AtomicBool, start
         let Ok(stream) = stream else {
             continue;
         };
-        if let Err(error) = serve(stream, totals, started) {
+        if let Err(error) = serve(stream, totals, journal, started) {
             tracing::debug!(%error, "admin request failed");
         }
     }
 }
 
-fn serve(mut stream: TcpStream, totals: &Totals, started: Instant) -> io::Result<()> {
+fn serve(
+    mut stream: TcpStream,
+    totals: &Totals,
+    journal: Option<&Journaling>,
+    started: Instant,
+) -> io::Result<()> {
     stream.set_read_timeout(Some(REQUEST_TIMEOUT))?;
     stream.set_write_timeout(Some(REQUEST_TIMEOUT))?;
     let mut request = Vec::with_capacity(1024);
@@ -52,14 +64,32 @@ fn serve(mut stream: TcpStream, totals: &Totals, started: Instant) -> io::Result
     let mut parts = line.split_whitespace();
     match (parts.next(), parts.next()) {
         (Some("GET"), Some("/health")) => {
-            let body = format!(
-                "{{\"status\":\"ok\",\"version\":\"{}\",\"uptime_ms\":{},\"connections\":{},\"outbound_bytes\":{}}}",
-                env!("CARGO_PKG_VERSION"),
-                started.elapsed().as_millis(),
-                totals.connections.load(Ordering::Relaxed),
-                totals.outbound_bytes.load(Ordering::Relaxed),
-            );
-            respond(&mut stream, "200 OK", &body)
+            let journal = journal.map(|j| {
+                let journal = j.journal();
+                let health = journal.health();
+                serde_json::json!({
+                    "healthy": health.is_ok(),
+                    "failure": health.err().map(|f| f.to_string()),
+                    "first_bookmark": journal.first_bookmark(),
+                    "appended": journal.appended(),
+                    "persisted": journal.persisted(),
+                })
+            });
+            let healthy = journal.as_ref().is_none_or(|j| j["healthy"] == true);
+            let body = serde_json::json!({
+                "status": if healthy { "ok" } else { "failed" },
+                "version": env!("CARGO_PKG_VERSION"),
+                "uptime_ms": started.elapsed().as_millis() as u64,
+                "connections": totals.connections.load(Ordering::Relaxed),
+                "outbound_bytes": totals.outbound_bytes.load(Ordering::Relaxed),
+                "journal": journal,
+            });
+            let status = if healthy {
+                "200 OK"
+            } else {
+                "503 Service Unavailable"
+            };
+            respond(&mut stream, status, &body.to_string())
         }
         (Some("GET"), Some(_)) => respond(
             &mut stream,

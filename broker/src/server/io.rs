@@ -87,6 +87,8 @@ pub struct IoWiring {
     pub processors_done: Arc<std::sync::atomic::AtomicUsize>,
     /// Live connections, for instance-wide decisions.
     pub registry: Arc<super::acceptor::ConnRegistry>,
+    /// The journal, for publisher registration at logon.
+    pub journal: Option<Arc<super::journaling::Journaling>>,
 }
 
 /// One I/O thread's state.
@@ -107,6 +109,7 @@ pub struct IoThread {
     ready: Vec<(usize, u64)>,
     processors_done: Arc<std::sync::atomic::AtomicUsize>,
     registry: Arc<super::acceptor::ConnRegistry>,
+    journal: Option<Arc<super::journaling::Journaling>>,
 }
 
 impl std::fmt::Debug for IoThread {
@@ -139,6 +142,7 @@ impl IoThread {
             next_conn_id,
             processors_done,
             registry,
+            journal,
         } = wiring;
         let poll = Poll::new()?;
         let waker = mio::Waker::new(poll.registry(), WAKER)?;
@@ -160,6 +164,7 @@ impl IoThread {
             ready: Vec::new(),
             processors_done,
             registry,
+            journal,
         })
     }
 
@@ -436,12 +441,14 @@ impl IoThread {
             };
             match action {
                 Action::Reply(command) => self.reply(token, &command, now),
+                Action::LoggedOn(ack) => self.logged_on(token, &shared, ack, now),
                 Action::Publish {
                     processor,
                     topic,
                     payload,
                     command_id,
                     ack,
+                    sequence,
                 } => {
                     let bytes = payload.len() + COMMAND_OVERHEAD_BYTES;
                     if let Some((batch, batch_bytes)) = self.batches.get_mut(processor) {
@@ -451,6 +458,7 @@ impl IoThread {
                             payload,
                             command_id,
                             ack,
+                            sequence,
                         });
                         *batch_bytes += bytes;
                         self.batch_bytes += bytes;
@@ -504,6 +512,33 @@ impl IoThread {
             }
         }
         self.actions = actions;
+    }
+
+    /// Completes a logon: with a journal, the client is registered as a
+    /// publisher and the ack carries the highest sequence persisted for
+    /// its name, so a reconnecting publisher resends only what is missing.
+    fn logged_on(
+        &mut self,
+        token: usize,
+        shared: &Arc<ConnShared>,
+        mut ack: statecast_protocol::Ack,
+        now: Instant,
+    ) {
+        if let (Some(journal), Some(name)) = (&self.journal, ack.client_name.clone()) {
+            match journal.register_publisher(name.as_str()) {
+                Ok(publisher) => {
+                    shared.set_publisher(publisher.id);
+                    ack.sequence = Some(publisher.persisted_sequence);
+                }
+                Err(error) => {
+                    tracing::warn!(
+                        client = name.as_str(),
+                        "publisher registration failed: {error}; de-duplication is off for it"
+                    );
+                }
+            }
+        }
+        self.reply(token, &Command::Ack(ack), now);
     }
 
     fn completion(&self, targets: Targets) -> Completion {

@@ -12,6 +12,7 @@
 mod acceptor;
 mod admin;
 mod io;
+mod journaling;
 mod outbound;
 mod processor;
 
@@ -65,6 +66,9 @@ pub enum StartError {
     /// The configuration is invalid.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    /// The journal could not be opened (it names the file and what to do).
+    #[error("{0}")]
+    Journal(String),
 }
 
 /// An exclusive lock on the data directory, held for the broker's life, so
@@ -100,6 +104,35 @@ fn lock_data_dir(dir: &Path) -> Result<DataDirLock, StartError> {
     Ok(DataDirLock { _lock: lock })
 }
 
+fn log_recovery(report: &statecast_journal::RecoveryReport) {
+    tracing::info!(
+        created = report.created,
+        clean_shutdown = report.clean_shutdown,
+        first_bookmark = report.first_bookmark,
+        last_bookmark = report.last_bookmark,
+        records_scanned = report.records_scanned,
+        bytes_scanned = report.bytes_scanned,
+        publishers = report.publishers,
+        duration_ms = report.duration.as_millis(),
+        "journal recovered"
+    );
+    for truncation in &report.truncations {
+        tracing::warn!("journal recovery truncated a torn tail: {truncation:?}");
+    }
+    for (file, label) in &report.dropped_files {
+        tracing::warn!("journal recovery dropped {file} ({label:?})");
+    }
+    if let Some(damage) = &report.quarantined_damage {
+        tracing::error!(
+            "journal recovery quarantined damaged data: {damage:?}; files: {:?}",
+            report.quarantined_files
+        );
+    }
+    for warning in &report.warnings {
+        tracing::warn!("journal: {warning}");
+    }
+}
+
 /// A running broker.
 #[derive(Debug)]
 pub struct Server {
@@ -114,6 +147,8 @@ pub struct Server {
     processor_threads: Vec<JoinHandle<()>>,
     totals: Arc<Totals>,
     plan: Plan,
+    journaling: Option<Arc<journaling::Journaling>>,
+    journal_threads: Vec<JoinHandle<()>>,
     _lock: DataDirLock,
 }
 
@@ -177,6 +212,7 @@ impl Server {
             &machine,
             config.threads.io,
             config.threads.processors,
+            config.journal.enabled(),
             config.threads.pin,
         );
         tracing::info!(
@@ -184,6 +220,12 @@ impl Server {
             node0_cores = machine.node0_core_count(),
             "thread placement: {plan}"
         );
+
+        let opened = journaling::Journaling::open(config)
+            .map_err(|error| StartError::Journal(error.to_string()))?;
+        if let Some(opened) = &opened {
+            log_recovery(&opened.report);
+        }
 
         let client_listener = bind(config.listen_addr()?, "server.listen")?;
         let admin_listener = bind(config.admin_addr()?, "server.admin_listen")?;
@@ -228,6 +270,7 @@ impl Server {
                 next_conn_id: Arc::clone(&next_conn_id),
                 processors_done: Arc::clone(&processors_done),
                 registry: Arc::clone(&registry),
+                journal: opened.as_ref().map(|o| Arc::clone(&o.journaling)),
             };
             let io = io::IoThread::new(index, inflight_max, io_settings.clone(), wiring)
                 .map_err(thread_error("an I/O event loop"))?;
@@ -239,16 +282,48 @@ impl Server {
         let pin_for = |role: Role| plan.cpu(role).map(|cpu| vec![cpu]).unwrap_or_default();
         let mut processor_threads = Vec::new();
         for (index, inbox) in receivers.into_iter().enumerate() {
+            let journal = opened.as_ref().map(|o| Arc::clone(&o.journaling));
             let done = Arc::clone(&processors_done);
             let io_count = plan.io_threads;
             processor_threads.push(spawn(
                 format!("processor-{index}"),
                 pin_for(Role::Processor(index)),
                 move || {
-                    processor::run(index, inbox, io_count, &done);
+                    processor::run(index, inbox, io_count, &done, journal);
                 },
             )?);
         }
+        // The journal's threads: the flusher (pinned: it gates persisted
+        // acks) and the housekeeper (spares, retention).
+        let mut journal_threads = Vec::new();
+        let journaling = match opened {
+            None => None,
+            Some(opened) => {
+                let journaling = opened.journaling;
+                let flusher = opened.flusher;
+                journal_threads.push(spawn(
+                    "flusher".into(),
+                    pin_for(Role::Flusher),
+                    move || {
+                        if let Err(failure) = flusher.run() {
+                            // Fail-stop: after a failed sync the kernel may have
+                            // dropped the pages, and nothing after it may be
+                            // acknowledged. A restart recovers from the disk.
+                            tracing::error!("journal sync failed, stopping the broker: {failure}");
+                            eprintln!("statecast: journal sync failed, stopping: {failure}");
+                            std::process::exit(3);
+                        }
+                    },
+                )?);
+                let housekeeper = opened.housekeeper;
+                journal_threads.push(spawn(
+                    "housekeeper".into(),
+                    plan.others.clone(),
+                    move || housekeeper.run(),
+                )?);
+                Some(journaling)
+            }
+        };
         let mut io_threads = Vec::new();
         for (index, io) in io_loops.into_iter().enumerate() {
             io_threads.push(spawn(
@@ -275,8 +350,15 @@ impl Server {
 
         let admin_totals = Arc::clone(&totals);
         let admin_shutdown = Arc::clone(&shutdown);
+        let admin_journal = journaling.clone();
         let admin = spawn("admin".into(), plan.others.clone(), move || {
-            admin::run(&admin_listener, &admin_totals, &admin_shutdown, started);
+            admin::run(
+                &admin_listener,
+                &admin_totals,
+                admin_journal.as_deref(),
+                &admin_shutdown,
+                started,
+            );
         })?;
 
         tracing::info!(%client_addr, %admin_addr, data_dir = %config.server.data_dir.display(), "statecast {} ready", env!("CARGO_PKG_VERSION"));
@@ -292,6 +374,8 @@ impl Server {
             processor_threads,
             totals,
             plan,
+            journaling,
+            journal_threads,
             _lock: lock,
         })
     }
@@ -338,6 +422,14 @@ impl Server {
             let _ = thread.join();
         }
         for thread in self.processor_threads.drain(..) {
+            let _ = thread.join();
+        }
+        // Processors are done appending: close the journal cleanly (final
+        // sync, clean-shutdown checkpoint) so the next start skips the scan.
+        if let Some(journaling) = self.journaling.take() {
+            journaling.close();
+        }
+        for thread in self.journal_threads.drain(..) {
             let _ = thread.join();
         }
         admin::wake(self.admin_addr);

@@ -10,12 +10,13 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use statecast_protocol::{Ack, Command, encode_deliver_header};
+use statecast_protocol::{Ack, Command, Utf8, encode_deliver_header};
 
-use crate::core::router::{ConnHandle, Message, Sink};
+use super::journaling::Journaling;
+use crate::core::router::{ConnHandle, LogOutcome, Message, Sink};
 
 /// Payloads up to this size are copied next to their header instead of
 /// being referenced, because one contiguous chunk is cheaper to write than
@@ -126,6 +127,8 @@ pub struct ConnShared {
     slow: AtomicBool,
     outbound_max: usize,
     totals: Arc<Totals>,
+    /// The journal's id for this client, set once at logon.
+    publisher: OnceLock<statecast_journal::PublisherId>,
 }
 
 impl ConnHandle for Arc<ConnShared> {
@@ -153,6 +156,55 @@ impl ConnShared {
             slow: AtomicBool::new(false),
             outbound_max,
             totals,
+            publisher: OnceLock::new(),
+        }
+    }
+
+    /// The journal's id for this client, once it logged on.
+    pub fn publisher(&self) -> Option<statecast_journal::PublisherId> {
+        self.publisher.get().copied()
+    }
+
+    /// Records the journal's id for this client (once, at logon).
+    pub(super) fn set_publisher(&self, publisher: statecast_journal::PublisherId) {
+        let _ = self.publisher.set(publisher);
+    }
+
+    /// Appends frames for this connection and accounts for them. Returns
+    /// whether its I/O thread must be woken to write them (the caller may
+    /// batch wakes); marks the connection slow past its limit.
+    fn enqueue(&self, chunks: &mut Vec<Bytes>, bytes: usize) -> bool {
+        if self.is_closed() {
+            chunks.clear();
+            return false;
+        }
+        let was_empty = {
+            let mut out = self.out.lock().unwrap_or_else(PoisonError::into_inner);
+            let was_empty = out.is_empty();
+            out.append(chunks);
+            was_empty
+        };
+        let queued = self.queued.fetch_add(bytes, Ordering::AcqRel) + bytes;
+        self.totals
+            .outbound_bytes
+            .fetch_add(bytes, Ordering::AcqRel);
+        if queued > self.outbound_max {
+            self.mark_slow();
+            false
+        } else if was_empty {
+            self.io.schedule(self.token, self.id);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Queues one frame from outside a processor batch (a released
+    /// persisted ack) and wakes the I/O thread when needed.
+    pub fn enqueue_frame(&self, frame: Bytes) {
+        let len = frame.len();
+        if self.enqueue(&mut vec![frame], len) {
+            self.io.wake();
         }
     }
 
@@ -228,6 +280,11 @@ pub struct ProcessorSink {
     headers: BytesMut,
     wake: Vec<Arc<IoShared>>,
     encode_failures: u64,
+    journal: Option<Arc<Journaling>>,
+    /// Whether each recently seen topic is journaled (bounded).
+    journaled: HashMap<Bytes, bool>,
+    append_failures: u64,
+    append_failure_logged: Option<std::time::Instant>,
 }
 
 impl std::fmt::Debug for ProcessorSink {
@@ -246,11 +303,32 @@ impl Default for ProcessorSink {
             headers: BytesMut::with_capacity(HEADER_BUFFER_BYTES),
             wake: Vec::new(),
             encode_failures: 0,
+            journal: None,
+            journaled: HashMap::new(),
+            append_failures: 0,
+            append_failure_logged: None,
         }
     }
 }
 
+/// Topics remembered as journaled or not before the cache is reset.
+const JOURNALED_CACHE_MAX: usize = 65_536;
+
 impl ProcessorSink {
+    /// A sink writing through `journal` (when there is one).
+    #[must_use]
+    pub fn new(journal: Option<Arc<Journaling>>) -> Self {
+        Self {
+            journal,
+            ..Self::default()
+        }
+    }
+
+    /// Publishes the journal refused.
+    pub fn append_failures(&self) -> u64 {
+        self.append_failures
+    }
+
     fn slot(&mut self, conn: &Arc<ConnShared>) -> &mut PendingOut {
         let index = *self.slots.entry(conn.id).or_insert_with(|| {
             self.pending.push(PendingOut {
@@ -279,26 +357,10 @@ impl ProcessorSink {
     pub fn flush(&mut self) {
         for mut pending in self.pending.drain(..) {
             let conn = &pending.conn;
-            if conn.is_closed() {
-                continue;
-            }
-            let was_empty = {
-                let mut out = conn.out.lock().unwrap_or_else(PoisonError::into_inner);
-                let was_empty = out.is_empty();
-                out.append(&mut pending.chunks);
-                was_empty
-            };
-            let queued = conn.queued.fetch_add(pending.bytes, Ordering::AcqRel) + pending.bytes;
-            conn.totals
-                .outbound_bytes
-                .fetch_add(pending.bytes, Ordering::AcqRel);
-            if queued > conn.outbound_max {
-                conn.mark_slow();
-            } else if was_empty {
-                conn.io.schedule(conn.token, conn.id);
-                if !self.wake.iter().any(|io| Arc::ptr_eq(io, &conn.io)) {
-                    self.wake.push(Arc::clone(&conn.io));
-                }
+            if conn.enqueue(&mut pending.chunks, pending.bytes)
+                && !self.wake.iter().any(|io| Arc::ptr_eq(io, &conn.io))
+            {
+                self.wake.push(Arc::clone(&conn.io));
             }
         }
         self.slots.clear();
@@ -309,6 +371,56 @@ impl ProcessorSink {
 }
 
 impl Sink<Arc<ConnShared>> for ProcessorSink {
+    fn append(
+        &mut self,
+        conn: &Arc<ConnShared>,
+        topic: &Utf8,
+        payload: &Bytes,
+        sequence: Option<u64>,
+    ) -> LogOutcome {
+        let Some(journal) = &self.journal else {
+            return LogOutcome::NotJournaled;
+        };
+        let journaled = match self.journaled.get(topic.as_bytes()) {
+            Some(journaled) => *journaled,
+            None => {
+                if self.journaled.len() >= JOURNALED_CACHE_MAX {
+                    self.journaled.clear();
+                }
+                let journaled = journal.is_journaled(topic.as_bytes());
+                self.journaled.insert(topic.bytes().clone(), journaled);
+                journaled
+            }
+        };
+        if !journaled {
+            return LogOutcome::NotJournaled;
+        }
+        let outcome = journal.append(conn, topic.as_bytes(), payload, sequence);
+        if let LogOutcome::Failed { text } = &outcome {
+            self.append_failures += 1;
+            // Once a second at most: a full disk fails every publish.
+            let now = std::time::Instant::now();
+            if self
+                .append_failure_logged
+                .is_none_or(|at| now.duration_since(at) >= std::time::Duration::from_secs(1))
+            {
+                self.append_failure_logged = Some(now);
+                tracing::error!(
+                    failures = self.append_failures,
+                    "publish to {topic} refused: {text}"
+                );
+            }
+        }
+        outcome
+    }
+
+    fn ack_when_persisted(&mut self, bookmark: u64, conn: &Arc<ConnShared>, ack: Ack) {
+        match &self.journal {
+            Some(journal) => journal.ack_when_persisted(bookmark, conn, ack),
+            None => self.reply(conn, ack),
+        }
+    }
+
     fn deliver(&mut self, conn: &Arc<ConnShared>, sub_ids: &[u64], message: &Message<'_>) {
         if conn.is_closed() {
             return;

@@ -43,9 +43,15 @@ fn now_ns() -> u64 {
 }
 
 /// Runs processor `index` until every I/O thread has sent [`ProcessorMsg::Drain`].
-pub fn run(index: usize, inbox: Receiver<ProcessorMsg>, io_threads: usize, done: &AtomicUsize) {
+pub fn run(
+    index: usize,
+    inbox: Receiver<ProcessorMsg>,
+    io_threads: usize,
+    done: &AtomicUsize,
+    journal: Option<Arc<super::journaling::Journaling>>,
+) {
     let mut router: Router<Arc<ConnShared>> = Router::new();
-    let mut sink = ProcessorSink::default();
+    let mut sink = ProcessorSink::new(journal);
     let mut drained = 0;
     let mut handled: Vec<(Arc<IoShared>, usize)> = Vec::new();
     'outer: while drained < io_threads {
@@ -88,6 +94,7 @@ pub fn run(index: usize, inbox: Receiver<ProcessorMsg>, io_threads: usize, done:
         published = stats.published,
         delivered = stats.delivered,
         encode_failures = sink.encode_failures(),
+        append_failures = sink.append_failures(),
         "processor-{index} stopped"
     );
     done.fetch_add(1, Ordering::AcqRel);

@@ -6,6 +6,60 @@ use std::process::{Command as Process, Stdio};
 
 use crate::support::{Broker, binary, run_cli};
 
+/// Publishes `{"probe":true}` to `topic` until told to stop: a subscriber
+/// process is ready once a probe reaches it (the only signal there is from
+/// outside the process).
+struct Prober {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Prober {
+    fn start(server: &str, topic: &str) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (server, topic, flag) = (
+            server.to_owned(),
+            topic.to_owned(),
+            std::sync::Arc::clone(&stop),
+        );
+        let thread = std::thread::spawn(move || {
+            while !flag.load(std::sync::atomic::Ordering::Acquire) {
+                let out = run_cli(
+                    &[
+                        "publish",
+                        "--server",
+                        &server,
+                        "--topic",
+                        &topic,
+                        "--ack",
+                        "processed",
+                    ],
+                    Some(b"{\"probe\":true}\n"),
+                );
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                std::thread::park_timeout(std::time::Duration::from_millis(20));
+            }
+        });
+        Self {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Prober {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 #[test]
 fn publish_and_subscribe_round_trip_through_processes() {
     let broker = Broker::start();
@@ -16,46 +70,30 @@ fn publish_and_subscribe_round_trip_through_processes() {
             &broker.client,
             "--topic",
             "cli",
-            "--count",
-            "3",
             "--format",
             "json",
             "--timeout",
-            "30",
+            "60",
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // The subscription is live once the broker has it: wait for the flush of
-    // a probe publish to be delivered... simpler: poll until a probe arrives.
-    let stdout = subscriber.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let mut first = None;
-    for _ in 0..200 {
-        let out = run_cli(
-            &[
-                "publish",
-                "--server",
-                &broker.client,
-                "--topic",
-                "cli",
-                "--ack",
-                "processed",
-            ],
-            Some(b"{\"probe\":true}\n"),
-        );
-        assert!(out.status.success());
-        if let Some(line) = lines.next() {
-            first = Some(line.unwrap());
-            break;
-        }
-    }
-    let first = first.expect("the subscriber received a probe");
+    let mut lines = BufReader::new(subscriber.stdout.take().unwrap()).lines();
+    let prober = Prober::start(&broker.client, "cli");
+    let first = lines
+        .next()
+        .expect("the subscriber received a probe")
+        .unwrap();
+    drop(prober);
     let value: serde_json::Value = serde_json::from_str(&first).unwrap();
     assert_eq!(value["cmd"], "publish");
     assert_eq!(value["topic"], "cli");
     assert_eq!(value["data"], serde_json::json!({"probe": true}));
+    assert!(
+        value["bookmark"].is_string(),
+        "journaled messages carry their bookmark: {value}"
+    );
     let out = run_cli(
         &["publish", "--server", &broker.client, "--topic", "cli"],
         Some(b"{\"n\":1}\n\nplain words\n"),
@@ -66,25 +104,66 @@ fn publish_and_subscribe_round_trip_through_processes() {
         String::from_utf8_lossy(&out.stderr)
     );
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(
-        summary,
-        serde_json::json!({"published": 2, "acked": 0, "last_bookmark": null})
+    assert_eq!(summary["published"], 2, "empty lines are skipped");
+    assert_eq!(summary["acked"], 0);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with(r#"{"published":2,"acked":0,"last_bookmark":"#),
+        "keys in the documented order: {text}"
     );
+    let mut rest = Vec::new();
+    for line in lines.by_ref() {
+        let value: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
+        if value["data"] != serde_json::json!({"probe": true}) {
+            rest.push(value["data"].clone());
+        }
+        if rest.len() == 2 {
+            break;
+        }
+    }
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        r#"{"published":2,"acked":0,"last_bookmark":null}"#,
-        "keys in the documented order"
-    );
-    let rest: Vec<String> = lines.map(Result::unwrap).collect();
-    let status = subscriber.wait().unwrap();
-    assert!(status.success());
-    assert_eq!(rest.len(), 2, "{rest:?}");
-    let second: serde_json::Value = serde_json::from_str(&rest[0]).unwrap();
-    assert_eq!(second["data"], serde_json::json!({"n": 1}));
-    let third: serde_json::Value = serde_json::from_str(&rest[1]).unwrap();
-    assert_eq!(
-        third["data"], "plain words",
+        rest,
+        [
+            serde_json::json!({"n": 1}),
+            serde_json::json!("plain words")
+        ],
         "non-JSON payloads are strings"
+    );
+    let _ = subscriber.kill();
+    let _ = subscriber.wait();
+}
+
+#[test]
+fn subscribe_count_exits_after_n_messages() {
+    let broker = Broker::start();
+    let subscriber = Process::new(binary())
+        .args([
+            "subscribe",
+            "--server",
+            &broker.client,
+            "--topic",
+            "counted",
+            "--count",
+            "1",
+            "--timeout",
+            "60",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let prober = Prober::start(&broker.client, "counted");
+    let out = subscriber.wait_with_output().unwrap();
+    drop(prober);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "{\"probe\":true}\n",
+        "--format data prints the payload"
     );
 }
 
@@ -164,7 +243,7 @@ fn publish_file_with_processed_acks() {
 
 #[test]
 fn errors_exit_1_with_one_line_and_bad_usage_exits_2() {
-    let broker = Broker::start();
+    let broker = Broker::start_with("[journal]\ntopics = []\n");
     let out = run_cli(
         &[
             "publish",

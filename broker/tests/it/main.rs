@@ -11,3 +11,4 @@ mod placement;
 mod protocol_errors;
 mod pubsub;
 mod support;
+mod tidy;

@@ -29,7 +29,7 @@ fn two_numa_nodes_critical_threads_on_node0_others_on_node1() {
     assert_eq!(value["other_pus"], serde_json::json!([4, 5, 6, 7]));
     assert_eq!(
         value["plan"],
-        "io-0=cpu0 processor-0=cpu1 processor-1=cpu2 others=cpu{4,5,6,7}"
+        "io-0=cpu0 processor-0=cpu1 processor-1=cpu2 flusher=cpu3 others=cpu{4,5,6,7}"
     );
 }
 
@@ -39,7 +39,7 @@ fn hyperthreads_are_used_after_every_core() {
     assert_eq!(value["node0_cores"], serde_json::json!([[0, 1], [2, 3]]));
     assert_eq!(
         value["plan"],
-        "io-0=cpu0 io-1=cpu1 processor-0=cpu2 processor-1=cpu3 others=cpu{4,5,6,7}"
+        "io-0=cpu0 io-1=cpu1 processor-0=cpu2 processor-1=cpu3 flusher=cpu0 others=cpu{4,5,6,7}"
     );
 }
 
@@ -49,6 +49,6 @@ fn one_node_machine_shares_what_is_left() {
     assert_eq!(value["numa_nodes"], 1);
     assert_eq!(
         value["plan"],
-        "io-0=cpu0 io-1=cpu2 processor-0=cpu1 processor-1=cpu3 processor-2=cpu4 processor-3=cpu5 others=cpu{6,7}"
+        "io-0=cpu0 io-1=cpu2 processor-0=cpu1 processor-1=cpu3 processor-2=cpu4 processor-3=cpu5 flusher=cpu6 others=cpu{7}"
     );
 }

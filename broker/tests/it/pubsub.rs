@@ -216,14 +216,34 @@ fn unsubscribe_stops_delivery_after_its_ack() {
 }
 
 #[tokio::test]
-async fn processed_acks_carry_the_command_id_and_persisted_is_refused_without_a_journal() {
-    let broker = Broker::start();
+async fn persisted_acks_carry_bookmarks_and_are_refused_for_topics_not_journaled() {
+    let broker = Broker::start_with(
+        "[journal]\ntopics = [\"journaled/.*\"]\nsegment_bytes = \"4 MiB\"\npreallocate = 1\n",
+    );
     let client = broker.client("acker").await;
     let pending = client
         .publish_acked("t", "x", statecast_client::AckType::Processed)
         .await
         .unwrap();
-    pending.wait().await.expect("processed ack");
+    let ack = pending.wait().await.expect("processed ack");
+    assert_eq!(
+        ack.bookmark, None,
+        "a topic that is not journaled has no bookmark"
+    );
+    let mut bookmarks = Vec::new();
+    for _ in 0..3 {
+        let pending = client
+            .publish_acked("journaled/a", "x", statecast_client::AckType::Persisted)
+            .await
+            .unwrap();
+        let ack = pending.wait().await.expect("persisted ack");
+        assert_eq!(ack.ack_type, statecast_client::AckType::Persisted);
+        bookmarks.push(ack.bookmark.expect("a persisted ack names its bookmark"));
+    }
+    assert!(
+        bookmarks.windows(2).all(|w| w[0] < w[1]),
+        "bookmarks increase: {bookmarks:?}"
+    );
     let pending = client
         .publish_acked("t", "x", statecast_client::AckType::Persisted)
         .await

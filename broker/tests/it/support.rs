@@ -39,7 +39,12 @@ impl Broker {
     /// A broker with extra configuration TOML laid over the test defaults.
     pub fn start_with(extra: &str) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
+        // Small journal segments: tests publish little, and preallocating
+        // the default 128 MiB files would dominate their run time.
         let mut config = String::from("[threads]\npin = false\n");
+        if !extra.contains("[journal]") {
+            config.push_str("[journal]\nsegment_bytes = \"4 MiB\"\npreallocate = 1\n");
+        }
         config.push_str(extra);
         let config_path = dir.path().join("config.toml");
         std::fs::write(&config_path, config).expect("write config");
