@@ -183,8 +183,9 @@ fn render(reports: &[Report]) -> String {
     if !throughput.is_empty() {
         out.push_str(
             "| workload | target | runs | publish msgs/s | delivered msgs/s per subscriber (slowest) \
-             | deliveries/s (all subscribers) | lost | client CPU % | server CPU % |\n\
-             | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+             | deliveries/s (all subscribers) | lost | client CPU % | server CPU % \
+             | server CPU µs per delivery |\n\
+             | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
         );
         for key in &throughput {
             let mut delivered: BTreeMap<String, f64> = BTreeMap::new();
@@ -193,7 +194,7 @@ fn render(reports: &[Report]) -> String {
                 delivered.insert(target.clone(), rate.median);
                 let _ = writeln!(
                     out,
-                    "| {key} | {target} | {} | {} | {} | {} | {} | {} | {} |",
+                    "| {key} | {target} | {} | {} | {} | {} | {} | {} | {} | {} |",
                     runs.len(),
                     Figure::of(runs, |r| Some(r.publish_rate)).with_range(thousands),
                     rate.with_range(thousands),
@@ -201,6 +202,11 @@ fn render(reports: &[Report]) -> String {
                     thousands(Figure::of(runs, |r| Some(r.lost as f64)).max),
                     percent(Figure::of(runs, |r| r.client_cpu_pct).median),
                     percent(Figure::of(runs, |r| r.server_cpu_pct).median),
+                    Figure::of(runs, |r| {
+                        let cpu = r.server_cpu_pct?;
+                        (r.deliveries_rate > 0.0).then(|| cpu / 100.0 / r.deliveries_rate * 1e6)
+                    })
+                    .with_range(|us| format!("{us:.2}")),
                 );
             }
             if let Some(statecast) = delivered.get("statecast") {

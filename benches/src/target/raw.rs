@@ -186,6 +186,7 @@ impl Target for Raw {
             topic: self.topic.clone(),
             filter: None,
             options: None,
+            bookmark: None,
         });
         write.write_all(&subscribe.to_bytes()?).await?;
         reader.wait_ack(1).await.context("subscribe")?;
