@@ -66,6 +66,9 @@ struct TrieNode {
     fields: Vec<FieldName>,
     /// The same, hashed, when there are many.
     field_map: Option<HashMap<Box<[u8]>, u32>>,
+    /// Bit `n` set when some name has `n` bytes (bit 63: 63 or more), so
+    /// most unwanted names are rejected by their length alone.
+    name_lengths: u64,
     /// Array positions leading to wanted paths, and the child of each.
     indexes: Vec<(u32, u32)>,
     /// The slot that collects values found exactly here, if this is a wanted path.
@@ -110,6 +113,9 @@ impl TrieNode {
 
     #[inline]
     fn field_child_with_prefix(&self, name: &[u8], prefix: u64) -> Option<u32> {
+        if (self.name_lengths >> name.len().min(63)) & 1 == 0 {
+            return None;
+        }
         if let Some(map) = &self.field_map {
             return map.get(name).copied();
         }
@@ -169,6 +175,7 @@ impl PathSet {
                     let parent = &mut self.nodes[node];
                     match step {
                         Step::Field(name) => {
+                            parent.name_lengths |= 1 << name.len().min(63);
                             parent.fields.push(FieldName {
                                 len: name.len(),
                                 prefix: prefix_word(name.as_bytes()),
@@ -497,6 +504,34 @@ impl Scanner<'_> {
         }
     }
 
+    /// Reads a member name at the cursor: its range, whether it has
+    /// escapes, and its [`prefix_word`]. A name shorter than eight bytes
+    /// (most are) is found, and its prefix taken, from one word.
+    #[inline]
+    fn member_name(&mut self) -> Result<(usize, usize, bool, u64), Malformed> {
+        let start = self.pos + 1;
+        if let Some(chunk) = self.bytes.get(start..).and_then(<[u8]>::first_chunk::<8>) {
+            let word = u64::from_le_bytes(*chunk);
+            let quote = bytes_equal(word, b'"');
+            let backslash = bytes_equal(word, b'\\');
+            // The lowest flag of each mask is exact: a quote before any backslash ends the name.
+            if quote != 0 && (backslash == 0 || quote.trailing_zeros() < backslash.trailing_zeros())
+            {
+                let len = (quote.trailing_zeros() / 8) as usize;
+                self.pos = start + len + 1;
+                let prefix = word & ((1_u64 << (len * 8)) - 1);
+                return Ok((start, start + len, false, prefix));
+            }
+        }
+        let (start, end, escaped) = self.string()?;
+        Ok((
+            start,
+            end,
+            escaped,
+            prefix_at(self.bytes, start, end - start),
+        ))
+    }
+
     fn object(&mut self, node: u32, stop: bool, depth: u32) -> Result<Flow, Malformed> {
         if depth > MAX_NESTING {
             return Err(Malformed);
@@ -515,9 +550,13 @@ impl Scanner<'_> {
             if self.peek() != Some(b'"') {
                 return Err(Malformed);
             }
-            let (start, end, escaped) = self.string()?;
-            self.skip_ws();
-            self.expect(b':')?;
+            let (start, end, escaped, prefix) = self.member_name()?;
+            if self.peek() == Some(b':') {
+                self.pos += 1;
+            } else {
+                self.skip_ws();
+                self.expect(b':')?;
+            }
             self.skip_ws();
             let name = self.bytes.get(start..end).unwrap_or(&[]);
             let child = if escaped {
@@ -528,7 +567,7 @@ impl Scanner<'_> {
                 self.cap.key = key;
                 child
             } else {
-                trie.field_child_with_prefix(name, prefix_at(self.bytes, start, end - start))
+                trie.field_child_with_prefix(name, prefix)
             };
             match child {
                 Some(child) if self.cap.seen[child as usize] != instance => {
@@ -662,6 +701,13 @@ impl Scanner<'_> {
             {
                 let word = u64::from_le_bytes(*chunk);
                 if !escaped && bytes_equal(word, b'\\') == 0 {
+                    let folded = word | (ONES * 0x20);
+                    if bytes_equal(folded, b'{') | bytes_equal(folded, b'}') == 0 {
+                        // No bracket: only the parity of the quotes matters.
+                        in_string ^= count_flags(flag_equal(word, b'"')) & 1 == 1;
+                        self.pos += 8;
+                        continue;
+                    }
                     // Masks keep one flag per byte, in the byte's high bit.
                     let quotes = flag_equal(word, b'"');
                     // Prefix XOR: a byte's flag is set when an odd number
@@ -673,7 +719,6 @@ impl Scanner<'_> {
                     if in_string {
                         inside ^= HIGHS;
                     }
-                    let folded = word | (ONES * 0x20);
                     let opens = flag_equal(folded, b'{') & !inside;
                     let closes = flag_equal(folded, b'}') & !inside;
                     in_string = inside >> 63 == 1;
