@@ -165,3 +165,19 @@ fn unescape_matches_json() {
     unescape(br#"a\n\t\\\/\"\u00e9\ud800x"#, &mut out);
     assert_eq!(out, "a\n\t\\/\"é\u{FFFD}x".as_bytes());
 }
+
+#[test]
+fn names_of_every_length_are_found() {
+    // Names around the eight-byte word boundary, with and without enough
+    // payload after them for a whole-word read.
+    for len in 1..=12 {
+        let name: String = "abcdefghijkl".chars().take(len).collect();
+        // Same length, differing only in the last byte.
+        let decoy = format!("{}Z", &name[..len - 1]);
+        let path = format!("/{name}");
+        let doc = format!(r#"{{"{decoy}x":0,"{decoy}":1,"{name}":2}}"#);
+        assert_eq!(values(&doc, &[&path]), vec![vec!["2"]], "{doc}");
+        let short = format!(r#"{{"{name}":3}}"#);
+        assert_eq!(values(&short, &[&path]), vec![vec!["3"]], "{short}");
+    }
+}
