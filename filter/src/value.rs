@@ -303,6 +303,9 @@ pub fn parse_number(text: &[u8]) -> Option<Num> {
     if i != text.len() {
         return None;
     }
+    if let Some(n) = parse_simple(text, integral) {
+        return Some(n);
+    }
     // The grammar above admits only ASCII, so this never fails.
     let text = std::str::from_utf8(text).ok()?;
     if integral && let Ok(n) = text.parse::<i64>() {
@@ -314,6 +317,59 @@ pub fn parse_number(text: &[u8]) -> Option<Num> {
         return Some(Num::Int(n));
     }
     text.parse::<f64>().ok().map(Num::Float)
+}
+
+/// The common cases of [`parse_number`] without the standard library's
+/// general parsers: an integer of at most 18 digits, or a decimal with at
+/// most 15 significant digits and no exponent. The decimal is its digits as
+/// an integer divided by a power of ten; both are exact doubles, and IEEE
+/// division rounds correctly, so the result equals the correctly rounded
+/// parse (Clinger's fast path). Returns None for anything else. `text` has
+/// already been checked against the number grammar.
+fn parse_simple(text: &[u8], integral: bool) -> Option<Num> {
+    const POWERS: [f64; 16] = [
+        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+    ];
+    let (negative, body) = match text.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        Some((b'+', rest)) => (false, rest),
+        _ => (false, text),
+    };
+    let mut mantissa: u64 = 0;
+    let mut digits = 0;
+    let mut scale = 0;
+    let mut seen_point = false;
+    for &b in body {
+        match b {
+            b'0'..=b'9' => {
+                mantissa = mantissa * 10 + u64::from(b - b'0');
+                digits += 1;
+                if seen_point {
+                    scale += 1;
+                }
+                if digits > 18 {
+                    return None;
+                }
+            }
+            b'.' => seen_point = true,
+            _ => return None,
+        }
+    }
+    if integral {
+        // At most 18 digits, so it fits.
+        let n = i64::try_from(mantissa).ok()?;
+        if n == 0 && negative {
+            return Some(Num::Float(-0.0));
+        }
+        return Some(Num::Int(if negative { -n } else { n }));
+    }
+    if digits > 15 {
+        return None;
+    }
+    // At most 15 digits: below 2^53, so the conversion is exact.
+    #[allow(clippy::cast_precision_loss)]
+    let value = mantissa as f64 / *POWERS.get(scale)?;
+    Some(Num::Float(if negative { -value } else { value }))
 }
 
 /// The outcome of comparing two values.
@@ -526,6 +582,61 @@ impl NumKey {
                 Some(NumKey::Int(x as i64))
             }
             Num::Float(x) => Some(NumKey::Bits(x.to_bits())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fast path must agree with the standard library's parsers.
+    #[test]
+    fn simple_numbers_parse_like_the_standard_library() {
+        let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..200_000 {
+            let r = next();
+            let int_digits = (r % 12) as usize;
+            let frac_digits = ((r >> 8) % 10) as usize;
+            let mut text = String::new();
+            if r & (1 << 20) != 0 {
+                text.push('-');
+            }
+            for k in 0..int_digits {
+                text.push(char::from(b'0' + ((next() >> (k % 8)) % 10) as u8));
+            }
+            if r & (1 << 21) != 0 {
+                text.push('.');
+                for k in 0..frac_digits {
+                    text.push(char::from(b'0' + ((next() >> (k % 8)) % 10) as u8));
+                }
+            }
+            let integral = !text.contains('.');
+            let Some(fast) = parse_simple(text.as_bytes(), integral) else {
+                continue;
+            };
+            let expected = if integral {
+                match text.parse::<i64>() {
+                    Ok(0) if text.starts_with('-') => Num::Float(-0.0),
+                    Ok(n) => Num::Int(n),
+                    Err(_) => continue,
+                }
+            } else {
+                match text.parse::<f64>() {
+                    Ok(x) => Num::Float(x),
+                    Err(_) => continue,
+                }
+            };
+            match (fast, expected) {
+                (Num::Float(a), Num::Float(b)) => assert_eq!(a.to_bits(), b.to_bits(), "{text}"),
+                (a, b) => assert_eq!(a, b, "{text}"),
+            }
         }
     }
 }
