@@ -70,9 +70,14 @@ pub struct RunArgs {
     /// for this long.
     #[arg(long, default_value_t = 2000)]
     drain_timeout_ms: u64,
-    /// Free text copied into the JSON line.
+    /// Free text copied into the JSON line (`scripts/bench-peers` names the
+    /// workload with it).
     #[arg(long)]
     label: Option<String>,
+    /// The target's name in the JSON line, when it differs from `--target`
+    /// (e.g. `statecast-journal` for the broker with its journal on).
+    #[arg(long)]
+    name: Option<String>,
 }
 
 /// A publish rate.
@@ -314,7 +319,10 @@ async fn run<T: Target>(target: T, args: &RunArgs) -> anyhow::Result<Report> {
     let publish_secs = secs_since_first(last_publish_ns);
     let rates: Vec<f64> = subscriber_detail.iter().map(|s| s.delivered_rate).collect();
     Ok(Report {
-        target: args.target.name().to_owned(),
+        target: args
+            .name
+            .clone()
+            .unwrap_or_else(|| args.target.name().to_owned()),
         label: args.label.clone(),
         publishers: args.publishers,
         subscribers: args.subscribers,

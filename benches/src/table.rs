@@ -49,10 +49,17 @@ pub fn main(args: &TableArgs) -> anyhow::Result<()> {
 
 /// The order targets are listed in.
 fn target_rank(target: &str) -> (usize, String) {
-    let rank = ["relay", "statecast", "statecast-raw", "nats", "mem"]
-        .iter()
-        .position(|t| *t == target)
-        .unwrap_or(usize::MAX);
+    let rank = [
+        "relay",
+        "statecast",
+        "statecast-raw",
+        "statecast-journal",
+        "nats",
+        "mem",
+    ]
+    .iter()
+    .position(|t| *t == target)
+    .unwrap_or(usize::MAX);
     (rank, target.to_owned())
 }
 
