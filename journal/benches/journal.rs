@@ -15,7 +15,10 @@
 //!   waits);
 //! - `recovery_scan/1KiB`: `Journal::open` with `verify_all_on_open` over a
 //!   journal of 1 KiB records in the page cache (`STATECAST_BENCH_SCAN_MB`,
-//!   default 512), i.e. every record read and CRC-checked.
+//!   default 512), i.e. every record read and CRC-checked. Each open after
+//!   the first is an *unclean* one (the previous open was dropped without a
+//!   shutdown), so it also checks the tail and the spares for stale bytes;
+//!   the throughput counts record bytes only.
 //!
 //! It also prints the per-record overhead measured by the dump library.
 //! `cargo bench -p statecast-journal -- --test` runs each once, small.

@@ -498,6 +498,40 @@ pub(crate) fn scan_segment(
     Ok(result)
 }
 
+static ZERO_PAGE: [u8; 4096] = [0; 4096];
+
+/// Position of the first non-zero byte: whole pages are compared with a
+/// zero page (a vectorised memcmp), bytes only inside the first that differs.
+fn first_nonzero_in(bytes: &[u8]) -> Option<usize> {
+    let mut at = 0;
+    for chunk in bytes.chunks(ZERO_PAGE.len()) {
+        if chunk != &ZERO_PAGE[..chunk.len()] {
+            return chunk
+                .iter()
+                .position(|&b| b != 0)
+                .map(|position| at + position);
+        }
+        at += chunk.len();
+    }
+    None
+}
+
+/// Position of the last non-zero byte, the same way from the end.
+fn last_nonzero_in(bytes: &[u8]) -> Option<usize> {
+    let pages = bytes.len().div_ceil(ZERO_PAGE.len());
+    for page in (0..pages).rev() {
+        let start = page * ZERO_PAGE.len();
+        let chunk = &bytes[start..(start + ZERO_PAGE.len()).min(bytes.len())];
+        if chunk != &ZERO_PAGE[..chunk.len()] {
+            return chunk
+                .iter()
+                .rposition(|&b| b != 0)
+                .map(|position| start + position);
+        }
+    }
+    None
+}
+
 /// First offset at or after `from` holding a non-zero byte, if any.
 pub(crate) fn first_nonzero(file: &dyn SegmentFile, from: u64) -> io::Result<Option<u64>> {
     let capacity = file.capacity();
@@ -506,7 +540,7 @@ pub(crate) fn first_nonzero(file: &dyn SegmentFile, from: u64) -> io::Result<Opt
     while offset < capacity {
         let len = (capacity - offset).min(WINDOW_BYTES as u64) as usize;
         file.read_at(offset, &mut buffer[..len])?;
-        if let Some(at) = buffer[..len].iter().position(|&b| b != 0) {
+        if let Some(at) = first_nonzero_in(&buffer[..len]) {
             return Ok(Some(offset + at as u64));
         }
         offset += len as u64;
@@ -523,7 +557,7 @@ pub(crate) fn nonzero_extent(file: &dyn SegmentFile, from: u64) -> io::Result<u6
     while offset < capacity {
         let len = (capacity - offset).min(WINDOW_BYTES as u64) as usize;
         file.read_at(offset, &mut buffer[..len])?;
-        if let Some(at) = buffer[..len].iter().rposition(|&b| b != 0) {
+        if let Some(at) = last_nonzero_in(&buffer[..len]) {
             extent = offset + at as u64 + 1;
         }
         offset += len as u64;
@@ -534,6 +568,21 @@ pub(crate) fn nonzero_extent(file: &dyn SegmentFile, from: u64) -> io::Result<u6
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zero_scans_find_the_exact_byte() {
+        let mut bytes = vec![0u8; 3 * 4096 + 100];
+        assert_eq!(
+            (first_nonzero_in(&bytes), last_nonzero_in(&bytes)),
+            (None, None)
+        );
+        bytes[5000] = 1;
+        bytes[9000] = 2;
+        assert_eq!(first_nonzero_in(&bytes), Some(5000));
+        assert_eq!(last_nonzero_in(&bytes), Some(9000));
+        bytes[3 * 4096 + 99] = 3;
+        assert_eq!(last_nonzero_in(&bytes), Some(3 * 4096 + 99));
+    }
 
     #[test]
     fn segment_names_round_trip() {
