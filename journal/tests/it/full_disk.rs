@@ -104,7 +104,7 @@ fn real_tmpfs_fills_up_without_sigbus_and_recovers() {
     struct Unmount(String);
     impl Drop for Unmount {
         fn drop(&mut self) {
-            let _ = Command::new("umount").arg(&self.0).status();
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
         }
     }
     let _unmount = Unmount(mount.clone());
