@@ -559,7 +559,11 @@ impl Scanner<'_> {
             }
             self.skip_ws();
             let name = self.bytes.get(start..end).unwrap_or(&[]);
-            let child = if escaped {
+            // Most names are rejected by length before any call (an escaped
+            // name's raw length says nothing about its real one).
+            let child = if !escaped && (trie.name_lengths >> (end - start).min(63)) & 1 == 0 {
+                None
+            } else if escaped {
                 let mut key = std::mem::take(&mut self.cap.key);
                 key.clear();
                 unescape(name, &mut key);
