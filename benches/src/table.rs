@@ -159,6 +159,12 @@ fn ratio(numerator: f64, denominator: f64) -> String {
     }
 }
 
+/// CPU microseconds per delivery, from a CPU percentage over the run.
+fn per_delivery_us(report: &Report, cpu_pct: Option<f64>) -> Option<f64> {
+    let cpu = cpu_pct?;
+    (report.deliveries_rate > 0.0).then(|| cpu / 100.0 / report.deliveries_rate * 1e6)
+}
+
 /// The tables for `reports`.
 fn render(reports: &[Report]) -> String {
     // workload → target → runs, workloads in first-seen order.
@@ -191,8 +197,8 @@ fn render(reports: &[Report]) -> String {
         out.push_str(
             "| workload | target | runs | publish msgs/s | delivered msgs/s per subscriber (slowest) \
              | deliveries/s (all subscribers) | lost | client CPU % | server CPU % \
-             | server CPU µs per delivery |\n\
-             | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+             | client CPU µs per delivery | server CPU µs per delivery |\n\
+             | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
         );
         for key in &throughput {
             let mut delivered: BTreeMap<String, f64> = BTreeMap::new();
@@ -201,7 +207,7 @@ fn render(reports: &[Report]) -> String {
                 delivered.insert(target.clone(), rate.median);
                 let _ = writeln!(
                     out,
-                    "| {key} | {target} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    "| {key} | {target} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                     runs.len(),
                     Figure::of(runs, |r| Some(r.publish_rate)).with_range(thousands),
                     rate.with_range(thousands),
@@ -209,11 +215,10 @@ fn render(reports: &[Report]) -> String {
                     thousands(Figure::of(runs, |r| Some(r.lost as f64)).max),
                     percent(Figure::of(runs, |r| r.client_cpu_pct).median),
                     percent(Figure::of(runs, |r| r.server_cpu_pct).median),
-                    Figure::of(runs, |r| {
-                        let cpu = r.server_cpu_pct?;
-                        (r.deliveries_rate > 0.0).then(|| cpu / 100.0 / r.deliveries_rate * 1e6)
-                    })
-                    .with_range(|us| format!("{us:.2}")),
+                    Figure::of(runs, |r| per_delivery_us(r, r.client_cpu_pct))
+                        .with_range(|us| format!("{us:.2}")),
+                    Figure::of(runs, |r| per_delivery_us(r, r.server_cpu_pct))
+                        .with_range(|us| format!("{us:.2}")),
                 );
             }
             if let Some(statecast) = delivered.get("statecast") {
