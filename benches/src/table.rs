@@ -159,6 +159,30 @@ fn ratio(numerator: f64, denominator: f64) -> String {
     }
 }
 
+/// The runs figures are taken from: those without errors, unless every run
+/// had errors.
+fn usable<'a>(runs: &[&'a Report]) -> Vec<&'a Report> {
+    let clean: Vec<&Report> = runs
+        .iter()
+        .copied()
+        .filter(|r| r.errors.is_empty())
+        .collect();
+    if clean.is_empty() {
+        runs.to_vec()
+    } else {
+        clean
+    }
+}
+
+/// "3", or "2 of 3" when runs with errors were left out of the figures.
+fn run_count(used: &[&Report], all: &[&Report]) -> String {
+    if used.len() == all.len() {
+        all.len().to_string()
+    } else {
+        format!("{} of {}", used.len(), all.len())
+    }
+}
+
 /// CPU microseconds per delivery, from a CPU percentage over the run.
 fn per_delivery_us(report: &Report, cpu_pct: Option<f64>) -> Option<f64> {
     let cpu = cpu_pct?;
@@ -202,17 +226,18 @@ fn render(reports: &[Report]) -> String {
         );
         for key in &throughput {
             let mut delivered: BTreeMap<String, f64> = BTreeMap::new();
-            for ((_, target), runs) in &groups[*key] {
+            for ((_, target), all) in &groups[*key] {
+                let runs = &usable(all);
                 let rate = Figure::of(runs, |r| Some(r.delivered_rate_min));
                 delivered.insert(target.clone(), rate.median);
                 let _ = writeln!(
                     out,
                     "| {key} | {target} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                    runs.len(),
+                    run_count(runs, all),
                     Figure::of(runs, |r| Some(r.publish_rate)).with_range(thousands),
                     rate.with_range(thousands),
                     thousands(Figure::of(runs, |r| Some(r.deliveries_rate)).median),
-                    thousands(Figure::of(runs, |r| Some(r.lost as f64)).max),
+                    thousands(Figure::of(all, |r| Some(r.lost as f64)).max),
                     percent(Figure::of(runs, |r| r.client_cpu_pct).median),
                     percent(Figure::of(runs, |r| r.server_cpu_pct).median),
                     Figure::of(runs, |r| per_delivery_us(r, r.client_cpu_pct))
@@ -241,20 +266,21 @@ fn render(reports: &[Report]) -> String {
         );
         for key in &latency {
             let mut figures: BTreeMap<String, (f64, f64)> = BTreeMap::new();
-            for ((_, target), runs) in &groups[*key] {
+            for ((_, target), all) in &groups[*key] {
+                let runs = &usable(all);
                 let p50 = Figure::of(runs, |r| Some(r.latency_us.p50));
                 let p99 = Figure::of(runs, |r| Some(r.latency_us.p99));
                 figures.insert(target.clone(), (p50.median, p99.median));
                 let _ = writeln!(
                     out,
                     "| {key} | {target} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                    runs.len(),
+                    run_count(runs, all),
                     p50.with_range(micros),
                     p99.with_range(micros),
                     Figure::of(runs, |r| Some(r.latency_us.p999)).with_range(micros),
                     Figure::of(runs, |r| Some(r.latency_us.max)).with_range(micros),
                     thousands(Figure::of(runs, |r| Some(r.delivered_rate_min)).median),
-                    thousands(Figure::of(runs, |r| Some(r.lost as f64)).max),
+                    thousands(Figure::of(all, |r| Some(r.lost as f64)).max),
                     percent(Figure::of(runs, |r| r.server_cpu_pct).median),
                 );
             }
@@ -273,6 +299,12 @@ fn render(reports: &[Report]) -> String {
             }
         }
         out.push('\n');
+    }
+    if !reports.is_empty() {
+        out.push_str(
+            "Figures are medians (min–max when the runs differ by more than 5 %) over the runs \
+             without errors (\"2 of 3\": a run had errors, listed below); \"lost\" is the worst run.\n\n",
+        );
     }
     if !ratios.is_empty() {
         out.push_str(
@@ -338,6 +370,28 @@ mod tests {
         assert!(median(&[]).is_nan());
         assert_eq!(thousands(1_234_567.4), "1,234,567");
         assert_eq!(thousands(999.0), "999");
+    }
+
+    #[test]
+    fn runs_with_errors_are_left_out_of_the_figures() {
+        let mut failed = report("statecast", "latency-1", Some(20_000.0), 0.0, 0.0);
+        failed.errors.push("subscriber 0: slow client".into());
+        failed.lost = 100;
+        let reports = vec![
+            report("statecast", "latency-1", Some(20_000.0), 20_000.0, 60.0),
+            report("statecast", "latency-1", Some(20_000.0), 20_000.0, 70.0),
+            failed,
+        ];
+        let table = render(&reports);
+        assert!(
+            table.contains("| latency-1 | statecast | 2 of 3 | 65.0 (60.0–70.0) |"),
+            "{table}"
+        );
+        assert!(table.contains("| 20,000 | 100 |"), "{table}");
+        assert!(
+            table.contains("- latency-1 statecast: subscriber 0: slow client"),
+            "{table}"
+        );
     }
 
     #[test]
