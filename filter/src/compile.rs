@@ -38,6 +38,20 @@ pub(crate) enum Node {
         lhs: Box<Node>,
         rhs: Box<Node>,
     },
+    /// `path op constant`, or `constant op path` with the operator mirrored:
+    /// the commonest predicate, evaluated without the general operand
+    /// machinery.
+    ComparePath {
+        op: BinaryOp,
+        slot: u32,
+        value: Const,
+    },
+    /// `path [NOT] IN (constant, …)`.
+    InPath {
+        slot: u32,
+        list: Box<[Const]>,
+        negated: bool,
+    },
     Arith {
         op: BinaryOp,
         lhs: Box<Node>,
@@ -105,7 +119,19 @@ impl Compiler<'_> {
                 let lhs = Box::new(self.compile(lhs)?);
                 let rhs = Box::new(self.compile(rhs)?);
                 if op.is_comparison() {
-                    Node::Compare { op: *op, lhs, rhs }
+                    match (&*lhs, &*rhs) {
+                        (Node::Path(slot), Node::Const(value)) => Node::ComparePath {
+                            op: *op,
+                            slot: *slot,
+                            value: value.clone(),
+                        },
+                        (Node::Const(value), Node::Path(slot)) => Node::ComparePath {
+                            op: mirror(*op),
+                            slot: *slot,
+                            value: value.clone(),
+                        },
+                        _ => Node::Compare { op: *op, lhs, rhs },
+                    }
                 } else {
                     Node::Arith { op: *op, lhs, rhs }
                 }
@@ -127,11 +153,29 @@ impl Compiler<'_> {
                 expr,
                 list,
                 negated,
-            } => Node::In {
-                expr: Box::new(self.compile(expr)?),
-                list: self.compile_list(list)?,
-                negated: *negated,
-            },
+            } => {
+                let expr = self.compile(expr)?;
+                let list = self.compile_list(list)?;
+                let constants: Option<Box<[Const]>> = list
+                    .iter()
+                    .map(|item| match item {
+                        Node::Const(c) => Some(c.clone()),
+                        _ => None,
+                    })
+                    .collect();
+                match (expr, constants) {
+                    (Node::Path(slot), Some(list)) => Node::InPath {
+                        slot,
+                        list,
+                        negated: *negated,
+                    },
+                    (expr, _) => Node::In {
+                        expr: Box::new(expr),
+                        list,
+                        negated: *negated,
+                    },
+                }
+            }
             Expr::Like {
                 expr,
                 pattern,
@@ -180,5 +224,18 @@ impl Compiler<'_> {
 
     fn compile_list(&mut self, items: &[Expr]) -> Result<Box<[Node]>, ParseErrorKind> {
         items.iter().map(|item| self.compile(item)).collect()
+    }
+}
+
+/// The operator that gives the same answer with its operands swapped
+/// (`a < b` is `b > a`): comparisons are antisymmetric, NULL and NaN
+/// included.
+fn mirror(op: BinaryOp) -> BinaryOp {
+    match op {
+        BinaryOp::Lt => BinaryOp::Gt,
+        BinaryOp::Le => BinaryOp::Ge,
+        BinaryOp::Gt => BinaryOp::Lt,
+        BinaryOp::Ge => BinaryOp::Le,
+        other => other,
     }
 }

@@ -14,7 +14,10 @@ use crate::compile::{Const, Node};
 use crate::context::MessageContext;
 use crate::functions::{self, FnOut, Function, TextBuffers};
 use crate::scan::{Captures, Raw};
-use crate::value::{Num, Scalar, Truth, apply_comparison, arithmetic, negate, parse_number};
+use crate::value::{
+    Num, Scalar, Truth, apply_comparison, arithmetic, compare_numbers, comparison_truth, negate,
+    parse_json_number,
+};
 
 /// A value during evaluation: like [`Scalar`], but strings built by
 /// functions are ranges of the arena, and JSON numbers stay text until used.
@@ -80,7 +83,8 @@ fn resolve<'x>(v: Val<'x>, arena: &'x [u8]) -> Scalar<'x> {
         Val::Int(i) => Scalar::Int(i),
         Val::Float(x) => Scalar::Float(x),
         Val::Str(s) => Scalar::Str(s),
-        Val::Number(text) => parse_number(text).map_or(Scalar::Null, Scalar::from),
+        // Number text comes from the scanner, which checked its grammar.
+        Val::Number(text) => parse_json_number(text).map_or(Scalar::Null, Scalar::from),
         Val::Arena(start, end) => Scalar::Str(arena.get(start..end).unwrap_or(&[])),
     }
 }
@@ -93,6 +97,48 @@ fn raw_val(raw: Raw, payload: &[u8]) -> Val<'_> {
         Raw::Number { start, end } => Val::Number(payload.get(start..end).unwrap_or(b"0")),
         Raw::Str { start, end } => Val::Str(payload.get(start..end).unwrap_or(&[])),
         Raw::Unescaped { start, end } => Val::Arena(start, end),
+    }
+}
+
+/// A constant of the plan as a value.
+fn const_scalar(c: &Const) -> Scalar<'_> {
+    match c {
+        Const::Null => Scalar::Null,
+        Const::Bool(b) => Scalar::Bool(*b),
+        Const::Int(i) => Scalar::Int(*i),
+        Const::Float(x) => Scalar::Float(*x),
+        Const::Str(s) => Scalar::Str(s),
+    }
+}
+
+/// `apply_comparison(op, value, k)` for one value found at a path, with
+/// the commonest cases done directly: string equality compares the bytes in
+/// place, and a number is compared with a numeric constant without going
+/// through the general coercions (the scanner has checked its grammar).
+#[inline]
+fn compare_raw(op: BinaryOp, raw: Raw, payload: &[u8], arena: &[u8], k: &Const) -> Truth {
+    match (raw, k) {
+        (Raw::Str { start, end }, Const::Str(key)) if matches!(op, BinaryOp::Eq | BinaryOp::Ne) => {
+            let text = payload.get(start..end).unwrap_or(&[]);
+            // The empty string is NULL.
+            if text.is_empty() || key.is_empty() {
+                return Truth::Unknown;
+            }
+            Truth::from((*text == **key) == (op == BinaryOp::Eq))
+        }
+        (Raw::Number { start, end }, Const::Int(_) | Const::Float(_)) => {
+            let number = payload.get(start..end).and_then(parse_json_number);
+            let constant = match *k {
+                Const::Int(i) => Num::Int(i),
+                Const::Float(x) => Num::Float(x),
+                _ => Num::Null,
+            };
+            match number {
+                Some(n) => comparison_truth(op, compare_numbers(n, constant)),
+                None => Truth::Unknown,
+            }
+        }
+        _ => apply_comparison(op, resolve(raw_val(raw, payload), arena), const_scalar(k)),
     }
 }
 
@@ -186,6 +232,47 @@ impl<'a> Eval<'a, '_> {
                 any(l, cap, payload, |a| {
                     any(r, cap, payload, |b| apply_comparison(*op, a, b))
                 })
+            }
+            Node::ComparePath { op, slot, value } => {
+                let (cap, payload) = (&*self.cap, self.payload());
+                if cap.count(*slot) == 0 {
+                    // Comparing NULL.
+                    return Truth::Unknown;
+                }
+                let mut acc = Truth::False;
+                for raw in cap.values(*slot) {
+                    acc = acc.or(compare_raw(*op, raw, payload, &cap.arena, value));
+                    if acc == Truth::True {
+                        break;
+                    }
+                }
+                acc
+            }
+            Node::InPath {
+                slot,
+                list,
+                negated,
+            } => {
+                let (cap, payload) = (&*self.cap, self.payload());
+                let mut acc = Truth::False;
+                if cap.count(*slot) == 0 {
+                    // NULL IN (…): NULL, unless the list is empty.
+                    if !list.is_empty() {
+                        acc = Truth::Unknown;
+                    }
+                } else {
+                    // TRUE when any (element, item) pair is equal: OR is
+                    // commutative, so elements can be the outer loop.
+                    'values: for raw in cap.values(*slot) {
+                        for item in list.iter() {
+                            acc = acc.or(compare_raw(BinaryOp::Eq, raw, payload, &cap.arena, item));
+                            if acc == Truth::True {
+                                break 'values;
+                            }
+                        }
+                    }
+                }
+                if *negated { acc.not() } else { acc }
             }
             Node::Between {
                 expr,

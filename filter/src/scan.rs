@@ -3,10 +3,12 @@
 //!
 //! The paths a filter reads are merged into a trie ([`PathSet`]). The scanner
 //! walks the payload bytes once: at each object it looks the member names up
-//! in the trie node, descends into members that lead to wanted paths, and
-//! skips every other value by bracket counting (strings are skipped with
-//! `memchr`). Values at wanted paths are recorded as byte ranges ([`Raw`]);
-//! numbers are converted only when the evaluator asks.
+//! in the trie node (a perfect hash of the few names the filter uses),
+//! descends into members that lead to wanted paths, and skips every other
+//! value ([`skip`]: strings and containers are crossed with vector searches
+//! and word arithmetic, not byte by byte). Values at wanted paths are
+//! recorded as byte ranges ([`Raw`]); numbers are converted only when the
+//! evaluator asks.
 //!
 //! Array semantics follow AMPS: a field step applied to an array applies to
 //! each element, an array at the end of a path contributes each element (so
@@ -17,16 +19,21 @@
 //! top-level member that leads to a wanted path has been read, the rest of the
 //! payload is never looked at. Duplicate member names: the first wins.
 //!
-//! The scanner is not a validator. What it reads it checks (brackets
-//! balance, strings close, `:` and `,` are where they belong, wanted scalars are valid
-//! JSON literals and numbers, nesting stays within [`MAX_NESTING`]); if any of
-//! that fails, every path is NULL. Malformations inside skipped values (a
-//! bad scalar, `[1}` where only the balance of brackets is counted) and
-//! after the point where the scan stops go unnoticed.
+//! The scanner is not a validator. What it reads it checks (strings close,
+//! `:` and `,` are where they belong, wanted scalars are valid JSON literals
+//! and numbers, the brackets of each skipped container balance, nesting stays
+//! within [`MAX_NESTING`]); if any of that fails, every path is NULL.
+//! Malformations inside skipped values (a bad scalar, `[1}]` where only the
+//! skipped container's own kind of bracket is counted) and after the point
+//! where the scan stops go unnoticed.
 
 use std::collections::HashMap;
 
 use crate::ast::{Path, Step};
+
+mod skip;
+
+use skip::{Clean, Searchers, word_at};
 
 /// Deepest payload nesting the scanner follows, the same as serde_json's
 /// default so that the reference interpreter accepts the same documents.
@@ -64,15 +71,93 @@ pub(crate) enum Raw {
 struct TrieNode {
     /// Member names leading to wanted paths, and the child node of each.
     fields: Vec<FieldName>,
-    /// The same, hashed, when there are many.
+    /// A perfect hash over `fields`, when one was found (nearly always).
+    table: Option<NameTable>,
+    /// The same, hashed, when there are many and no perfect hash was found.
     field_map: Option<HashMap<Box<[u8]>, u32>>,
     /// Bit `n` set when some name has `n` bytes (bit 63: 63 or more), so
     /// most unwanted names are rejected by their length alone.
     name_lengths: u64,
     /// Array positions leading to wanted paths, and the child of each.
     indexes: Vec<(u32, u32)>,
+    /// No member names and no positions below: only a value is recorded here.
+    leaf: bool,
     /// The slot that collects values found exactly here, if this is a wanted path.
     slot: Option<u32>,
+}
+
+/// Most names a [`NameTable`] is built for; its 64 buckets stay sparse.
+const TABLE_MAX_NAMES: usize = 24;
+
+/// A perfect hash of a trie node's member names: a multiplier, chosen when
+/// the filter is compiled, that sends each name's [`name_key`] to its own
+/// bucket, so a lookup is one multiply, one load and one comparison.
+#[derive(Clone, Debug)]
+struct NameTable {
+    multiplier: u64,
+    /// Per bucket, the index in `fields` plus one (0: no name).
+    buckets: Box<[u8; 64]>,
+}
+
+impl NameTable {
+    fn bucket(&self, key: u64) -> usize {
+        (key.wrapping_mul(self.multiplier) >> 58) as usize
+    }
+
+    /// A table for `fields`, if some multiplier separates all their keys.
+    fn build(fields: &[FieldName]) -> Option<NameTable> {
+        if fields.len() > TABLE_MAX_NAMES {
+            return None;
+        }
+        let keys: Vec<u64> = fields
+            .iter()
+            .map(|f| name_key(f.len, f.prefix, suffix_word(&f.name)))
+            .collect();
+        // Odd multipliers from a fixed sequence (splitmix64), so the choice
+        // is deterministic.
+        let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..256 {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            let mut table = NameTable {
+                multiplier: (z ^ (z >> 31)) | 1,
+                buckets: Box::new([0; 64]),
+            };
+            let mut ok = true;
+            for (index, &key) in keys.iter().enumerate() {
+                let bucket = table.bucket(key);
+                match table.buckets.get_mut(bucket) {
+                    Some(slot @ 0) => *slot = u8::try_from(index + 1).unwrap_or(0),
+                    _ => {
+                        ok = false;
+                        break;
+                    }
+                }
+            }
+            if ok {
+                return Some(table);
+            }
+        }
+        None
+    }
+}
+
+/// What a [`NameTable`] hashes: a name's length, first eight bytes and
+/// (for longer names) last eight bytes.
+#[inline]
+fn name_key(len: usize, prefix: u64, suffix: u64) -> u64 {
+    prefix ^ suffix.rotate_left(29) ^ (len as u64).wrapping_mul(0xD6E8_FEB8_6659_FD93)
+}
+
+/// The last eight bytes of a name longer than eight bytes, else 0.
+#[inline]
+fn suffix_word(name: &[u8]) -> u64 {
+    match name.last_chunk::<8>() {
+        Some(chunk) if name.len() > 8 => u64::from_le_bytes(*chunk),
+        _ => 0,
+    }
 }
 
 /// A member name in a trie node, with its length and first eight bytes
@@ -108,14 +193,45 @@ fn prefix_at(bytes: &[u8], start: usize, len: usize) -> u64 {
 
 impl TrieNode {
     fn field_child(&self, name: &[u8]) -> Option<u32> {
-        self.field_child_with_prefix(name, prefix_word(name))
-    }
-
-    #[inline]
-    fn field_child_with_prefix(&self, name: &[u8], prefix: u64) -> Option<u32> {
         if (self.name_lengths >> name.len().min(63)) & 1 == 0 {
             return None;
         }
+        if self.table.is_some() {
+            return self.field_child_with_prefix(name, 0, name.len(), prefix_word(name));
+        }
+        self.field_child_slow(name, prefix_word(name))
+    }
+
+    /// The child for the `len`-byte member name at `bytes[start..]` (whose
+    /// [`prefix_word`] is `prefix`), by the perfect hash when there is one.
+    #[inline(always)]
+    fn field_child_with_prefix(
+        &self,
+        bytes: &[u8],
+        start: usize,
+        len: usize,
+        prefix: u64,
+    ) -> Option<u32> {
+        let Some(table) = &self.table else {
+            return self.field_child_slow(bytes.get(start..start + len)?, prefix);
+        };
+        let suffix = if len > 8 {
+            word_at(bytes, start + len - 8).unwrap_or(0)
+        } else {
+            0
+        };
+        let index = table
+            .buckets
+            .get(table.bucket(name_key(len, prefix, suffix)))?;
+        let field = self.fields.get(usize::from(*index).checked_sub(1)?)?;
+        let same = field.len == len
+            && field.prefix == prefix
+            && (len <= 8 || bytes.get(start..start + len) == Some(&field.name[..]));
+        same.then_some(field.child)
+    }
+
+    #[cold]
+    fn field_child_slow(&self, name: &[u8], prefix: u64) -> Option<u32> {
         if let Some(map) = &self.field_map {
             return map.get(name).copied();
         }
@@ -147,7 +263,10 @@ pub(crate) struct PathSet {
 impl Default for PathSet {
     fn default() -> Self {
         PathSet {
-            nodes: vec![TrieNode::default()],
+            nodes: vec![TrieNode {
+                leaf: true,
+                ..TrieNode::default()
+            }],
             paths: Vec::new(),
         }
     }
@@ -171,8 +290,12 @@ impl PathSet {
             node = match existing {
                 Some(child) => child as usize,
                 None => {
-                    self.nodes.push(TrieNode::default());
+                    self.nodes.push(TrieNode {
+                        leaf: true,
+                        ..TrieNode::default()
+                    });
                     let parent = &mut self.nodes[node];
+                    parent.leaf = false;
                     match step {
                         Step::Field(name) => {
                             parent.name_lengths |= 1 << name.len().min(63);
@@ -182,7 +305,8 @@ impl PathSet {
                                 name: name.as_bytes().into(),
                                 child: next,
                             });
-                            if parent.fields.len() > LINEAR_LOOKUP_MAX {
+                            parent.table = NameTable::build(&parent.fields);
+                            if parent.table.is_none() && parent.fields.len() > LINEAR_LOOKUP_MAX {
                                 parent.field_map = Some(
                                     parent
                                         .fields
@@ -215,8 +339,11 @@ impl PathSet {
             pos: 0,
             set: self,
             cap: captures,
+            clean: Clean::default(),
+            search: Searchers::default(),
         };
-        scanner.skip_ws();
+        scanner.clean.refresh(payload, 0);
+        scanner.pos = skip_ws(payload, 0);
         if scanner.value(0, true, true, 0).is_err() {
             scanner.cap.clear_values();
             return false;
@@ -330,36 +457,48 @@ struct Scanner<'s> {
     pos: usize,
     set: &'s PathSet,
     cap: &'s mut Captures,
+    /// Where the payload is known to hold no backslash.
+    clean: Clean,
+    search: Searchers,
 }
 
 /// Bytes after which a scalar ends.
+#[inline]
 fn is_delimiter(b: u8) -> bool {
-    matches!(b, b',' | b'}' | b']' | b' ' | b'\n' | b'\r' | b'\t')
+    DELIMITERS[usize::from(b)]
+}
+
+/// [`is_delimiter`] as a table: one load per byte of a skipped scalar.
+static DELIMITERS: [bool; 256] = {
+    let mut table = [false; 256];
+    table[b',' as usize] = true;
+    table[b'}' as usize] = true;
+    table[b']' as usize] = true;
+    table[b' ' as usize] = true;
+    table[b'\n' as usize] = true;
+    table[b'\r' as usize] = true;
+    table[b'\t' as usize] = true;
+    table
+};
+
+/// The first position at or after `pos` that is not JSON whitespace.
+#[inline]
+fn skip_ws(bytes: &[u8], mut pos: usize) -> usize {
+    while let Some(b' ' | b'\n' | b'\r' | b'\t') = bytes.get(pos) {
+        pos += 1;
+    }
+    pos
 }
 
 impl Scanner<'_> {
+    #[inline]
     fn peek(&self) -> Option<u8> {
         self.bytes.get(self.pos).copied()
     }
 
-    #[inline]
-    fn skip_ws(&mut self) {
-        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.peek() {
-            self.pos += 1;
-        }
-    }
-
-    fn expect(&mut self, byte: u8) -> Result<(), Malformed> {
-        if self.peek() == Some(byte) {
-            self.pos += 1;
-            Ok(())
-        } else {
-            Err(Malformed)
-        }
-    }
-
     /// Reads the value at the cursor, collecting what `node` wants from it.
     /// `stop` says that once this value is done, every wanted path is.
+    /// `depth` is the number of containers around the value.
     fn value(
         &mut self,
         node: u32,
@@ -367,70 +506,89 @@ impl Scanner<'_> {
         stop: bool,
         depth: u32,
     ) -> Result<Flow, Malformed> {
-        let trie = &self.set.nodes[node as usize];
-        let slot = trie.slot;
+        let set = self.set;
+        let trie = &set.nodes[node as usize];
         match self.peek() {
             Some(b'{') => {
                 if trie.fields.is_empty() {
-                    self.skip_container(depth)?;
+                    self.pos = self.skip_container(self.pos, depth + 1)?;
                     Ok(Flow::Continue)
                 } else {
                     self.object(node, stop, depth + 1)
                 }
             }
             Some(b'[') => {
-                let wanted = slot.is_some()
+                let wanted = trie.slot.is_some()
                     || !trie.fields.is_empty()
                     || (allow_index && !trie.indexes.is_empty());
                 if wanted {
                     self.array(node, allow_index, depth + 1)?;
                 } else {
-                    self.skip_container(depth)?;
+                    self.pos = self.skip_container(self.pos, depth + 1)?;
                 }
                 Ok(Flow::Continue)
             }
-            Some(b'"') => {
-                let (start, end, escaped) = self.string()?;
-                if let Some(slot) = slot {
-                    let raw = if escaped {
-                        let from = self.cap.arena.len();
-                        unescape(
-                            self.bytes.get(start..end).unwrap_or(&[]),
-                            &mut self.cap.arena,
-                        );
-                        Raw::Unescaped {
-                            start: from,
-                            end: self.cap.arena.len(),
-                        }
-                    } else {
-                        Raw::Str { start, end }
-                    };
-                    self.cap.push(slot, raw);
-                }
+            _ => {
+                self.scalar(trie.slot)?;
                 Ok(Flow::Continue)
             }
-            Some(b't') => self.literal(b"true", Raw::True, slot),
-            Some(b'f') => self.literal(b"false", Raw::False, slot),
-            Some(b'n') => self.literal(b"null", Raw::Null, slot),
-            Some(b'-' | b'0'..=b'9') => {
-                let start = self.pos;
-                self.number()?;
-                if let Some(slot) = slot {
-                    self.cap.push(
-                        slot,
-                        Raw::Number {
-                            start,
-                            end: self.pos,
-                        },
-                    );
-                }
-                Ok(Flow::Continue)
-            }
-            _ => Err(Malformed),
         }
     }
 
-    fn literal(&mut self, word: &[u8], raw: Raw, slot: Option<u32>) -> Result<Flow, Malformed> {
+    /// Reads the string, number or literal at the cursor, and records it in
+    /// `slot` if there is one.
+    #[inline]
+    fn scalar(&mut self, slot: Option<u32>) -> Result<(), Malformed> {
+        let raw = match self.peek() {
+            Some(b'"') => {
+                let start = self.pos + 1;
+                let (end, escaped) = self.string_end(start)?;
+                self.pos = end + 1;
+                if let Some(slot) = slot {
+                    self.capture_string(slot, start, end, escaped);
+                }
+                return Ok(());
+            }
+            Some(b't') => self.literal(b"true", Raw::True)?,
+            Some(b'f') => self.literal(b"false", Raw::False)?,
+            Some(b'n') => self.literal(b"null", Raw::Null)?,
+            Some(b'-' | b'0'..=b'9') => {
+                let start = self.pos;
+                self.pos = number_end(self.bytes, start)?;
+                Raw::Number {
+                    start,
+                    end: self.pos,
+                }
+            }
+            _ => return Err(Malformed),
+        };
+        if let Some(slot) = slot {
+            self.cap.push(slot, raw);
+        }
+        Ok(())
+    }
+
+    /// Records the string `bytes[start..end]` in `slot`, unescaped if it
+    /// has escapes.
+    #[inline]
+    fn capture_string(&mut self, slot: u32, start: usize, end: usize, escaped: bool) {
+        let raw = if escaped {
+            let from = self.cap.arena.len();
+            unescape(
+                self.bytes.get(start..end).unwrap_or(&[]),
+                &mut self.cap.arena,
+            );
+            Raw::Unescaped {
+                start: from,
+                end: self.cap.arena.len(),
+            }
+        } else {
+            Raw::Str { start, end }
+        };
+        self.cap.push(slot, raw);
+    }
+
+    fn literal(&mut self, word: &[u8], raw: Raw) -> Result<Raw, Malformed> {
         let end = self.pos + word.len();
         if self.bytes.get(self.pos..end) != Some(word)
             || self.bytes.get(end).is_some_and(|&b| !is_delimiter(b))
@@ -438,172 +596,145 @@ impl Scanner<'_> {
             return Err(Malformed);
         }
         self.pos = end;
-        if let Some(slot) = slot {
-            self.cap.push(slot, raw);
-        }
-        Ok(Flow::Continue)
+        Ok(raw)
     }
 
-    /// Checks a number against the JSON grammar and moves past it.
-    fn number(&mut self) -> Result<(), Malformed> {
-        if self.peek() == Some(b'-') {
-            self.pos += 1;
-        }
-        match self.peek() {
-            Some(b'0') => self.pos += 1,
-            Some(b'1'..=b'9') => self.digits(),
-            _ => return Err(Malformed),
-        }
-        if self.peek() == Some(b'.') {
-            self.pos += 1;
-            if !self.peek().is_some_and(|b| b.is_ascii_digit()) {
-                return Err(Malformed);
-            }
-            self.digits();
-        }
-        if let Some(b'e' | b'E') = self.peek() {
-            self.pos += 1;
-            if let Some(b'+' | b'-') = self.peek() {
-                self.pos += 1;
-            }
-            if !self.peek().is_some_and(|b| b.is_ascii_digit()) {
-                return Err(Malformed);
-            }
-            self.digits();
-        }
-        match self.peek() {
-            Some(b) if !is_delimiter(b) => Err(Malformed),
-            _ => Ok(()),
-        }
-    }
-
-    fn digits(&mut self) {
-        while self.peek().is_some_and(|b| b.is_ascii_digit()) {
-            self.pos += 1;
-        }
-    }
-
-    /// Reads a string at the cursor: its content range and whether it has escapes.
-    #[inline]
-    fn string(&mut self) -> Result<(usize, usize, bool), Malformed> {
-        self.pos += 1;
-        let start = self.pos;
-        let mut escaped = false;
-        loop {
-            let rest = self.bytes.get(self.pos..).ok_or(Malformed)?;
-            let at = find_quote_or_backslash(rest).ok_or(Malformed)?;
-            self.pos += at;
-            if self.peek() == Some(b'"') {
-                let end = self.pos;
-                self.pos += 1;
-                return Ok((start, end, escaped));
-            }
-            escaped = true;
-            // The escaped byte can be a quote; step over it with the backslash.
-            self.pos += 2;
-        }
-    }
-
-    /// Reads a member name at the cursor: its range, whether it has
-    /// escapes, and its [`prefix_word`]. A name shorter than eight bytes
-    /// (most are) is found, and its prefix taken, from one word.
-    #[inline]
-    fn member_name(&mut self) -> Result<(usize, usize, bool, u64), Malformed> {
-        let start = self.pos + 1;
-        if let Some(chunk) = self.bytes.get(start..).and_then(<[u8]>::first_chunk::<8>) {
-            let word = u64::from_le_bytes(*chunk);
-            let quote = bytes_equal(word, b'"');
-            let backslash = bytes_equal(word, b'\\');
-            // The lowest flag of each mask is exact: a quote before any backslash ends the name.
-            if quote != 0 && (backslash == 0 || quote.trailing_zeros() < backslash.trailing_zeros())
-            {
-                let len = (quote.trailing_zeros() / 8) as usize;
-                self.pos = start + len + 1;
-                let prefix = word & ((1_u64 << (len * 8)) - 1);
-                return Ok((start, start + len, false, prefix));
-            }
-        }
-        let (start, end, escaped) = self.string()?;
-        Ok((
-            start,
-            end,
-            escaped,
-            prefix_at(self.bytes, start, end - start),
-        ))
-    }
-
+    /// Walks the object at the cursor, at nesting level `depth`.
+    ///
+    /// The loop is written for compact JSON in the clean range, where a
+    /// member costs a few dozen instructions: its name is found and
+    /// rejected (by length, then by perfect hash) from one word, and an
+    /// unwanted string or scalar value is crossed inline. Whitespace, escapes,
+    /// long strings and containers take calls.
     fn object(&mut self, node: u32, stop: bool, depth: u32) -> Result<Flow, Malformed> {
         if depth > MAX_NESTING {
             return Err(Malformed);
         }
-        let set = self.set;
+        let (set, bytes) = (self.set, self.bytes);
         let trie = &set.nodes[node as usize];
         let instance = self.cap.next_instance();
         let mut remaining = trie.fields.len();
-        self.pos += 1;
-        self.skip_ws();
-        if self.peek() == Some(b'}') {
-            self.pos += 1;
+        let mut pos = skip_ws(bytes, self.pos + 1);
+        if bytes.get(pos) == Some(&b'}') {
+            self.pos = pos + 1;
             return Ok(Flow::Continue);
         }
         loop {
-            if self.peek() != Some(b'"') {
+            if bytes.get(pos) != Some(&b'"') {
                 return Err(Malformed);
             }
-            let (start, end, escaped, prefix) = self.member_name()?;
-            if self.peek() == Some(b':') {
-                self.pos += 1;
-            } else {
-                self.skip_ws();
-                self.expect(b':')?;
+            let start = pos + 1;
+            let (end, escaped, prefix) = match quick_name(bytes, start, &self.clean) {
+                Some((end, prefix)) => (end, false, prefix),
+                None => {
+                    let (end, escaped) = self.string_end(start)?;
+                    (end, escaped, prefix_at(bytes, start, end - start))
+                }
+            };
+            pos = end + 1;
+            if bytes.get(pos) != Some(&b':') {
+                pos = skip_ws(bytes, pos);
+                if bytes.get(pos) != Some(&b':') {
+                    return Err(Malformed);
+                }
             }
-            self.skip_ws();
-            let name = self.bytes.get(start..end).unwrap_or(&[]);
-            // Most names are rejected by length before any call (an escaped
-            // name's raw length says nothing about its real one).
-            let child = if !escaped && (trie.name_lengths >> (end - start).min(63)) & 1 == 0 {
+            pos += 1;
+            if bytes.get(pos).is_some_and(|&b| b <= b' ') {
+                pos = skip_ws(bytes, pos);
+            }
+            let len = end - start;
+            // Most names are rejected by length before any lookup (an
+            // escaped name's raw length says nothing about its real one).
+            let child = if escaped {
+                self.escaped_field_child(trie, start, end)
+            } else if (trie.name_lengths >> len.min(63)) & 1 == 0 {
                 None
-            } else if escaped {
-                let mut key = std::mem::take(&mut self.cap.key);
-                key.clear();
-                unescape(name, &mut key);
-                let child = trie.field_child(&key);
-                self.cap.key = key;
-                child
             } else {
-                trie.field_child_with_prefix(name, prefix)
+                trie.field_child_with_prefix(bytes, start, len, prefix)
             };
             match child {
-                Some(child) if self.cap.seen[child as usize] != instance => {
-                    self.cap.seen[child as usize] = instance;
+                Some(child) if self.cap.seen.get(child as usize) != Some(&instance) => {
+                    if let Some(seen) = self.cap.seen.get_mut(child as usize) {
+                        *seen = instance;
+                    }
                     remaining -= 1;
                     let last = remaining == 0;
-                    if self.value(child, true, stop && last, depth)? == Flow::Stop || (stop && last)
-                    {
+                    let child_trie = &set.nodes[child as usize];
+                    match bytes.get(pos) {
+                        // A path's last step that finds a string: record
+                        // it here rather than through the general `value`.
+                        Some(b'"') if child_trie.leaf => {
+                            let (end, escaped) = self.string_end(pos + 1)?;
+                            if let Some(slot) = child_trie.slot {
+                                self.capture_string(slot, pos + 1, end, escaped);
+                            }
+                            pos = end + 1;
+                        }
+                        _ => {
+                            self.pos = pos;
+                            if self.value(child, true, stop && last, depth)? == Flow::Stop {
+                                return Ok(Flow::Stop);
+                            }
+                            pos = self.pos;
+                        }
+                    }
+                    if stop && last {
+                        self.pos = pos;
                         return Ok(Flow::Stop);
                     }
                 }
-                _ => self.skip_value(depth)?,
-            }
-            self.skip_ws();
-            match self.peek() {
-                Some(b',') => {
-                    self.pos += 1;
-                    self.skip_ws();
-                    if remaining == 0 {
-                        self.skip_rest(depth)?;
-                        return Ok(Flow::Continue);
+                _ => {
+                    pos = match bytes.get(pos) {
+                        Some(b'"') => match quick_string(bytes, pos + 1, &self.clean) {
+                            Some(end) => end + 1,
+                            None => self.string_end(pos + 1)?.0 + 1,
+                        },
+                        Some(b'{' | b'[') => self.skip_container(pos, depth + 1)?,
+                        _ => skip_scalar(bytes, pos)?,
                     }
                 }
+            }
+            match bytes.get(pos) {
+                Some(b',') => pos += 1,
                 Some(b'}') => {
-                    self.pos += 1;
+                    self.pos = pos + 1;
                     return Ok(Flow::Continue);
                 }
-                _ => return Err(Malformed),
+                _ => {
+                    pos = skip_ws(bytes, pos);
+                    match bytes.get(pos) {
+                        Some(b',') => pos += 1,
+                        Some(b'}') => {
+                            self.pos = pos + 1;
+                            return Ok(Flow::Continue);
+                        }
+                        _ => return Err(Malformed),
+                    }
+                }
+            }
+            if bytes.get(pos).is_some_and(|&b| b <= b' ') {
+                pos = skip_ws(bytes, pos);
+            }
+            if remaining == 0 {
+                self.pos = self.rest_of_container(pos, b'{', depth)?;
+                return Ok(Flow::Continue);
             }
         }
     }
 
+    /// The child for an escaped member name, looked up once unescaped.
+    #[cold]
+    fn escaped_field_child(&mut self, trie: &TrieNode, start: usize, end: usize) -> Option<u32> {
+        let name = self.bytes.get(start..end).unwrap_or(&[]);
+        let mut key = std::mem::take(&mut self.cap.key);
+        key.clear();
+        unescape(name, &mut key);
+        let child = trie.field_child(&key);
+        self.cap.key = key;
+        child
+    }
+
+    /// Walks the array at the cursor, at nesting level `depth`.
     fn array(&mut self, node: u32, allow_index: bool, depth: u32) -> Result<(), Malformed> {
         if depth > MAX_NESTING {
             return Err(Malformed);
@@ -613,8 +744,7 @@ impl Scanner<'_> {
         // Field steps and the path's own values apply to every element.
         let flatten = trie.slot.is_some() || !trie.fields.is_empty();
         let last_index = if allow_index { trie.max_index() } else { None };
-        self.pos += 1;
-        self.skip_ws();
+        self.pos = skip_ws(self.bytes, self.pos + 1);
         if self.peek() == Some(b']') {
             self.pos += 1;
             return Ok(());
@@ -636,15 +766,15 @@ impl Scanner<'_> {
             if flatten {
                 self.value(node, false, false, depth)?;
             } else if index_child.is_none() {
-                self.skip_value(depth)?;
+                self.pos = self.skip_value(self.pos, depth)?;
             }
-            self.skip_ws();
+            self.pos = skip_ws(self.bytes, self.pos);
             match self.peek() {
                 Some(b',') => {
-                    self.pos += 1;
-                    self.skip_ws();
+                    self.pos = skip_ws(self.bytes, self.pos + 1);
                     if !flatten && last_index.is_none_or(|last| index >= last) {
-                        return self.skip_rest(depth);
+                        self.pos = self.rest_of_container(self.pos, b'[', depth)?;
+                        return Ok(());
                     }
                 }
                 Some(b']') => {
@@ -657,199 +787,99 @@ impl Scanner<'_> {
         }
     }
 
-    #[inline]
-    fn skip_value(&mut self, depth: u32) -> Result<(), Malformed> {
-        match self.peek() {
-            Some(b'"') => self.string().map(|_| ()),
-            Some(b'{' | b'[') => self.skip_container(depth),
-            Some(_) => {
-                let start = self.pos;
-                while self.peek().is_some_and(|b| !is_delimiter(b)) {
-                    self.pos += 1;
-                }
-                if self.pos == start {
-                    Err(Malformed)
-                } else {
-                    Ok(())
-                }
-            }
-            None => Err(Malformed),
-        }
-    }
-
-    /// Skips an object or array at the cursor.
-    fn skip_container(&mut self, depth: u32) -> Result<(), Malformed> {
-        self.pos += 1;
-        self.skip_rest(depth + 1)
-    }
-
-    /// Skips to just past the `close` byte that ends the container the
-    /// cursor is in, checking that brackets balance and nesting stays in
-    /// bounds on the way.
-    ///
-    /// Eight bytes at a time: one word gives exact masks of its quotes and
-    /// brackets, a prefix XOR of the quote mask tells which bytes are inside
-    /// strings, and the brackets outside strings change the depth. Only a
-    /// word holding a backslash, or one where the container may end or the
-    /// nesting bound may be crossed, is walked byte by byte.
-    fn skip_rest(&mut self, depth: u32) -> Result<(), Malformed> {
-        // Depth of containers opened since the cursor, counting the one it is in.
-        let mut open: u32 = 1;
-        let mut in_string = false;
-        let mut escaped = false;
-        loop {
-            if let Some(chunk) = self
-                .bytes
-                .get(self.pos..)
-                .and_then(<[u8]>::first_chunk::<8>)
-            {
-                let word = u64::from_le_bytes(*chunk);
-                if !escaped && bytes_equal(word, b'\\') == 0 {
-                    let folded = word | (ONES * 0x20);
-                    if bytes_equal(folded, b'{') | bytes_equal(folded, b'}') == 0 {
-                        // No bracket: only the parity of the quotes matters.
-                        in_string ^= count_flags(flag_equal(word, b'"')) & 1 == 1;
-                        self.pos += 8;
-                        continue;
-                    }
-                    // Masks keep one flag per byte, in the byte's high bit.
-                    let quotes = flag_equal(word, b'"');
-                    // Prefix XOR: a byte's flag is set when an odd number
-                    // of quotes precede it (inclusive) in this word.
-                    let mut inside = quotes;
-                    inside ^= inside << 8;
-                    inside ^= inside << 16;
-                    inside ^= inside << 32;
-                    if in_string {
-                        inside ^= HIGHS;
-                    }
-                    let opens = flag_equal(folded, b'{') & !inside;
-                    let closes = flag_equal(folded, b'}') & !inside;
-                    in_string = inside >> 63 == 1;
-                    let (opened, closed) = (count_flags(opens), count_flags(closes));
-                    if closed < open && depth + open + opened <= MAX_NESTING + 1 {
-                        open = open + opened - closed;
-                        self.pos += 8;
-                        continue;
-                    }
-                    // The container may end, or nest too deep, in this
-                    // word: follow its brackets in order.
-                    let mut marks = opens | closes;
-                    while marks != 0 {
-                        let bit = marks.trailing_zeros();
-                        if (opens >> bit) & 1 == 1 {
-                            open += 1;
-                            if depth + open > MAX_NESTING + 1 {
-                                return Err(Malformed);
-                            }
-                        } else {
-                            open -= 1;
-                            if open == 0 {
-                                self.pos += (bit / 8) as usize + 1;
-                                return Ok(());
-                            }
-                        }
-                        marks &= marks - 1;
-                    }
-                    self.pos += 8;
-                    continue;
-                }
-            }
-            // Byte by byte, for this word or the tail of the payload.
-            let stop = (self.pos + 8).min(self.bytes.len());
-            if self.pos >= stop {
-                return Err(Malformed);
-            }
-            while self.pos < stop {
-                let Some(&b) = self.bytes.get(self.pos) else {
-                    return Err(Malformed);
-                };
-                self.pos += 1;
-                if in_string {
-                    if escaped {
-                        escaped = false;
-                    } else if b == b'\\' {
-                        escaped = true;
-                    } else if b == b'"' {
-                        in_string = false;
-                    }
-                    continue;
-                }
-                match b {
-                    b'"' => in_string = true,
-                    b'{' | b'[' => {
-                        open += 1;
-                        if depth + open > MAX_NESTING + 1 {
-                            return Err(Malformed);
-                        }
-                    }
-                    b'}' | b']' => {
-                        open -= 1;
-                        if open == 0 {
-                            return Ok(());
-                        }
-                    }
-                    _ => {}
-                }
-            }
+    /// Skips the value at `pos`, inside `depth` containers, and returns the
+    /// position after it.
+    fn skip_value(&mut self, pos: usize, depth: u32) -> Result<usize, Malformed> {
+        match self.bytes.get(pos) {
+            Some(b'"') => Ok(self.string_end(pos + 1)?.0 + 1),
+            Some(b'{' | b'[') => self.skip_container(pos, depth + 1),
+            _ => skip_scalar(self.bytes, pos),
         }
     }
 }
 
-/// How many bytes of a [`flag_equal`] mask are flagged. A multiply adds the
-/// eight 0/1 bytes into the top byte; `count_ones` would be a dozen
-/// instructions on the baseline x86-64 target, which has no `popcnt`.
-fn count_flags(flags: u64) -> u32 {
-    ((flags >> 7).wrapping_mul(ONES) >> 56) as u32
-}
-
-/// The high bit of each byte of `word` that equals `byte`, exactly (unlike
-/// [`bytes_equal`], no borrow crosses from one byte to the next).
-fn flag_equal(word: u64, byte: u8) -> u64 {
-    let x = word ^ (ONES * u64::from(byte));
-    !(((x & !HIGHS).wrapping_add(!HIGHS)) | x) & HIGHS
-}
-
-// Word-at-a-time byte search. Strings in messages are mostly short, where
-// setting up a vector search costs more than it saves; eight bytes per step
-// with plain integer operations wins for them, and is still fast on long ones.
-
-const ONES: u64 = 0x0101_0101_0101_0101;
-const HIGHS: u64 = 0x8080_8080_8080_8080;
-
-/// A word with the high bit set in (at least) the lowest byte of `word` equal
-/// to `byte`, and no bit set below it.
-fn bytes_equal(word: u64, byte: u8) -> u64 {
-    let x = word ^ (ONES * u64::from(byte));
-    x.wrapping_sub(ONES) & !x & HIGHS
-}
-
-/// Position of the first byte of `hay` for which `hit(word)` flags a match,
-/// checking eight bytes at a time and the tail one by one.
-#[inline]
-fn find_with(hay: &[u8], hit: impl Fn(u64) -> u64, is_match: impl Fn(u8) -> bool) -> Option<usize> {
-    let mut at = 0;
-    while let Some(chunk) = hay.get(at..).and_then(<[u8]>::first_chunk::<8>) {
-        let mask = hit(u64::from_le_bytes(*chunk));
-        if mask != 0 {
-            return Some(at + (mask.trailing_zeros() / 8) as usize);
+/// In the clean range, the end of a string of at most four words whose
+/// contents start at `from`, found by word arithmetic; None when that does
+/// not settle it.
+#[inline(always)]
+fn quick_string(bytes: &[u8], from: usize, clean: &Clean) -> Option<usize> {
+    if from < clean.lo {
+        return None;
+    }
+    let mut at = from;
+    for _ in 0..4 {
+        let quote = skip::bytes_equal(word_at(bytes, at)?, b'"');
+        if quote != 0 {
+            let end = at + (quote.trailing_zeros() / 8) as usize;
+            return (end < clean.hi).then_some(end);
         }
         at += 8;
     }
-    hay.get(at..)?
-        .iter()
-        .position(|&b| is_match(b))
-        .map(|p| at + p)
+    None
 }
 
-/// Position of the first `"` or `\`.
-#[inline]
-fn find_quote_or_backslash(hay: &[u8]) -> Option<usize> {
-    find_with(
-        hay,
-        |w| bytes_equal(w, b'"') | bytes_equal(w, b'\\'),
-        |b| b == b'"' || b == b'\\',
-    )
+/// In the clean range, the end of a member name shorter than eight bytes
+/// whose contents start at `start`, and its [`prefix_word`], from one word.
+#[inline(always)]
+fn quick_name(bytes: &[u8], start: usize, clean: &Clean) -> Option<(usize, u64)> {
+    let word = word_at(bytes, start)?;
+    let quote = skip::bytes_equal(word, b'"');
+    let len = (quote.trailing_zeros() / 8) as usize;
+    let end = start + len;
+    if quote == 0 || start < clean.lo || end >= clean.hi {
+        return None;
+    }
+    Some((end, word & ((1_u64 << (len * 8)) - 1)))
+}
+
+/// Skips the scalar (number or literal, unchecked) at `pos`: it must not be
+/// empty.
+#[inline(always)]
+fn skip_scalar(bytes: &[u8], pos: usize) -> Result<usize, Malformed> {
+    let mut end = pos;
+    while bytes.get(end).is_some_and(|&b| !is_delimiter(b)) {
+        end += 1;
+    }
+    if end == pos { Err(Malformed) } else { Ok(end) }
+}
+
+/// Checks the number at `pos` against the JSON grammar and returns the
+/// position after it.
+fn number_end(bytes: &[u8], mut pos: usize) -> Result<usize, Malformed> {
+    let digits = |mut pos: usize| {
+        while bytes.get(pos).is_some_and(u8::is_ascii_digit) {
+            pos += 1;
+        }
+        pos
+    };
+    if bytes.get(pos) == Some(&b'-') {
+        pos += 1;
+    }
+    pos = match bytes.get(pos) {
+        Some(b'0') => pos + 1,
+        Some(b'1'..=b'9') => digits(pos + 1),
+        _ => return Err(Malformed),
+    };
+    if bytes.get(pos) == Some(&b'.') {
+        if !bytes.get(pos + 1).is_some_and(u8::is_ascii_digit) {
+            return Err(Malformed);
+        }
+        pos = digits(pos + 1);
+    }
+    if let Some(b'e' | b'E') = bytes.get(pos) {
+        pos += 1;
+        if let Some(b'+' | b'-') = bytes.get(pos) {
+            pos += 1;
+        }
+        if !bytes.get(pos).is_some_and(u8::is_ascii_digit) {
+            return Err(Malformed);
+        }
+        pos = digits(pos);
+    }
+    match bytes.get(pos) {
+        Some(&b) if !is_delimiter(b) => Err(Malformed),
+        _ => Ok(pos),
+    }
 }
 
 /// Unescapes the contents of a JSON string the way serde_json does, except

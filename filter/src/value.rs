@@ -303,7 +303,7 @@ pub fn parse_number(text: &[u8]) -> Option<Num> {
     if i != text.len() {
         return None;
     }
-    if let Some(n) = parse_simple(text, integral) {
+    if let Some(n) = parse_simple(text) {
         return Some(n);
     }
     // The grammar above admits only ASCII, so this never fails.
@@ -319,14 +319,22 @@ pub fn parse_number(text: &[u8]) -> Option<Num> {
     text.parse::<f64>().ok().map(Num::Float)
 }
 
+/// [`parse_number`] for text the payload scanner has already checked against
+/// the JSON number grammar: the common cases in one pass, without checking
+/// the grammar again.
+pub(crate) fn parse_json_number(text: &[u8]) -> Option<Num> {
+    parse_simple(text).or_else(|| parse_number(text))
+}
+
 /// The common cases of [`parse_number`] without the standard library's
 /// general parsers: an integer of at most 18 digits, or a decimal with at
 /// most 15 significant digits and no exponent. The decimal is its digits as
 /// an integer divided by a power of ten; both are exact doubles, and IEEE
 /// division rounds correctly, so the result equals the correctly rounded
-/// parse (Clinger's fast path). Returns None for anything else. `text` has
-/// already been checked against the number grammar.
-fn parse_simple(text: &[u8], integral: bool) -> Option<Num> {
+/// parse (Clinger's fast path). Returns None for anything else (an exponent
+/// among them, so text without a `.` is an integer). `text` must already
+/// have been checked against the number grammar (at least one digit).
+fn parse_simple(text: &[u8]) -> Option<Num> {
     const POWERS: [f64; 16] = [
         1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
     ];
@@ -355,7 +363,7 @@ fn parse_simple(text: &[u8], integral: bool) -> Option<Num> {
             _ => return None,
         }
     }
-    if integral {
+    if !seen_point {
         // At most 18 digits, so it fits.
         let n = i64::try_from(mantissa).ok()?;
         if n == 0 && negative {
@@ -618,7 +626,10 @@ mod tests {
                 }
             }
             let integral = !text.contains('.');
-            let Some(fast) = parse_simple(text.as_bytes(), integral) else {
+            if !text.bytes().any(|b| b.is_ascii_digit()) {
+                continue;
+            }
+            let Some(fast) = parse_simple(text.as_bytes()) else {
                 continue;
             };
             let expected = if integral {
