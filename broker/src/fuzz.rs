@@ -88,6 +88,7 @@ pub fn connection(data: &[u8]) {
                     sub_id,
                     topic,
                     filter,
+                    replay,
                     command_id,
                 } => {
                     let done = Completion::shared(targets(t).len());
@@ -101,6 +102,9 @@ pub fn connection(data: &[u8]) {
                                     sub_id,
                                     topic: topic.clone(),
                                     filter: filter.clone(),
+                                    replay: replay.map(|spec| {
+                                        (spec, crate::core::router::ReplayCancel::new())
+                                    }),
                                     command_id,
                                     done: done.clone(),
                                 },

@@ -80,6 +80,10 @@ pub struct SubscribeOptions {
     pub filter: Option<String>,
     /// Comma-separated options.
     pub options: Option<String>,
+    /// Where to start in the journal: `epoch`, a bookmark (the messages
+    /// after it), an RFC 3339 time, or a range `[from:to)`; `None` for live
+    /// messages only.
+    pub bookmark: Option<String>,
 }
 
 impl SubscribeOptions {
@@ -98,6 +102,13 @@ impl SubscribeOptions {
         self.filter = Some(filter.into());
         self
     }
+
+    /// Starting from a point in the journal (see [`SubscribeOptions::bookmark`]).
+    #[must_use]
+    pub fn bookmark(mut self, bookmark: impl Into<String>) -> Self {
+        self.bookmark = Some(bookmark.into());
+        self
+    }
 }
 
 type Batch = Vec<Result<Deliver, Error>>;
@@ -114,6 +125,9 @@ struct WriteState {
 struct Shared {
     acks: HashMap<u64, oneshot::Sender<Ack>>,
     subs: HashMap<u64, mpsc::Sender<Batch>>,
+    /// Subscriptions over a bounded journal range: their `completed` ack
+    /// ends the stream.
+    ranges: std::collections::HashSet<u64>,
     closed: Option<Error>,
 }
 
@@ -458,6 +472,13 @@ impl Client {
             if let Some(error) = &shared.closed {
                 return Err(error.clone());
             }
+            if options
+                .bookmark
+                .as_deref()
+                .is_some_and(|b| b.trim_start().starts_with('['))
+            {
+                shared.ranges.insert(sub_id);
+            }
             shared.subs.insert(sub_id, sender);
         }
         let command = Command::Subscribe(Subscribe {
@@ -466,6 +487,7 @@ impl Client {
             topic: Utf8::from(options.topic.as_str()),
             filter: options.filter.as_deref().map(Utf8::from),
             options: options.options.as_deref().map(Utf8::from),
+            bookmark: options.bookmark.as_deref().map(Utf8::from),
         });
         if let Err(error) = self.request(sub_id, command).await {
             self.inner.shared().subs.remove(&sub_id);
@@ -547,6 +569,10 @@ impl Subscription {
     /// # Errors
     /// When the broker refuses or the connection closes.
     pub async fn unsubscribe(mut self) -> Result<(), Error> {
+        // Stop routing to this stream first: the reader may be waiting for
+        // room in it, and it must be free to read the unsubscribe's ack.
+        self.client.inner.shared().subs.remove(&self.sub_id);
+        self.receiver.close();
         let command_id = self.client.inner.id();
         let command = Command::Unsubscribe(Unsubscribe {
             command_id: Some(command_id),
@@ -659,6 +685,31 @@ async fn read_frames(
                     match waiter {
                         Some(waiter) => {
                             let _ = waiter.send(ack);
+                        }
+                        None if ack
+                            .sub_id
+                            .is_some_and(|id| inner.shared().subs.contains_key(&id)) =>
+                        {
+                            // A subscription's later ack: a failed replay
+                            // ends its stream with the error; a bounded
+                            // range's `completed` ack ends it cleanly.
+                            let sub_id = ack.sub_id.unwrap_or_default();
+                            if ack.status == Status::Failure {
+                                let error = Error::failed(
+                                    ack.ack_type,
+                                    ack.reason_code,
+                                    ack.reason.as_ref().map(Utf8::as_str),
+                                );
+                                let sender = inner.shared().subs.remove(&sub_id);
+                                if let Some(sender) = sender {
+                                    let _ = sender.send(vec![Err(error)]).await;
+                                }
+                            } else if ack.ack_type == statecast_protocol::AckType::Completed {
+                                let mut shared = inner.shared();
+                                if shared.ranges.remove(&sub_id) {
+                                    shared.subs.remove(&sub_id);
+                                }
+                            }
                         }
                         None if ack.status == Status::Failure && ack.command_id.is_none() => {
                             // A connection-level failure (slow client,

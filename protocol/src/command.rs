@@ -310,6 +310,9 @@ pub struct Subscribe {
     pub filter: Option<Utf8>,
     /// Comma-separated options.
     pub options: Option<Utf8>,
+    /// Where to start in the journal (`epoch`, a bookmark, a timestamp, a
+    /// range); absent means live messages only.
+    pub bookmark: Option<Utf8>,
 }
 
 /// `unsubscribe`: end one subscription, or all of the connection's.
@@ -490,13 +493,13 @@ pub enum Command {
 /// The known fields of one frame, each at most once.
 struct RawFields<'a> {
     fields: &'a Bytes,
-    values: [Option<&'a [u8]>; 19],
+    values: [Option<&'a [u8]>; 20],
     command: &'static str,
 }
 
 impl<'a> RawFields<'a> {
     fn collect(fields: &'a Bytes, command: &'static str) -> Result<Self, DecodeError> {
-        let mut values: [Option<&'a [u8]>; 19] = [None; 19];
+        let mut values: [Option<&'a [u8]>; 20] = [None; 20];
         for field in FieldIter::new(fields) {
             let field = field?;
             let Some(tag) = FieldTag::from_u8(field.tag) else {
@@ -630,6 +633,7 @@ impl Command {
                 topic: f.non_empty_utf8(FieldTag::Topic)?,
                 filter: f.utf8(FieldTag::Filter)?,
                 options: f.utf8(FieldTag::Options)?,
+                bookmark: f.utf8(FieldTag::BookmarkSpec)?,
             }),
             CommandCode::Unsubscribe => Self::Unsubscribe(Unsubscribe {
                 command_id: f.u64(FieldTag::CommandId)?,
@@ -710,6 +714,10 @@ impl Command {
                     + check_value_len(FieldTag::Topic, c.topic.len())?
                     + opt_text(FieldTag::Filter, c.filter.as_ref().map(Utf8::as_bytes))?
                     + opt_text(FieldTag::Options, c.options.as_ref().map(Utf8::as_bytes))?
+                    + opt_text(
+                        FieldTag::BookmarkSpec,
+                        c.bookmark.as_ref().map(Utf8::as_bytes),
+                    )?
             }
             Self::Unsubscribe(c) => opt_u64(c.command_id) + opt_u64(c.sub_id),
             Self::Flush(_) => fixed_len(8),
@@ -852,6 +860,11 @@ impl Command {
                 w.bytes(FieldTag::Topic, c.topic.as_bytes());
                 opt_text(w, FieldTag::Filter, c.filter.as_ref().map(Utf8::as_bytes));
                 opt_text(w, FieldTag::Options, c.options.as_ref().map(Utf8::as_bytes));
+                opt_text(
+                    w,
+                    FieldTag::BookmarkSpec,
+                    c.bookmark.as_ref().map(Utf8::as_bytes),
+                );
             }
             Self::Unsubscribe(c) => {
                 opt_u64(w, FieldTag::CommandId, c.command_id);

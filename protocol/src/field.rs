@@ -52,6 +52,9 @@ pub enum FieldTag {
     ServerVersion = 17,
     /// `u32`: the largest frame the server accepts, in bytes.
     MaxFrameBytes = 18,
+    /// UTF-8: where a subscription starts in the journal (and, for a
+    /// range, where it ends).
+    BookmarkSpec = 19,
 }
 
 impl FieldTag {
@@ -77,6 +80,7 @@ impl FieldTag {
             Self::Sequence => "sequence",
             Self::ServerVersion => "server_version",
             Self::MaxFrameBytes => "max_frame_bytes",
+            Self::BookmarkSpec => "bookmark_spec",
         }
     }
 
@@ -102,6 +106,7 @@ impl FieldTag {
             16 => Self::Sequence,
             17 => Self::ServerVersion,
             18 => Self::MaxFrameBytes,
+            19 => Self::BookmarkSpec,
             _ => return None,
         })
     }

@@ -54,6 +54,9 @@ pub enum ReasonCode {
     /// The journal could not take the message (disk full, record too large,
     /// journal stopped after an I/O failure); it was not published.
     JournalError,
+    /// A bookmark subscription's start is not in the journal (removed by
+    /// retention, or beyond its end), or the replay could not read on.
+    BookmarkNotFound,
     /// A code this build does not know (from a newer peer).
     Other(u16),
 }
@@ -171,6 +174,11 @@ pub const REASONS: &[(u16, &str, &str)] = &[
         "journal_error",
         "the journal could not take the message (disk full, record too large, or stopped after an I/O failure); it was not published",
     ),
+    (
+        23,
+        "bookmark_not_found",
+        "a bookmark subscription's start is not in the journal (removed by retention, or beyond its end), or its replay could not read on",
+    ),
 ];
 
 impl ReasonCode {
@@ -201,6 +209,7 @@ impl ReasonCode {
             Self::Internal => 20,
             Self::Duplicate => 21,
             Self::JournalError => 22,
+            Self::BookmarkNotFound => 23,
             Self::Other(code) => code,
         }
     }
@@ -232,6 +241,7 @@ impl ReasonCode {
             20 => Self::Internal,
             21 => Self::Duplicate,
             22 => Self::JournalError,
+            23 => Self::BookmarkNotFound,
             other => Self::Other(other),
         }
     }

@@ -55,6 +55,7 @@ fn vectors() -> Vec<(&'static str, Command)> {
                 topic: Utf8::from("orders"),
                 filter: None,
                 options: None,
+                bookmark: None,
             }),
         ),
         (
@@ -386,7 +387,8 @@ fn command() -> impl Strategy<Value = Command> {
                     sub_id,
                     topic,
                     filter,
-                    options
+                    options,
+                    bookmark: None,
                 })
             ),
         (any::<Option<u64>>(), any::<Option<u64>>()).prop_map(|(command_id, sub_id)| {

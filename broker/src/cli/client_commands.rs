@@ -173,6 +173,11 @@ pub async fn subscribe(args: SubscribeArgs) -> anyhow::Result<()> {
     let client = connect(&args.server.server, "subscribe").await?;
     let mut options = SubscribeOptions::topic(&args.topic);
     options.filter.clone_from(&args.filter);
+    options.bookmark.clone_from(&args.bookmark);
+    let bounded = args
+        .bookmark
+        .as_deref()
+        .is_some_and(|b| b.trim_start().starts_with('['));
     let mut subscription = client
         .subscribe_with(options)
         .await
@@ -201,6 +206,7 @@ pub async fn subscribe(args: SubscribeArgs) -> anyhow::Result<()> {
         let message = match next {
             Some(Ok(message)) => message,
             Some(Err(error)) => return Err(error).context("the subscription ended"),
+            None if bounded => return Ok(()),
             None => bail!("the subscription ended"),
         };
         let written = stdout

@@ -125,6 +125,11 @@ pub struct SubscribeArgs {
     /// Content filter expression.
     #[arg(long, value_name = "EXPR")]
     filter: Option<String>,
+    /// Start from the journal: `epoch`, a bookmark (the messages after it),
+    /// an RFC 3339 UTC time, or a range `[from:to)` (which ends the command
+    /// when replayed); `now` (the default) is live messages only.
+    #[arg(long, value_name = "B")]
+    bookmark: Option<String>,
     /// Exit after this many messages.
     #[arg(long, value_name = "N")]
     count: Option<u64>,

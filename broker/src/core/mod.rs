@@ -7,6 +7,7 @@
 //! **Invariant:** nothing in `core` reads the clock, touches a socket, spawns
 //! a thread or blocks.
 
+pub mod replay;
 pub mod router;
 pub mod session;
 pub mod topic;

@@ -16,6 +16,7 @@ use smallvec::SmallVec;
 use statecast_filter::{Filter, IndexScratch, MessageContext, SubscriptionIndex};
 use statecast_protocol::{Ack, AckSet, AckType, ReasonCode, Utf8};
 
+use super::replay::{self, GoLive, ReplaySpec};
 use super::session::requested;
 use super::topic::{Pattern, TopicSpec};
 
@@ -90,6 +91,9 @@ pub enum ProcessorCommand<C> {
         topic: TopicSpec,
         /// Its content filter.
         filter: Option<Filter>,
+        /// Where it starts in the journal, with the handle that cancels the
+        /// replay; `None` for live messages only.
+        replay: Option<(ReplaySpec, ReplayCancel)>,
         /// For the ack.
         command_id: Option<u64>,
         /// Shared by every processor visited.
@@ -133,6 +137,79 @@ pub struct Message<'a> {
     pub timestamp: u64,
     /// Journal position, when journaled.
     pub bookmark: Option<u64>,
+}
+
+/// Cancels a replay: set (under its lock) when the subscription ends, so
+/// that the replay, which checks it under the same lock before queueing
+/// each batch of frames, never sends a frame after the unsubscribe's ack.
+#[derive(Debug, Clone, Default)]
+pub struct ReplayCancel(Arc<std::sync::Mutex<bool>>);
+
+impl ReplayCancel {
+    /// A live (not cancelled) handle.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Marks the replay cancelled.
+    pub fn cancel(&self) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = true;
+    }
+
+    /// Runs `send` unless cancelled, holding the lock across it; returns
+    /// false when cancelled.
+    pub fn unless_cancelled(&self, send: impl FnOnce()) -> bool {
+        let cancelled = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *cancelled {
+            return false;
+        }
+        send();
+        true
+    }
+
+    /// Whether the replay was cancelled.
+    #[must_use]
+    pub fn is_cancelled(&self) -> bool {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// A bookmark subscription whose replay is to start.
+#[derive(Debug, Clone)]
+pub struct ReplayStart<C> {
+    /// The subscriber.
+    pub conn: C,
+    /// Its subscription id.
+    pub sub_id: u64,
+    /// What it listens to.
+    pub topic: TopicSpec,
+    /// Its filter.
+    pub filter: Option<Filter>,
+    /// Where to start (and end).
+    pub spec: ReplaySpec,
+    /// Cancels the replay.
+    pub cancel: ReplayCancel,
+    /// For the acks.
+    pub command_id: Option<u64>,
+}
+
+/// A bookmark subscription waiting for its replay to catch up.
+#[derive(Debug)]
+struct PendingSub<C> {
+    conn: C,
+    topic: TopicSpec,
+    filter: Option<Filter>,
+    cancel: ReplayCancel,
 }
 
 /// What the journal did with a publish.
@@ -183,6 +260,18 @@ pub trait Sink<C> {
     fn ack_when_persisted(&mut self, bookmark: u64, conn: &C, ack: Ack) {
         let _ = bookmark;
         self.reply(conn, ack);
+    }
+    /// Start the replay of a bookmark subscription (every processor holding
+    /// it has registered it as pending). Without a journal it is refused.
+    fn start_replay(&mut self, start: ReplayStart<C>) {
+        let mut ack = Ack::failure(
+            AckType::Processed,
+            start.command_id,
+            ReasonCode::AckNotAvailable,
+            "bookmark subscriptions need a journal (journal.topics is empty)",
+        );
+        ack.sub_id = Some(start.sub_id);
+        self.reply(&start.conn, ack);
     }
 }
 
@@ -318,21 +407,27 @@ struct MatchScratch {
 /// The subscriptions of the topics one processor owns.
 #[derive(Debug)]
 pub struct Router<C> {
-    topics: HashMap<Bytes, TopicEntry<C>>,
+    topics: rustc_hash::FxHashMap<Bytes, TopicEntry<C>>,
     patterns: Vec<PatternSub<C>>,
     conns: HashMap<u64, ConnSubs>,
     stats: RouterStats,
     scratch: MatchScratch,
+    /// Bookmark subscriptions whose replay has not caught up yet.
+    pending: HashMap<(u64, u64), PendingSub<C>>,
+    /// The highest bookmark this router's processor has appended.
+    last_appended: u64,
 }
 
 impl<C: ConnHandle> Default for Router<C> {
     fn default() -> Self {
         Self {
-            topics: HashMap::new(),
+            topics: rustc_hash::FxHashMap::default(),
             patterns: Vec::new(),
             conns: HashMap::new(),
             stats: RouterStats::default(),
             scratch: MatchScratch::default(),
+            pending: HashMap::new(),
+            last_appended: 0,
         }
     }
 }
@@ -377,6 +472,7 @@ impl<C: ConnHandle> Router<C> {
                         bookmark,
                         timestamp,
                     } => {
+                        self.last_appended = self.last_appended.max(*bookmark);
                         self.publish(&topic, &payload, *timestamp, Some(*bookmark), sink);
                     }
                     LogOutcome::Duplicate { .. } | LogOutcome::Failed { .. } => {}
@@ -388,6 +484,40 @@ impl<C: ConnHandle> Router<C> {
                 sub_id,
                 topic,
                 filter,
+                replay: Some((spec, cancel)),
+                command_id,
+                done,
+            } => {
+                // Registered for live delivery only when the replay catches up
+                // (see `go_live`); the replay sends the acks.
+                let key = (conn.conn_id(), sub_id);
+                self.pending.insert(
+                    key,
+                    PendingSub {
+                        conn: conn.clone(),
+                        topic: topic.clone(),
+                        filter: filter.clone(),
+                        cancel: cancel.clone(),
+                    },
+                );
+                if done.finish() {
+                    sink.start_replay(ReplayStart {
+                        conn,
+                        sub_id,
+                        topic,
+                        filter,
+                        spec,
+                        cancel,
+                        command_id,
+                    });
+                }
+            }
+            ProcessorCommand::Subscribe {
+                conn,
+                sub_id,
+                topic,
+                filter,
+                replay: None,
                 command_id,
                 done,
             } => {
@@ -567,7 +697,33 @@ impl<C: ConnHandle> Router<C> {
         }
     }
 
+    /// A replay asks to hand a pending bookmark subscription over to live
+    /// delivery, having read every record below `read_below` (see
+    /// `core::replay`).
+    pub fn go_live(&mut self, conn_id: u64, sub_id: u64, read_below: u64) -> GoLive {
+        let key = (conn_id, sub_id);
+        if !self.pending.contains_key(&key) {
+            return GoLive::Gone;
+        }
+        let answer = replay::go_live(read_below, self.last_appended);
+        if let GoLive::Live { .. } = answer
+            && let Some(pending) = self.pending.remove(&key)
+        {
+            self.subscribe(&pending.conn, sub_id, pending.topic, pending.filter);
+        }
+        answer
+    }
+
+    /// Forgets a pending bookmark subscription whose replay ended (a
+    /// bounded range finished, or the replay failed).
+    pub fn drop_pending(&mut self, conn_id: u64, sub_id: u64) {
+        self.pending.remove(&(conn_id, sub_id));
+    }
+
     fn unsubscribe(&mut self, conn_id: u64, sub_id: u64) {
+        if let Some(pending) = self.pending.remove(&(conn_id, sub_id)) {
+            pending.cancel.cancel();
+        }
         let Some(subs) = self.conns.get_mut(&conn_id) else {
             return;
         };
@@ -594,6 +750,13 @@ impl<C: ConnHandle> Router<C> {
     }
 
     fn remove_conn(&mut self, conn_id: u64) {
+        self.pending.retain(|&(conn, _), pending| {
+            let keep = conn != conn_id;
+            if !keep {
+                pending.cancel.cancel();
+            }
+            keep
+        });
         let Some(subs) = self.conns.remove(&conn_id) else {
             return;
         };
@@ -759,6 +922,7 @@ mod tests {
                 sub_id,
                 topic: spec,
                 filter: None,
+                replay: None,
                 command_id: Some(sub_id),
                 done: Completion::single(),
             },
@@ -908,6 +1072,7 @@ mod tests {
                 sub_id,
                 topic: spec,
                 filter: Some(filter),
+                replay: None,
                 command_id: None,
                 done: Completion::single(),
             },

@@ -17,6 +17,7 @@ use statecast_protocol::{
 
 use statecast_filter::Filter;
 
+use super::replay::{self, NotFound, ReplaySpec};
 use super::topic::{Pattern, TopicSpec, is_pattern, processor_for};
 
 /// Longest client name accepted at logon.
@@ -143,6 +144,8 @@ pub enum Action {
         topic: TopicSpec,
         /// Its content filter.
         filter: Option<Filter>,
+        /// Where it starts in the journal (`None`: live only).
+        replay: Option<ReplaySpec>,
         /// For the ack.
         command_id: Option<u64>,
     },
@@ -449,6 +452,7 @@ impl Session {
             return;
         }
         let mut literal = false;
+        let mut not_found = NotFound::Fail;
         for option in subscribe
             .options
             .as_ref()
@@ -459,15 +463,33 @@ impl Session {
             match option {
                 "" => {}
                 "non_regex_topic" => literal = true,
+                "bookmark_not_found=fail" => not_found = NotFound::Fail,
+                "bookmark_not_found=epoch" => not_found = NotFound::Epoch,
+                "bookmark_not_found=now" => not_found = NotFound::Now,
                 unknown => {
                     out.push(fail(
                         ReasonCode::InvalidField,
-                        format!("unknown subscribe option `{unknown}` (known: non_regex_topic)"),
+                        format!(
+                            "unknown subscribe option `{unknown}` (known: non_regex_topic, bookmark_not_found=fail|epoch|now)"
+                        ),
                     ));
                     return;
                 }
             }
         }
+        let replay = match &subscribe.bookmark {
+            None => None,
+            Some(text) => match replay::parse(text.as_str(), not_found) {
+                Ok(replay) => replay,
+                Err(error) => {
+                    out.push(fail(
+                        ReasonCode::InvalidField,
+                        format!("invalid bookmark_spec: {error}"),
+                    ));
+                    return;
+                }
+            },
+        };
         let filter = match &subscribe.filter {
             None => None,
             Some(text) => match Filter::parse(text.as_str(), &self.limits.filter) {
@@ -502,6 +524,7 @@ impl Session {
             sub_id: subscribe.sub_id,
             topic,
             filter,
+            replay,
             command_id: subscribe.command_id,
         });
     }

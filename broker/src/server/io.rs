@@ -25,7 +25,7 @@ use statecast_protocol::{Ack, AckType, Command, ReasonCode};
 
 use super::outbound::{ConnShared, IoShared, Totals};
 use super::processor::{Batch, ProcessorMsg};
-use crate::core::router::{Completion, ProcessorCommand};
+use crate::core::router::{Completion, ProcessorCommand, ReplayCancel};
 use crate::core::session::{Action, CloseReason, Session, SessionLimits, Targets};
 
 /// The waker's token; connections use their slab index.
@@ -56,6 +56,10 @@ struct Conn {
     last_sent: Instant,
     last_progress: Instant,
     closing: Option<(Instant, CloseReason)>,
+    /// Bytes of the frame being written that are still in `write_queue`
+    /// (0 at a frame boundary), so that dropping a slow client's queue
+    /// never cuts a frame in half before the failure ack.
+    frame_left: usize,
     /// Our side of the connection is shut (FIN sent after the last frame).
     write_shut: bool,
     eof: bool,
@@ -103,6 +107,8 @@ pub struct IoThread {
     totals: Arc<Totals>,
     next_conn_id: Arc<std::sync::atomic::AtomicU64>,
     want_read: Vec<usize>,
+    /// Where reads land before being copied to a connection's buffer.
+    scratch: Box<[u8]>,
     /// Connections being closed, checked every iteration until removed.
     closing: Vec<usize>,
     actions: Vec<Action>,
@@ -159,6 +165,7 @@ impl IoThread {
             totals,
             next_conn_id,
             want_read: Vec::new(),
+            scratch: vec![0u8; READ_CHUNK_BYTES].into_boxed_slice(),
             closing: Vec::new(),
             actions: Vec::new(),
             ready: Vec::new(),
@@ -327,6 +334,7 @@ impl IoThread {
                 last_sent: now,
                 last_progress: now,
                 closing: None,
+                frame_left: 0,
                 write_shut: false,
                 eof: false,
             });
@@ -371,31 +379,25 @@ impl IoThread {
             // The session's decoder rejects a frame longer than the limit as
             // soon as its length prefix arrives, so the buffer never holds
             // more than one permitted frame plus one read chunk.
-            let start = conn.read_buf.len();
-            conn.read_buf.resize(start + READ_CHUNK_BYTES, 0);
-            let n = match conn.stream.read(&mut conn.read_buf[start..]) {
+            // Reading through a zeroed scratch buffer and copying what
+            // arrived costs a copy of the bytes read; resizing the receive
+            // buffer instead would zero a whole chunk on every read.
+            let n = match conn.stream.read(&mut self.scratch[..]) {
                 Ok(0) => {
-                    conn.read_buf.truncate(start);
                     conn.eof = true;
                     break;
                 }
                 Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    conn.read_buf.truncate(start);
-                    return;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {
-                    conn.read_buf.truncate(start);
-                    continue;
-                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(error) => {
-                    conn.read_buf.truncate(start);
                     tracing::debug!(peer = %conn.peer, %error, "read failed");
                     conn.eof = true;
                     break;
                 }
             };
-            conn.read_buf.truncate(start + n);
+            conn.read_buf
+                .extend_from_slice(self.scratch.get(..n).unwrap_or_default());
             budget = budget.saturating_sub(n);
             conn.session
                 .on_bytes(&mut conn.read_buf, now, &mut self.actions);
@@ -469,14 +471,17 @@ impl IoThread {
                     sub_id,
                     topic,
                     filter,
+                    replay,
                     command_id,
                 } => {
                     let done = self.completion(targets);
+                    let replay = replay.map(|spec| (spec, ReplayCancel::new()));
                     self.broadcast(targets, &done, |done| ProcessorCommand::Subscribe {
                         conn: Arc::clone(&shared),
                         sub_id,
                         topic: topic.clone(),
                         filter: filter.clone(),
+                        replay: replay.clone(),
                         command_id,
                         done,
                     });
@@ -627,7 +632,7 @@ impl IoThread {
             if conn.shared.is_slow() && conn.closing.is_none() {
                 let queued = conn.shared.queued();
                 self.totals.slow_disconnects.fetch_add(1, Ordering::Relaxed);
-                conn.write_queue.clear();
+                drop_after_current_frame(&mut conn.write_queue, conn.frame_left);
                 conn.shared.close();
                 let reason = CloseReason {
                     code: ReasonCode::SlowClient,
@@ -671,22 +676,11 @@ impl IoThread {
                     conn.eof = true;
                     break;
                 }
-                Ok(mut n) => {
+                Ok(n) => {
                     conn.shared.written(n);
                     conn.last_sent = now;
                     conn.last_progress = now;
-                    while n > 0 {
-                        let Some(front) = conn.write_queue.front_mut() else {
-                            break;
-                        };
-                        if front.len() <= n {
-                            n -= front.len();
-                            conn.write_queue.pop_front();
-                        } else {
-                            bytes::Buf::advance(front, n);
-                            n = 0;
-                        }
-                    }
+                    advance(&mut conn.write_queue, &mut conn.frame_left, n);
                     if conn.write_queue.is_empty() {
                         conn.shared.take_out(&mut conn.write_queue);
                     }
@@ -720,7 +714,7 @@ impl IoThread {
             {
                 let queued = conn.shared.queued();
                 self.totals.slow_disconnects.fetch_add(1, Ordering::Relaxed);
-                conn.write_queue.clear();
+                drop_after_current_frame(&mut conn.write_queue, conn.frame_left);
                 conn.shared.close();
                 let reason = CloseReason {
                     code: ReasonCode::SlowClient,
@@ -766,6 +760,7 @@ impl IoThread {
         self.closing.push(token);
         if send_ack && let Ok(frame) = Command::Ack(ack).to_bytes() {
             conn.shared.take_out(&mut conn.write_queue);
+            conn.shared.account_local(frame.len());
             conn.write_queue.push_back(frame);
             self.write(token, now);
         }
@@ -830,5 +825,84 @@ impl IoThread {
         }
         tracing::trace!(conn = conn.shared.id, why, "connection removed");
         self.totals.connections.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Removes `n` written bytes from the front of `queue`, keeping
+/// `frame_left` (the unwritten bytes of the frame in progress) up to date.
+/// Every frame starts at the start of a chunk, with its 4-byte length.
+fn advance(queue: &mut VecDeque<Bytes>, frame_left: &mut usize, mut n: usize) {
+    while n > 0 {
+        let Some(front) = queue.front_mut() else {
+            return;
+        };
+        if *frame_left == 0 {
+            let length = front
+                .first_chunk::<4>()
+                .map_or(0, |prefix| u32::from_le_bytes(*prefix) as usize);
+            *frame_left = statecast_protocol::LENGTH_PREFIX_LEN + length;
+        }
+        let take = n.min(front.len());
+        debug_assert!(take <= *frame_left, "a chunk never spans two frames");
+        *frame_left = frame_left.saturating_sub(take);
+        n -= take;
+        if take == front.len() {
+            queue.pop_front();
+        } else {
+            bytes::Buf::advance(front, take);
+        }
+    }
+}
+
+/// Drops everything queued after the frame being written, which is kept
+/// whole so that the stream stays well-formed for what follows.
+fn drop_after_current_frame(queue: &mut VecDeque<Bytes>, frame_left: usize) {
+    let mut keep = frame_left;
+    let mut chunks = 0;
+    while keep > 0 {
+        let Some(chunk) = queue.get(chunks) else {
+            break;
+        };
+        keep = keep.saturating_sub(chunk.len());
+        chunks += 1;
+    }
+    queue.truncate(chunks);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(len: usize) -> Vec<Bytes> {
+        // A frame of `len` bytes split into a 12-byte header chunk and a body.
+        let mut header = vec![0u8; 12];
+        header[..4].copy_from_slice(&u32::try_from(len - 4).unwrap().to_le_bytes());
+        vec![Bytes::from(header), Bytes::from(vec![7u8; len - 12])]
+    }
+
+    #[test]
+    fn slow_close_keeps_the_frame_in_progress_whole() {
+        let mut queue: VecDeque<Bytes> = frame(100).into_iter().chain(frame(50)).collect();
+        let mut left = 0;
+        advance(&mut queue, &mut left, 30);
+        assert_eq!(left, 70, "30 of 100 bytes written");
+        drop_after_current_frame(&mut queue, left);
+        assert_eq!(
+            queue.iter().map(Bytes::len).sum::<usize>(),
+            70,
+            "only the rest of frame 1 stays"
+        );
+        advance(&mut queue, &mut left, 70);
+        assert_eq!((left, queue.len()), (0, 0));
+    }
+
+    #[test]
+    fn at_a_frame_boundary_everything_goes() {
+        let mut queue: VecDeque<Bytes> = frame(100).into_iter().chain(frame(50)).collect();
+        let mut left = 0;
+        advance(&mut queue, &mut left, 100);
+        assert_eq!(left, 0);
+        drop_after_current_frame(&mut queue, left);
+        assert!(queue.is_empty());
     }
 }

@@ -15,6 +15,7 @@ mod io;
 mod journaling;
 mod outbound;
 mod processor;
+mod replayer;
 
 use std::fs::File;
 use std::io::Write as _;
@@ -149,6 +150,10 @@ pub struct Server {
     plan: Plan,
     journaling: Option<Arc<journaling::Journaling>>,
     journal_threads: Vec<JoinHandle<()>>,
+    replayer: Option<(
+        JoinHandle<()>,
+        crossbeam_channel::Sender<replayer::ReplayerMsg>,
+    )>,
     _lock: DataDirLock,
 }
 
@@ -276,6 +281,11 @@ impl Server {
                 .map_err(thread_error("an I/O event loop"))?;
             io_loops.push(io);
         }
+        // The replayer serves bookmark subscriptions; it talks to processors.
+        let (replayer_tx, replayer_rx) = crossbeam_channel::unbounded();
+        let replayer = opened
+            .as_ref()
+            .map(|o| replayer::Replayer::new(Arc::clone(&o.journaling), senders.clone()));
         drop(senders);
         let io_shared: Vec<_> = io_loops.iter().map(io::IoThread::shared).collect();
 
@@ -283,19 +293,21 @@ impl Server {
         let mut processor_threads = Vec::new();
         for (index, inbox) in receivers.into_iter().enumerate() {
             let journal = opened.as_ref().map(|o| Arc::clone(&o.journaling));
+            let replayer = opened.as_ref().map(|_| replayer_tx.clone());
             let done = Arc::clone(&processors_done);
             let io_count = plan.io_threads;
             processor_threads.push(spawn(
                 format!("processor-{index}"),
                 pin_for(Role::Processor(index)),
                 move || {
-                    processor::run(index, inbox, io_count, &done, journal);
+                    processor::run(index, inbox, io_count, &done, journal, replayer);
                 },
             )?);
         }
         // The journal's threads: the flusher (pinned: it gates persisted
         // acks) and the housekeeper (spares, retention).
         let mut journal_threads = Vec::new();
+        let mut replayer_thread = None;
         let journaling = match opened {
             None => None,
             Some(opened) => {
@@ -321,6 +333,12 @@ impl Server {
                     plan.others.clone(),
                     move || housekeeper.run(),
                 )?);
+                if let Some(replayer) = replayer {
+                    replayer_thread =
+                        Some(spawn("replayer".into(), plan.others.clone(), move || {
+                            replayer.run(&replayer_rx);
+                        })?);
+                }
                 Some(journaling)
             }
         };
@@ -376,6 +394,7 @@ impl Server {
             plan,
             journaling,
             journal_threads,
+            replayer: replayer_thread.map(|thread| (thread, replayer_tx)),
             _lock: lock,
         })
     }
@@ -422,6 +441,10 @@ impl Server {
             let _ = thread.join();
         }
         for thread in self.processor_threads.drain(..) {
+            let _ = thread.join();
+        }
+        if let Some((thread, inbox)) = self.replayer.take() {
+            let _ = inbox.send(replayer::ReplayerMsg::Stop);
             let _ = thread.join();
         }
         // Processors are done appending: close the journal cleanly (final

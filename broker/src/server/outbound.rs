@@ -16,7 +16,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use statecast_protocol::{Ack, Command, Utf8, encode_deliver_header};
 
 use super::journaling::Journaling;
-use crate::core::router::{ConnHandle, LogOutcome, Message, Sink};
+use crate::core::router::{ConnHandle, LogOutcome, Message, ReplayStart, Sink};
 
 /// Payloads up to this size are copied next to their header instead of
 /// being referenced, because one contiguous chunk is cheaper to write than
@@ -174,20 +174,22 @@ impl ConnShared {
     /// whether its I/O thread must be woken to write them (the caller may
     /// batch wakes); marks the connection slow past its limit.
     fn enqueue(&self, chunks: &mut Vec<Bytes>, bytes: usize) -> bool {
-        if self.is_closed() {
-            chunks.clear();
-            return false;
-        }
-        let was_empty = {
+        // Counts change only under the `out` lock, so that a close (which
+        // releases everything counted) can never interleave with them.
+        let (was_empty, queued) = {
             let mut out = self.out.lock().unwrap_or_else(PoisonError::into_inner);
+            if self.is_closed() {
+                chunks.clear();
+                return false;
+            }
             let was_empty = out.is_empty();
             out.append(chunks);
-            was_empty
+            let queued = self.queued.fetch_add(bytes, Ordering::AcqRel) + bytes;
+            self.totals
+                .outbound_bytes
+                .fetch_add(bytes, Ordering::AcqRel);
+            (was_empty, queued)
         };
-        let queued = self.queued.fetch_add(bytes, Ordering::AcqRel) + bytes;
-        self.totals
-            .outbound_bytes
-            .fetch_add(bytes, Ordering::AcqRel);
         if queued > self.outbound_max {
             self.mark_slow();
             false
@@ -196,6 +198,14 @@ impl ConnShared {
             true
         } else {
             false
+        }
+    }
+
+    /// Queues frames from outside a processor batch (a replay) and wakes
+    /// the I/O thread when needed.
+    pub fn enqueue_chunks(&self, chunks: &mut Vec<Bytes>, bytes: usize) {
+        if self.enqueue(chunks, bytes) {
+            self.io.wake();
         }
     }
 
@@ -233,6 +243,10 @@ impl ConnShared {
 
     /// Appends frames queued by the I/O thread itself (its own replies).
     pub(super) fn account_local(&self, bytes: usize) {
+        let _out = self.out.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.is_closed() {
+            return;
+        }
         self.queued.fetch_add(bytes, Ordering::AcqRel);
         self.totals
             .outbound_bytes
@@ -241,7 +255,15 @@ impl ConnShared {
 
     /// Records `bytes` written to the socket.
     pub(super) fn written(&self, bytes: usize) {
-        self.queued.fetch_sub(bytes, Ordering::AcqRel);
+        let _out = self.out.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.is_closed() {
+            return; // `close` already released everything counted.
+        }
+        let before = self.queued.fetch_sub(bytes, Ordering::AcqRel);
+        debug_assert!(
+            before >= bytes,
+            "wrote {bytes} bytes with only {before} counted"
+        );
         self.totals
             .outbound_bytes
             .fetch_sub(bytes, Ordering::AcqRel);
@@ -256,8 +278,10 @@ impl ConnShared {
     /// Closes the connection for processors: later frames are dropped, and
     /// everything still counted as queued is released.
     pub(super) fn close(&self) {
-        self.closed.store(true, Ordering::Release);
         let mut out = self.out.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
         out.clear();
         let queued = self.queued.swap(0, Ordering::AcqRel);
         self.totals
@@ -276,11 +300,12 @@ struct PendingOut {
 /// at the end of the batch.
 pub struct ProcessorSink {
     pending: Vec<PendingOut>,
-    slots: HashMap<u64, usize>,
+    slots: rustc_hash::FxHashMap<u64, usize>,
     headers: BytesMut,
     wake: Vec<Arc<IoShared>>,
     encode_failures: u64,
     journal: Option<Arc<Journaling>>,
+    replayer: Option<crossbeam_channel::Sender<super::replayer::ReplayerMsg>>,
     /// Whether each recently seen topic is journaled (bounded).
     journaled: HashMap<Bytes, bool>,
     append_failures: u64,
@@ -299,11 +324,12 @@ impl Default for ProcessorSink {
     fn default() -> Self {
         Self {
             pending: Vec::new(),
-            slots: HashMap::new(),
+            slots: rustc_hash::FxHashMap::default(),
             headers: BytesMut::with_capacity(HEADER_BUFFER_BYTES),
             wake: Vec::new(),
             encode_failures: 0,
             journal: None,
+            replayer: None,
             journaled: HashMap::new(),
             append_failures: 0,
             append_failure_logged: None,
@@ -317,9 +343,13 @@ const JOURNALED_CACHE_MAX: usize = 65_536;
 impl ProcessorSink {
     /// A sink writing through `journal` (when there is one).
     #[must_use]
-    pub fn new(journal: Option<Arc<Journaling>>) -> Self {
+    pub fn new(
+        journal: Option<Arc<Journaling>>,
+        replayer: Option<crossbeam_channel::Sender<super::replayer::ReplayerMsg>>,
+    ) -> Self {
         Self {
             journal,
+            replayer,
             ..Self::default()
         }
     }
@@ -412,6 +442,36 @@ impl Sink<Arc<ConnShared>> for ProcessorSink {
             }
         }
         outcome
+    }
+
+    fn start_replay(&mut self, start: ReplayStart<Arc<ConnShared>>) {
+        match &self.replayer {
+            Some(replayer) => {
+                if let Err(crossbeam_channel::SendError(super::replayer::ReplayerMsg::Start(
+                    start,
+                ))) = replayer.send(super::replayer::ReplayerMsg::Start(start))
+                {
+                    let mut ack = Ack::failure(
+                        statecast_protocol::AckType::Processed,
+                        start.command_id,
+                        statecast_protocol::ReasonCode::ShuttingDown,
+                        "the broker is shutting down",
+                    );
+                    ack.sub_id = Some(start.sub_id);
+                    self.reply(&start.conn, ack);
+                }
+            }
+            None => {
+                let mut ack = Ack::failure(
+                    statecast_protocol::AckType::Processed,
+                    start.command_id,
+                    statecast_protocol::ReasonCode::AckNotAvailable,
+                    "bookmark subscriptions need a journal (journal.topics is empty)",
+                );
+                ack.sub_id = Some(start.sub_id);
+                self.reply(&start.conn, ack);
+            }
+        }
     }
 
     fn ack_when_persisted(&mut self, bookmark: u64, conn: &Arc<ConnShared>, ack: Ack) {

@@ -30,6 +30,24 @@ pub enum ProcessorMsg {
     Batch(Batch),
     /// One I/O thread will send nothing more (clean shutdown).
     Drain,
+    /// A replay asks to hand its subscription over to live delivery.
+    GoLive {
+        /// The replay, for the answer.
+        replay: u64,
+        /// The subscriber.
+        conn_id: u64,
+        /// The subscription.
+        sub_id: u64,
+        /// The replay has read every record below this bookmark.
+        read_below: u64,
+    },
+    /// A replay ended without going live: forget its pending subscription.
+    DropPending {
+        /// The subscriber.
+        conn_id: u64,
+        /// The subscription.
+        sub_id: u64,
+    },
 }
 
 /// Batches handled before output is flushed, so that a processor that is
@@ -49,9 +67,10 @@ pub fn run(
     io_threads: usize,
     done: &AtomicUsize,
     journal: Option<Arc<super::journaling::Journaling>>,
+    replayer: Option<crossbeam_channel::Sender<super::replayer::ReplayerMsg>>,
 ) {
     let mut router: Router<Arc<ConnShared>> = Router::new();
-    let mut sink = ProcessorSink::new(journal);
+    let mut sink = ProcessorSink::new(journal, replayer.clone());
     let mut drained = 0;
     let mut handled: Vec<(Arc<IoShared>, usize)> = Vec::new();
     'outer: while drained < io_threads {
@@ -68,6 +87,24 @@ pub fn run(
                     if drained == io_threads {
                         break;
                     }
+                }
+                ProcessorMsg::GoLive {
+                    replay,
+                    conn_id,
+                    sub_id,
+                    read_below,
+                } => {
+                    let answer = router.go_live(conn_id, sub_id, read_below);
+                    if let Some(replayer) = &replayer {
+                        let _ = replayer.send(super::replayer::ReplayerMsg::Answer {
+                            replay,
+                            processor: index,
+                            answer,
+                        });
+                    }
+                }
+                ProcessorMsg::DropPending { conn_id, sub_id } => {
+                    router.drop_pending(conn_id, sub_id)
                 }
                 ProcessorMsg::Batch(batch) => {
                     for command in batch.commands {

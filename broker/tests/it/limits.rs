@@ -91,6 +91,7 @@ async fn a_subscriber_that_stops_reading_is_disconnected_while_another_keeps_rec
             topic: Utf8::from("firehose"),
             filter: None,
             options: None,
+            bookmark: None,
         }));
         assert!(matches!(raw.recv(), Some(Command::Ack(_))));
         raw

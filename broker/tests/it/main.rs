@@ -10,5 +10,6 @@ mod limits;
 mod placement;
 mod protocol_errors;
 mod pubsub;
+mod replay;
 mod support;
 mod tidy;

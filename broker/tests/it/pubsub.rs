@@ -80,6 +80,7 @@ async fn patterns_match_the_right_topics() {
             topic: "a+b".into(),
             filter: None,
             options: Some("non_regex_topic".into()),
+            bookmark: None,
         })
         .await
         .unwrap();
@@ -141,6 +142,7 @@ fn unsubscribe_stops_delivery_after_its_ack() {
             topic: Utf8::from(topic),
             filter: None,
             options: None,
+            bookmark: None,
         }));
         let Some(Command::Ack(ack)) = raw.recv() else {
             panic!("subscribe ack")

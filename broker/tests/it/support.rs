@@ -41,7 +41,10 @@ impl Broker {
         let dir = tempfile::tempdir().expect("temp dir");
         // Small journal segments: tests publish little, and preallocating
         // the default 128 MiB files would dominate their run time.
-        let mut config = String::from("[threads]\npin = false\n");
+        let mut config = String::new();
+        if !extra.contains("[threads]") {
+            config.push_str("[threads]\npin = false\n");
+        }
         if !extra.contains("[journal]") {
             config.push_str("[journal]\nsegment_bytes = \"4 MiB\"\npreallocate = 1\n");
         }
@@ -61,9 +64,17 @@ impl Broker {
             .arg(&config_path)
             .arg("--data-dir")
             .arg(dir.path().join("data"))
-            .env("RUST_LOG", "info")
+            .env(
+                "RUST_LOG",
+                std::env::var("STATECAST_TEST_RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(Stdio::piped())
-            .stderr(Stdio::from(stderr))
+            // STATECAST_TEST_LOG=1 shows the broker's log while debugging.
+            .stderr(if std::env::var_os("STATECAST_TEST_LOG").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::from(stderr)
+            })
             .spawn()
             .expect("spawn statecast serve");
         let stdout = child.stdout.take().expect("stdout");
