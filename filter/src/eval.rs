@@ -199,6 +199,86 @@ impl<'a> Eval<'a, '_> {
         resolve(v, &self.cap.arena)
     }
 
+    /// A term of AND or OR: the common simple predicates are evaluated
+    /// here, inline in the loop, rather than through a call of the whole
+    /// [`Self::truth`].
+    #[inline(always)]
+    fn term(&mut self, node: &'a Node) -> Truth {
+        match node {
+            Node::ComparePath { op, slot, value } => self.compare_path(*op, *slot, value),
+            Node::InPath {
+                slot,
+                list,
+                negated,
+            } => self.in_path(*slot, list, *negated),
+            Node::Not(inner) => match &**inner {
+                Node::Path(slot) => self.path_truth(*slot).not(),
+                other => self.truth(other).not(),
+            },
+            Node::Path(slot) => self.path_truth(*slot),
+            other => self.truth(other),
+        }
+    }
+
+    /// A path in a boolean position: its first value's truth.
+    #[inline]
+    fn path_truth(&self, slot: u32) -> Truth {
+        match self.cap.first(slot) {
+            None | Some(Raw::Null) => Truth::Unknown,
+            Some(Raw::True) => Truth::True,
+            Some(Raw::False) => Truth::False,
+            Some(raw) => resolve(raw_val(raw, self.payload()), &self.cap.arena).truth(),
+        }
+    }
+
+    /// `path op constant`, TRUE when any value at the path makes it TRUE.
+    #[inline]
+    fn compare_path(&self, op: BinaryOp, slot: u32, value: &Const) -> Truth {
+        let (cap, payload) = (&*self.cap, self.payload());
+        match cap.count(slot) {
+            // Comparing NULL.
+            0 => Truth::Unknown,
+            1 => cap.first(slot).map_or(Truth::Unknown, |raw| {
+                compare_raw(op, raw, payload, &cap.arena, value)
+            }),
+            _ => {
+                let mut acc = Truth::False;
+                for raw in cap.values(slot) {
+                    acc = acc.or(compare_raw(op, raw, payload, &cap.arena, value));
+                    if acc == Truth::True {
+                        break;
+                    }
+                }
+                acc
+            }
+        }
+    }
+
+    /// `path [NOT] IN (constants)`.
+    #[inline]
+    fn in_path(&self, slot: u32, list: &[Const], negated: bool) -> Truth {
+        let (cap, payload) = (&*self.cap, self.payload());
+        let mut acc = Truth::False;
+        if cap.count(slot) == 0 {
+            // NULL IN (…): NULL, unless the list is empty.
+            if !list.is_empty() {
+                acc = Truth::Unknown;
+            }
+        } else {
+            // TRUE when any (element, item) pair is equal: OR is
+            // commutative, so elements can be the outer loop.
+            'values: for raw in cap.values(slot) {
+                for item in list {
+                    acc = acc.or(compare_raw(BinaryOp::Eq, raw, payload, &cap.arena, item));
+                    if acc == Truth::True {
+                        break 'values;
+                    }
+                }
+            }
+        }
+        if negated { acc.not() } else { acc }
+    }
+
     /// The node in a boolean position.
     pub(crate) fn truth(&mut self, node: &'a Node) -> Truth {
         match node {
@@ -206,7 +286,7 @@ impl<'a> Eval<'a, '_> {
             Node::And(items) => {
                 let mut acc = Truth::True;
                 for item in items.iter() {
-                    match self.truth(item) {
+                    match self.term(item) {
                         Truth::False => return Truth::False,
                         Truth::Unknown => acc = Truth::Unknown,
                         Truth::True => {}
@@ -217,7 +297,7 @@ impl<'a> Eval<'a, '_> {
             Node::Or(items) => {
                 let mut acc = Truth::False;
                 for item in items.iter() {
-                    match self.truth(item) {
+                    match self.term(item) {
                         Truth::True => return Truth::True,
                         Truth::Unknown => acc = Truth::Unknown,
                         Truth::False => {}
@@ -233,47 +313,12 @@ impl<'a> Eval<'a, '_> {
                     any(r, cap, payload, |b| apply_comparison(*op, a, b))
                 })
             }
-            Node::ComparePath { op, slot, value } => {
-                let (cap, payload) = (&*self.cap, self.payload());
-                if cap.count(*slot) == 0 {
-                    // Comparing NULL.
-                    return Truth::Unknown;
-                }
-                let mut acc = Truth::False;
-                for raw in cap.values(*slot) {
-                    acc = acc.or(compare_raw(*op, raw, payload, &cap.arena, value));
-                    if acc == Truth::True {
-                        break;
-                    }
-                }
-                acc
-            }
+            Node::ComparePath { op, slot, value } => self.compare_path(*op, *slot, value),
             Node::InPath {
                 slot,
                 list,
                 negated,
-            } => {
-                let (cap, payload) = (&*self.cap, self.payload());
-                let mut acc = Truth::False;
-                if cap.count(*slot) == 0 {
-                    // NULL IN (…): NULL, unless the list is empty.
-                    if !list.is_empty() {
-                        acc = Truth::Unknown;
-                    }
-                } else {
-                    // TRUE when any (element, item) pair is equal: OR is
-                    // commutative, so elements can be the outer loop.
-                    'values: for raw in cap.values(*slot) {
-                        for item in list.iter() {
-                            acc = acc.or(compare_raw(BinaryOp::Eq, raw, payload, &cap.arena, item));
-                            if acc == Truth::True {
-                                break 'values;
-                            }
-                        }
-                    }
-                }
-                if *negated { acc.not() } else { acc }
-            }
+            } => self.in_path(*slot, list, *negated),
             Node::Between {
                 expr,
                 low,

@@ -626,10 +626,7 @@ impl Scanner<'_> {
             let start = pos + 1;
             let (end, escaped, prefix) = match quick_name(bytes, start, &self.clean) {
                 Some((end, prefix)) => (end, false, prefix),
-                None => {
-                    let (end, escaped) = self.string_end(start)?;
-                    (end, escaped, prefix_at(bytes, start, end - start))
-                }
+                None => self.long_name(start)?,
             };
             pos = end + 1;
             if bytes.get(pos) != Some(&b':') {
@@ -659,29 +656,11 @@ impl Scanner<'_> {
                     }
                     remaining -= 1;
                     let last = remaining == 0;
-                    let child_trie = &set.nodes[child as usize];
-                    match bytes.get(pos) {
-                        // A path's last step that finds a string: record
-                        // it here rather than through the general `value`.
-                        Some(b'"') if child_trie.leaf => {
-                            let (end, escaped) = self.string_end(pos + 1)?;
-                            if let Some(slot) = child_trie.slot {
-                                self.capture_string(slot, pos + 1, end, escaped);
-                            }
-                            pos = end + 1;
-                        }
-                        _ => {
-                            self.pos = pos;
-                            if self.value(child, true, stop && last, depth)? == Flow::Stop {
-                                return Ok(Flow::Stop);
-                            }
-                            pos = self.pos;
-                        }
-                    }
-                    if stop && last {
-                        self.pos = pos;
+                    self.pos = pos;
+                    if self.wanted_member(child, stop && last, depth)? == Flow::Stop {
                         return Ok(Flow::Stop);
                     }
+                    pos = self.pos;
                 }
                 _ => {
                     pos = match bytes.get(pos) {
@@ -720,6 +699,41 @@ impl Scanner<'_> {
                 return Ok(Flow::Continue);
             }
         }
+    }
+
+    /// Reads the value of a member that leads to wanted paths (the cursor
+    /// is at the value). `stop`: it is the last one wanted, so the scan
+    /// stops after it. Out of line, so that the loop over the (mostly
+    /// unwanted) members stays small.
+    #[inline(never)]
+    fn wanted_member(&mut self, child: u32, stop: bool, depth: u32) -> Result<Flow, Malformed> {
+        let child_trie = &self.set.nodes[child as usize];
+        match self.peek() {
+            // A path's last step that finds a string: record it here rather
+            // than through the general `value`.
+            Some(b'"') if child_trie.leaf => {
+                let start = self.pos + 1;
+                let (end, escaped) = self.string_end(start)?;
+                if let Some(slot) = child_trie.slot {
+                    self.capture_string(slot, start, end, escaped);
+                }
+                self.pos = end + 1;
+            }
+            _ => {
+                if self.value(child, true, stop, depth)? == Flow::Stop {
+                    return Ok(Flow::Stop);
+                }
+            }
+        }
+        Ok(if stop { Flow::Stop } else { Flow::Continue })
+    }
+
+    /// A member name that one word did not settle: its end, whether it has
+    /// escapes, and its [`prefix_word`].
+    #[inline(never)]
+    fn long_name(&mut self, start: usize) -> Result<(usize, bool, u64), Malformed> {
+        let (end, escaped) = self.string_end(start)?;
+        Ok((end, escaped, prefix_at(self.bytes, start, end - start)))
     }
 
     /// The child for an escaped member name, looked up once unescaped.
@@ -818,18 +832,27 @@ fn quick_string(bytes: &[u8], from: usize, clean: &Clean) -> Option<usize> {
     None
 }
 
-/// In the clean range, the end of a member name shorter than eight bytes
-/// whose contents start at `start`, and its [`prefix_word`], from one word.
+/// In the clean range, the end of a member name of at most fifteen bytes
+/// whose contents start at `start`, and its [`prefix_word`], from one or two
+/// words.
 #[inline(always)]
 fn quick_name(bytes: &[u8], start: usize, clean: &Clean) -> Option<(usize, u64)> {
-    let word = word_at(bytes, start)?;
-    let quote = skip::bytes_equal(word, b'"');
-    let len = (quote.trailing_zeros() / 8) as usize;
-    let end = start + len;
-    if quote == 0 || start < clean.lo || end >= clean.hi {
+    if start < clean.lo {
         return None;
     }
-    Some((end, word & ((1_u64 << (len * 8)) - 1)))
+    let word = word_at(bytes, start)?;
+    let quote = skip::bytes_equal(word, b'"');
+    let (end, prefix) = if quote != 0 {
+        let len = (quote.trailing_zeros() / 8) as usize;
+        (start + len, word & ((1_u64 << (len * 8)) - 1))
+    } else {
+        let quote = skip::bytes_equal(word_at(bytes, start + 8)?, b'"');
+        if quote == 0 {
+            return None;
+        }
+        (start + 8 + (quote.trailing_zeros() / 8) as usize, word)
+    };
+    (end < clean.hi).then_some((end, prefix))
 }
 
 /// Skips the scalar (number or literal, unchecked) at `pos`: it must not be

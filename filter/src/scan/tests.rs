@@ -186,3 +186,243 @@ fn names_of_every_length_are_found() {
         assert_eq!(values(&short, &[&path]), vec![vec!["3"]], "{short}");
     }
 }
+
+/// Runs `f` on a scanner over `bytes` set up as a scan sets it up.
+fn with_scanner<R>(bytes: &[u8], f: impl FnOnce(&mut Scanner<'_>) -> R) -> R {
+    let set = PathSet::default();
+    let mut cap = Captures::default();
+    let mut scanner = Scanner {
+        bytes,
+        pos: 0,
+        set: &set,
+        cap: &mut cap,
+        clean: Clean::default(),
+        search: Searchers::default(),
+    };
+    scanner.clean.refresh(bytes, 0);
+    f(&mut scanner)
+}
+
+/// The end of the string whose contents start at `from`, byte by byte:
+/// the closing quote's position and whether there were escapes.
+fn reference_string_end(bytes: &[u8], from: usize) -> Option<(usize, bool)> {
+    let mut at = from;
+    let mut escaped = false;
+    loop {
+        match *bytes.get(at)? {
+            b'"' => return Some((at, escaped)),
+            b'\\' => {
+                escaped = true;
+                at += 2;
+            }
+            _ => at += 1,
+        }
+    }
+}
+
+/// Skipping the container opened at `open_at` (nesting level `level`),
+/// byte by byte: only its own kind of bracket counts, strings and escapes
+/// are honoured, and that kind may nest at most `MAX_NESTING` deep.
+fn reference_skip(bytes: &[u8], open_at: usize, level: u32) -> Option<usize> {
+    let kind = *bytes.get(open_at)?;
+    let mut open = 1;
+    let mut at = open_at + 1;
+    loop {
+        let b = *bytes.get(at)?;
+        at += 1;
+        if b == b'"' {
+            at = reference_string_end(bytes, at)?.0 + 1;
+        } else if b == kind {
+            open += 1;
+            if level + open > MAX_NESTING + 1 {
+                return None;
+            }
+        } else if b == kind + 2 {
+            open -= 1;
+            if open == 0 {
+                return Some(at);
+            }
+        }
+    }
+}
+
+/// Pieces of JSON-like text, malformed ones included, to build skipped
+/// containers from.
+const PIECES: &[&str] = &[
+    r#""a""#,
+    r#""{""#,
+    r#""}""#,
+    r#""[""#,
+    r#""]""#,
+    r#""\"""#,
+    r#""\\""#,
+    r#""x\"}\\""#,
+    r#""\u005d""#,
+    "{",
+    "}",
+    "[",
+    "]",
+    ",",
+    ":",
+    "1",
+    " ",
+    "\"",
+    "\\",
+    r#""a long string with {brackets} and [more] that spans several words""#,
+];
+
+fn container_text() -> impl Strategy<Value = Vec<u8>> {
+    use proptest::prelude::*;
+    (
+        proptest::bool::ANY,
+        proptest::collection::vec(proptest::sample::select(PIECES), 0..40),
+        proptest::option::weighted(0.1, 0usize..5000),
+    )
+        .prop_map(|(array, pieces, filler)| {
+            let mut text = String::from(if array { "[" } else { "{" });
+            for (i, piece) in pieces.iter().enumerate() {
+                // Now and then a string long enough to cross the window
+                // in which backslashes are searched for.
+                if filler.is_some_and(|at| at % 40 == i) {
+                    text.push('"');
+                    text.push_str(&"x".repeat(filler.unwrap_or(0)));
+                    text.push('"');
+                }
+                text.push_str(piece);
+            }
+            text.into_bytes()
+        })
+}
+
+use proptest::strategy::Strategy;
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+    /// The fast skip (bracket search and quote parity where there is no
+    /// backslash, string by string elsewhere) ends every container, valid
+    /// or not, exactly where the byte-by-byte definition does.
+    #[test]
+    fn skipping_containers_agrees_with_a_byte_walk(text in container_text(), level in 1u32..4) {
+        let fast = with_scanner(&text, |s| s.skip_container(0, level).ok());
+        proptest::prop_assert_eq!(fast, reference_skip(&text, 0, level), "{}", String::from_utf8_lossy(&text));
+    }
+
+    /// Strings end where the byte-by-byte walk says, at every alignment.
+    #[test]
+    fn string_ends_agree_with_a_byte_walk(text in "[a\"\\\\]{0,60}", pad in 0usize..16) {
+        let mut bytes = vec![b' '; pad];
+        bytes.extend_from_slice(text.as_bytes());
+        let fast = with_scanner(&bytes, |s| s.string_end(pad).ok());
+        proptest::prop_assert_eq!(fast, reference_string_end(&bytes, pad), "{:?}", text);
+    }
+}
+
+#[test]
+fn escapes_straddle_word_and_vector_boundaries() {
+    // An escaped quote or backslash at every offset across the first four
+    // words (searched by arithmetic) and into the vector search.
+    for pad in 0..48 {
+        for escape in [r#"\""#, r"\\", r"\u0022", r"\/"] {
+            let contents = format!("{}{escape}{}", "a".repeat(pad), "b".repeat(pad % 7));
+            let doc = format!(r#"{{"s":"{contents}","a":1}}"#);
+            let expected: serde_json::Value = serde_json::from_str(&doc).unwrap();
+            let s = expected["s"].as_str().unwrap().to_owned();
+            assert_eq!(
+                values(&doc, &["/s", "/a"]),
+                vec![vec![s], vec!["1".to_owned()]],
+                "{doc}"
+            );
+            // The same string inside a skipped container.
+            let skipped = format!(r#"{{"z":{{"q":["{contents}",{{}}]}},"a":1}}"#);
+            assert_eq!(values(&skipped, &["/a"]), vec![vec!["1"]], "{skipped}");
+        }
+    }
+}
+
+#[test]
+fn long_strings_and_containers_cross_the_backslash_window() {
+    // Longer than the window searched for backslashes at a time, with and
+    // without a backslash beyond it.
+    for tail in ["", r"\n", r#"\""#] {
+        let long = format!("{}{tail}{}", "x".repeat(5000), "y".repeat(100));
+        let doc = format!(r#"{{"s":"{long}","z":{{"t":"{long}","u":[1,"]"]}},"a":"{long}"}}"#);
+        let expected: serde_json::Value = serde_json::from_str(&doc).unwrap();
+        let s = expected["s"].as_str().unwrap().to_owned();
+        assert_eq!(
+            values(&doc, &["/s", "/a"]),
+            vec![vec![s.clone()], vec![s]],
+            "tail {tail:?}"
+        );
+    }
+}
+
+#[test]
+fn a_backslash_early_does_not_slow_or_break_what_follows() {
+    // The clean range restarts after a backslash: what follows is skipped
+    // by the fast path again, and correctly.
+    let doc = r#"{"e":"a\\b","z":{"k":"}","l":["]"]},"y":[{"m":"{"}],"a":2}"#;
+    assert_eq!(values(doc, &["/a"]), vec![vec!["2"]]);
+    let doc = r#"{"z":{"k":"\"}","l":"\\"},"y":["\"]",[]],"a":3}"#;
+    assert_eq!(values(doc, &["/a"]), vec![vec!["3"]]);
+}
+
+#[test]
+fn skipped_nesting_counts_the_containers_own_kind() {
+    // 129 levels of one kind in a skipped value: too deep.
+    let deep = format!(r#"{{"z":{}{},"a":1}}"#, "[".repeat(128), "]".repeat(128));
+    assert!(!scan(&deep, &["/a"]).0);
+    let fine = format!(r#"{{"z":{}{},"a":1}}"#, "[".repeat(127), "]".repeat(127));
+    assert_eq!(values(&fine, &["/a"]), vec![vec!["1"]]);
+    // Alternating kinds are counted per kind (serde_json, which counts
+    // both, refuses this document; the scanner is not a validator).
+    let mixed = format!(
+        r#"{{"z":{}{},"a":1}}"#,
+        "[{\"k\":".repeat(100),
+        "}]".repeat(100)
+    );
+    assert_eq!(values(&mixed, &["/a"]), vec![vec!["1"]]);
+}
+
+#[test]
+fn malformed_skipped_values_never_panic() {
+    for doc in [
+        r#"{"z":{"q":"unterminated}"#,
+        r#"{"z":["\"]"#,
+        r#"{"z":{"q":"\"#,
+        r#"{"z":["#,
+        r#"{"z":{"#,
+        r#"{"z":"\"#,
+        "{\"z\":\"\\",
+        r#"{"z":[]]]]"#,
+        r#"{"z":{}"a":1}"#,
+    ] {
+        let (ok, values) = scan(doc, &["/a"]);
+        assert!(!ok, "{doc:?} was not called malformed");
+        assert!(values[0].is_empty());
+    }
+}
+
+#[test]
+fn member_names_of_any_length_are_found_with_the_perfect_hash() {
+    // Many names at one node (the hash), names sharing their first and
+    // last eight bytes, and names of 8 to 16 bytes (read from two words).
+    let names: Vec<String> = (0..20)
+        .map(|i| format!("name_{i:02}_{}", "x".repeat(i % 12)))
+        .chain(["abcdefgh1ijklmnop".into(), "abcdefgh2ijklmnop".into()])
+        .collect();
+    let paths: Vec<String> = names.iter().map(|n| format!("/{n}")).collect();
+    let path_refs: Vec<&str> = paths.iter().map(String::as_str).collect();
+    let doc = format!(
+        "{{{}}}",
+        names
+            .iter()
+            .enumerate()
+            .rev()
+            .map(|(i, n)| format!(r#""{n}x":-1,"{n}":{i}"#))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let expected: Vec<Vec<String>> = (0..names.len()).map(|i| vec![i.to_string()]).collect();
+    assert_eq!(values(&doc, &path_refs), expected, "{doc}");
+}

@@ -36,8 +36,28 @@ fn string_value() -> impl Strategy<Value = String> {
     prop_oneof![
         proptest::sample::select(
             &[
-                "", "abc", "ABC", "S1", "S2", "100", "1e2", "100.0", " 5", "true", "x\"y\\z", "é",
-                "😀", "a\nb", "NaN"
+                "",
+                "abc",
+                "ABC",
+                "S1",
+                "S2",
+                "100",
+                "1e2",
+                "100.0",
+                " 5",
+                "true",
+                "x\"y\\z",
+                "é",
+                "😀",
+                "a\nb",
+                "NaN",
+                // Brackets and quotes inside strings, for the skipping of
+                // containers by bracket search and quote parity.
+                "{[}]",
+                "a\"]",
+                "}, \"x\": [",
+                "\\\"}",
+                "a string longer than four words, with } and ] and \" inside it"
             ][..]
         )
         .prop_map(str::to_owned),
