@@ -159,6 +159,8 @@ pub struct ThreadsConfig {
     pub io: usize,
     /// Processor threads (0 = auto).
     pub processors: usize,
+    /// Run the single processor on the single I/O thread: `auto`, `always`, `never`.
+    pub inline: String,
 }
 
 /// `[connections]`
@@ -519,6 +521,13 @@ impl Config {
             256,
             "threads (0 = auto)",
         )?;
+        if !matches!(self.threads.inline.as_str(), "auto" | "always" | "never") {
+            return Err(invalid(
+                "threads.inline",
+                format!("{:?}", self.threads.inline),
+                "\"auto\", \"always\" or \"never\"",
+            ));
+        }
         let c = &self.connections;
         range(
             "connections.logon_timeout_ms",

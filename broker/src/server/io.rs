@@ -24,7 +24,7 @@ use slab::Slab;
 use statecast_protocol::{Ack, AckType, Command, ReasonCode};
 
 use super::outbound::{ConnShared, IoShared, Totals};
-use super::processor::{Batch, ProcessorMsg};
+use super::processor::{Batch, ProcessorCore, ProcessorMsg};
 use crate::core::router::{Completion, ProcessorCommand, ReplayCancel};
 use crate::core::session::{Action, CloseReason, Session, SessionLimits, Targets};
 
@@ -93,6 +93,12 @@ pub struct IoWiring {
     pub registry: Arc<super::acceptor::ConnRegistry>,
     /// The journal, for publisher registration at logon.
     pub journal: Option<Arc<super::journaling::Journaling>>,
+    /// When set, this thread runs the (only) processor itself: its inbox
+    /// (for the replayer's messages) and the replayer's channel.
+    pub inline: Option<(
+        crossbeam_channel::Receiver<ProcessorMsg>,
+        Option<crossbeam_channel::Sender<super::replayer::ReplayerMsg>>,
+    )>,
 }
 
 /// One I/O thread's state.
@@ -116,6 +122,7 @@ pub struct IoThread {
     processors_done: Arc<std::sync::atomic::AtomicUsize>,
     registry: Arc<super::acceptor::ConnRegistry>,
     journal: Option<Arc<super::journaling::Journaling>>,
+    inline: Option<(ProcessorCore, crossbeam_channel::Receiver<ProcessorMsg>)>,
 }
 
 impl std::fmt::Debug for IoThread {
@@ -149,10 +156,17 @@ impl IoThread {
             processors_done,
             registry,
             journal,
+            inline,
         } = wiring;
         let poll = Poll::new()?;
         let waker = mio::Waker::new(poll.registry(), WAKER)?;
         let shared = Arc::new(IoShared::new(index, waker, inflight_max));
+        let inline = inline.map(|(inbox, replayer)| {
+            (
+                ProcessorCore::new(0, journal.clone(), replayer, Some(Arc::clone(&shared))),
+                inbox,
+            )
+        });
         let batches = processors.iter().map(|_| (Vec::new(), 0)).collect();
         Ok(Self {
             poll,
@@ -170,6 +184,8 @@ impl IoThread {
             actions: Vec::new(),
             ready: Vec::new(),
             processors_done,
+            inline,
+
             registry,
             journal,
         })
@@ -214,7 +230,6 @@ impl IoThread {
                 }
             }
             self.accept_new(now);
-            self.drain_ready(now);
             if !self.shared.paused.load(Ordering::Acquire)
                 || self.shared.inflight.load(Ordering::Acquire) <= self.shared.inflight_max / 2
             {
@@ -224,6 +239,7 @@ impl IoThread {
                 }
             }
             self.send_batches();
+            self.drain_ready(now);
             if now >= next_tick {
                 self.tick(now);
                 next_tick = now + tick;
@@ -253,6 +269,15 @@ impl IoThread {
     }
 
     fn start_drain(&mut self) {
+        if self.inline.is_some() {
+            self.send_batches();
+            if let Some((core, _)) = &self.inline {
+                core.log_stopped();
+            }
+            self.processors_done.fetch_add(1, Ordering::AcqRel);
+            self.want_read.clear();
+            return;
+        }
         tracing::debug!("io-{}: draining for shutdown", self.shared.index);
         self.send_batches();
         for processor in &self.processors {
@@ -586,6 +611,26 @@ impl IoThread {
 
     /// Hands this iteration's commands to the processors.
     fn send_batches(&mut self) {
+        if let Some((core, inbox)) = &mut self.inline {
+            // The processor runs here: no hand-off, no back-pressure count.
+            while let Ok(message) = inbox.try_recv() {
+                core.control(message);
+            }
+            self.batch_bytes = 0;
+            let now = super::processor::now_ns();
+            let mut any = false;
+            for (batch, bytes) in &mut self.batches {
+                *bytes = 0;
+                if !batch.is_empty() {
+                    core.commands(std::mem::take(batch), now);
+                    any = true;
+                }
+            }
+            if any {
+                core.flush();
+            }
+            return;
+        }
         if self.batches.iter().all(|(batch, _)| batch.is_empty()) {
             return;
         }

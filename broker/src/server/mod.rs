@@ -134,6 +134,25 @@ fn log_recovery(report: &statecast_journal::RecoveryReport) {
     }
 }
 
+/// Whether the single processor runs on the single I/O thread: when they
+/// would share one CPU anyway (`threads.inline = "auto"`), or always/never
+/// as configured.
+fn run_inline(config: &Config, plan: &Plan) -> bool {
+    let single = plan.io_threads == 1 && plan.processor_threads == 1;
+    match config.threads.inline.as_str() {
+        "always" => single,
+        "never" => false,
+        _ => {
+            let same_cpu = matches!(
+                (plan.cpu(Role::Io(0)), plan.cpu(Role::Processor(0))),
+                (Some(io), Some(processor)) if io == processor
+            );
+            let one_cpu = affinity::allowed_cpus().is_some_and(|cpus| cpus.len() == 1);
+            single && (same_cpu || one_cpu)
+        }
+    }
+}
+
 /// A running broker.
 #[derive(Debug)]
 pub struct Server {
@@ -263,6 +282,15 @@ impl Server {
         let (senders, receivers): (Vec<_>, Vec<_>) = (0..plan.processor_threads)
             .map(|_| crossbeam_channel::unbounded())
             .unzip();
+        let mut receivers: Vec<Option<_>> = receivers.into_iter().map(Some).collect();
+        let inline = run_inline(config, &plan);
+        if inline {
+            tracing::info!(
+                "processor-0 runs inline on io-0 (they would share one CPU; threads.inline)"
+            );
+        }
+        // The replayer serves bookmark subscriptions; it talks to processors.
+        let (replayer_tx, replayer_rx) = crossbeam_channel::unbounded();
         let processors_done = Arc::new(AtomicUsize::new(0));
         let next_conn_id = Arc::new(AtomicU64::new(1));
         let inflight_max =
@@ -276,22 +304,39 @@ impl Server {
                 processors_done: Arc::clone(&processors_done),
                 registry: Arc::clone(&registry),
                 journal: opened.as_ref().map(|o| Arc::clone(&o.journaling)),
+                inline: if inline && index == 0 {
+                    receivers
+                        .get_mut(0)
+                        .and_then(Option::take)
+                        .map(|inbox| (inbox, opened.as_ref().map(|_| replayer_tx.clone())))
+                } else {
+                    None
+                },
             };
             let io = io::IoThread::new(index, inflight_max, io_settings.clone(), wiring)
                 .map_err(thread_error("an I/O event loop"))?;
             io_loops.push(io);
         }
-        // The replayer serves bookmark subscriptions; it talks to processors.
-        let (replayer_tx, replayer_rx) = crossbeam_channel::unbounded();
+        let io_shared: Vec<_> = io_loops.iter().map(io::IoThread::shared).collect();
+        // An inline processor is woken through its I/O thread.
+        let wakers: Vec<Option<Arc<outbound::IoShared>>> = (0..senders.len())
+            .map(|index| {
+                (inline && index == 0)
+                    .then(|| io_shared.first().cloned())
+                    .flatten()
+            })
+            .collect();
         let replayer = opened
             .as_ref()
-            .map(|o| replayer::Replayer::new(Arc::clone(&o.journaling), senders.clone()));
+            .map(|o| replayer::Replayer::new(Arc::clone(&o.journaling), senders.clone(), wakers));
         drop(senders);
-        let io_shared: Vec<_> = io_loops.iter().map(io::IoThread::shared).collect();
 
         let pin_for = |role: Role| plan.cpu(role).map(|cpu| vec![cpu]).unwrap_or_default();
         let mut processor_threads = Vec::new();
         for (index, inbox) in receivers.into_iter().enumerate() {
+            let Some(inbox) = inbox else {
+                continue; // Runs inline on an I/O thread.
+            };
             let journal = opened.as_ref().map(|o| Arc::clone(&o.journaling));
             let replayer = opened.as_ref().map(|_| replayer_tx.clone());
             let done = Arc::clone(&processors_done);

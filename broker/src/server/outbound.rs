@@ -306,6 +306,9 @@ pub struct ProcessorSink {
     encode_failures: u64,
     journal: Option<Arc<Journaling>>,
     replayer: Option<crossbeam_channel::Sender<super::replayer::ReplayerMsg>>,
+    /// The I/O thread running this sink's processor inline: it writes right
+    /// after a flush, so it is not woken.
+    local_io: Option<Arc<IoShared>>,
     /// Whether each recently seen topic is journaled (bounded).
     journaled: HashMap<Bytes, bool>,
     append_failures: u64,
@@ -330,6 +333,7 @@ impl Default for ProcessorSink {
             encode_failures: 0,
             journal: None,
             replayer: None,
+            local_io: None,
             journaled: HashMap::new(),
             append_failures: 0,
             append_failure_logged: None,
@@ -352,6 +356,11 @@ impl ProcessorSink {
             replayer,
             ..Self::default()
         }
+    }
+
+    /// Marks the sink as run inline by `io`'s thread.
+    pub fn set_local_io(&mut self, io: Option<Arc<IoShared>>) {
+        self.local_io = io;
     }
 
     /// Publishes the journal refused.
@@ -387,7 +396,12 @@ impl ProcessorSink {
     pub fn flush(&mut self) {
         for mut pending in self.pending.drain(..) {
             let conn = &pending.conn;
+            let local = self
+                .local_io
+                .as_ref()
+                .is_some_and(|io| Arc::ptr_eq(io, &conn.io));
             if conn.enqueue(&mut pending.chunks, pending.bytes)
+                && !local
                 && !self.wake.iter().any(|io| Arc::ptr_eq(io, &conn.io))
             {
                 self.wake.push(Arc::clone(&conn.io));

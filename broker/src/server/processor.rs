@@ -54,10 +54,101 @@ pub enum ProcessorMsg {
 /// behind still flushes regularly.
 const BATCHES_PER_FLUSH_MAX: usize = 16;
 
-fn now_ns() -> u64 {
+/// Now, in ns since the Unix epoch: the time stamped on messages.
+pub(super) fn now_ns() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// A processor's state, run on its own thread by [`run`] or inline on the
+/// single I/O thread (when both would share one CPU, hand-offs between them
+/// would cost two context switches per message for nothing).
+pub struct ProcessorCore {
+    index: usize,
+    router: Router<Arc<ConnShared>>,
+    sink: ProcessorSink,
+    replayer: Option<crossbeam_channel::Sender<super::replayer::ReplayerMsg>>,
+}
+
+impl std::fmt::Debug for ProcessorCore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessorCore")
+            .field("index", &self.index)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ProcessorCore {
+    /// Processor `index`, journaling through `journal`. `local_io` is the
+    /// I/O thread running it inline, which needs no wake-up.
+    #[must_use]
+    pub fn new(
+        index: usize,
+        journal: Option<Arc<super::journaling::Journaling>>,
+        replayer: Option<crossbeam_channel::Sender<super::replayer::ReplayerMsg>>,
+        local_io: Option<Arc<IoShared>>,
+    ) -> Self {
+        let mut sink = ProcessorSink::new(journal, replayer.clone());
+        sink.set_local_io(local_io);
+        Self {
+            index,
+            router: Router::new(),
+            sink,
+            replayer,
+        }
+    }
+
+    /// Handles one message other than a batch or a drain.
+    pub fn control(&mut self, message: ProcessorMsg) {
+        match message {
+            ProcessorMsg::GoLive {
+                replay,
+                conn_id,
+                sub_id,
+                read_below,
+            } => {
+                let answer = self.router.go_live(conn_id, sub_id, read_below);
+                if let Some(replayer) = &self.replayer {
+                    let _ = replayer.send(super::replayer::ReplayerMsg::Answer {
+                        replay,
+                        processor: self.index,
+                        answer,
+                    });
+                }
+            }
+            ProcessorMsg::DropPending { conn_id, sub_id } => {
+                self.router.drop_pending(conn_id, sub_id)
+            }
+            ProcessorMsg::Batch(batch) => self.commands(batch.commands, now_ns()),
+            ProcessorMsg::Drain => {}
+        }
+    }
+
+    /// Routes a batch of commands; frames wait in the sink until [`Self::flush`].
+    pub fn commands(&mut self, commands: Vec<ProcessorCommand<Arc<ConnShared>>>, now: u64) {
+        for command in commands {
+            self.router.handle(command, now, &mut self.sink);
+        }
+    }
+
+    /// Hands the frames of the batches handled so far to their connections.
+    pub fn flush(&mut self) {
+        self.sink.flush();
+    }
+
+    /// Logs the processor's counters (at shutdown).
+    pub fn log_stopped(&self) {
+        let stats = self.router.stats();
+        tracing::debug!(
+            published = stats.published,
+            delivered = stats.delivered,
+            encode_failures = self.sink.encode_failures(),
+            append_failures = self.sink.append_failures(),
+            "processor-{} stopped",
+            self.index
+        );
+    }
 }
 
 /// Runs processor `index` until every I/O thread has sent [`ProcessorMsg::Drain`].
@@ -69,8 +160,7 @@ pub fn run(
     journal: Option<Arc<super::journaling::Journaling>>,
     replayer: Option<crossbeam_channel::Sender<super::replayer::ReplayerMsg>>,
 ) {
-    let mut router: Router<Arc<ConnShared>> = Router::new();
-    let mut sink = ProcessorSink::new(journal, replayer.clone());
+    let mut core = ProcessorCore::new(index, journal, replayer, None);
     let mut drained = 0;
     let mut handled: Vec<(Arc<IoShared>, usize)> = Vec::new();
     'outer: while drained < io_threads {
@@ -88,37 +178,18 @@ pub fn run(
                         break;
                     }
                 }
-                ProcessorMsg::GoLive {
-                    replay,
-                    conn_id,
-                    sub_id,
-                    read_below,
-                } => {
-                    let answer = router.go_live(conn_id, sub_id, read_below);
-                    if let Some(replayer) = &replayer {
-                        let _ = replayer.send(super::replayer::ReplayerMsg::Answer {
-                            replay,
-                            processor: index,
-                            answer,
-                        });
-                    }
-                }
-                ProcessorMsg::DropPending { conn_id, sub_id } => {
-                    router.drop_pending(conn_id, sub_id)
-                }
                 ProcessorMsg::Batch(batch) => {
-                    for command in batch.commands {
-                        router.handle(command, now, &mut sink);
-                    }
+                    core.commands(batch.commands, now);
                     handled.push((batch.origin, batch.bytes));
                     batches += 1;
                 }
+                control => core.control(control),
             }
             if batches < BATCHES_PER_FLUSH_MAX {
                 next = inbox.try_recv().ok();
             }
         }
-        sink.flush();
+        core.flush();
         for (origin, bytes) in handled.drain(..) {
             origin.processed(bytes);
         }
@@ -126,13 +197,6 @@ pub fn run(
             break 'outer;
         }
     }
-    let stats = router.stats();
-    tracing::debug!(
-        published = stats.published,
-        delivered = stats.delivered,
-        encode_failures = sink.encode_failures(),
-        append_failures = sink.append_failures(),
-        "processor-{index} stopped"
-    );
+    core.log_stopped();
     done.fetch_add(1, Ordering::AcqRel);
 }

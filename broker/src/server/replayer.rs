@@ -90,6 +90,9 @@ enum Turn {
 pub struct Replayer {
     journal: Arc<Journaling>,
     processors: Vec<Sender<ProcessorMsg>>,
+    /// For a processor that runs inline on an I/O thread: that thread,
+    /// which must be woken to see a message.
+    wakers: Vec<Option<Arc<super::outbound::IoShared>>>,
     replays: Vec<Replay>,
     next_id: u64,
 }
@@ -118,12 +121,27 @@ fn ack(
 impl Replayer {
     /// A replayer over `journal` that talks to `processors`.
     #[must_use]
-    pub fn new(journal: Arc<Journaling>, processors: Vec<Sender<ProcessorMsg>>) -> Self {
+    pub fn new(
+        journal: Arc<Journaling>,
+        processors: Vec<Sender<ProcessorMsg>>,
+        wakers: Vec<Option<Arc<super::outbound::IoShared>>>,
+    ) -> Self {
         Self {
             journal,
             processors,
+            wakers,
             replays: Vec::new(),
             next_id: 1,
+        }
+    }
+
+    /// Sends to processor `index`, waking its I/O thread if it runs inline.
+    fn send(&self, index: usize, message: ProcessorMsg) {
+        if let Some(inbox) = self.processors.get(index) {
+            let _ = inbox.send(message);
+        }
+        if let Some(Some(io)) = self.wakers.get(index) {
+            io.wake();
         }
     }
 
@@ -290,12 +308,13 @@ impl Replayer {
 
     fn drop_pending(&self, start: &ReplayStart<Arc<ConnShared>>, stages: &[(usize, Stage)]) {
         for (processor, _) in stages {
-            if let Some(inbox) = self.processors.get(*processor) {
-                let _ = inbox.send(ProcessorMsg::DropPending {
+            self.send(
+                *processor,
+                ProcessorMsg::DropPending {
                     conn_id: start.conn.conn_id(),
                     sub_id: start.sub_id,
-                });
-            }
+                },
+            );
         }
     }
 
@@ -465,18 +484,23 @@ impl Replayer {
                 .as_ref()
                 .map_or(u64::MAX, Reader::next_bookmark);
             let (id, conn_id, sub_id) = (replay.id, conn.conn_id(), replay.start.sub_id);
+            let mut asked = Vec::new();
             for (processor, stage) in &mut replay.stages {
                 if *stage == Stage::Replaying {
                     *stage = Stage::Asked;
-                    if let Some(inbox) = self.processors.get(*processor) {
-                        let _ = inbox.send(ProcessorMsg::GoLive {
-                            replay: id,
-                            conn_id,
-                            sub_id,
-                            read_below,
-                        });
-                    }
+                    asked.push(*processor);
                 }
+            }
+            for processor in asked {
+                self.send(
+                    processor,
+                    ProcessorMsg::GoLive {
+                        replay: id,
+                        conn_id,
+                        sub_id,
+                        read_below,
+                    },
+                );
             }
             return Turn::Busy;
         }

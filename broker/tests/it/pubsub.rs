@@ -11,7 +11,18 @@ const MESSAGES: u64 = 100_000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_subscribers_each_get_all_messages_in_publish_order() {
-    let broker = Broker::start();
+    fan_out_in_order(Broker::start()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_with_the_processor_inline_on_the_io_thread() {
+    fan_out_in_order(Broker::start_with(
+        "[threads]\npin = false\ninline = \"always\"\n",
+    ))
+    .await;
+}
+
+async fn fan_out_in_order(broker: Broker) {
     let mut subscribers = Vec::new();
     for i in 0..4 {
         let client = broker.client(&format!("sub-{i}")).await;

@@ -51,7 +51,21 @@ async fn next_seq(subscription: &mut Subscription) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_from_epoch_hands_over_to_live_with_no_gap_and_no_duplicate() {
     // Two processors, and a pattern subscription that spans both.
-    let broker = Broker::start_with("[threads]\nprocessors = 2\npin = false\n");
+    hand_over(Broker::start_with(
+        "[threads]\nprocessors = 2\npin = false\n",
+    ))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_hand_over_with_the_processor_inline() {
+    hand_over(Broker::start_with(
+        "[threads]\npin = false\ninline = \"always\"\n",
+    ))
+    .await;
+}
+
+async fn hand_over(broker: Broker) {
     let publisher = broker.client("publisher").await;
     let topics = ["orders/a", "orders/b", "orders/c", "orders/d"];
     for (i, topic) in topics.iter().enumerate() {
