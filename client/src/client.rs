@@ -128,7 +128,17 @@ struct Shared {
     /// Subscriptions over a bounded journal range: their `completed` ack
     /// ends the stream.
     ranges: std::collections::HashSet<u64>,
+    /// Bumped whenever `subs` changes, so that the reader can keep its own
+    /// copy of the senders and lock only when it is stale.
+    subs_version: u64,
     closed: Option<Error>,
+}
+
+impl Shared {
+    fn remove_sub(&mut self, sub_id: u64) -> Option<mpsc::Sender<Batch>> {
+        self.subs_version += 1;
+        self.subs.remove(&sub_id)
+    }
 }
 
 #[derive(Debug)]
@@ -164,6 +174,16 @@ impl Inner {
     /// Encodes `command` into the write buffer, waiting while it is full.
     async fn send(&self, command: &Command) -> Result<(), Error> {
         let len = command.encoded_len()?;
+        self.send_with(len, |buf| command.encode(buf)).await
+    }
+
+    /// Appends `len` bytes written by `encode` to the write buffer, waiting
+    /// while it is full.
+    async fn send_with(
+        &self,
+        len: usize,
+        encode: impl Fn(&mut BytesMut) -> Result<(), statecast_protocol::EncodeError>,
+    ) -> Result<(), Error> {
         loop {
             let space = self.write_space.notified();
             {
@@ -174,7 +194,7 @@ impl Inner {
                 if write.buf.is_empty() || write.buf.len() + len <= self.write_buffer_bytes_max {
                     let was_empty = write.buf.is_empty();
                     write.buf.reserve(len);
-                    command.encode(&mut write.buf)?;
+                    encode(&mut write.buf)?;
                     drop(write);
                     if was_empty {
                         self.write_ready.notify_one();
@@ -193,10 +213,10 @@ impl Inner {
             if shared.closed.is_none() {
                 shared.closed = Some(error.clone());
             }
-            (
-                std::mem::take(&mut shared.acks),
-                std::mem::take(&mut shared.subs),
-            )
+            (std::mem::take(&mut shared.acks), {
+                shared.subs_version += 1;
+                std::mem::take(&mut shared.subs)
+            })
         };
         drop(acks);
         for sender in subs.into_values() {
@@ -381,15 +401,29 @@ impl Client {
     ///
     /// # Errors
     /// When the connection is closed or the topic cannot be encoded.
-    pub async fn publish(&self, topic: &str, payload: impl Into<Bytes>) -> Result<(), Error> {
-        let command = Command::Publish(Publish {
-            command_id: None,
-            topic: Utf8::from(topic),
-            ack: AckSet::NONE,
-            sequence: None,
-            payload: payload.into(),
-        });
-        self.inner.send(&command).await
+    pub async fn publish(&self, topic: &str, payload: impl AsRef<[u8]>) -> Result<(), Error> {
+        // Encoded straight from the borrowed topic and payload: the hot path.
+        let payload = payload.as_ref();
+        let len = statecast_protocol::publish_len(
+            topic.as_bytes(),
+            None,
+            AckSet::NONE,
+            None,
+            payload.len(),
+        )?;
+        self.inner
+            .send_with(len, |buf| {
+                statecast_protocol::encode_publish(
+                    topic.as_bytes(),
+                    None,
+                    AckSet::NONE,
+                    None,
+                    payload,
+                    buf,
+                )
+                .map(|_| ())
+            })
+            .await
     }
 
     /// Publishes asking for one ack type; returns once the message is in the
@@ -480,6 +514,7 @@ impl Client {
                 shared.ranges.insert(sub_id);
             }
             shared.subs.insert(sub_id, sender);
+            shared.subs_version += 1;
         }
         let command = Command::Subscribe(Subscribe {
             command_id: Some(sub_id),
@@ -490,7 +525,7 @@ impl Client {
             bookmark: options.bookmark.as_deref().map(Utf8::from),
         });
         if let Err(error) = self.request(sub_id, command).await {
-            self.inner.shared().subs.remove(&sub_id);
+            self.inner.shared().remove_sub(sub_id);
             return Err(error);
         }
         Ok(Subscription {
@@ -571,7 +606,7 @@ impl Subscription {
     pub async fn unsubscribe(mut self) -> Result<(), Error> {
         // Stop routing to this stream first: the reader may be waiting for
         // room in it, and it must be free to read the unsubscribe's ack.
-        self.client.inner.shared().subs.remove(&self.sub_id);
+        self.client.inner.shared().remove_sub(self.sub_id);
         self.receiver.close();
         let command_id = self.client.inner.id();
         let command = Command::Unsubscribe(Unsubscribe {
@@ -579,7 +614,7 @@ impl Subscription {
             sub_id: Some(self.sub_id),
         });
         let result = self.client.request(command_id, command).await.map(|_| ());
-        self.client.inner.shared().subs.remove(&self.sub_id);
+        self.client.inner.shared().remove_sub(self.sub_id);
         self.done = true;
         result
     }
@@ -617,7 +652,7 @@ impl Drop for Subscription {
         if !self.done {
             // Stop routing to this stream; the broker keeps the subscription
             // until an explicit unsubscribe or the connection closes.
-            self.client.inner.shared().subs.remove(&self.sub_id);
+            self.client.inner.shared().remove_sub(self.sub_id);
         }
     }
 }
@@ -636,19 +671,32 @@ async fn read_loop(
 /// Waiting here is the back-pressure: an application that does not consume
 /// its subscription stops this reader, and the broker then sees a slow
 /// client.
-async fn send_batches(inner: &Inner, batches: &mut HashMap<u64, Batch>) {
+/// The reader's copy of the subscription senders.
+#[derive(Default)]
+struct Senders {
+    version: u64,
+    map: HashMap<u64, mpsc::Sender<Batch>>,
+}
+
+/// Sends every buffered delivery to its subscription stream, in order.
+/// Waiting here is the back-pressure: an application that does not consume
+/// its subscription stops this reader, and the broker then sees a slow
+/// client.
+async fn send_batches(inner: &Inner, senders: &mut Senders, batches: &mut HashMap<u64, Batch>) {
     if batches.is_empty() {
         return;
     }
-    let senders: Vec<(mpsc::Sender<Batch>, Batch)> = {
+    {
         let shared = inner.shared();
-        batches
-            .drain()
-            .filter_map(|(sub_id, batch)| shared.subs.get(&sub_id).map(|s| (s.clone(), batch)))
-            .collect()
-    };
-    for (sender, batch) in senders {
-        let _ = sender.send(batch).await;
+        if shared.subs_version != senders.version || senders.map.len() != shared.subs.len() {
+            senders.map.clone_from(&shared.subs);
+            senders.version = shared.subs_version;
+        }
+    }
+    for (sub_id, batch) in batches.drain() {
+        if let Some(sender) = senders.map.get(&sub_id) {
+            let _ = sender.send(batch).await;
+        }
     }
 }
 
@@ -660,6 +708,7 @@ async fn read_frames(
 ) -> Error {
     let silence_max = inner.server.heartbeat * 2;
     let mut batches: HashMap<u64, Batch> = HashMap::new();
+    let mut senders = Senders::default();
     let mut close_reason: Option<Error> = None;
     loop {
         loop {
@@ -670,15 +719,21 @@ async fn read_frames(
             };
             match Command::decode(&frame) {
                 Ok(Command::Deliver(deliver)) => {
-                    for sub_id in deliver.sub_ids.iter() {
-                        batches.entry(sub_id).or_default().push(Ok(deliver.clone()));
+                    if deliver.sub_ids.len() == 1 {
+                        // The common case: one subscription, no copy.
+                        let sub_id = deliver.sub_ids.first().unwrap_or_default();
+                        batches.entry(sub_id).or_default().push(Ok(deliver));
+                    } else {
+                        for sub_id in deliver.sub_ids.iter() {
+                            batches.entry(sub_id).or_default().push(Ok(deliver.clone()));
+                        }
                     }
                 }
                 Ok(Command::Ack(ack)) => {
                     // Deliveries that arrived before an ack reach their
                     // streams before the ack's waiter wakes: when a flush
                     // returns, everything delivered before it is readable.
-                    send_batches(inner, &mut batches).await;
+                    send_batches(inner, &mut senders, &mut batches).await;
                     let waiter = ack
                         .command_id
                         .and_then(|id| inner.shared().acks.remove(&id));
@@ -700,14 +755,16 @@ async fn read_frames(
                                     ack.reason_code,
                                     ack.reason.as_ref().map(Utf8::as_str),
                                 );
-                                let sender = inner.shared().subs.remove(&sub_id);
+                                let sender = inner.shared().remove_sub(sub_id);
+                                senders.map.remove(&sub_id);
                                 if let Some(sender) = sender {
                                     let _ = sender.send(vec![Err(error)]).await;
                                 }
                             } else if ack.ack_type == statecast_protocol::AckType::Completed {
                                 let mut shared = inner.shared();
                                 if shared.ranges.remove(&sub_id) {
-                                    shared.subs.remove(&sub_id);
+                                    shared.remove_sub(sub_id);
+                                    senders.map.remove(&sub_id);
                                 }
                             }
                         }
@@ -731,7 +788,7 @@ async fn read_frames(
                 Err(error) => return error.into(),
             }
         }
-        send_batches(inner, &mut batches).await;
+        send_batches(inner, &mut senders, &mut batches).await;
         if buf.capacity() - buf.len() < 16 * 1024 {
             buf.reserve(64 * 1024);
         }

@@ -23,7 +23,7 @@ mod reason;
 
 pub use command::{
     Ack, AckSet, AckType, Command, CommandCode, Deliver, Flush, Heartbeat, Logon, Publish, Status,
-    SubIds, Subscribe, Unsubscribe, Utf8, encode_deliver_header,
+    SubIds, Subscribe, Unsubscribe, Utf8, encode_deliver_header, encode_publish, publish_len,
 };
 pub use error::{DecodeError, EncodeError};
 pub use field::{Field, FieldIter, FieldTag, FieldWriter};

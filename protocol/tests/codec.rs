@@ -488,3 +488,31 @@ fn fuzz_corpus_replays() {
     }
     assert!(count > 0, "corpus at {} is empty", dir.display());
 }
+
+proptest! {
+    #[test]
+    fn encode_publish_matches_the_command_encoder(
+        topic in utf8(),
+        command_id in any::<Option<u64>>(),
+        ack in 0u8..8,
+        sequence in any::<Option<u64>>(),
+        payload in payload(),
+    ) {
+        let mut set = AckSet::NONE;
+        for t in [AckType::Processed, AckType::Persisted, AckType::Completed] {
+            if ack & t as u8 != 0 {
+                set = set.with(t);
+            }
+        }
+        let command_id = if set.is_empty() { command_id } else { Some(command_id.unwrap_or(1)) };
+        let whole = Command::Publish(Publish { command_id, topic: topic.clone(), ack: set, sequence, payload: payload.clone() })
+            .to_bytes()
+            .unwrap();
+        let mut direct = BytesMut::new();
+        let len = statecast_protocol::publish_len(topic.as_bytes(), command_id, set, sequence, payload.len()).unwrap();
+        direct.reserve(len);
+        let written = statecast_protocol::encode_publish(topic.as_bytes(), command_id, set, sequence, &payload, &mut direct).unwrap();
+        prop_assert_eq!(written, whole.len());
+        prop_assert_eq!(direct.as_ref(), whole.as_ref());
+    }
+}
