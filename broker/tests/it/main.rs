@@ -4,6 +4,7 @@
 //! links once.
 
 mod cli;
+mod crash;
 mod filters;
 mod fuzz_corpus;
 mod limits;

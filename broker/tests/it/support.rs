@@ -49,9 +49,24 @@ impl Broker {
             config.push_str("[journal]\nsegment_bytes = \"4 MiB\"\npreallocate = 1\n");
         }
         config.push_str(extra);
-        let config_path = dir.path().join("config.toml");
-        std::fs::write(&config_path, config).expect("write config");
-        let stderr = std::fs::File::create(dir.path().join("stderr.log")).expect("stderr log");
+        std::fs::write(dir.path().join("config.toml"), config).expect("write config");
+        let (child, client, admin) = Self::spawn(dir.path());
+        Self {
+            child,
+            client,
+            admin,
+            dir,
+        }
+    }
+
+    /// Starts `statecast serve` on the configuration and data in `dir`;
+    /// returns once it printed its ready line.
+    fn spawn(dir: &Path) -> (Child, String, String) {
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("stderr.log"))
+            .expect("stderr log");
         let mut child = Process::new(binary())
             .args([
                 "serve",
@@ -61,9 +76,9 @@ impl Broker {
                 "127.0.0.1:0",
                 "--config",
             ])
-            .arg(&config_path)
+            .arg(dir.join("config.toml"))
             .arg("--data-dir")
-            .arg(dir.path().join("data"))
+            .arg(dir.join("data"))
             .env(
                 "RUST_LOG",
                 std::env::var("STATECAST_TEST_RUST_LOG").unwrap_or_else(|_| "info".into()),
@@ -88,8 +103,7 @@ impl Broker {
             Ok(line) if line.starts_with("ready ") => line,
             other => {
                 let _ = child.kill();
-                let log =
-                    std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default();
+                let log = std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default();
                 panic!("broker did not print its ready line ({other:?}); stderr:\n{log}");
             }
         };
@@ -99,12 +113,30 @@ impl Broker {
                 .unwrap_or_else(|| panic!("ready line lacks {name}: {line}"))
                 .to_owned()
         };
-        Self {
-            client: field("client="),
-            admin: field("admin="),
-            child,
-            dir,
-        }
+        (child, field("client="), field("admin="))
+    }
+
+    /// Kills the broker with SIGKILL (no clean shutdown) and waits for it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the broker again on the same configuration and data.
+    pub fn restart(&mut self) {
+        let (child, client, admin) = Self::spawn(self.dir.path());
+        self.child = child;
+        self.client = client;
+        self.admin = admin;
+    }
+
+    /// The journal's figures from `GET /health`.
+    pub fn journal_health(&self) -> serde_json::Value {
+        let response = self.admin_get("/health");
+        let body = response.split("\r\n\r\n").nth(1).unwrap_or_default();
+        let value: serde_json::Value =
+            serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {response}"));
+        value["journal"].clone()
     }
 
     /// The broker's stderr so far.
