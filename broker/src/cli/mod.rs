@@ -34,6 +34,8 @@ enum CommandLine {
     DefaultConfig,
     /// Show the machine as hwloc sees it and where the broker's threads would run.
     Placement(PlacementArgs),
+    /// Print the records of a journal (safe beside a running broker), or its summary.
+    JournalDump(JournalDumpArgs),
 }
 
 /// Arguments of `serve`.
@@ -54,6 +56,24 @@ pub struct ServeArgs {
     /// Validate the configuration, print it, and exit.
     #[arg(long)]
     pub check_config: bool,
+}
+
+/// Arguments of `journal-dump`.
+#[derive(Debug, clap::Args)]
+pub struct JournalDumpArgs {
+    /// The data directory (or its `journal/` directory).
+    #[arg(value_name = "DIR")]
+    dir: PathBuf,
+    /// Only records with a bookmark at or after this one.
+    #[arg(long, value_name = "B")]
+    from: Option<u64>,
+    /// Only records on this topic.
+    #[arg(long, value_name = "T")]
+    topic: Option<String>,
+    /// Print only the summary (files, records, bytes, overhead per record,
+    /// first and last bookmark and time, damage found).
+    #[arg(long)]
+    stats: bool,
 }
 
 /// Arguments of `placement`.
@@ -141,6 +161,82 @@ pub struct SubscribeArgs {
     format: Format,
 }
 
+fn time_text(ns: u64) -> String {
+    humantime::format_rfc3339_nanos(std::time::UNIX_EPOCH + std::time::Duration::from_nanos(ns))
+        .to_string()
+}
+
+fn journal_dump(args: &JournalDumpArgs) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::ops::ControlFlow;
+
+    let dir = if args.dir.join("journal").is_dir() {
+        args.dir.join("journal")
+    } else {
+        args.dir.clone()
+    };
+    let filter = statecast_journal::dump::DumpFilter {
+        from: args.from,
+        topic: args.topic.as_deref().map(str::as_bytes),
+    };
+    let mut stdout = std::io::stdout().lock();
+    let mut write_failed = None;
+    let stats = statecast_journal::dump::records(&dir, &filter, |record| {
+        if args.stats {
+            return ControlFlow::Continue(());
+        }
+        let payload =
+            serde_json::from_slice::<serde_json::Value>(record.payload).unwrap_or_else(|_| {
+                serde_json::Value::String(String::from_utf8_lossy(record.payload).into_owned())
+            });
+        let line = serde_json::json!({
+            "bookmark": record.bookmark,
+            "time": time_text(record.timestamp_ns),
+            "topic": String::from_utf8_lossy(record.topic),
+            "size": record.payload.len(),
+            "payload": payload,
+        });
+        match writeln!(stdout, "{line}") {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(error) => {
+                write_failed = Some(error);
+                ControlFlow::Break(())
+            }
+        }
+    })
+    .map_err(|e| {
+        anyhow::anyhow!(
+            "{e} (is {} a statecast data or journal directory?)",
+            args.dir.display()
+        )
+    })?;
+    if let Some(error) = write_failed
+        && error.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        return Err(error.into());
+    }
+    let summary = serde_json::json!({
+        "files": stats.files,
+        "spares": stats.spares,
+        "records": stats.records,
+        "file_bytes": stats.file_bytes,
+        "record_bytes": stats.record_bytes,
+        "payload_bytes": stats.payload_bytes,
+        "overhead_per_record": stats.overhead_per_record(),
+        "first_bookmark": stats.first_bookmark,
+        "last_bookmark": stats.last_bookmark,
+        "first_time": stats.first_timestamp_ns.map(time_text),
+        "last_time": stats.last_timestamp_ns.map(time_text),
+        "issues": stats.issues.iter().map(|i| format!("{} at offset {}: {}", i.file, i.offset, i.detail)).collect::<Vec<_>>(),
+    });
+    if args.stats {
+        println!("{summary}");
+    } else {
+        eprintln!("{summary}");
+    }
+    Ok(())
+}
+
 fn placement(args: &PlacementArgs) -> anyhow::Result<()> {
     let machine = crate::placement::discover()?;
     let plan = crate::placement::plan(&machine, args.io, args.processors, !args.no_journal, true);
@@ -167,6 +263,7 @@ pub fn main() -> ExitCode {
             Ok(())
         }
         CommandLine::Placement(args) => placement(&args),
+        CommandLine::JournalDump(args) => journal_dump(&args),
         CommandLine::Publish(args) => client_commands::run(|| client_commands::publish(args)),
         CommandLine::Subscribe(args) => client_commands::run(|| client_commands::subscribe(args)),
         CommandLine::Ping(args) => client_commands::run(|| client_commands::ping(args)),

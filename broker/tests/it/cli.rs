@@ -356,3 +356,66 @@ fn sigterm_shuts_down_cleanly_and_sigquit_does_not() {
     assert!(status.success());
     assert!(broker.logs().contains("statecast stopped"));
 }
+
+#[test]
+fn journal_dump_prints_records_and_a_summary_beside_a_running_broker() {
+    let broker = Broker::start();
+    let out = run_cli(
+        &[
+            "publish",
+            "--server",
+            &broker.client,
+            "--topic",
+            "dumped",
+            "--ack",
+            "persisted",
+        ],
+        Some(b"{\"n\":1}\n{\"n\":2}\nplain\n"),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        summary["last_bookmark"], "3",
+        "persisted acks name their bookmarks"
+    );
+    let data = broker.data_dir();
+    let out = run_cli(
+        &[
+            "journal-dump",
+            crate::support::path_str(&data),
+            "--topic",
+            "dumped",
+            "--from",
+            "2",
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let records: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 2);
+    assert_eq!(records[0]["bookmark"], 2);
+    assert_eq!(records[0]["payload"], serde_json::json!({"n": 2}));
+    assert_eq!(records[1]["payload"], "plain");
+    let out = run_cli(
+        &["journal-dump", crate::support::path_str(&data), "--stats"],
+        None,
+    );
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(stats["records"], 3);
+    assert!(
+        stats["overhead_per_record"].as_f64().unwrap() <= 48.0,
+        "{stats}"
+    );
+    assert_eq!(stats["issues"], serde_json::json!([]));
+}
