@@ -54,11 +54,18 @@ impl Completion {
         }
     }
 
-    /// Records one visit; true for the last.
-    fn finish(&self) -> bool {
+    /// Records one visit; true for the last. A shared command first has
+    /// `sink` release what this processor produced before it: whichever
+    /// processor acks last, nothing that came before the command on any
+    /// of them may reach the connection after the ack (a flush is a
+    /// barrier).
+    fn finish<C>(&self, sink: &mut impl Sink<C>) -> bool {
         match &self.0 {
             None => true,
-            Some(remaining) => remaining.fetch_sub(1, Ordering::AcqRel) == 1,
+            Some(remaining) => {
+                sink.release();
+                remaining.fetch_sub(1, Ordering::AcqRel) == 1
+            }
         }
     }
 }
@@ -244,6 +251,9 @@ pub trait Sink<C> {
     fn deliver(&mut self, conn: &C, sub_ids: &[u64], message: &Message<'_>);
     /// Send an ack to `conn`.
     fn reply(&mut self, conn: &C, ack: Ack);
+    /// Hand everything produced so far to the connections' queues (a sink
+    /// may hold output until the end of a batch).
+    fn release(&mut self) {}
     /// Journal a publish before it is routed. Without a journal nothing is.
     fn append(
         &mut self,
@@ -500,7 +510,7 @@ impl<C: ConnHandle> Router<C> {
                         cancel: cancel.clone(),
                     },
                 );
-                if done.finish() {
+                if done.finish(sink) {
                     sink.start_replay(ReplayStart {
                         conn,
                         sub_id,
@@ -522,7 +532,7 @@ impl<C: ConnHandle> Router<C> {
                 done,
             } => {
                 self.subscribe(&conn, sub_id, topic, filter);
-                if done.finish() {
+                if done.finish(sink) {
                     let mut ack = Ack::success(AckType::Processed, command_id);
                     ack.sub_id = Some(sub_id);
                     sink.reply(&conn, ack);
@@ -538,7 +548,7 @@ impl<C: ConnHandle> Router<C> {
                     Some(sub_id) => self.unsubscribe(conn.conn_id(), sub_id),
                     None => self.remove_conn(conn.conn_id()),
                 }
-                if done.finish() {
+                if done.finish(sink) {
                     let mut ack = Ack::success(AckType::Processed, command_id);
                     ack.sub_id = sub_id;
                     sink.reply(&conn, ack);
@@ -549,7 +559,7 @@ impl<C: ConnHandle> Router<C> {
                 command_id,
                 done,
             } => {
-                if done.finish() {
+                if done.finish(sink) {
                     sink.reply(&conn, Ack::success(AckType::Processed, Some(command_id)));
                 }
             }

@@ -415,6 +415,10 @@ impl ProcessorSink {
 }
 
 impl Sink<Arc<ConnShared>> for ProcessorSink {
+    fn release(&mut self) {
+        self.flush();
+    }
+
     fn append(
         &mut self,
         conn: &Arc<ConnShared>,

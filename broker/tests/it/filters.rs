@@ -2,10 +2,9 @@
 //! topic each receive exactly their messages; a bad filter is refused with
 //! the parser's message and the connection stays open.
 
-use futures::{FutureExt, StreamExt};
 use statecast_client::{ReasonCode, SubscribeOptions};
 
-use crate::support::{Broker, run_cli};
+use crate::support::{Broker, ready_now, run_cli};
 
 const CONNECTIONS: usize = 100;
 const PER_CONNECTION: usize = 100;
@@ -45,7 +44,7 @@ async fn ten_thousand_filtered_subscribers_each_get_exactly_their_messages() {
     for (client, mut subscriptions) in subscribers {
         client.flush().await.unwrap();
         for (i, subscription) in &mut subscriptions {
-            let Some(message) = subscription.next().now_or_never().flatten() else {
+            let Some(message) = ready_now(subscription).flatten() else {
                 missing.push(*i);
                 continue;
             };
@@ -57,7 +56,7 @@ async fn ten_thousand_filtered_subscribers_each_get_exactly_their_messages() {
                 [subscription.id()]
             );
             assert!(
-                subscription.next().now_or_never().is_none(),
+                ready_now(subscription).is_none(),
                 "subscriber {i} got exactly one message"
             );
         }
@@ -106,9 +105,9 @@ async fn a_bad_filter_is_refused_with_the_parsers_message() {
     client.publish("t", r#"{"price":99}"#).await.unwrap();
     client.publish("t", r#"{"price":101}"#).await.unwrap();
     client.flush().await.unwrap();
-    let message = good.next().now_or_never().flatten().unwrap().unwrap();
+    let message = ready_now(&mut good).flatten().unwrap().unwrap();
     assert_eq!(message.payload.as_ref(), br#"{"price":101}"#);
-    assert!(good.next().now_or_never().is_none());
+    assert!(ready_now(&mut good).is_none());
 }
 
 #[test]

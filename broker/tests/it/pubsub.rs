@@ -2,10 +2,10 @@
 //! completeness of fan-out, topic patterns, unsubscribe.
 
 use bytes::Bytes;
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use statecast_protocol::{Command, Publish, Subscribe, Unsubscribe, Utf8};
 
-use crate::support::{Broker, Raw};
+use crate::support::{Broker, Raw, ready_now};
 
 const MESSAGES: u64 = 100_000;
 
@@ -66,11 +66,60 @@ async fn fan_out_in_order(broker: Broker) {
     }
 }
 
+/// With topics spread over several processors, a flush acked by one of them
+/// still comes after every delivery the others produced before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flush_is_a_barrier_across_processors() {
+    const TOPICS: usize = 12;
+    const ROUNDS: usize = 50;
+    let broker = Broker::start_with("[threads]\npin = false\nio = 1\nprocessors = 3\n");
+    // The same connection publishes and subscribes, so its flush races
+    // the deliveries of its own publishes on every processor.
+    let client = broker.client("barrier").await;
+    let mut subscription = client.subscribe("^t[0-9]+$").await.unwrap();
+    // Traffic from another connection keeps every processor busy with
+    // batches queued behind the flush.
+    let noise = broker.client("noise").await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let noise_task = {
+        let stop = std::sync::Arc::clone(&stop);
+        tokio::spawn(async move {
+            let mut i = 0usize;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                noise.publish(&format!("n{}", i % 12), "x").await.unwrap();
+                i += 1;
+                if i % 64 == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+        })
+    };
+    for burst in 0..20 {
+        for round in 0..ROUNDS {
+            for topic in 0..TOPICS {
+                client
+                    .publish(&format!("t{topic}"), round.to_string())
+                    .await
+                    .unwrap();
+            }
+        }
+        client.flush().await.unwrap();
+        let got = buffered(&mut subscription);
+        assert_eq!(
+            got.len(),
+            TOPICS * ROUNDS,
+            "burst {burst}: everything published before the flush is readable"
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    noise_task.await.unwrap();
+}
+
 /// Collects what a subscription holds right now (after a flush barrier,
 /// everything delivered before it is buffered).
 fn buffered(subscription: &mut statecast_client::Subscription) -> Vec<String> {
     let mut topics = Vec::new();
-    while let Some(Some(Ok(message))) = subscription.next().now_or_never() {
+    while let Some(Some(Ok(message))) = ready_now(subscription) {
         topics.push(format!(
             "{}={}",
             message.topic,

@@ -6,10 +6,10 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use statecast_client::{AckType, ReasonCode, SubscribeOptions, Subscription};
 
-use crate::support::Broker;
+use crate::support::{Broker, ready_now};
 
 fn seq_of(message: &statecast_client::Message) -> u64 {
     let value: serde_json::Value = serde_json::from_slice(&message.payload).unwrap();
@@ -125,7 +125,7 @@ async fn hand_over(broker: Broker) {
             "no gap, no duplicate"
         );
     }
-    assert!(single.next().now_or_never().is_none(), "nothing more");
+    assert!(ready_now(&mut single).is_none(), "nothing more");
     // The pattern subscription: per topic, contiguous and in order.
     let mut next = [0u64, 1000, 2000, 3000];
     for _ in 0..4 * (500 + per_topic) {
@@ -134,7 +134,7 @@ async fn hand_over(broker: Broker) {
         assert_eq!(seq, next[topic], "topic {topic}: no gap, no duplicate");
         next[topic] += 1;
     }
-    assert!(pattern.next().now_or_never().is_none());
+    assert!(ready_now(&mut pattern).is_none());
 }
 
 #[tokio::test]

@@ -15,6 +15,18 @@ use bytes::BytesMut;
 use statecast_client::{Client, ClientOptions};
 use statecast_protocol::{Command, FrameDecoder, Logon, Utf8};
 
+/// The next item of `stream` if one is ready now, without waiting.
+///
+/// `now_or_never` alone is not enough: tokio's cooperative budget (128
+/// ready polls per task poll) makes a channel report `Pending` once the
+/// test task has drawn many items without yielding, so a check over
+/// thousands of subscriptions would see spurious gaps. `unconstrained`
+/// lifts the budget for this one poll.
+pub fn ready_now<S: futures::Stream + Unpin>(stream: &mut S) -> Option<Option<S::Item>> {
+    use futures::{FutureExt, StreamExt};
+    tokio::task::unconstrained(stream.next()).now_or_never()
+}
+
 /// The broker binary under test.
 pub fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_statecast"))
