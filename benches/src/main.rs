@@ -7,6 +7,10 @@
 //! `statecast-client` SDK and through a bare framing client), NATS core
 //! (async-nats), an in-process `mem` ceiling and the `relay` null broker that
 //! also lives here, and the `table` summary that `scripts/bench-peers` prints.
+//! `durable` is workload W2: 1 KiB keyed updates with a window of
+//! acknowledgements in flight (statecast's `persisted` acks, Redis with
+//! `appendfsync always`/`everysec`, NATS JetStream with file storage), the
+//! update rate and the send→acknowledgement latency.
 //! The criterion micro-benchmark of the frame codec is `benches/codec.rs`.
 //!
 //! **Invariant:** this crate depends on `statecast-protocol` and
@@ -15,6 +19,7 @@
 //! caller (usually `scripts/bench-peers`), as users run it.
 
 mod cpu;
+mod durable;
 mod payload;
 mod relay;
 mod report;
@@ -38,6 +43,9 @@ struct Cli {
 enum Command {
     /// Runs one workload against one target and prints one JSON line.
     Run(run::RunArgs),
+    /// Runs W2 (acknowledged keyed updates) against one target and prints
+    /// one JSON line.
+    Durable(durable::DurableArgs),
     /// Runs the relay (null broker) until killed; prints
     /// `ready client=HOST:PORT` when it listens.
     Relay(relay::RelayArgs),
@@ -50,6 +58,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run::main(&args),
+        Command::Durable(args) => durable::main(&args),
         Command::Relay(args) => relay::main(&args),
         Command::Table(args) => table::main(&args),
     };

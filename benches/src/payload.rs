@@ -13,6 +13,11 @@
 //! nanoseconds on the process's monotonic clock ([`now_ns`]), shared by the
 //! publishers and subscribers of one run; `seq` is
 //! `publisher × SEQ_PUBLISHER_STRIDE + n`.
+//!
+//! W2's keyed updates ([`KeyedBuilder`]) have the same shape, with the
+//! update's key in `id` (`"id":"k4711"`, key 4711 of 10,000) and the padding
+//! shortened by the key's extra digits, so every update is exactly `size`
+//! bytes too.
 
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -95,6 +100,89 @@ impl MessageBuilder {
     }
 }
 
+/// Builds W2 keyed updates of one size: a W1-shaped JSON document whose
+/// `id` is the key (`k<key>`), `ts` and `seq` at the same offsets as W1's.
+#[derive(Debug)]
+pub struct KeyedBuilder {
+    size: usize,
+    /// Up to and including `"id":"k`.
+    head: Vec<u8>,
+    /// From the key's closing quote up to the padding's opening quote.
+    tail: &'static [u8],
+    block: BytesMut,
+}
+
+impl KeyedBuilder {
+    const TAIL: &'static [u8] = br#"","symbol":"S00","price":12.5,"qty":100,"side":"buy","pad":""#;
+    /// The digits of the largest key (`u64::MAX`).
+    const MAX_KEY_DIGITS: usize = 20;
+
+    /// A builder of `size`-byte updates.
+    ///
+    /// # Errors
+    /// When `size` is too small for the largest key without padding.
+    pub fn new(size: usize) -> anyhow::Result<Self> {
+        let slot = " ".repeat(SLOT);
+        let head = format!(r#"{{"ts":{slot},"seq":{slot},"id":"k"#).into_bytes();
+        debug_assert_eq!(&head[SEQ_AT - 7..SEQ_AT], br#","seq":"#);
+        let min = head.len() + Self::MAX_KEY_DIGITS + Self::TAIL.len() + 2;
+        anyhow::ensure!(
+            size >= min,
+            "update size {size} is below the minimum of {min} bytes"
+        );
+        Ok(Self {
+            size,
+            head,
+            tail: Self::TAIL,
+            block: BytesMut::new(),
+        })
+    }
+
+    /// The update of `key` sent at `ts` with sequence number `seq`.
+    pub fn build(&mut self, ts: u64, seq: u64, key: u64) -> Bytes {
+        if self.block.capacity() < self.size {
+            self.block = BytesMut::with_capacity(self.size * 64);
+        }
+        let start = self.block.len();
+        self.block.extend_from_slice(&self.head);
+        write_slot(&mut self.block[start + TS_AT..start + TS_AT + SLOT], ts);
+        write_slot(&mut self.block[start + SEQ_AT..start + SEQ_AT + SLOT], seq);
+        let mut digits = [0u8; 20];
+        let key_digits = decimal(key, &mut digits);
+        self.block.extend_from_slice(key_digits);
+        self.block.extend_from_slice(self.tail);
+        let symbol_at = start + self.head.len() + key_digits.len() + r#"","symbol":"S"#.len();
+        write_digits(&mut self.block[symbol_at..symbol_at + 2], key % 100);
+        let pad = self.size - (self.block.len() - start) - 2;
+        self.block.resize(self.block.len() + pad, b'x');
+        self.block.extend_from_slice(br#""}"#);
+        debug_assert_eq!(self.block.len() - start, self.size);
+        self.block.split().freeze()
+    }
+}
+
+/// The decimal digits of `value`, in the end of `buf`.
+fn decimal(mut value: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (value % 10) as u8;
+        value /= 10;
+        if value == 0 {
+            return &buf[i..];
+        }
+    }
+}
+
+/// The key written by [`KeyedBuilder`] (`k<key>` in `id`), `None` when
+/// `message` is not a W2 update.
+pub fn parse_key(message: &[u8]) -> Option<&[u8]> {
+    let rest = message.get(SEQ_AT + SLOT..)?;
+    let rest = rest.strip_prefix(br#","id":""#)?;
+    let end = rest.iter().position(|&b| b == b'"')?;
+    Some(&rest[..end])
+}
+
 /// Right-aligns `value` in `slot`, spaces before it.
 fn write_slot(slot: &mut [u8], mut value: u64) {
     let mut i = slot.len();
@@ -168,6 +256,32 @@ mod tests {
         let min = MessageBuilder::min_size();
         assert_eq!(MessageBuilder::new(min).unwrap().build(1, 2).len(), min);
         assert!(MessageBuilder::new(min - 1).is_err());
+    }
+
+    #[test]
+    fn keyed_updates_are_json_of_the_exact_size_with_their_key() {
+        let mut builder = KeyedBuilder::new(1024).unwrap();
+        for (ts, seq, key) in [
+            (0, 0, 0),
+            (1, 7, 7),
+            (99, 123_456, 9_999),
+            (u64::MAX, 1, u64::MAX),
+        ] {
+            let message = builder.build(ts, seq, key);
+            assert_eq!(message.len(), 1024);
+            assert_eq!(parse(&message), Some((ts, seq)));
+            let id = format!("k{key}");
+            assert_eq!(parse_key(&message), Some(id.as_bytes()));
+            let value: serde_json::Value = serde_json::from_slice(&message).unwrap();
+            assert_eq!(value["id"].as_str(), Some(id.as_str()));
+            assert_eq!(value["seq"].as_u64(), Some(seq));
+            assert_eq!(
+                value["symbol"].as_str(),
+                Some(format!("S{:02}", key % 100).as_str())
+            );
+        }
+        assert!(KeyedBuilder::new(100).is_err());
+        assert_eq!(parse_key(b"hello"), None);
     }
 
     #[test]

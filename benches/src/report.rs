@@ -1,4 +1,5 @@
-//! The JSON line a run prints, and the statistics it is computed from.
+//! The JSON lines a run prints (W1's [`Report`], W2's [`DurableReport`]),
+//! and the statistics they are computed from.
 
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
@@ -109,6 +110,59 @@ pub struct Report {
     /// Time from the first publish to the end of the run, s.
     pub wall_secs: f64,
     /// Errors met (publisher or subscriber); empty on a clean run.
+    pub errors: Vec<String>,
+}
+
+/// The value of [`DurableReport::workload`].
+pub const DURABLE_WORKLOAD: &str = "durable";
+
+/// One W2 run's result (`statecast-bench durable`): the JSON line.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DurableReport {
+    /// Always [`DURABLE_WORKLOAD`]: tells W2 lines from W1's.
+    pub workload: String,
+    /// Target name (`statecast`, `redis-always`, `jetstream`…).
+    pub target: String,
+    /// Free-text label from `--label`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub label: Option<String>,
+    /// The acknowledgement asked for, where the target has a choice
+    /// (statecast: `persisted` or `processed`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub ack: Option<String>,
+    /// Update size, bytes.
+    pub size: usize,
+    /// Distinct keys (update `n` is for key `n % keys`).
+    pub keys: u64,
+    /// Most updates sent and not yet acknowledged.
+    pub window: usize,
+    /// Updates sent.
+    pub sent: u64,
+    /// Updates acknowledged (successfully).
+    pub acked: u64,
+    /// Time from the first send to the last acknowledgement, s.
+    pub secs: f64,
+    /// `acked` ÷ `secs`, updates/s.
+    pub updates_rate: f64,
+    /// `updates_rate` × `size`, MB/s (10⁶ bytes) of payload.
+    pub payload_mb_per_sec: f64,
+    /// Send→acknowledgement latency of every acknowledged update.
+    pub ack_latency_us: Latency,
+    /// First and last stamp (bookmark, stream sequence) acknowledged, when
+    /// the target's acks carry one.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub stamps: Option<(u64, u64)>,
+    /// What was checked after the last acknowledgement (stamps in order and
+    /// gap-free; the server's state read back where the target can).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub check: Option<String>,
+    /// CPU used by this process over the run, % of one core.
+    pub client_cpu_pct: Option<f64>,
+    /// CPU used by `--server-pid` over the run, % of one core.
+    pub server_cpu_pct: Option<f64>,
+    /// Time from the first send to the end of the check, s.
+    pub wall_secs: f64,
+    /// Errors met (sending, acknowledgements, the check); empty on a clean run.
     pub errors: Vec<String>,
 }
 

@@ -4,6 +4,10 @@
 //! workload (`--label`, else subscribers and rate) and target, and prints
 //! Markdown tables of medians — with the min–max of the runs for the main
 //! figures — followed by the ratios of statecast to the relay and to NATS.
+//! W2 lines (`statecast-bench durable`) get their own table, with the ratios
+//! of statecast to Redis (`appendfsync always` and `everysec`) and JetStream
+//! and to issue 4's targets, and so do the `fio` lines `scripts/bench-peers`
+//! records next to them (the disk's figures in the same run).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -12,7 +16,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 
-use crate::report::Report;
+use crate::report::{DURABLE_WORKLOAD, DurableReport, Report};
 
 /// `statecast-bench table` options.
 #[derive(Debug, clap::Args)]
@@ -39,12 +43,245 @@ pub fn main(args: &TableArgs) -> anyhow::Result<()> {
             text.push('\n');
         }
     }
-    let reports: Vec<Report> = text
-        .lines()
-        .filter_map(|line| serde_json::from_str(line.trim()).ok())
-        .collect();
+    let mut reports: Vec<Report> = Vec::new();
+    let mut durable: Vec<DurableReport> = Vec::new();
+    let mut fio: Vec<FioLine> = Vec::new();
+    for line in text.lines() {
+        let Ok(value) = serde_json::from_str::<serde_json::Value>(line.trim()) else {
+            continue;
+        };
+        if value.get("workload").and_then(|w| w.as_str()) == Some(DURABLE_WORKLOAD) {
+            durable.extend(serde_json::from_value(value).ok());
+        } else if value.get("fio").is_some() {
+            fio.extend(serde_json::from_value(value).ok());
+        } else {
+            reports.extend(serde_json::from_value(value).ok());
+        }
+    }
     print!("{}", render(&reports));
+    print!("{}", render_durable(&durable, &fio));
     Ok(())
+}
+
+/// One `fio` job's figures, as `scripts/bench-peers` records them.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct FioLine {
+    /// The job: `seq-1m` (1 MiB writes) or `sync-4k` (4 KiB writes), each
+    /// write followed by an fdatasync.
+    pub fio: String,
+    /// When in the run (`before`, `after` the W2 runs).
+    #[serde(default)]
+    pub when: String,
+    /// Write bandwidth, bytes/s.
+    pub bw_bytes: f64,
+    /// Writes per second (each with its fdatasync).
+    pub iops: f64,
+    /// fdatasync latency, µs.
+    pub sync_p50_us: f64,
+    /// fdatasync latency, µs.
+    pub sync_p99_us: f64,
+}
+
+/// The W2 issue-4 targets for statecast's `persisted` row.
+const TARGET_UPDATES_RATE: f64 = 150_000.0;
+const TARGET_P99_US: f64 = 3_000.0;
+
+/// The order W2 targets are listed in.
+fn durable_rank(target: &str) -> (usize, String) {
+    let rank = [
+        "statecast",
+        "statecast-processed",
+        "redis-always",
+        "redis-everysec",
+        "jetstream",
+        "mem",
+    ]
+    .iter()
+    .position(|t| *t == target)
+    .unwrap_or(usize::MAX);
+    (rank, target.to_owned())
+}
+
+/// The W2 tables: fio, then the targets, then the ratios.
+fn render_durable(reports: &[DurableReport], fio: &[FioLine]) -> String {
+    let mut out = String::new();
+    let mut seq_bw = f64::NAN;
+    if !fio.is_empty() {
+        out.push_str(
+            "| fio job (fdatasync after each write) | when | runs | MB/s | writes (and fdatasyncs)/s \
+             | fdatasync p50 µs | fdatasync p99 µs |\n| --- | --- | --- | --- | --- | --- | --- |\n",
+        );
+        let mut groups: BTreeMap<(String, String), Vec<&FioLine>> = BTreeMap::new();
+        for line in fio {
+            groups
+                .entry((line.fio.clone(), line.when.clone()))
+                .or_default()
+                .push(line);
+        }
+        let mut seq = Vec::new();
+        for ((job, when), lines) in &groups {
+            let figure = |get: fn(&FioLine) -> f64| {
+                let values: Vec<f64> = lines.iter().map(|l| get(l)).collect();
+                Figure {
+                    median: median(&values),
+                    min: values.iter().copied().fold(f64::INFINITY, f64::min),
+                    max: values.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+                }
+            };
+            if job == "seq-1m" {
+                seq.extend(lines.iter().map(|l| l.bw_bytes));
+            }
+            let _ = writeln!(
+                out,
+                "| {job} | {when} | {} | {} | {} | {} | {} |",
+                lines.len(),
+                figure(|l| l.bw_bytes / 1e6).with_range(|v| format!("{v:.0}")),
+                figure(|l| l.iops).with_range(thousands),
+                figure(|l| l.sync_p50_us).with_range(micros),
+                figure(|l| l.sync_p99_us).with_range(micros),
+            );
+        }
+        seq_bw = median(&seq);
+        out.push('\n');
+    }
+    if reports.is_empty() {
+        return out;
+    }
+    let mut groups: BTreeMap<(usize, String), Vec<&DurableReport>> = BTreeMap::new();
+    for report in reports {
+        groups
+            .entry(durable_rank(&report.target))
+            .or_default()
+            .push(report);
+    }
+    out.push_str(
+        "| W2 target | ack | runs | updates/s | payload MB/s | ack p50 µs | ack p99 µs | ack p99.9 µs \
+         | ack max µs | client CPU % | server CPU % | client CPU µs per update \
+         | server CPU µs per update | check |\n\
+         | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+    );
+    let mut figures: BTreeMap<String, (f64, f64, f64)> = BTreeMap::new();
+    for ((_, target), all) in &groups {
+        let clean: Vec<&DurableReport> = all
+            .iter()
+            .copied()
+            .filter(|r| r.errors.is_empty())
+            .collect();
+        let runs = if clean.is_empty() { all.clone() } else { clean };
+        let figure = |get: &dyn Fn(&DurableReport) -> Option<f64>| {
+            let values: Vec<f64> = runs.iter().filter_map(|r| get(r)).collect();
+            Figure {
+                median: median(&values),
+                min: values.iter().copied().fold(f64::INFINITY, f64::min),
+                max: values.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+            }
+        };
+        let per_update = |r: &DurableReport, cpu: Option<f64>| {
+            let cpu = cpu?;
+            (r.updates_rate > 0.0).then(|| cpu / 100.0 / r.updates_rate * 1e6)
+        };
+        let rate = figure(&|r| Some(r.updates_rate));
+        let p99 = figure(&|r| Some(r.ack_latency_us.p99));
+        let mb = figure(&|r| Some(r.payload_mb_per_sec));
+        figures.insert(target.clone(), (rate.median, p99.median, mb.median));
+        let checks: Vec<&str> = runs.iter().filter_map(|r| r.check.as_deref()).collect();
+        let check = match checks.first() {
+            Some(first) if checks.iter().all(|c| c == first) => (*first).to_owned(),
+            Some(_) => "varies (see the raw lines)".to_owned(),
+            None => "–".to_owned(),
+        };
+        let count = if runs.len() == all.len() {
+            all.len().to_string()
+        } else {
+            format!("{} of {}", runs.len(), all.len())
+        };
+        let _ = writeln!(
+            out,
+            "| {target} | {} | {count} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {check} |",
+            runs.first().and_then(|r| r.ack.as_deref()).unwrap_or("–"),
+            rate.with_range(thousands),
+            mb.with_range(|v| format!("{v:.0}")),
+            figure(&|r| Some(r.ack_latency_us.p50)).with_range(micros),
+            p99.with_range(micros),
+            figure(&|r| Some(r.ack_latency_us.p999)).with_range(micros),
+            figure(&|r| Some(r.ack_latency_us.max)).with_range(micros),
+            percent(figure(&|r| r.client_cpu_pct).median),
+            percent(figure(&|r| r.server_cpu_pct).median),
+            figure(&|r| per_update(r, r.client_cpu_pct)).with_range(|us| format!("{us:.2}")),
+            figure(&|r| per_update(r, r.server_cpu_pct)).with_range(|us| format!("{us:.2}")),
+        );
+    }
+    out.push('\n');
+    let mut ratios = String::new();
+    for (target, (rate, p99, mb)) in &figures {
+        if !target.starts_with("statecast") {
+            continue;
+        }
+        let peer = |name: &str| {
+            figures
+                .get(name)
+                .copied()
+                .unwrap_or((f64::NAN, f64::NAN, f64::NAN))
+        };
+        let mut parts = Vec::new();
+        for name in ["redis-always", "redis-everysec", "jetstream"] {
+            let (peer_rate, peer_p99, _) = peer(name);
+            if peer_rate.is_finite() {
+                parts.push(format!(
+                    "vs {name}: updates/s {}, p99 {}",
+                    ratio(*rate, peer_rate),
+                    ratio(*p99, peer_p99)
+                ));
+            }
+        }
+        let _ = writeln!(ratios, "- {target}: {}", parts.join("; "));
+        if target == "statecast" {
+            let _ = writeln!(
+                ratios,
+                "- statecast vs issue 4's targets: updates/s {} of 150,000 ({}), p99 {} µs vs ≤ 3,000 µs ({}){}",
+                thousands(*rate),
+                if *rate >= TARGET_UPDATES_RATE {
+                    "met"
+                } else {
+                    "not met"
+                },
+                micros(*p99),
+                if *p99 <= TARGET_P99_US {
+                    "met"
+                } else {
+                    "not met"
+                },
+                if seq_bw.is_finite() {
+                    format!(
+                        "; payload {mb:.0} MB/s = {} of fio's sequential 1 MiB + fdatasync bandwidth",
+                        ratio(*mb, seq_bw / 1e6)
+                    )
+                } else {
+                    String::new()
+                },
+            );
+        }
+    }
+    if !ratios.is_empty() {
+        out.push_str(
+            "W2 ratios of medians (updates/s: higher is better; p99: lower is better):\n\n",
+        );
+        out.push_str(&ratios);
+    }
+    let errors: Vec<String> = reports
+        .iter()
+        .flat_map(|r| {
+            r.errors
+                .iter()
+                .map(move |e| format!("- W2 {}: {e}", r.target))
+        })
+        .collect();
+    if !errors.is_empty() {
+        out.push_str("\nW2 errors:\n\n");
+        out.push_str(&errors.join("\n"));
+        out.push('\n');
+    }
+    out
 }
 
 /// The order targets are listed in.

@@ -1,14 +1,21 @@
 //! The `mem` target: publishers hand each payload to every subscriber through
 //! in-process channels. No network, no server: what is left is the
 //! generator's own per-message cost, its ceiling.
+//!
+//! For W2, [`MemUpdates`] keeps the latest update of each key in a map and
+//! acknowledges every update at once, numbering the acks like bookmarks.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::rc::Rc;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use super::{Publisher, Subscriber, Target};
+use super::{
+    DurableTarget, Expected, PendingUpdate, Publisher, Subscriber, Target, Updater,
+    check_last_values, seq_of_update,
+};
 
 /// Messages buffered per subscriber before publishers wait.
 const CHANNEL_CAPACITY: usize = 4096;
@@ -74,5 +81,38 @@ impl Subscriber for MemSubscriber {
             sink(&next);
         }
         Ok(true)
+    }
+}
+
+/// The in-process W2 target: a map of the latest update per key.
+#[derive(Debug, Default)]
+pub struct MemUpdates;
+
+/// The updater of [`MemUpdates`].
+#[derive(Debug, Default)]
+pub struct MemUpdater {
+    latest: HashMap<u64, Bytes>,
+    acked: u64,
+}
+
+impl DurableTarget for MemUpdates {
+    type Updater = MemUpdater;
+
+    async fn updater(&self) -> anyhow::Result<MemUpdater> {
+        Ok(MemUpdater::default())
+    }
+}
+
+impl Updater for MemUpdater {
+    async fn update(&mut self, key: u64, payload: Bytes) -> anyhow::Result<PendingUpdate> {
+        self.latest.insert(key, payload);
+        self.acked += 1;
+        Ok(Box::pin(std::future::ready(Ok(Some(self.acked)))))
+    }
+
+    async fn check(&mut self, expected: Expected) -> anyhow::Result<String> {
+        check_last_values(expected, self.latest.len(), |key| {
+            seq_of_update(self.latest.get(&key)?, key)
+        })
     }
 }

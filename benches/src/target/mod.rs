@@ -7,27 +7,41 @@
 //! runtime inside a `LocalSet`, so the traits need no `Send` bounds and an
 //! adapter may use `Rc`/`RefCell` and `spawn_local`.
 //!
+//! W2 (durable keyed updates, `durable.rs`) has its own pair of traits: a
+//! [`DurableTarget`] opens an [`Updater`], which sends keyed updates and
+//! hands back each update's acknowledgement as a future ([`PendingUpdate`]);
+//! the runner awaits those in send order. Its targets are [`DurableKind`].
+//!
 //! Adding a peer (Redis pub/sub, MQTT…) is one file here: a type for each
-//! trait, plus a [`TargetKind`] variant and its arm in `run.rs`. Rules every
-//! adapter keeps, so that figures compare:
+//! trait, plus a [`TargetKind`] (or [`DurableKind`]) variant and its arm in
+//! `run.rs` (`durable.rs`). Rules every adapter keeps, so that figures compare:
 //! - one network connection per publisher and per subscriber, TCP_NODELAY on;
 //! - `subscriber` returns only once the server has registered the
 //!   subscription (a round trip), so nothing published later can be missed;
 //! - `publish` sends one message per call, with no batching beyond what the
 //!   client library does by itself; `finish` returns once everything
-//!   published has reached the server (a round trip where the protocol has one).
+//!   published has reached the server (a round trip where the protocol has one);
+//! - an [`Updater`] sends one update per call, in its own request (no
+//!   batching of updates beyond what the client library does by itself), on
+//!   one connection, and its acknowledgement future resolves only on the
+//!   server's reply to that update.
 
+mod jetstream;
 mod mem;
 mod nats;
 mod raw;
+mod redis;
 mod statecast;
 
 use bytes::Bytes;
+use futures::future::LocalBoxFuture;
 
-pub use mem::Mem;
+pub use jetstream::JetStream;
+pub use mem::{Mem, MemUpdates};
 pub use nats::Nats;
 pub use raw::Raw;
-pub use statecast::Statecast;
+pub use redis::Redis;
+pub use statecast::{Statecast, StatecastUpdates};
 
 /// The systems the generator can drive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -90,4 +104,110 @@ pub trait Subscriber {
     /// Waits for at least one message and calls `sink` with the payload of
     /// each message that is ready. `Ok(false)` when the stream has ended.
     async fn recv(&mut self, sink: &mut impl FnMut(&[u8])) -> anyhow::Result<bool>;
+}
+
+/// The systems the W2 (durable keyed updates) workload can drive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DurableKind {
+    /// In-process: every update is acknowledged at once, no network: the
+    /// generator's own ceiling.
+    Mem,
+    /// The statecast broker through the SDK (`publish_acked`, `persisted`
+    /// acks unless `--ack processed`).
+    Statecast,
+    /// Redis through redis-rs: one `HSET` + `PUBLISH` pipeline per update;
+    /// what its reply promises is the server's `appendfsync` setting.
+    Redis,
+    /// NATS JetStream through async-nats: a publish to `$KV.bench.k<key>` (a
+    /// KV bucket's stream, file storage), acknowledged by a PubAck.
+    Jetstream,
+}
+
+impl DurableKind {
+    /// The name used in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Mem => "mem",
+            Self::Statecast => "statecast",
+            Self::Redis => "redis",
+            Self::Jetstream => "jetstream",
+        }
+    }
+}
+
+/// What an acknowledged update's reply says about its place in the server's
+/// order: statecast's bookmark, JetStream's stream sequence; `None` where the
+/// protocol has none (Redis).
+pub type Stamp = Option<u64>;
+
+/// The acknowledgement of one update, still to come.
+pub type PendingUpdate = LocalBoxFuture<'static, anyhow::Result<Stamp>>;
+
+/// What the server should hold once every update of a run is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expected {
+    /// Updates sent (and acknowledged), `seq` 0 to `sent - 1`.
+    pub sent: u64,
+    /// Update `seq` is for key `seq % keys`.
+    pub keys: u64,
+}
+
+impl Expected {
+    /// Keys that were updated at least once.
+    pub fn keys_updated(self) -> u64 {
+        self.sent.min(self.keys)
+    }
+
+    /// The `seq` of the last update of `key`, `None` when it had none.
+    pub fn last_seq(self, key: u64) -> Option<u64> {
+        (key < self.keys_updated()).then(|| key + (self.sent - 1 - key) / self.keys * self.keys)
+    }
+}
+
+/// Checks that each updated key holds its last update: `seq_of(key)` is the
+/// `seq` in the value the server holds for `key`, `held` the number of keys
+/// it holds.
+fn check_last_values(
+    expected: Expected,
+    held: usize,
+    seq_of: impl Fn(u64) -> Option<u64>,
+) -> anyhow::Result<String> {
+    let keys = expected.keys_updated();
+    let latest = (0..keys)
+        .filter(|&key| seq_of(key).is_some() && seq_of(key) == expected.last_seq(key))
+        .count() as u64;
+    anyhow::ensure!(
+        latest == keys && held as u64 == keys,
+        "{latest} of {keys} keys hold their last update ({held} keys held)"
+    );
+    Ok(format!("{latest} of {keys} keys hold their last update"))
+}
+
+/// The `seq` of update `value` when it is an update of `key`.
+fn seq_of_update(value: &[u8], key: u64) -> Option<u64> {
+    let id = crate::payload::parse_key(value)?;
+    let (_, seq) = crate::payload::parse(value)?;
+    (id.strip_prefix(b"k")? == key.to_string().as_bytes()).then_some(seq)
+}
+
+/// A system under test for W2.
+pub trait DurableTarget {
+    /// The updating connection.
+    type Updater: Updater + 'static;
+
+    /// Opens the connection (and creates what the server needs: a stream…).
+    async fn updater(&self) -> anyhow::Result<Self::Updater>;
+}
+
+/// A connection that sends acknowledged keyed updates.
+pub trait Updater {
+    /// Sends one update of key `key` (named `k<key>`); returns once the
+    /// client library has taken it, with the acknowledgement still to come.
+    /// The runner awaits acknowledgements in the order of the calls.
+    async fn update(&mut self, key: u64, payload: Bytes) -> anyhow::Result<PendingUpdate>;
+
+    /// After every update was acknowledged: checks what the server holds
+    /// against `expected` and says what was checked (e.g. "10000 of 10000
+    /// keys hold their last update"). An `Err` is a failed check.
+    async fn check(&mut self, expected: Expected) -> anyhow::Result<String>;
 }

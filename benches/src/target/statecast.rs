@@ -1,11 +1,17 @@
 //! The `statecast` target: the broker through the `statecast-client` SDK,
 //! exactly as an application uses it.
+//!
+//! For W2, [`StatecastUpdates`] publishes every update on one topic (the key
+//! is the document's `id`, as a state-of-the-world topic keys it) with
+//! `publish_acked`, and the acknowledgement is the SDK's `PendingAck`; its
+//! bookmark is the update's stamp.
 
 use bytes::Bytes;
 use futures::StreamExt;
 use statecast_client::{Client, ClientOptions, Subscription};
+use statecast_protocol::AckType;
 
-use super::{Publisher, Subscriber, Target};
+use super::{DurableTarget, Expected, PendingUpdate, Publisher, Subscriber, Target, Updater};
 
 /// The statecast broker at `addr`, publishing and subscribing on `topic`.
 #[derive(Debug)]
@@ -85,5 +91,60 @@ impl Subscriber for StatecastSubscriber {
             Some(Err(error)) => Err(error.into()),
             None => Ok(false),
         }
+    }
+}
+
+/// The statecast broker at `addr` taking W2 updates on `topic`, asking for
+/// `ack` acknowledgements.
+#[derive(Debug)]
+pub struct StatecastUpdates {
+    addr: String,
+    topic: String,
+    ack: AckType,
+}
+
+impl StatecastUpdates {
+    /// The target.
+    pub fn new(addr: &str, topic: &str, ack: AckType) -> Self {
+        Self {
+            addr: addr.to_owned(),
+            topic: topic.to_owned(),
+            ack,
+        }
+    }
+}
+
+/// An updating SDK client.
+#[derive(Debug)]
+pub struct StatecastUpdater {
+    client: Client,
+    topic: String,
+    ack: AckType,
+}
+
+impl DurableTarget for StatecastUpdates {
+    type Updater = StatecastUpdater;
+
+    async fn updater(&self) -> anyhow::Result<StatecastUpdater> {
+        let client = Client::connect(&self.addr, ClientOptions::new("bench-updater")).await?;
+        Ok(StatecastUpdater {
+            client,
+            topic: self.topic.clone(),
+            ack: self.ack,
+        })
+    }
+}
+
+impl Updater for StatecastUpdater {
+    async fn update(&mut self, _key: u64, payload: Bytes) -> anyhow::Result<PendingUpdate> {
+        let pending = self
+            .client
+            .publish_acked(&self.topic, payload, self.ack)
+            .await?;
+        Ok(Box::pin(async move { Ok(pending.wait().await?.bookmark) }))
+    }
+
+    async fn check(&mut self, _expected: Expected) -> anyhow::Result<String> {
+        Ok(format!("{} acks (no read-back)", self.ack.name()))
     }
 }

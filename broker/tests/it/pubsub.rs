@@ -88,7 +88,7 @@ async fn a_flush_is_a_barrier_across_processors() {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 noise.publish(&format!("n{}", i % 12), "x").await.unwrap();
                 i += 1;
-                if i % 64 == 0 {
+                if i.is_multiple_of(64) {
                     tokio::task::yield_now().await;
                 }
             }
