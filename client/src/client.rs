@@ -69,6 +69,10 @@ pub struct ServerInfo {
     pub heartbeat: Duration,
     /// The largest frame the broker accepts.
     pub max_frame_bytes: usize,
+    /// The highest publish sequence number the broker has persisted for
+    /// this client name (0 for none); `None` from a broker without a
+    /// journal. A publisher resends what comes after it.
+    pub persisted_sequence: Option<u64>,
 }
 
 /// A subscription request.
@@ -361,6 +365,7 @@ impl Client {
                 .unwrap_or_default(),
             heartbeat,
             max_frame_bytes: ack.max_frame_bytes.map_or(usize::MAX, |n| n as usize),
+            persisted_sequence: ack.sequence,
         };
         let inner = Arc::new(Inner {
             write: Mutex::new(WriteState::default()),
@@ -438,13 +443,43 @@ impl Client {
         payload: impl Into<Bytes>,
         ack_type: AckType,
     ) -> Result<PendingAck, Error> {
+        self.publish_with_sequence(topic, payload, ack_type, None)
+            .await
+    }
+
+    /// Like [`Client::publish_acked`], numbered with this client's
+    /// `sequence` for de-duplication: the broker drops (and acks as a
+    /// `duplicate`) a number not above the highest it journaled for this
+    /// client name. [`crate::ReliablePublisher`] does the numbering and
+    /// the resending for you.
+    ///
+    /// # Errors
+    /// When the connection is closed or the topic cannot be encoded.
+    pub async fn publish_sequenced(
+        &self,
+        topic: &str,
+        payload: impl Into<Bytes>,
+        ack_type: AckType,
+        sequence: u64,
+    ) -> Result<PendingAck, Error> {
+        self.publish_with_sequence(topic, payload, ack_type, Some(sequence))
+            .await
+    }
+
+    async fn publish_with_sequence(
+        &self,
+        topic: &str,
+        payload: impl Into<Bytes>,
+        ack_type: AckType,
+        sequence: Option<u64>,
+    ) -> Result<PendingAck, Error> {
         let command_id = self.inner.id();
         let receiver = self.register_ack(command_id)?;
         let command = Command::Publish(Publish {
             command_id: Some(command_id),
             topic: Utf8::from(topic),
             ack: AckSet::only(ack_type),
-            sequence: None,
+            sequence,
             payload: payload.into(),
         });
         self.send_or_unregister(&command, command_id).await?;

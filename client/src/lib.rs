@@ -3,8 +3,10 @@
 //! It owns the client side of the wire protocol: connecting and logging on,
 //! publishing (fire-and-forget or awaiting an ack), subscriptions as
 //! [`futures::Stream`]s of messages, unsubscribing, flush barriers, and
-//! heartbeats in both directions. The CLI, the load generator and
-//! applications use it.
+//! heartbeats in both directions; and the [`ReliablePublisher`], which
+//! numbers publishes, keeps them until they are persisted, and after a
+//! reconnect resends exactly what the broker lacks. The CLI, the load
+//! generator and applications use it.
 //!
 //! **Invariant:** the client depends only on `statecast-protocol` among the
 //! workspace crates; it knows nothing of the broker's internals.
@@ -32,7 +34,9 @@
 
 mod client;
 mod error;
+mod publisher;
 
 pub use client::{Client, ClientOptions, PendingAck, ServerInfo, SubscribeOptions, Subscription};
 pub use error::Error;
+pub use publisher::{PublisherOptions, ReliablePublisher};
 pub use statecast_protocol::{AckType, Deliver as Message, ReasonCode, SubIds, Utf8};

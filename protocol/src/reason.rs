@@ -57,6 +57,9 @@ pub enum ReasonCode {
     /// A bookmark subscription's start is not in the journal (removed by
     /// retention, or beyond its end), or the replay could not read on.
     BookmarkNotFound,
+    /// Another connection logged on with this connection's client name;
+    /// this (older) one is closed.
+    ClientReplaced,
     /// A code this build does not know (from a newer peer).
     Other(u16),
 }
@@ -179,6 +182,11 @@ pub const REASONS: &[(u16, &str, &str)] = &[
         "bookmark_not_found",
         "a bookmark subscription's start is not in the journal (removed by retention, or beyond its end), or its replay could not read on",
     ),
+    (
+        24,
+        "client_replaced",
+        "another connection logged on with this client name; this older one is closed",
+    ),
 ];
 
 impl ReasonCode {
@@ -210,6 +218,7 @@ impl ReasonCode {
             Self::Duplicate => 21,
             Self::JournalError => 22,
             Self::BookmarkNotFound => 23,
+            Self::ClientReplaced => 24,
             Self::Other(code) => code,
         }
     }
@@ -242,6 +251,7 @@ impl ReasonCode {
             21 => Self::Duplicate,
             22 => Self::JournalError,
             23 => Self::BookmarkNotFound,
+            24 => Self::ClientReplaced,
             other => Self::Other(other),
         }
     }

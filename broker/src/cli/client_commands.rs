@@ -7,7 +7,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use futures::StreamExt;
-use statecast_client::{AckType, Client, ClientOptions, Message, PendingAck, SubscribeOptions};
+use statecast_client::{
+    AckType, Client, ClientOptions, Message, PendingAck, PublisherOptions, ReliablePublisher,
+    SubscribeOptions,
+};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, BufReader};
 
 use super::{AckArg, Format, PublishArgs, ServerArg, SubscribeArgs};
@@ -49,10 +52,25 @@ pub async fn publish(args: PublishArgs) -> anyhow::Result<()> {
         )),
         None => Box::new(BufReader::new(tokio::io::stdin())),
     };
-    let client = connect(&args.server.server, "publish").await?;
+    let name = args.name.clone().unwrap_or_else(|| client_name("publish"));
     let mut tally = Tally::default();
-    let result = publish_lines(&client, &args, input, &mut tally).await;
-    let closed = client.close().await;
+    let (result, closed) = if args.ack == AckArg::Persisted {
+        let mut publisher =
+            ReliablePublisher::connect(&args.server.server, PublisherOptions::new(name))
+                .await
+                .with_context(|| format!("cannot reach the broker at {}", args.server.server))?;
+        let result = publish_reliably(&mut publisher, &args, input, &mut tally).await;
+        tally.acked = publisher.acked();
+        tally.last_bookmark = publisher.last_bookmark();
+        let closed = publisher.close().await.map(|_| ());
+        (result, closed)
+    } else {
+        let client = Client::connect(&args.server.server, ClientOptions::new(name))
+            .await
+            .with_context(|| format!("cannot reach the broker at {}", args.server.server))?;
+        let result = publish_lines(&client, &args, input, &mut tally).await;
+        (result, client.close().await)
+    };
     println!(
         "{}",
         serde_json::json!({
@@ -83,6 +101,47 @@ impl Tally {
     }
 }
 
+/// Reads one message per line from `input`.
+async fn next_line(
+    input: &mut Box<dyn AsyncBufRead + Unpin>,
+    line: &mut Vec<u8>,
+) -> anyhow::Result<bool> {
+    loop {
+        line.clear();
+        let n = input
+            .read_until(b'\n', line)
+            .await
+            .context("cannot read the input")?;
+        if n == 0 {
+            return Ok(false);
+        }
+        while matches!(line.last(), Some(b'\n' | b'\r')) {
+            line.pop();
+        }
+        if !line.is_empty() {
+            return Ok(true);
+        }
+    }
+}
+
+/// `--ack persisted`: numbered publishes that survive reconnects.
+async fn publish_reliably(
+    publisher: &mut ReliablePublisher,
+    args: &PublishArgs,
+    mut input: Box<dyn AsyncBufRead + Unpin>,
+    tally: &mut Tally,
+) -> anyhow::Result<()> {
+    let mut line = Vec::new();
+    while next_line(&mut input, &mut line).await? {
+        publisher
+            .publish(&args.topic, bytes::Bytes::copy_from_slice(&line))
+            .await?;
+        tally.published += 1;
+    }
+    publisher.flush().await?;
+    Ok(())
+}
+
 async fn publish_lines(
     client: &Client,
     args: &PublishArgs,
@@ -96,21 +155,7 @@ async fn publish_lines(
     };
     let mut window: VecDeque<PendingAck> = VecDeque::new();
     let mut line = Vec::new();
-    loop {
-        line.clear();
-        let n = input
-            .read_until(b'\n', &mut line)
-            .await
-            .context("cannot read the input")?;
-        if n == 0 {
-            break;
-        }
-        while matches!(line.last(), Some(b'\n' | b'\r')) {
-            line.pop();
-        }
-        if line.is_empty() {
-            continue;
-        }
+    while next_line(&mut input, &mut line).await? {
         let payload = bytes::Bytes::copy_from_slice(&line);
         match ack_type {
             None => client.publish(&args.topic, payload).await?,

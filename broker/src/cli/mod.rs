@@ -123,6 +123,11 @@ pub struct PublishArgs {
     /// Read messages from this file instead of stdin (one per line).
     #[arg(long, value_name = "F")]
     file: Option<PathBuf>,
+    /// Client name (default `statecast-publish-<pid>`). With `--ack
+    /// persisted` publishes are numbered and resent after a reconnect, and
+    /// the broker drops resends it already has for this name.
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
 }
 
 /// Output formats.

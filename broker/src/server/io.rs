@@ -93,6 +93,8 @@ pub struct IoWiring {
     pub registry: Arc<super::acceptor::ConnRegistry>,
     /// The journal, for publisher registration at logon.
     pub journal: Option<Arc<super::journaling::Journaling>>,
+    /// Live connections by client name.
+    pub names: Arc<super::names::NameRegistry>,
     /// When set, this thread runs the (only) processor itself: its inbox
     /// (for the replayer's messages) and the replayer's channel.
     pub inline: Option<(
@@ -122,6 +124,7 @@ pub struct IoThread {
     processors_done: Arc<std::sync::atomic::AtomicUsize>,
     registry: Arc<super::acceptor::ConnRegistry>,
     journal: Option<Arc<super::journaling::Journaling>>,
+    names: Arc<super::names::NameRegistry>,
     inline: Option<(ProcessorCore, crossbeam_channel::Receiver<ProcessorMsg>)>,
 }
 
@@ -156,6 +159,7 @@ impl IoThread {
             processors_done,
             registry,
             journal,
+            names,
             inline,
         } = wiring;
         let poll = Poll::new()?;
@@ -188,6 +192,7 @@ impl IoThread {
 
             registry,
             journal,
+            names,
         })
     }
 
@@ -554,6 +559,11 @@ impl IoThread {
         mut ack: statecast_protocol::Ack,
         now: Instant,
     ) {
+        if let Some(name) = &ack.client_name
+            && let Some(old) = self.names.claim(name.as_str(), shared)
+        {
+            old.mark_replaced();
+        }
         if let (Some(journal), Some(name)) = (&self.journal, ack.client_name.clone()) {
             match journal.register_publisher(name.as_str()) {
                 Ok(publisher) => {
@@ -684,6 +694,23 @@ impl IoThread {
                     text: format!(
                         "slow client: {queued} bytes queued, over limits.client_outbound_bytes_max ({}) or the instance's limits.outbound_total_bytes_max",
                         self.settings.client_outbound_bytes_max
+                    ),
+                    command_id: None,
+                };
+                self.begin_close(token, Some(reason), now);
+                continue;
+            }
+            if conn.shared.is_replaced() && conn.closing.is_none() {
+                let client = conn.session.client_name().unwrap_or("-").to_owned();
+                tracing::info!(
+                    client,
+                    peer = %conn.peer,
+                    "closing a connection: a newer one logged on with its client name"
+                );
+                let reason = CloseReason {
+                    code: ReasonCode::ClientReplaced,
+                    text: format!(
+                        "another connection logged on as `{client}`; client names are unique among live connections"
                     ),
                     command_id: None,
                 };
@@ -860,6 +887,9 @@ impl IoThread {
         }
         let mut conn = self.conns.remove(token);
         let _ = self.poll.registry().deregister(&mut conn.stream);
+        if let Some(name) = conn.session.client_name() {
+            self.names.release(name, conn.shared.id);
+        }
         if conn.closing.is_none() {
             conn.shared.close();
             for (batch, _) in &mut self.batches {

@@ -251,8 +251,12 @@ impl Journaling {
                 bookmark: appended.bookmark,
                 timestamp: appended.timestamp_ns,
             },
+            // The duplicate's own record is at or below the last appended
+            // bookmark (not `next_bookmark - 1`: after a restart the next
+            // bookmark starts past a reserved range, where no sync would
+            // ever reach and the ack would wait forever).
             Ok(Err(_duplicate)) => LogOutcome::Duplicate {
-                tip: appender.next_bookmark().saturating_sub(1),
+                tip: self.journal.appended(),
             },
             Err(error) => LogOutcome::Failed {
                 text: error.to_string(),

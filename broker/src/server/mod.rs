@@ -13,6 +13,7 @@ mod acceptor;
 mod admin;
 mod io;
 mod journaling;
+mod names;
 mod outbound;
 mod processor;
 mod replayer;
@@ -278,6 +279,7 @@ impl Server {
             drain_timeout: Duration::from_millis(config.shutdown.drain_timeout_ms),
         };
         let registry: Arc<acceptor::ConnRegistry> = Arc::new(Mutex::new(Vec::new()));
+        let names = Arc::new(names::NameRegistry::default());
 
         let (senders, receivers): (Vec<_>, Vec<_>) = (0..plan.processor_threads)
             .map(|_| crossbeam_channel::unbounded())
@@ -304,6 +306,7 @@ impl Server {
                 processors_done: Arc::clone(&processors_done),
                 registry: Arc::clone(&registry),
                 journal: opened.as_ref().map(|o| Arc::clone(&o.journaling)),
+                names: Arc::clone(&names),
                 inline: if inline && index == 0 {
                     receivers
                         .get_mut(0)

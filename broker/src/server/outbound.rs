@@ -125,6 +125,8 @@ pub struct ConnShared {
     queued: AtomicUsize,
     closed: AtomicBool,
     slow: AtomicBool,
+    /// Another connection logged on with this one's client name.
+    replaced: AtomicBool,
     outbound_max: usize,
     totals: Arc<Totals>,
     /// The journal's id for this client, set once at logon.
@@ -154,6 +156,7 @@ impl ConnShared {
             queued: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
             slow: AtomicBool::new(false),
+            replaced: AtomicBool::new(false),
             outbound_max,
             totals,
             publisher: OnceLock::new(),
@@ -236,6 +239,20 @@ impl ConnShared {
     /// Marks the connection slow and asks its I/O thread to close it.
     pub fn mark_slow(&self) {
         if !self.slow.swap(true, Ordering::AcqRel) {
+            self.io.schedule(self.token, self.id);
+            self.io.wake();
+        }
+    }
+
+    /// Whether a newer connection took this one's client name.
+    pub fn is_replaced(&self) -> bool {
+        self.replaced.load(Ordering::Acquire)
+    }
+
+    /// Asks this connection's I/O thread to close it: a newer connection
+    /// logged on with its client name.
+    pub fn mark_replaced(&self) {
+        if !self.replaced.swap(true, Ordering::AcqRel) {
             self.io.schedule(self.token, self.id);
             self.io.wake();
         }

@@ -211,34 +211,42 @@ fn data_format_prints_payloads_and_timeout_bounds_the_wait() {
 }
 
 #[test]
-fn publish_file_with_processed_acks() {
+fn publish_file_with_processed_and_persisted_acks() {
     let broker = Broker::start();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("in.txt");
     let lines: String = (0..2500).map(|i| format!("line {i}\n")).collect();
     std::fs::write(&file, lines).unwrap();
-    let out = run_cli(
-        &[
-            "publish",
-            "--server",
-            &broker.client,
-            "--topic",
-            "f",
-            "--ack",
-            "processed",
-            "--file",
-            crate::support::path_str(&file),
-        ],
-        None,
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(summary["published"], 2500);
-    assert_eq!(summary["acked"], 2500);
+    let mut last_bookmark = 0u64;
+    for ack in ["processed", "persisted"] {
+        let out = run_cli(
+            &[
+                "publish",
+                "--server",
+                &broker.client,
+                "--topic",
+                "f",
+                "--ack",
+                ack,
+                "--name",
+                "file-loader",
+                "--file",
+                crate::support::path_str(&file),
+            ],
+            None,
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(summary["published"], 2500, "{ack}");
+        assert_eq!(summary["acked"], 2500, "{ack}");
+        let bookmark: u64 = summary["last_bookmark"].as_str().unwrap().parse().unwrap();
+        assert_eq!(bookmark, last_bookmark + 2500, "{ack}: bookmarks run on");
+        last_bookmark = bookmark;
+    }
 }
 
 #[test]

@@ -5,6 +5,7 @@
 
 mod cli;
 mod crash;
+mod dedup;
 mod filters;
 mod fuzz_corpus;
 mod limits;
@@ -13,4 +14,5 @@ mod protocol_errors;
 mod pubsub;
 mod replay;
 mod support;
+mod sync_failure;
 mod tidy;

@@ -50,6 +50,13 @@ impl Broker {
 
     /// A broker with extra configuration TOML laid over the test defaults.
     pub fn start_with(extra: &str) -> Self {
+        Self::start_under(&[], extra)
+    }
+
+    /// Like [`Broker::start_with`], with the broker run by `wrapper` (a
+    /// command and its arguments, e.g. strace with fault injection).
+    /// Restarts run it without the wrapper.
+    pub fn start_under(wrapper: &[&str], extra: &str) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         // Small journal segments: tests publish little, and preallocating
         // the default 128 MiB files would dominate their run time.
@@ -62,7 +69,7 @@ impl Broker {
         }
         config.push_str(extra);
         std::fs::write(dir.path().join("config.toml"), config).expect("write config");
-        let (child, client, admin) = Self::spawn(dir.path());
+        let (child, client, admin) = Self::spawn(wrapper, dir.path(), "127.0.0.1:0");
         Self {
             child,
             client,
@@ -73,17 +80,25 @@ impl Broker {
 
     /// Starts `statecast serve` on the configuration and data in `dir`;
     /// returns once it printed its ready line.
-    fn spawn(dir: &Path) -> (Child, String, String) {
+    fn spawn(wrapper: &[&str], dir: &Path, listen: &str) -> (Child, String, String) {
         let stderr = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(dir.join("stderr.log"))
             .expect("stderr log");
-        let mut child = Process::new(binary())
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Process::new(program);
+                command.args(args).arg(binary());
+                command
+            }
+            None => Process::new(binary()),
+        };
+        let mut child = command
             .args([
                 "serve",
                 "--listen",
-                "127.0.0.1:0",
+                listen,
                 "--admin-listen",
                 "127.0.0.1:0",
                 "--config",
@@ -136,7 +151,17 @@ impl Broker {
 
     /// Starts the broker again on the same configuration and data.
     pub fn restart(&mut self) {
-        let (child, client, admin) = Self::spawn(self.dir.path());
+        let (child, client, admin) = Self::spawn(&[], self.dir.path(), "127.0.0.1:0");
+        self.child = child;
+        self.client = client;
+        self.admin = admin;
+    }
+
+    /// Starts the broker again on the same configuration, data and client
+    /// port, as an operator's restart does (clients reconnect to the same
+    /// address).
+    pub fn restart_on_the_same_port(&mut self) {
+        let (child, client, admin) = Self::spawn(&[], self.dir.path(), &self.client.clone());
         self.child = child;
         self.client = client;
         self.admin = admin;
@@ -251,6 +276,23 @@ impl Raw {
         }));
         match raw.recv() {
             Some(Command::Ack(ack)) if ack.status == statecast_protocol::Status::Success => raw,
+            other => panic!("logon failed: {other:?}"),
+        }
+    }
+
+    /// Connects and logs on as `name`; returns the logon ack too.
+    pub fn logon_ack(addr: &str, name: &str) -> (Self, statecast_protocol::Ack) {
+        let mut raw = Self::connect(addr);
+        raw.send(&Command::Logon(Logon {
+            command_id: Some(1),
+            client_name: Utf8::from(name),
+            credentials: None,
+            heartbeat_ms: None,
+        }));
+        match raw.recv() {
+            Some(Command::Ack(ack)) if ack.status == statecast_protocol::Status::Success => {
+                (raw, ack)
+            }
             other => panic!("logon failed: {other:?}"),
         }
     }
