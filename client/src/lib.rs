@@ -5,7 +5,9 @@
 //! [`futures::Stream`]s of messages, unsubscribing, flush barriers, and
 //! heartbeats in both directions; and the [`ReliablePublisher`], which
 //! numbers publishes, keeps them until they are persisted, and after a
-//! reconnect resends exactly what the broker lacks. The CLI, the load
+//! reconnect resends exactly what the broker lacks; and bookmark stores
+//! ([`FileBookmarkStore`]) with which a subscriber resumes after the last
+//! message it processed. The CLI, the load
 //! generator and applications use it.
 //!
 //! **Invariant:** the client depends only on `statecast-protocol` among the
@@ -32,10 +34,12 @@
 //! the application, [`Client::publish`] waits for buffer space instead of
 //! buffering without bound.
 
+mod bookmarks;
 mod client;
 mod error;
 mod publisher;
 
+pub use bookmarks::{BookmarkStore, FileBookmarkStore, MemoryBookmarkStore};
 pub use client::{Client, ClientOptions, PendingAck, ServerInfo, SubscribeOptions, Subscription};
 pub use error::Error;
 pub use publisher::{PublisherOptions, ReliablePublisher};

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use futures::StreamExt;
-use statecast_client::{AckType, ReasonCode, SubscribeOptions, Subscription};
+use statecast_client::{
+    AckType, BookmarkStore, FileBookmarkStore, ReasonCode, SubscribeOptions, Subscription,
+};
 
 use crate::support::{Broker, ready_now};
 
@@ -234,4 +236,39 @@ async fn unsubscribing_during_a_replay_stops_it() {
     subscription.unsubscribe().await.unwrap();
     client.flush().await.unwrap();
     assert!(broker.admin_get("/health").contains("\"status\":\"ok\""));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_resumes_after_the_last_message_it_saved() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileBookmarkStore::open(dir.path()).unwrap();
+    let publisher = broker.client("publisher").await;
+    publish_range(&publisher, "ledger", 0..100).await;
+    {
+        // The first run processes 40 messages, saving each, then stops.
+        let client = broker.client("ledger-app").await;
+        let options = SubscribeOptions::topic("ledger")
+            .resume(&store, "ledger-app")
+            .unwrap();
+        let mut ledger = client.subscribe_with(options).await.unwrap();
+        for expected in 0..40 {
+            let message = ledger.next().await.unwrap().unwrap();
+            assert_eq!(seq_of(&message), expected);
+            store.save("ledger-app", message.bookmark.unwrap()).unwrap();
+        }
+    }
+    publish_range(&publisher, "ledger", 100..150).await;
+    // The second run picks up at message 40: nothing lost, nothing twice,
+    // and then live messages.
+    let client = broker.client("ledger-app").await;
+    let options = SubscribeOptions::topic("ledger")
+        .resume(&FileBookmarkStore::open(dir.path()).unwrap(), "ledger-app")
+        .unwrap();
+    let mut ledger = client.subscribe_with(options).await.unwrap();
+    for expected in 40..150 {
+        assert_eq!(next_seq(&mut ledger).await, expected);
+    }
+    publish_range(&publisher, "ledger", 150..151).await;
+    assert_eq!(next_seq(&mut ledger).await, 150);
 }
