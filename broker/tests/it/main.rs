@@ -7,6 +7,7 @@ mod cli;
 mod crash;
 mod dedup;
 mod filters;
+mod full_disk;
 mod fuzz_corpus;
 mod limits;
 mod placement;

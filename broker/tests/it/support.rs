@@ -57,7 +57,15 @@ impl Broker {
     /// command and its arguments, e.g. strace with fault injection).
     /// Restarts run it without the wrapper.
     pub fn start_under(wrapper: &[&str], extra: &str) -> Self {
+        Self::start_prepared(wrapper, extra, |_| {})
+    }
+
+    /// Like [`Broker::start_under`], calling `prepare` with the data
+    /// directory's path (not yet created) before the broker starts: e.g.
+    /// to mount a small filesystem there.
+    pub fn start_prepared(wrapper: &[&str], extra: &str, prepare: impl FnOnce(&Path)) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
+        prepare(&dir.path().join("data"));
         // Small journal segments: tests publish little, and preallocating
         // the default 128 MiB files would dominate their run time.
         let mut config = String::new();
