@@ -13,6 +13,7 @@ mod limits;
 mod placement;
 mod protocol_errors;
 mod pubsub;
+mod recovery;
 mod replay;
 mod support;
 mod sync_failure;

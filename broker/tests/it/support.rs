@@ -175,6 +175,62 @@ impl Broker {
         self.admin = admin;
     }
 
+    /// Stops the broker cleanly (SIGTERM) and waits for it to exit.
+    pub fn terminate(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).expect("pid"));
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+        let status = self
+            .wait_exit(Duration::from_secs(30))
+            .expect("the broker exits after SIGTERM");
+        assert!(status.success(), "clean shutdown: {status}");
+    }
+
+    /// Appends `text` to the broker's configuration file (used by the next
+    /// restart).
+    pub fn append_config(&self, text: &str) {
+        let path = self.dir.path().join("config.toml");
+        let mut config = std::fs::read_to_string(&path).expect("config");
+        config.push_str(text);
+        std::fs::write(&path, config).expect("write config");
+    }
+
+    /// Starts the broker on its configuration and data expecting it to
+    /// refuse to start; returns its exit status and stderr.
+    pub fn start_refused(&self) -> (std::process::ExitStatus, String) {
+        let dir = self.dir.path();
+        let mut child = Process::new(binary())
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--config",
+            ])
+            .arg(dir.join("config.toml"))
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn statecast serve");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                let mut stderr = String::new();
+                if let Some(mut pipe) = child.stderr.take() {
+                    let _ = pipe.read_to_string(&mut stderr);
+                }
+                return (status, stderr);
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                panic!("the broker started although it should have refused");
+            }
+            std::thread::park_timeout(Duration::from_millis(10));
+        }
+    }
+
     /// The journal's figures from `GET /health`.
     pub fn journal_health(&self) -> serde_json::Value {
         let response = self.admin_get("/health");
