@@ -1,0 +1,373 @@
+//! Every value at one path of a JSON payload, read in one pass without
+//! building a document, with the filter language's path semantics: a field
+//! step applied to an array applies to each element, an array at the end of
+//! the path contributes each element (nested arrays flattened), `[n]` picks
+//! one element, an object is not a value, and the first of duplicate member
+//! names wins.
+//!
+//! The filter crate's scanner is private to it and its public
+//! `evaluate_value` gives only the first value of a path; hash indexes need
+//! all of them (an `=` on an array field is true when any element is), so
+//! this small extraction exists. It stops at the end of the top-level member
+//! the path starts with.
+
+use statecast_filter::Value;
+use statecast_filter::ast::{Path, Step};
+use statecast_filter::value::{Num, parse_number};
+
+/// Deepest nesting followed (as the filter scanner and serde_json).
+const MAX_NESTING: u32 = 128;
+
+/// The payload is not JSON where it was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Malformed {
+    /// What was wrong.
+    pub reason: &'static str,
+    /// Byte offset.
+    pub offset: usize,
+}
+
+struct Cursor<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn fail<T>(&self, reason: &'static str) -> Result<T, Malformed> {
+        Err(Malformed {
+            reason,
+            offset: self.at,
+        })
+    }
+
+    fn skip_ws(&mut self) {
+        while let Some(&b) = self.bytes.get(self.at) {
+            if matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
+                self.at += 1;
+            } else {
+                break;
+            }
+        }
+    }
+
+    fn peek(&mut self) -> Option<u8> {
+        self.skip_ws();
+        self.bytes.get(self.at).copied()
+    }
+
+    fn expect(&mut self, b: u8, reason: &'static str) -> Result<(), Malformed> {
+        if self.peek() == Some(b) {
+            self.at += 1;
+            Ok(())
+        } else {
+            self.fail(reason)
+        }
+    }
+
+    /// Reads a string (the cursor on its opening quote); returns the raw
+    /// contents and whether they contain escapes.
+    fn string(&mut self) -> Result<(&'a [u8], bool), Malformed> {
+        self.expect(b'"', "expected a string")?;
+        let start = self.at;
+        let mut escaped = false;
+        loop {
+            let rest = self.bytes.get(self.at..).unwrap_or_default();
+            let Some(i) = rest.iter().position(|&b| b == b'"' || b == b'\\') else {
+                self.at = self.bytes.len();
+                return self.fail("string not closed");
+            };
+            self.at += i;
+            if self.bytes.get(self.at) == Some(&b'\\') {
+                escaped = true;
+                self.at += 2;
+            } else {
+                let raw = self.bytes.get(start..self.at).unwrap_or_default();
+                self.at += 1;
+                return Ok((raw, escaped));
+            }
+        }
+    }
+
+    fn skip_value(&mut self, depth: u32) -> Result<(), Malformed> {
+        if depth > MAX_NESTING {
+            return self.fail("nesting too deep");
+        }
+        match self.peek() {
+            Some(b'"') => self.string().map(|_| ()),
+            Some(b'{') => {
+                self.at += 1;
+                if self.peek() == Some(b'}') {
+                    self.at += 1;
+                    return Ok(());
+                }
+                loop {
+                    self.string()?;
+                    self.expect(b':', "expected ':' after a member name")?;
+                    self.skip_value(depth + 1)?;
+                    match self.peek() {
+                        Some(b',') => self.at += 1,
+                        Some(b'}') => {
+                            self.at += 1;
+                            return Ok(());
+                        }
+                        _ => return self.fail("expected ',' or '}' in an object"),
+                    }
+                }
+            }
+            Some(b'[') => {
+                self.at += 1;
+                if self.peek() == Some(b']') {
+                    self.at += 1;
+                    return Ok(());
+                }
+                loop {
+                    self.skip_value(depth + 1)?;
+                    match self.peek() {
+                        Some(b',') => self.at += 1,
+                        Some(b']') => {
+                            self.at += 1;
+                            return Ok(());
+                        }
+                        _ => return self.fail("expected ',' or ']' in an array"),
+                    }
+                }
+            }
+            Some(_) => self.scalar().map(|_| ()),
+            None => self.fail("expected a value, found the end"),
+        }
+    }
+
+    fn scalar(&mut self) -> Result<Value, Malformed> {
+        let rest = self.bytes.get(self.at..).unwrap_or_default();
+        for (word, value) in [
+            (&b"true"[..], Value::Bool(true)),
+            (b"false", Value::Bool(false)),
+            (b"null", Value::Null),
+        ] {
+            if rest.starts_with(word) {
+                self.at += word.len();
+                return Ok(value);
+            }
+        }
+        let len = rest
+            .iter()
+            .position(|b| !matches!(b, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E'))
+            .unwrap_or(rest.len());
+        let text = rest.get(..len).unwrap_or_default();
+        match (len, parse_number(text)) {
+            (1.., Some(Num::Int(i))) => {
+                self.at += len;
+                Ok(Value::Int(i))
+            }
+            (1.., Some(Num::Float(x))) => {
+                self.at += len;
+                Ok(Value::Float(x))
+            }
+            _ => self.fail("not a JSON value"),
+        }
+    }
+
+    /// Walks the value under the cursor along `steps`, pushing what it finds.
+    fn walk(&mut self, steps: &[Step], out: &mut Vec<Value>, depth: u32) -> Result<(), Malformed> {
+        if depth > MAX_NESTING {
+            return self.fail("nesting too deep");
+        }
+        match (self.peek(), steps.first()) {
+            (Some(b'['), _) => {
+                // Field steps and the end of the path apply to each element;
+                // an index step picks one.
+                self.at += 1;
+                if self.peek() == Some(b']') {
+                    self.at += 1;
+                    return Ok(());
+                }
+                let mut position = 0u32;
+                loop {
+                    match steps.first() {
+                        Some(Step::Index(n)) if *n == position => {
+                            self.walk(steps.get(1..).unwrap_or_default(), out, depth + 1)?
+                        }
+                        Some(Step::Index(_)) => self.skip_value(depth + 1)?,
+                        _ => self.walk(steps, out, depth + 1)?,
+                    }
+                    position = position.saturating_add(1);
+                    match self.peek() {
+                        Some(b',') => self.at += 1,
+                        Some(b']') => {
+                            self.at += 1;
+                            return Ok(());
+                        }
+                        _ => return self.fail("expected ',' or ']' in an array"),
+                    }
+                }
+            }
+            (Some(b'{'), Some(Step::Field(name))) => {
+                self.at += 1;
+                if self.peek() == Some(b'}') {
+                    self.at += 1;
+                    return Ok(());
+                }
+                let mut found = false;
+                loop {
+                    let (raw, escaped) = self.string()?;
+                    self.expect(b':', "expected ':' after a member name")?;
+                    let is_match = !found
+                        && if escaped {
+                            unescape(raw) == name.as_bytes()
+                        } else {
+                            raw == name.as_bytes()
+                        };
+                    if is_match {
+                        found = true;
+                        self.walk(steps.get(1..).unwrap_or_default(), out, depth + 1)?;
+                        if depth == 0 {
+                            // Top level: the first member of this name is
+                            // all the path can reach.
+                            return Ok(());
+                        }
+                    } else {
+                        self.skip_value(depth + 1)?;
+                    }
+                    match self.peek() {
+                        Some(b',') => self.at += 1,
+                        Some(b'}') => {
+                            self.at += 1;
+                            return Ok(());
+                        }
+                        _ => return self.fail("expected ',' or '}' in an object"),
+                    }
+                }
+            }
+            (Some(b'"'), None) => {
+                let (raw, escaped) = self.string()?;
+                let bytes = if escaped { unescape(raw) } else { raw.to_vec() };
+                out.push(Value::Str(bytes));
+                Ok(())
+            }
+            (Some(b'{' | b'"'), _) => self.skip_value(depth),
+            (Some(_), None) => {
+                let v = self.scalar()?;
+                out.push(v);
+                Ok(())
+            }
+            (Some(_), Some(_)) => self.scalar().map(|_| ()),
+            (None, _) => self.fail("expected a value, found the end"),
+        }
+    }
+}
+
+/// Pushes every value at `path` in `payload` onto `out` (nulls included, as
+/// `Value::Null`). A payload that is not JSON where it is read is an error.
+pub fn values_at(payload: &[u8], path: &Path, out: &mut Vec<Value>) -> Result<(), Malformed> {
+    let mut cursor = Cursor {
+        bytes: payload,
+        at: 0,
+    };
+    cursor.walk(&path.steps, out, 0)
+}
+
+/// The first value at `path`, NULL if none (or if the payload is malformed).
+pub fn first_value(payload: &[u8], path: &Path, scratch: &mut Vec<Value>) -> Value {
+    scratch.clear();
+    match values_at(payload, path, scratch) {
+        Ok(()) => scratch.drain(..).next().unwrap_or(Value::Null),
+        Err(_) => Value::Null,
+    }
+}
+
+/// JSON string unescaping: `\uXXXX` with surrogate pairs (a lone surrogate
+/// becomes U+FFFD), the usual one-letter escapes, and `\c` as `c`, as the
+/// filter scanner does.
+fn unescape(raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while let Some(&b) = raw.get(i) {
+        if b != b'\\' {
+            out.push(b);
+            i += 1;
+            continue;
+        }
+        let Some(&e) = raw.get(i + 1) else {
+            break;
+        };
+        i += 2;
+        let simple = match e {
+            b'n' => Some(b'\n'),
+            b't' => Some(b'\t'),
+            b'r' => Some(b'\r'),
+            b'b' => Some(0x08),
+            b'f' => Some(0x0c),
+            b'u' => None,
+            other => Some(other),
+        };
+        if let Some(c) = simple {
+            out.push(c);
+            continue;
+        }
+        let hex = |at: usize| -> Option<u32> {
+            let s = std::str::from_utf8(raw.get(at..at + 4)?).ok()?;
+            u32::from_str_radix(s, 16).ok()
+        };
+        let Some(first) = hex(i) else {
+            out.extend_from_slice("\u{FFFD}".as_bytes());
+            continue;
+        };
+        i += 4;
+        let code = if (0xD800..0xDC00).contains(&first) {
+            match (raw.get(i..i + 2), hex(i + 2)) {
+                (Some(b"\\u"), Some(low)) if (0xDC00..0xE000).contains(&low) => {
+                    i += 6;
+                    0x10000 + ((first - 0xD800) << 10) + (low - 0xDC00)
+                }
+                _ => 0xFFFD,
+            }
+        } else {
+            first
+        };
+        let c = char::from_u32(code).unwrap_or('\u{FFFD}');
+        let mut buf = [0u8; 4];
+        out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use statecast_filter::{Filter, Limits};
+
+    fn path(text: &str) -> Path {
+        match Filter::parse(text, &Limits::default()).map(|f| f.expr().clone()) {
+            Ok(statecast_filter::ast::Expr::Path(p)) => p,
+            other => panic!("not a path: {other:?}"),
+        }
+    }
+
+    fn all(payload: &str, p: &str) -> Result<Vec<Value>, Malformed> {
+        let mut out = Vec::new();
+        values_at(payload.as_bytes(), &path(p), &mut out).map(|()| out)
+    }
+
+    #[test]
+    fn paths_follow_the_filter_semantics() {
+        let doc = r#"{"a":1,"s":"x\"y","arr":[1,[2,3],{"b":4}],"o":{"b":{"c":"deep"}},"legs":[{"px":1},{"px":2}],"a":9,"e":"caf\u00e9"}"#;
+        assert_eq!(all(doc, "/a"), Ok(vec![Value::Int(1)]));
+        assert_eq!(all(doc, "/s"), Ok(vec![Value::Str(b"x\"y".to_vec())]));
+        assert_eq!(
+            all(doc, "/arr"),
+            Ok(vec![Value::Int(1), Value::Int(2), Value::Int(3)])
+        );
+        assert_eq!(all(doc, "/arr[1]"), Ok(vec![Value::Int(2), Value::Int(3)]));
+        assert_eq!(all(doc, "/arr/b"), Ok(vec![Value::Int(4)]));
+        assert_eq!(all(doc, "/o/b/c"), Ok(vec![Value::Str(b"deep".to_vec())]));
+        assert_eq!(all(doc, "/o"), Ok(vec![]));
+        assert_eq!(all(doc, "/legs/px"), Ok(vec![Value::Int(1), Value::Int(2)]));
+        assert_eq!(all(doc, "/missing"), Ok(vec![]));
+        assert_eq!(
+            all(doc, "/e"),
+            Ok(vec![Value::Str("café".as_bytes().to_vec())])
+        );
+        assert!(all("not json", "/a").is_err());
+        assert!(all(r#"{"a":"#, "/a").is_err());
+    }
+}

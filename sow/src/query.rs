@@ -1,0 +1,387 @@
+//! Queries: filter, SowKeys, hash-index narrowing, order_by, top_n/skip_n,
+//! count-only, results in batches; and delete by filter.
+
+use std::cmp::Ordering;
+
+use rustc_hash::FxHashSet;
+use statecast_filter::ast::{Expr, Path};
+use statecast_filter::value::{Comparison, compare};
+use statecast_filter::{Filter, Limits, MessageContext, Scratch, Value};
+
+use crate::error::SowError;
+use crate::extract::first_value;
+use crate::format::RECORD_HEADER_BYTES;
+use crate::index::index_terms;
+use crate::key::SowKey;
+use crate::store::{Entry, SowRecord, SowStore};
+
+/// One `order_by` field.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrderBy {
+    /// The field.
+    pub path: Path,
+    /// Descending instead of ascending.
+    pub descending: bool,
+}
+
+impl OrderBy {
+    /// Parses `"/f DESC, /g ASC, /h"` (ASC is the default).
+    pub fn parse_list(text: &str) -> Result<Vec<OrderBy>, SowError> {
+        let mut out = Vec::new();
+        for item in text.split(',') {
+            let item = item.trim();
+            let (field, descending) = match item.rsplit_once(char::is_whitespace) {
+                Some((f, dir)) if dir.eq_ignore_ascii_case("desc") => (f.trim(), true),
+                Some((f, dir)) if dir.eq_ignore_ascii_case("asc") => (f.trim(), false),
+                _ => (item, false),
+            };
+            let filter = Filter::parse(field, &Limits::default())
+                .map_err(|e| SowError::BadQuery(format!("order_by `{item}`: {e}")))?;
+            match filter.expr() {
+                Expr::Path(path) => out.push(OrderBy {
+                    path: path.clone(),
+                    descending,
+                }),
+                _ => {
+                    return Err(SowError::BadQuery(format!(
+                        "order_by `{item}`: expected a field path such as `/price DESC`"
+                    )));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A SOW query. Build it with the fields or the `with_*` helpers.
+#[derive(Debug, Clone, Default)]
+pub struct Query {
+    /// Only records this filter is TRUE for.
+    pub filter: Option<Filter>,
+    /// Only these records.
+    pub keys: Option<Vec<SowKey>>,
+    /// Sort order; without it the order is unspecified.
+    pub order_by: Vec<OrderBy>,
+    /// At most this many records.
+    pub top_n: Option<usize>,
+    /// Skip this many first (needs `order_by`, as in AMPS).
+    pub skip_n: usize,
+    /// Records per batch (0 is taken as 1).
+    pub batch_size: usize,
+    /// Passed to `UNIX_TIMESTAMP()` in filters.
+    pub unix_timestamp: Option<f64>,
+}
+
+impl Query {
+    /// Every record.
+    pub fn all() -> Query {
+        Query {
+            batch_size: 10,
+            ..Query::default()
+        }
+    }
+
+    /// Records matching `filter`.
+    pub fn filter(filter: Filter) -> Query {
+        Query {
+            filter: Some(filter),
+            ..Query::all()
+        }
+    }
+
+    /// Sets the order.
+    #[must_use]
+    pub fn with_order(mut self, order_by: Vec<OrderBy>) -> Query {
+        self.order_by = order_by;
+        self
+    }
+
+    /// Sets top_n.
+    #[must_use]
+    pub fn with_top_n(mut self, n: usize) -> Query {
+        self.top_n = Some(n);
+        self
+    }
+
+    /// Sets skip_n.
+    #[must_use]
+    pub fn with_skip_n(mut self, n: usize) -> Query {
+        self.skip_n = n;
+        self
+    }
+
+    /// Sets the batch size.
+    #[must_use]
+    pub fn with_batch_size(mut self, n: usize) -> Query {
+        self.batch_size = n;
+        self
+    }
+
+    /// Restricts to SowKeys.
+    #[must_use]
+    pub fn with_keys(mut self, keys: Vec<SowKey>) -> Query {
+        self.keys = Some(keys);
+        self
+    }
+}
+
+/// How a query found its candidates (for tests and monitoring).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    /// Every live record was evaluated.
+    FullScan,
+    /// The listed SowKeys.
+    Keys,
+    /// A hash index on this field narrowed the candidates.
+    HashIndex(String),
+}
+
+struct Hit {
+    key: u64,
+    entry: Entry,
+    sort: Vec<Value>,
+}
+
+/// The results of a query, read lazily in batches.
+pub struct Matches<'s> {
+    store: &'s SowStore,
+    hits: Vec<Hit>,
+    pos: usize,
+    batch_size: usize,
+    buf: Vec<u8>,
+    /// How the candidates were found.
+    pub plan: Plan,
+    /// Records evaluated against the filter.
+    pub scanned: usize,
+}
+
+impl std::fmt::Debug for Matches<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Matches")
+            .field("count", &self.hits.len())
+            .field("pos", &self.pos)
+            .field("plan", &self.plan)
+            .finish()
+    }
+}
+
+impl Matches<'_> {
+    /// Number of records the query returns (all batches together).
+    pub fn len(&self) -> usize {
+        self.hits.len()
+    }
+
+    /// Whether the query returns nothing.
+    pub fn is_empty(&self) -> bool {
+        self.hits.is_empty()
+    }
+
+    /// The keys of the results, in result order.
+    pub fn keys(&self) -> Vec<SowKey> {
+        self.hits.iter().map(|h| SowKey(h.key)).collect()
+    }
+
+    /// Every remaining record in one vector.
+    pub fn collect_all(self) -> Result<Vec<SowRecord>, SowError> {
+        let mut out = Vec::with_capacity(self.hits.len());
+        for batch in self {
+            out.extend(batch?);
+        }
+        Ok(out)
+    }
+}
+
+impl Iterator for Matches<'_> {
+    type Item = Result<Vec<SowRecord>, SowError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.pos >= self.hits.len() {
+            return None;
+        }
+        let end = (self.pos + self.batch_size.max(1)).min(self.hits.len());
+        let mut batch = Vec::with_capacity(end - self.pos);
+        for hit in self.hits.get(self.pos..end).unwrap_or_default() {
+            match self.store.read_record(hit.key, &hit.entry, &mut self.buf) {
+                Ok(r) => batch.push(r),
+                Err(e) => {
+                    self.pos = self.hits.len();
+                    return Some(Err(e));
+                }
+            }
+        }
+        self.pos = end;
+        Some(Ok(batch))
+    }
+}
+
+fn order_cmp(a: &Hit, b: &Hit, order: &[OrderBy]) -> Ordering {
+    for (i, o) in order.iter().enumerate() {
+        let (x, y) = (a.sort.get(i), b.sort.get(i));
+        let (x, y) = match (x, y) {
+            (Some(x), Some(y)) => (x, y),
+            _ => continue,
+        };
+        // NULL (and '') sorts last in both directions.
+        let (xn, yn) = (x.as_scalar().is_nullish(), y.as_scalar().is_nullish());
+        let c = match (xn, yn) {
+            (true, true) => Ordering::Equal,
+            (true, false) => return Ordering::Greater,
+            (false, true) => return Ordering::Less,
+            (false, false) => match compare(x.as_scalar(), y.as_scalar()) {
+                Comparison::Ordered(c) => c,
+                Comparison::Null | Comparison::Unordered => Ordering::Equal,
+            },
+        };
+        let c = if o.descending { c.reverse() } else { c };
+        if c != Ordering::Equal {
+            return c;
+        }
+    }
+    a.key.cmp(&b.key)
+}
+
+impl SowStore {
+    /// Runs a query. The result borrows the store; read it before the next
+    /// write.
+    pub fn query(&self, query: &Query) -> Result<Matches<'_>, SowError> {
+        if query.skip_n > 0 && query.order_by.is_empty() {
+            return Err(SowError::BadQuery(
+                "skip_n needs order_by (without an order, which records are skipped is undefined)"
+                    .into(),
+            ));
+        }
+        let (candidates, plan) = self.candidates(query);
+        let mut scratch = Scratch::new();
+        let mut buf = Vec::new();
+        let mut values = Vec::new();
+        let mut hits = Vec::new();
+        let mut scanned = 0;
+        // Without an order, top_n can stop the scan early.
+        let early_stop = if query.order_by.is_empty() {
+            query.top_n
+        } else {
+            None
+        };
+        let mut visit = |key: u64, entry: &Entry| -> Result<bool, SowError> {
+            if entry.tombstone {
+                return Ok(true);
+            }
+            let needs_payload = query.filter.is_some() || !query.order_by.is_empty();
+            let mut sort = Vec::new();
+            if needs_payload {
+                let bytes = self.record_bytes(entry, &mut buf)?;
+                let payload = bytes.get(RECORD_HEADER_BYTES..).unwrap_or_default();
+                if let Some(filter) = &query.filter {
+                    scanned += 1;
+                    let mut ctx = MessageContext::new(payload).with_topic(self.topic());
+                    if let Some(t) = query.unix_timestamp {
+                        ctx = ctx.with_unix_timestamp(t);
+                    }
+                    if !filter.matches_with(&ctx, &mut scratch) {
+                        return Ok(true);
+                    }
+                }
+                for o in &query.order_by {
+                    sort.push(first_value(payload, &o.path, &mut values));
+                }
+            }
+            hits.push(Hit {
+                key,
+                entry: *entry,
+                sort,
+            });
+            Ok(early_stop.is_none_or(|n| hits.len() < n))
+        };
+        match candidates {
+            None => {
+                for (key, entry) in self.live_entries() {
+                    if !visit(key, entry)? {
+                        break;
+                    }
+                }
+            }
+            Some(keys) => {
+                for key in keys {
+                    if let Some(entry) = self.keys.get(&key)
+                        && !visit(key, entry)?
+                    {
+                        break;
+                    }
+                }
+            }
+        }
+        if !query.order_by.is_empty() {
+            let order = &query.order_by;
+            if let Some(n) = query.top_n {
+                let keep = n.saturating_add(query.skip_n);
+                if keep < hits.len() {
+                    hits.select_nth_unstable_by(keep, |a, b| order_cmp(a, b, order));
+                    hits.truncate(keep);
+                }
+            }
+            hits.sort_unstable_by(|a, b| order_cmp(a, b, order));
+        }
+        let skip = query.skip_n.min(hits.len());
+        hits.drain(..skip);
+        if let Some(n) = query.top_n {
+            hits.truncate(n);
+        }
+        Ok(Matches {
+            store: self,
+            hits,
+            pos: 0,
+            batch_size: query.batch_size.max(1),
+            buf: Vec::new(),
+            plan,
+            scanned,
+        })
+    }
+
+    /// The number of records the query would return.
+    pub fn count(&self, query: &Query) -> Result<usize, SowError> {
+        Ok(self.query(query)?.len())
+    }
+
+    /// Candidate keys: the query's SowKeys, or a hash-index lookup, or None
+    /// for a full scan.
+    fn candidates(&self, query: &Query) -> (Option<Vec<u64>>, Plan) {
+        if let Some(keys) = &query.keys {
+            let mut seen = FxHashSet::default();
+            let keys = keys
+                .iter()
+                .map(|k| k.0)
+                .filter(|k| seen.insert(*k))
+                .collect();
+            return (Some(keys), Plan::Keys);
+        }
+        if let Some(filter) = &query.filter {
+            // The most selective indexed term wins.
+            let mut best: Option<(FxHashSet<u64>, String)> = None;
+            for (path, literals) in index_terms(filter.expr()) {
+                if let Some(index) = self.indexes.iter().find(|i| i.path == *path) {
+                    let mut set = FxHashSet::default();
+                    index.lookup(&literals, &mut set);
+                    if best.as_ref().is_none_or(|(b, _)| set.len() < b.len()) {
+                        best = Some((set, index.text.clone()));
+                    }
+                }
+            }
+            if let Some((set, text)) = best {
+                return (Some(set.into_iter().collect()), Plan::HashIndex(text));
+            }
+        }
+        (None, Plan::FullScan)
+    }
+
+    /// Deletes every record `filter` is TRUE for (`1=1` deletes all);
+    /// returns how many went.
+    pub fn delete_where(
+        &mut self,
+        filter: &Filter,
+        bookmark: u64,
+        timestamp_ns: u64,
+    ) -> Result<usize, SowError> {
+        let keys = self.query(&Query::filter(filter.clone()))?.keys();
+        self.delete_keys(&keys, bookmark, timestamp_ns)
+    }
+}

@@ -1,0 +1,1284 @@
+//! The store of one SOW topic: the log of slabs, the key index, hash
+//! indexes, writes, compaction, checkpoints and recovery.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
+use statecast_filter::Value;
+use statecast_journal::storage::{SegmentFile, Storage};
+
+use crate::config::{Durability, TopicSpec, max_payload_for};
+use crate::error::{KeyError, OpenError, SowError};
+use crate::format::{
+    FILE_HEADER_BYTES, FLAG_EXPLICIT_KEY, FileHeader, Kind, RECORD_HEADER_BYTES,
+    decode_file_header, decode_header_unchecked, encode_file_header, encode_record_header,
+    parse_slab_name, record_span, slab_name, stable_hash,
+};
+use crate::index::HashIndex;
+use crate::key::{KeyScratch, SowKey, compute_key};
+use crate::slab::{Body, Slab, decode_checkpoint, encode_checkpoint, scan_image};
+
+/// Folder (inside the topic's storage) damaged files are moved to.
+pub const QUARANTINE_FOLDER: &str = "quarantine";
+
+/// Where the current version of a key is, and how many older versions of it
+/// are still on disk.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Entry {
+    pub(crate) seq: u64,
+    pub(crate) off: u32,
+    pub(crate) len: u32,
+    /// Older records of this key still in some slab (durable stores); a
+    /// tombstone is kept while this is non-zero.
+    pub(crate) stale: u32,
+    /// The current version is a tombstone (the key is deleted).
+    pub(crate) tombstone: bool,
+}
+
+/// One record as a query returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SowRecord {
+    /// Its key.
+    pub key: SowKey,
+    /// Journal bookmark of the message that set it.
+    pub bookmark: u64,
+    /// Timestamp of that message (ns since the Unix epoch).
+    pub timestamp_ns: u64,
+    /// The payload.
+    pub payload: Vec<u8>,
+}
+
+/// What an upsert did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Upserted {
+    /// The record's key.
+    pub key: SowKey,
+    /// Whether it replaced a record.
+    pub replaced: bool,
+}
+
+/// What opening a store found, and what the broker must replay from the
+/// journal to bring it up to date.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recovery {
+    /// No slab files: a new durable topic. Replay the topic's whole journal.
+    Fresh,
+    /// A memory-only topic. Replay the topic's whole journal.
+    Transient,
+    /// Reloaded from the slab files as of the last checkpoint. Replay
+    /// journal records with a bookmark after `report.checkpoint`.
+    Resumed(RecoveryReport),
+    /// The slab files were missing or damaged: they were moved to the
+    /// `quarantine/` folder and the store starts empty. Replay the topic's
+    /// whole journal (if retention dropped part of it, those keys are lost:
+    /// log it loudly).
+    Rebuild {
+        /// What was wrong.
+        reason: RebuildReason,
+        /// Files moved to quarantine.
+        quarantined: Vec<String>,
+    },
+}
+
+impl Recovery {
+    /// The journal bookmark after which the broker must replay this topic's
+    /// records into the store (0: from the start).
+    pub fn replay_after(&self) -> u64 {
+        match self {
+            Recovery::Resumed(report) => report.checkpoint,
+            _ => 0,
+        }
+    }
+}
+
+/// Details of a resumed open.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RecoveryReport {
+    /// Bookmark the last checkpoint covered.
+    pub checkpoint: u64,
+    /// Live records loaded.
+    pub records: usize,
+    /// Slab files in use.
+    pub slabs: usize,
+    /// Records written after the last checkpoint and dropped (the journal
+    /// replay brings them back).
+    pub discarded_after_checkpoint: usize,
+    /// The first torn or unreadable record after the last checkpoint, if any:
+    /// an interrupted write, dropped with the rest of the tail.
+    pub torn_tail: Option<Damage>,
+    /// Files removed: leftovers of a compaction or slabs created after the
+    /// checkpoint.
+    pub removed_files: Vec<String>,
+}
+
+/// A place in a slab file that does not hold what it should.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Damage {
+    /// The file.
+    pub file: String,
+    /// Byte offset in it.
+    pub offset: u64,
+    /// What is wrong.
+    pub what: String,
+}
+
+/// Why a durable store had to be rebuilt from the journal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RebuildReason {
+    /// Synced data (before the last checkpoint) failed its check.
+    Damaged(Damage),
+    /// A slab the last checkpoint lists is missing.
+    Missing {
+        /// The file.
+        file: String,
+    },
+    /// Slab files exist but none holds a valid checkpoint.
+    NoCheckpoint,
+}
+
+/// What a compaction did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CompactReport {
+    /// Slabs emptied and released.
+    pub slabs_released: usize,
+    /// Bytes of live records copied.
+    pub bytes_moved: u64,
+    /// Bytes of slab space given back.
+    pub bytes_released: u64,
+}
+
+/// Sizes, for monitoring and the overhead figures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StoreStats {
+    /// Live records.
+    pub records: usize,
+    /// Sum of their payload sizes.
+    pub payload_bytes: u64,
+    /// Slabs in use.
+    pub slabs: usize,
+    /// Bytes of slab space in use (slab count × slab size).
+    pub slab_bytes: u64,
+    /// Bytes written into slabs (headers included), live or not.
+    pub written_bytes: u64,
+    /// Bytes of current records in slabs (record headers and padding included).
+    pub live_bytes: u64,
+    /// Approximate heap bytes of the key index.
+    pub key_index_bytes: u64,
+    /// Approximate heap bytes of the hash indexes.
+    pub hash_index_bytes: u64,
+    /// The bookmark the last checkpoint covered.
+    pub checkpoint: u64,
+}
+
+/// The store of one SOW topic. Single writer: the processor that owns the
+/// topic calls every method; nothing inside locks.
+#[derive(Debug)]
+pub struct SowStore {
+    topic: String,
+    topic_hash: u64,
+    spec: TopicSpec,
+    storage: Option<Arc<dyn Storage>>,
+    pub(crate) slabs: BTreeMap<u64, Slab>,
+    active: u64,
+    next_seq: u64,
+    pub(crate) keys: FxHashMap<u64, Entry>,
+    live: usize,
+    payload_bytes: u64,
+    pub(crate) indexes: Vec<HashIndex>,
+    last_bookmark: u64,
+    checkpoint: u64,
+    pending_removal: Vec<(u64, Box<dyn SegmentFile>)>,
+    failed: Option<String>,
+    compacting: bool,
+    key_scratch: KeyScratch,
+    values: Vec<Value>,
+
+    old_buf: Vec<u8>,
+}
+
+fn io_err(topic: &str, doing: impl Into<String>) -> impl FnOnce(io::Error) -> SowError {
+    let topic = topic.to_string();
+    let doing = doing.into();
+    move |source| SowError::Io {
+        topic,
+        doing,
+        source,
+    }
+}
+
+fn open_err(topic: &str, doing: impl Into<String>) -> impl FnOnce(io::Error) -> OpenError {
+    let topic = topic.to_string();
+    let doing = doing.into();
+    move |source| OpenError::Io {
+        topic,
+        doing,
+        source,
+    }
+}
+
+impl SowStore {
+    /// Opens the store of `topic` (which `spec` must cover). A durable topic
+    /// needs `storage`: a folder of its own (the broker gives each topic a
+    /// directory under `<data>/sow/`). The [`Recovery`] says what to replay.
+    pub fn open(
+        spec: &TopicSpec,
+        topic: &str,
+        storage: Option<Arc<dyn Storage>>,
+    ) -> Result<(SowStore, Recovery), OpenError> {
+        let mut store = SowStore {
+            topic: topic.to_string(),
+            topic_hash: stable_hash(&[topic.as_bytes()]),
+            spec: spec.clone(),
+            storage: None,
+            slabs: BTreeMap::new(),
+            active: 0,
+            next_seq: 1,
+            keys: FxHashMap::default(),
+            live: 0,
+            payload_bytes: 0,
+            indexes: spec
+                .hash_indexes
+                .iter()
+                .map(|(p, t)| HashIndex::new(p.clone(), t.clone()))
+                .collect(),
+            last_bookmark: 0,
+            checkpoint: 0,
+            pending_removal: Vec::new(),
+            failed: None,
+            compacting: false,
+            key_scratch: KeyScratch::default(),
+            values: Vec::new(),
+
+            old_buf: Vec::new(),
+        };
+        match (spec.durability, storage) {
+            (Durability::Transient, _) => {
+                store.new_slab().map_err(|e| OpenError::Io {
+                    topic: topic.to_string(),
+                    doing: "creating a memory slab".into(),
+                    source: io::Error::other(e.to_string()),
+                })?;
+                Ok((store, Recovery::Transient))
+            }
+            (Durability::Durable, None) => Err(OpenError::Io {
+                topic: topic.to_string(),
+                doing: "opening".into(),
+                source: io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "a durable SOW topic needs a storage folder",
+                ),
+            }),
+            (Durability::Durable, Some(storage)) => {
+                store.storage = Some(storage);
+                let recovery = store.recover()?;
+                Ok((store, recovery))
+            }
+        }
+    }
+
+    /// The topic this store holds.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// The validated configuration.
+    pub fn spec(&self) -> &TopicSpec {
+        &self.spec
+    }
+
+    /// Number of live records.
+    pub fn len(&self) -> usize {
+        self.live
+    }
+
+    /// Whether the store holds no record.
+    pub fn is_empty(&self) -> bool {
+        self.live == 0
+    }
+
+    /// The bookmark the last successful checkpoint covered (0: none).
+    pub fn checkpoint_bookmark(&self) -> u64 {
+        self.checkpoint
+    }
+
+    /// The highest bookmark applied so far.
+    pub fn last_bookmark(&self) -> u64 {
+        self.last_bookmark
+    }
+
+    /// The largest payload this topic accepts.
+    pub fn max_payload(&self) -> usize {
+        max_payload_for(self.spec.slab_size)
+    }
+
+    /// The key `payload` would be stored under.
+    pub fn key_of(&mut self, payload: &[u8]) -> Result<SowKey, KeyError> {
+        compute_key(&self.spec, &self.topic, payload, &mut self.key_scratch)
+    }
+
+    fn durable(&self) -> bool {
+        self.storage.is_some()
+    }
+
+    fn check_writable(&self) -> Result<(), SowError> {
+        match &self.failed {
+            Some(first) => Err(SowError::Failed {
+                topic: self.topic.clone(),
+                first: first.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Runs a storage operation, latching the store on failure.
+    fn latch<T>(&mut self, doing: &str, result: io::Result<T>) -> Result<T, SowError> {
+        result.map_err(|e| {
+            if self.durable() && self.failed.is_none() {
+                self.failed = Some(format!("{doing}: {e}"));
+            }
+            io_err(&self.topic, doing)(e)
+        })
+    }
+
+    // ---- writes -------------------------------------------------------
+
+    /// Stores `payload` under the key computed from its key fields,
+    /// replacing the record of that key.
+    pub fn upsert(
+        &mut self,
+        payload: &[u8],
+        bookmark: u64,
+        timestamp_ns: u64,
+    ) -> Result<Upserted, SowError> {
+        self.check_size(payload.len())?;
+        let key = self.key_of(payload)?;
+        self.put(key, 0, payload, bookmark, timestamp_ns)
+    }
+
+    /// Stores `payload` under a key the caller gives (a publisher-supplied
+    /// SowKey, see [`SowKey::explicit`]).
+    pub fn upsert_with_key(
+        &mut self,
+        key: SowKey,
+        payload: &[u8],
+        bookmark: u64,
+        timestamp_ns: u64,
+    ) -> Result<Upserted, SowError> {
+        self.check_size(payload.len())?;
+        self.put(key, FLAG_EXPLICIT_KEY, payload, bookmark, timestamp_ns)
+    }
+
+    fn check_size(&self, size: usize) -> Result<(), SowError> {
+        let limit = self.max_payload();
+        if size > limit {
+            return Err(SowError::Oversize {
+                topic: self.topic.clone(),
+                size,
+                limit,
+                slab_size: self.spec.slab_size,
+                headers: FILE_HEADER_BYTES + RECORD_HEADER_BYTES,
+            });
+        }
+        Ok(())
+    }
+
+    fn put(
+        &mut self,
+        key: SowKey,
+        flags: u8,
+        payload: &[u8],
+        bookmark: u64,
+        timestamp_ns: u64,
+    ) -> Result<Upserted, SowError> {
+        self.check_writable()?;
+        let header =
+            encode_record_header(Kind::Upsert, flags, key.0, bookmark, timestamp_ns, payload);
+        let (seq, off) = self.append(&header, payload)?;
+        self.last_bookmark = self.last_bookmark.max(bookmark);
+        let span = record_span(payload.len()) as u64;
+        if let Some(slab) = self.slabs.get_mut(&seq) {
+            slab.live_bytes += span;
+        }
+        let previous = self.keys.get(&key.0).copied();
+        let mut stale = 0;
+        let mut replaced = false;
+        if let Some(old) = previous {
+            self.retire(&old);
+            stale = old.stale + u32::from(self.durable());
+            if !old.tombstone {
+                replaced = true;
+                self.live -= 1;
+                self.payload_bytes -= u64::from(old.len);
+                self.unindex(key.0, &old)?;
+            }
+        }
+        self.keys.insert(
+            key.0,
+            Entry {
+                seq,
+                off,
+                len: payload.len() as u32,
+                stale,
+                tombstone: false,
+            },
+        );
+        self.live += 1;
+        self.payload_bytes += payload.len() as u64;
+        for index in &mut self.indexes {
+            index.insert(key.0, payload, &mut self.values);
+        }
+        Ok(Upserted { key, replaced })
+    }
+
+    /// The current version at `old` stops being current: its bytes no
+    /// longer count as live in its slab. A tombstone's bytes count only
+    /// while it shadows something (`stale > 0`); one that shadows nothing
+    /// stays in the key index, uncounted, until its slab is compacted, so
+    /// that `stale` always equals the older records physically present.
+    fn retire(&mut self, old: &Entry) {
+        if old.tombstone && old.stale == 0 {
+            return;
+        }
+        if let Some(slab) = self.slabs.get_mut(&old.seq) {
+            slab.live_bytes = slab
+                .live_bytes
+                .saturating_sub(record_span(old.len as usize) as u64);
+        }
+    }
+
+    fn unindex(&mut self, key: u64, old: &Entry) -> Result<(), SowError> {
+        if self.indexes.is_empty() {
+            return Ok(());
+        }
+        let mut buf = std::mem::take(&mut self.old_buf);
+        let mut indexes = std::mem::take(&mut self.indexes);
+        let mut values = std::mem::take(&mut self.values);
+        let result = self.record_bytes(old, &mut buf).map(|bytes| {
+            let payload = bytes.get(RECORD_HEADER_BYTES..).unwrap_or_default();
+            for index in &mut indexes {
+                index.remove(key, payload, &mut values);
+            }
+        });
+        self.indexes = indexes;
+        self.values = values;
+        self.old_buf = buf;
+        result
+    }
+
+    /// Deletes the record of `key`; true if there was one.
+    pub fn delete_key(
+        &mut self,
+        key: SowKey,
+        bookmark: u64,
+        timestamp_ns: u64,
+    ) -> Result<bool, SowError> {
+        self.check_writable()?;
+        self.last_bookmark = self.last_bookmark.max(bookmark);
+        let Some(old) = self.keys.get(&key.0).copied() else {
+            return Ok(false);
+        };
+        if old.tombstone {
+            return Ok(false);
+        }
+        self.unindex(key.0, &old)?;
+        if self.durable() {
+            let header =
+                encode_record_header(Kind::Tombstone, 0, key.0, bookmark, timestamp_ns, &[]);
+            let (seq, off) = self.append(&header, &[])?;
+            // The entry may have moved if the append compacted its slab.
+            let old = self.keys.get(&key.0).copied().unwrap_or(old);
+            self.retire(&old);
+            if let Some(slab) = self.slabs.get_mut(&seq) {
+                slab.live_bytes += RECORD_HEADER_BYTES as u64;
+            }
+            self.keys.insert(
+                key.0,
+                Entry {
+                    seq,
+                    off,
+                    len: 0,
+                    stale: old.stale + 1,
+                    tombstone: true,
+                },
+            );
+        } else {
+            self.retire(&old);
+            self.keys.remove(&key.0);
+        }
+        self.live -= 1;
+        self.payload_bytes -= u64::from(old.len);
+        Ok(true)
+    }
+
+    /// Deletes the records of `keys`; returns how many there were.
+    pub fn delete_keys(
+        &mut self,
+        keys: &[SowKey],
+        bookmark: u64,
+        timestamp_ns: u64,
+    ) -> Result<usize, SowError> {
+        self.check_writable()?;
+        self.last_bookmark = self.last_bookmark.max(bookmark);
+        let mut n = 0;
+        for key in keys {
+            n += usize::from(self.delete_key(*key, bookmark, timestamp_ns)?);
+        }
+        Ok(n)
+    }
+
+    /// Deletes the record whose key `example` has (the key is computed from
+    /// its key fields); returns 1 or 0.
+    pub fn delete_example(
+        &mut self,
+        example: &[u8],
+        bookmark: u64,
+        timestamp_ns: u64,
+    ) -> Result<usize, SowError> {
+        let key = self.key_of(example)?;
+        Ok(usize::from(self.delete_key(key, bookmark, timestamp_ns)?))
+    }
+
+    /// Appends one record (header + payload + padding) to the active slab,
+    /// opening a new slab when it does not fit.
+    fn append(&mut self, header: &[u8], payload: &[u8]) -> Result<(u64, u32), SowError> {
+        let span = record_span(payload.len());
+        // A roll may compact, and the copies may fill the new slab: check
+        // again until the record fits.
+        while self.slabs.get(&self.active).is_none_or(|s| s.room() < span) {
+            self.roll()?;
+        }
+        let pad = [0u8; 8];
+        let pad = pad
+            .get(..span - RECORD_HEADER_BYTES - payload.len())
+            .unwrap_or_default();
+        let active = self.active;
+        let result = match self.slabs.get_mut(&active) {
+            Some(slab) => slab.append(&[header, payload, pad]),
+            None => Err(io::Error::other("no active slab")),
+        };
+        let off = self.latch("appending a record", result)?;
+        Ok((active, off))
+    }
+
+    /// Opens a new active slab, then compacts slabs whose live fraction fell
+    /// below `compact_below`.
+    fn roll(&mut self) -> Result<(), SowError> {
+        self.new_slab()?;
+        if !self.compacting {
+            let threshold = self.spec.compact_below;
+            let candidates: Vec<u64> = self
+                .slabs
+                .values()
+                .filter(|s| {
+                    s.seq != self.active
+                        && (s.live_bytes as f64) < threshold * f64::from(s.capacity)
+                })
+                .map(|s| s.seq)
+                .collect();
+            if !candidates.is_empty() {
+                self.compact_slabs(&candidates)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn new_slab(&mut self) -> Result<(), SowError> {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let capacity = self.spec.slab_size as u32;
+        let slab = match self.storage.clone() {
+            None => Slab::mem(seq, capacity),
+            Some(storage) => {
+                let file = self.create_slab_file(&*storage, seq, capacity);
+                let file = self.latch("creating a slab file", file)?;
+                Slab {
+                    seq,
+                    capacity,
+                    end: FILE_HEADER_BYTES as u32,
+                    synced: FILE_HEADER_BYTES as u32,
+                    live_bytes: 0,
+                    body: Body::File(file),
+                }
+            }
+        };
+        self.slabs.insert(seq, slab);
+        self.active = seq;
+        Ok(())
+    }
+
+    /// Creates slab file `seq` with its header durable and its directory
+    /// entry synced.
+    fn create_slab_file(
+        &self,
+        storage: &dyn Storage,
+        seq: u64,
+        capacity: u32,
+    ) -> io::Result<Box<dyn SegmentFile>> {
+        let name = slab_name(seq);
+        let mut file = storage.create(&name, u64::from(capacity))?;
+        file.begin_append(0);
+        let header = encode_file_header(&FileHeader {
+            seq,
+            capacity: u64::from(capacity),
+            topic_hash: self.topic_hash,
+        });
+        file.write_at(0, &[&header])?;
+        file.publish(FILE_HEADER_BYTES as u64);
+        file.sync_range(0, FILE_HEADER_BYTES as u64)?;
+        storage.sync_dir("")?;
+        Ok(file)
+    }
+
+    // ---- compaction ---------------------------------------------------
+
+    /// Compacts every slab but the active one that holds any dead bytes:
+    /// live records are copied to the active slab and the old slabs are
+    /// released (for a durable store, after a checkpoint that makes the
+    /// copies durable).
+    pub fn compact(&mut self) -> Result<CompactReport, SowError> {
+        self.check_writable()?;
+        let candidates: Vec<u64> = self
+            .slabs
+            .values()
+            .filter(|s| {
+                s.seq != self.active && s.live_bytes < u64::from(s.end) - FILE_HEADER_BYTES as u64
+            })
+            .map(|s| s.seq)
+            .collect();
+        let report = self.compact_slabs(&candidates)?;
+        if self.durable() {
+            self.checkpoint()?;
+        }
+        Ok(report)
+    }
+
+    fn compact_slabs(&mut self, seqs: &[u64]) -> Result<CompactReport, SowError> {
+        self.compacting = true;
+        let result = (|| {
+            let mut report = CompactReport::default();
+            for &seq in seqs {
+                if seq == self.active {
+                    continue;
+                }
+                let moved = self.compact_one(seq)?;
+                report.slabs_released += 1;
+                report.bytes_moved += moved;
+                report.bytes_released += self.spec.slab_size;
+            }
+            Ok(report)
+        })();
+        self.compacting = false;
+        result
+    }
+
+    fn compact_one(&mut self, seq: u64) -> Result<u64, SowError> {
+        let Some(slab) = self.slabs.get(&seq) else {
+            return Ok(0);
+        };
+        let image = slab.image();
+        let image = self.latch("reading a slab to compact it", image)?;
+        let scan = scan_image(&image, image.len());
+        let mut moved = 0u64;
+        for rec in &scan.records {
+            let h = rec.header;
+            if h.kind == Kind::Checkpoint {
+                continue;
+            }
+            let Some(entry) = self.keys.get(&h.key).copied() else {
+                continue;
+            };
+            let start = rec.off as usize;
+            let bytes = image.get(start..start + h.span()).unwrap_or_default();
+            if entry.seq == seq && entry.off == rec.off {
+                // The current version: copy it (a tombstone only while
+                // older versions of its key remain somewhere).
+                if entry.tombstone && entry.stale == 0 {
+                    self.keys.remove(&h.key);
+                    continue;
+                }
+                let (header, rest) = bytes.split_at(RECORD_HEADER_BYTES.min(bytes.len()));
+                let payload = rest.get(..h.len as usize).unwrap_or_default();
+                let (new_seq, new_off) = self.append(header, payload)?;
+                if let Some(slab) = self.slabs.get_mut(&new_seq) {
+                    slab.live_bytes += h.span() as u64;
+                }
+                if let Some(e) = self.keys.get_mut(&h.key) {
+                    e.seq = new_seq;
+                    e.off = new_off;
+                }
+                moved += h.span() as u64;
+            } else if let Some(e) = self.keys.get(&h.key).copied() {
+                // An older version goes away with this slab. A tombstone
+                // left shadowing nothing stops counting as live.
+                if e.tombstone && e.stale == 1 {
+                    self.retire(&e);
+                }
+                if let Some(e) = self.keys.get_mut(&h.key) {
+                    e.stale = e.stale.saturating_sub(1);
+                }
+            }
+        }
+        if let Some(slab) = self.slabs.remove(&seq) {
+            match slab.body {
+                Body::Mem(_) => {}
+                Body::File(file) => self.pending_removal.push((seq, file)),
+            }
+        }
+        Ok(moved)
+    }
+
+    // ---- durability -----------------------------------------------------
+
+    /// Makes everything applied so far durable and records it: syncs every
+    /// slab, appends a checkpoint record naming the bookmark covered and the
+    /// slabs in use, syncs it, then removes slabs that compaction emptied.
+    /// Returns the bookmark covered. A transient store only returns it.
+    pub fn checkpoint(&mut self) -> Result<u64, SowError> {
+        if !self.durable() {
+            self.checkpoint = self.last_bookmark;
+            return Ok(self.checkpoint);
+        }
+        self.check_writable()?;
+        for seq in self.slabs.keys().copied().collect::<Vec<_>>() {
+            let result = match self.slabs.get_mut(&seq) {
+                Some(slab) => slab.sync(),
+                None => Ok(()),
+            };
+            self.latch("syncing a slab", result)?;
+        }
+        let bookmark = self.last_bookmark;
+        // Room for the checkpoint record, with one more slab listed in case
+        // it needs a new one.
+        let payload_len = 4 + 12 * (self.slabs.len() + 1);
+        if self
+            .slabs
+            .get(&self.active)
+            .is_none_or(|s| s.room() < record_span(payload_len))
+        {
+            let was = self.compacting;
+            self.compacting = true;
+            let rolled = self.roll();
+            self.compacting = was;
+            rolled?;
+        }
+        let active_end = self.slabs.get(&self.active).map_or(0, |s| s.end);
+        let list: Vec<(u64, u32)> = self
+            .slabs
+            .values()
+            .map(|s| {
+                if s.seq == self.active {
+                    (s.seq, active_end)
+                } else {
+                    (s.seq, s.end)
+                }
+            })
+            .collect();
+        let payload = encode_checkpoint(&list);
+        let header = encode_record_header(Kind::Checkpoint, 0, 0, bookmark, 0, &payload);
+        self.append(&header, &payload)?;
+        let active = self.active;
+        let result = match self.slabs.get_mut(&active) {
+            Some(slab) => slab.sync(),
+            None => Ok(()),
+        };
+        self.latch("syncing a checkpoint", result)?;
+        self.checkpoint = bookmark;
+        // Only now are the compacted copies durable: release the old files,
+        // oldest first, each removal durable before the next (a tombstone in
+        // a newer slab must not vanish while an older slab it shadows might
+        // come back).
+        let pending = std::mem::take(&mut self.pending_removal);
+        let mut pending: Vec<_> = pending;
+        pending.sort_by_key(|(seq, _)| *seq);
+        if let Some(storage) = self.storage.clone() {
+            for (seq, file) in pending {
+                drop(file);
+                let removed = storage
+                    .remove(&slab_name(seq))
+                    .and_then(|()| storage.sync_dir(""));
+                self.latch("removing a compacted slab", removed)?;
+            }
+        }
+        Ok(bookmark)
+    }
+
+    /// Checkpoints and closes the store.
+    pub fn close(mut self) -> Result<u64, SowError> {
+        self.checkpoint()
+    }
+
+    // ---- reads ----------------------------------------------------------
+
+    /// The bytes of the record at `entry` (header and payload).
+    pub(crate) fn record_bytes<'a>(
+        &'a self,
+        entry: &Entry,
+        buf: &'a mut Vec<u8>,
+    ) -> Result<&'a [u8], SowError> {
+        let Some(slab) = self.slabs.get(&entry.seq) else {
+            return Err(SowError::Damaged {
+                topic: self.topic.clone(),
+                file: slab_name(entry.seq),
+                offset: u64::from(entry.off),
+                what: "slab missing from the store".into(),
+            });
+        };
+        slab.read(entry.off, RECORD_HEADER_BYTES + entry.len as usize, buf)
+            .map_err(io_err(&self.topic, "reading a record"))
+    }
+
+    /// The record of `key`, if live, with its CRC checked.
+    pub fn get(&self, key: SowKey) -> Result<Option<SowRecord>, SowError> {
+        let Some(entry) = self.keys.get(&key.0) else {
+            return Ok(None);
+        };
+        if entry.tombstone {
+            return Ok(None);
+        }
+        let mut buf = Vec::new();
+        self.read_record(key.0, entry, &mut buf).map(Some)
+    }
+
+    pub(crate) fn read_record(
+        &self,
+        key: u64,
+        entry: &Entry,
+        buf: &mut Vec<u8>,
+    ) -> Result<SowRecord, SowError> {
+        let bytes = self.record_bytes(entry, buf)?;
+        let damaged = |what: &str| SowError::Damaged {
+            topic: self.topic.clone(),
+            file: slab_name(entry.seq),
+            offset: u64::from(entry.off),
+            what: what.to_string(),
+        };
+        let header = decode_header_unchecked(bytes).ok_or_else(|| damaged("bad record header"))?;
+        let payload = bytes.get(RECORD_HEADER_BYTES..).unwrap_or_default();
+        let crc = crc32c::crc32c_append(
+            crc32c::crc32c(bytes.get(4..RECORD_HEADER_BYTES).unwrap_or_default()),
+            payload,
+        );
+        if crc != header.crc || header.key != key {
+            return Err(damaged("CRC32C mismatch"));
+        }
+        Ok(SowRecord {
+            key: SowKey(key),
+            bookmark: header.bookmark,
+            timestamp_ns: header.timestamp_ns,
+            payload: payload.to_vec(),
+        })
+    }
+
+    /// Live entries (key, entry), in no particular order.
+    pub(crate) fn live_entries(&self) -> impl Iterator<Item = (u64, &Entry)> {
+        self.keys
+            .iter()
+            .filter(|(_, e)| !e.tombstone)
+            .map(|(k, e)| (*k, e))
+    }
+
+    /// Sizes and overheads.
+    pub fn stats(&self) -> StoreStats {
+        StoreStats {
+            records: self.live,
+            payload_bytes: self.payload_bytes,
+            slabs: self.slabs.len(),
+            slab_bytes: self.slabs.values().map(|s| u64::from(s.capacity)).sum(),
+            written_bytes: self.slabs.values().map(|s| u64::from(s.end)).sum(),
+            live_bytes: self.slabs.values().map(|s| s.live_bytes).sum(),
+            // hashbrown: key (8) + entry (24) per bucket, one control byte,
+            // buckets at most 7/8 full.
+            key_index_bytes: (self.keys.capacity() as u64) * (8 + 24 + 1),
+            hash_index_bytes: self.indexes.iter().map(|i| i.approx_bytes() as u64).sum(),
+            checkpoint: self.checkpoint,
+        }
+    }
+
+    // ---- recovery -------------------------------------------------------
+
+    fn recover(&mut self) -> Result<Recovery, OpenError> {
+        let Some(storage) = self.storage.clone() else {
+            return Ok(Recovery::Transient);
+        };
+        let topic = self.topic.clone();
+        let names = storage
+            .list("")
+            .map_err(open_err(&topic, "listing the SOW folder"))?;
+        let mut files: BTreeMap<u64, String> = names
+            .into_iter()
+            .filter_map(|n| parse_slab_name(&n).map(|seq| (seq, n)))
+            .collect();
+        if files.is_empty() {
+            self.start_fresh()?;
+            return Ok(Recovery::Fresh);
+        }
+        self.next_seq = files.keys().next_back().map_or(1, |s| s + 1);
+        let mut report = RecoveryReport::default();
+
+        // Phase 1: newest first, find the last valid checkpoint.
+        let mut handles: BTreeMap<u64, (Box<dyn SegmentFile>, u64)> = BTreeMap::new();
+        let mut found = None;
+        let mut later_torn: Option<Damage> = None;
+        for (&seq, name) in files.iter().rev() {
+            let file = storage
+                .open(name)
+                .map_err(open_err(&topic, format!("opening {name}")))?;
+            let capacity = file.capacity();
+            let mut image = vec![0u8; usize::try_from(capacity).unwrap_or(0)];
+            file.read_at(0, &mut image)
+                .map_err(open_err(&topic, format!("reading {name}")))?;
+            let header = match decode_file_header(&image) {
+                Ok(h) => h,
+                Err(what) => {
+                    if found.is_none() && handles.is_empty() {
+                        // The newest file, its creation interrupted before
+                        // its header was synced: it holds nothing.
+                        later_torn.get_or_insert(Damage {
+                            file: name.clone(),
+                            offset: 0,
+                            what: what.to_string(),
+                        });
+                        handles.insert(seq, (file, capacity));
+                        continue;
+                    }
+                    return self.rebuild(
+                        &storage,
+                        &files,
+                        RebuildReason::Damaged(Damage {
+                            file: name.clone(),
+                            offset: 0,
+                            what: format!("slab file header: {what}"),
+                        }),
+                    );
+                }
+            };
+            if header.topic_hash != self.topic_hash {
+                return Err(OpenError::WrongTopic {
+                    topic,
+                    file: name.clone(),
+                    found: header.topic_hash,
+                    expected: self.topic_hash,
+                });
+            }
+            if header.seq != seq || header.capacity != capacity {
+                return self.rebuild(
+                    &storage,
+                    &files,
+                    RebuildReason::Damaged(Damage {
+                        file: name.clone(),
+                        offset: 0,
+                        what: "slab file header does not match the file name or size".into(),
+                    }),
+                );
+            }
+            let scan = scan_image(&image, image.len());
+            if let Some(at) = scan.checkpoint_beyond {
+                return self.rebuild(
+                    &storage,
+                    &files,
+                    RebuildReason::Damaged(Damage {
+                        file: name.clone(),
+                        offset: scan.end as u64,
+                        what: format!(
+                            "{} before a valid checkpoint at offset {at}",
+                            scan.stop.map_or("records missing", |s| s.describe())
+                        ),
+                    }),
+                );
+            }
+            let last_ckpt = scan
+                .records
+                .iter()
+                .rev()
+                .find(|r| r.header.kind == Kind::Checkpoint)
+                .copied();
+            match last_ckpt {
+                Some(ckpt) => {
+                    let after = scan.records.iter().filter(|r| r.off > ckpt.off).count();
+                    report.discarded_after_checkpoint += after;
+                    if let Some(stop) = scan.stop {
+                        later_torn.get_or_insert(Damage {
+                            file: name.clone(),
+                            offset: scan.end as u64,
+                            what: stop.describe().to_string(),
+                        });
+                    }
+                    let payload_at = ckpt.off as usize + RECORD_HEADER_BYTES;
+                    let list = image
+                        .get(payload_at..payload_at + ckpt.header.len as usize)
+                        .and_then(decode_checkpoint);
+                    let ckpt_end = ckpt.off as usize + ckpt.header.span();
+                    found = Some((seq, ckpt, list, ckpt_end, scan.dirty_beyond || after > 0));
+                    handles.insert(seq, (file, capacity));
+                    break;
+                }
+                None => {
+                    report.discarded_after_checkpoint += scan.records.len();
+                    if let Some(stop) = scan.stop {
+                        later_torn.get_or_insert(Damage {
+                            file: name.clone(),
+                            offset: scan.end as u64,
+                            what: stop.describe().to_string(),
+                        });
+                    }
+                    handles.insert(seq, (file, capacity));
+                }
+            }
+        }
+        let Some((ckpt_seq, ckpt, list, ckpt_end, dirty_tail)) = found else {
+            if report.discarded_after_checkpoint == 0 {
+                // Files but no record at all: the first slab's creation was
+                // interrupted. Start again.
+                for name in files.values() {
+                    storage
+                        .remove(name)
+                        .map_err(open_err(&topic, format!("removing {name}")))?;
+                }
+                storage
+                    .sync_dir("")
+                    .map_err(open_err(&topic, "syncing the SOW folder"))?;
+                drop(handles);
+                self.start_fresh()?;
+                return Ok(Recovery::Fresh);
+            }
+            drop(handles);
+            return self.rebuild(&storage, &files, RebuildReason::NoCheckpoint);
+        };
+        let Some(list) = list else {
+            drop(handles);
+            return self.rebuild(
+                &storage,
+                &files,
+                RebuildReason::Damaged(Damage {
+                    file: slab_name(ckpt_seq),
+                    offset: u64::from(ckpt.off),
+                    what: "checkpoint record lists slabs it cannot hold".into(),
+                }),
+            );
+        };
+        for (seq, _) in &list {
+            if !files.contains_key(seq) {
+                drop(handles);
+                return self.rebuild(
+                    &storage,
+                    &files,
+                    RebuildReason::Missing {
+                        file: slab_name(*seq),
+                    },
+                );
+            }
+        }
+        report.checkpoint = ckpt.header.bookmark;
+        report.torn_tail = later_torn;
+
+        // Phase 2: oldest first, replay the listed slabs up to the checkpoint.
+        let listed: BTreeMap<u64, u32> = list.iter().copied().collect();
+        for (&seq, &end) in &listed {
+            let name = slab_name(seq);
+            let (file, capacity) = match handles.remove(&seq) {
+                Some(h) => h,
+                None => {
+                    let file = storage
+                        .open(&name)
+                        .map_err(open_err(&topic, format!("opening {name}")))?;
+                    let capacity = file.capacity();
+                    (file, capacity)
+                }
+            };
+            let mut image = vec![0u8; end as usize];
+            let read = file.read_at(0, &mut image);
+            if let Err(e) = read {
+                return Err(open_err(&topic, format!("reading {name}"))(e));
+            }
+            if seq != ckpt_seq {
+                match decode_file_header(&image) {
+                    Ok(h) if h.topic_hash == self.topic_hash && h.seq == seq => {}
+                    Ok(_) | Err(_) => {
+                        drop(file);
+                        drop(handles);
+                        return self.rebuild(
+                            &storage,
+                            &files,
+                            RebuildReason::Damaged(Damage {
+                                file: name,
+                                offset: 0,
+                                what: "slab file header damaged".into(),
+                            }),
+                        );
+                    }
+                }
+            }
+            let scan = scan_image(&image, end as usize);
+            if scan.end != end as usize {
+                drop(file);
+                drop(handles);
+                return self.rebuild(
+                    &storage,
+                    &files,
+                    RebuildReason::Damaged(Damage {
+                        file: name,
+                        offset: scan.end as u64,
+                        what: format!(
+                            "{} in synced data (the checkpoint says records run to offset {end})",
+                            scan.stop.map_or("records end early", |s| s.describe())
+                        ),
+                    }),
+                );
+            }
+            let mut slab = Slab {
+                seq,
+                capacity: capacity as u32,
+                end,
+                synced: end,
+                live_bytes: 0,
+                body: Body::File(file),
+            };
+            if seq == ckpt_seq {
+                // Continue after the checkpoint record; zero whatever was
+                // written after it (it is dropped), durably, so that nothing
+                // stale can be read as a record later.
+                slab.end = ckpt_end as u32;
+                slab.synced = ckpt_end as u32;
+                if let Body::File(file) = &mut slab.body {
+                    file.begin_append(ckpt_end as u64);
+                    if dirty_tail {
+                        let zeros = vec![0u8; (capacity as usize).saturating_sub(ckpt_end)];
+                        file.write_at(ckpt_end as u64, &[&zeros])
+                            .and_then(|()| file.sync_range(ckpt_end as u64, zeros.len() as u64))
+                            .map_err(open_err(&topic, format!("clearing the tail of {name}")))?;
+                    }
+                }
+            }
+            self.slabs.insert(seq, slab);
+            for rec in &scan.records {
+                self.replay(seq, rec.off, &rec.header);
+            }
+        }
+        self.active = ckpt_seq;
+        self.checkpoint = report.checkpoint;
+        self.last_bookmark = report.checkpoint;
+
+        // Files the checkpoint does not list: compaction leftovers (older)
+        // and slabs created after it (newer). Oldest first.
+        drop(handles);
+        for (seq, name) in &files {
+            if !listed.contains_key(seq) {
+                storage
+                    .remove(name)
+                    .and_then(|()| storage.sync_dir(""))
+                    .map_err(open_err(&topic, format!("removing {name}")))?;
+                report.removed_files.push(name.clone());
+            }
+        }
+        files.retain(|seq, _| listed.contains_key(seq));
+
+        // Hash indexes from the live records.
+        if !self.indexes.is_empty() {
+            let mut buf = Vec::new();
+            let live: Vec<(u64, Entry)> = self.live_entries().map(|(k, e)| (k, *e)).collect();
+            let mut indexes = std::mem::take(&mut self.indexes);
+            let mut values = std::mem::take(&mut self.values);
+            for (key, entry) in live {
+                if let Ok(bytes) = self.record_bytes(&entry, &mut buf) {
+                    let payload = bytes.get(RECORD_HEADER_BYTES..).unwrap_or_default();
+                    for index in &mut indexes {
+                        index.insert(key, payload, &mut values);
+                    }
+                }
+            }
+            self.indexes = indexes;
+            self.values = values;
+        }
+        report.records = self.live;
+        report.slabs = self.slabs.len();
+        Ok(Recovery::Resumed(report))
+    }
+
+    /// Applies one record found by recovery.
+    fn replay(&mut self, seq: u64, off: u32, h: &crate::format::RecordHeader) {
+        let (tombstone, len) = match h.kind {
+            Kind::Checkpoint => return,
+            Kind::Upsert => (false, h.len),
+            Kind::Tombstone => (true, 0),
+        };
+        let mut stale = 0;
+        if let Some(old) = self.keys.get(&h.key).copied() {
+            self.retire(&old);
+            stale = old.stale + 1;
+            if !old.tombstone {
+                self.live -= 1;
+                self.payload_bytes -= u64::from(old.len);
+            }
+        }
+        // A tombstone whose older records are all gone shadows nothing: it
+        // stays in the index (it is on disk) but does not count as live.
+        if !tombstone || stale > 0 {
+            if let Some(slab) = self.slabs.get_mut(&seq) {
+                slab.live_bytes += h.span() as u64;
+            }
+        }
+        self.keys.insert(
+            h.key,
+            Entry {
+                seq,
+                off,
+                len,
+                stale,
+                tombstone,
+            },
+        );
+        if !tombstone {
+            self.live += 1;
+            self.payload_bytes += u64::from(len);
+        }
+    }
+
+    /// A new durable store: first slab and a first checkpoint (bookmark 0).
+    fn start_fresh(&mut self) -> Result<(), OpenError> {
+        let topic = self.topic.clone();
+        let wrap = |e: SowError| OpenError::Io {
+            topic: topic.clone(),
+            doing: "creating the first slab".into(),
+            source: io::Error::other(e.to_string()),
+        };
+        self.new_slab().map_err(wrap)?;
+        if self.durable() {
+            self.checkpoint().map_err(wrap)?;
+        }
+        Ok(())
+    }
+
+    /// Moves every slab file to quarantine and starts empty.
+    fn rebuild(
+        &mut self,
+        storage: &Arc<dyn Storage>,
+        files: &BTreeMap<u64, String>,
+        reason: RebuildReason,
+    ) -> Result<Recovery, OpenError> {
+        let topic = self.topic.clone();
+        let mut quarantined = Vec::new();
+        let stamp = files.keys().next_back().copied().unwrap_or(0);
+        self.slabs.clear();
+        self.keys.clear();
+        self.live = 0;
+        self.payload_bytes = 0;
+        for name in files.values() {
+            let to = format!("{QUARANTINE_FOLDER}/{stamp:016x}-{name}");
+            storage
+                .rename(name, &to)
+                .map_err(open_err(&topic, format!("moving {name} to quarantine")))?;
+            quarantined.push(to);
+        }
+        storage
+            .sync_dir(QUARANTINE_FOLDER)
+            .and_then(|()| storage.sync_dir(""))
+            .map_err(open_err(&topic, "syncing the SOW folder"))?;
+        self.start_fresh()?;
+        Ok(Recovery::Rebuild {
+            reason,
+            quarantined,
+        })
+    }
+}

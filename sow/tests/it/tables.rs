@@ -1,0 +1,533 @@
+//! Table tests: refusals, configuration errors, damaged files, queries.
+
+use std::sync::Arc;
+
+use statecast_filter::{Filter, Limits};
+use statecast_journal::sim::SimStorage;
+use statecast_journal::storage::Storage;
+use statecast_sow::format::slab_name;
+use statecast_sow::{
+    ConfigError, Durability, KeyError, OrderBy, Plan, Query, RebuildReason, Recovery, SowError,
+    SowKey, SowStore, SowTopicConfig, TopicSelector,
+};
+
+use crate::support::{Rec, TEST_SLAB, TOPIC, key, open, payload, spec};
+
+fn filter(text: &str) -> Filter {
+    Filter::parse(text, &Limits::default()).expect("filter")
+}
+
+fn rec(price: i64, region: u8, bookmark: u64) -> Rec {
+    Rec {
+        price,
+        region,
+        pad: 10,
+        bookmark,
+    }
+}
+
+#[test]
+fn config_errors_name_the_setting_and_the_allowed_values() {
+    let base = SowTopicConfig::new("orders", &["/id"]);
+    let cases: Vec<(SowTopicConfig, &str)> = vec![
+        (
+            SowTopicConfig {
+                slab_size: 4096,
+                ..base.clone()
+            },
+            "`slab_size` = 4096 bytes is not allowed; allowed: 1048576 (1 MiB) to 1073741824 (1 GiB) bytes",
+        ),
+        (
+            SowTopicConfig {
+                slab_size: (1 << 20) + 1,
+                ..base.clone()
+            },
+            "a multiple of 4096",
+        ),
+        (
+            SowTopicConfig {
+                key: vec!["id".into()],
+                ..base.clone()
+            },
+            "`key` entry `id` is not a field path",
+        ),
+        (
+            SowTopicConfig {
+                key: vec!["/a + 1".into()],
+                ..base.clone()
+            },
+            "it is an expression, not a single path",
+        ),
+        (
+            SowTopicConfig {
+                key: vec!["/id".into(), "/id".into()],
+                ..base.clone()
+            },
+            "`key` lists `/id` twice",
+        ),
+        (
+            SowTopicConfig {
+                hash_indexes: vec!["region".into()],
+                ..base.clone()
+            },
+            "`hash_indexes` entry `region`",
+        ),
+        (
+            SowTopicConfig {
+                topic: TopicSelector::Pattern("orders(".into()),
+                ..base.clone()
+            },
+            "not a valid regular expression",
+        ),
+        (
+            SowTopicConfig {
+                compact_below: 1.5,
+                ..base.clone()
+            },
+            "allowed: 0.05 to 0.95",
+        ),
+    ];
+    for (config, expected) in cases {
+        let error = config.validate().expect_err("must be refused");
+        assert!(
+            error.to_string().contains(expected),
+            "{error} does not contain {expected}"
+        );
+    }
+    assert_eq!(
+        SowTopicConfig {
+            topic: TopicSelector::Name(String::new()),
+            ..base.clone()
+        }
+        .validate()
+        .expect_err("empty"),
+        ConfigError::EmptyTopic
+    );
+    let pattern = SowTopicConfig {
+        topic: TopicSelector::Pattern("orders\\..*".into()),
+        ..base
+    }
+    .validate()
+    .expect("valid");
+    assert!(pattern.matches("orders.eu"));
+    assert!(!pattern.matches("xorders.eu"));
+}
+
+#[test]
+fn oversize_missing_key_and_non_json_are_refused_and_nothing_is_stored() {
+    for durability in [Durability::Durable, Durability::Transient] {
+        let disk = SimStorage::new();
+        let spec = spec(durability, &["/region"]);
+        let (mut store, _) = open(&spec, &disk);
+        let limit = store.max_payload();
+        assert_eq!(limit, TEST_SLAB as usize - 104);
+        let big = Rec {
+            pad: limit,
+            ..rec(1, 1, 1)
+        };
+        let error = store.upsert(&payload(1, &big), 1, 0).expect_err("oversize");
+        let text = error.to_string();
+        assert!(matches!(error, SowError::Oversize { .. }), "{text}");
+        assert!(
+            text.contains(&format!("larger than this SOW topic holds ({limit} bytes")),
+            "{text}"
+        );
+        assert!(text.contains("raise `slab_size`"), "{text}");
+        // Exactly the limit fits.
+        let fits = vec![b' '; limit - 8];
+        let mut exact = br#"{"id":7}"#.to_vec();
+        exact.extend_from_slice(&fits);
+        assert_eq!(exact.len(), limit);
+        store
+            .upsert(&exact, 2, 0)
+            .expect("a message of exactly the limit fits");
+
+        let cases: [(&[u8], &str); 5] = [
+            (br#"{"other":1}"#, "no value at key field `/id`"),
+            (br#"{"id":null}"#, "no value at key field `/id`"),
+            (br#"{"id":""}"#, "no value at key field `/id`"),
+            (b"not json", "not valid JSON"),
+            (br#"{"id":"#, "not valid JSON"),
+        ];
+        for (bad, expected) in cases {
+            let error = store.upsert(bad, 3, 0).expect_err("refused");
+            assert!(
+                matches!(
+                    error,
+                    SowError::Key(KeyError::MissingField { .. } | KeyError::NotJson { .. })
+                ),
+                "{error}"
+            );
+            assert!(error.to_string().contains(expected), "{error} / {expected}");
+        }
+        assert_eq!(store.len(), 1, "nothing but the fitting record is stored");
+    }
+}
+
+#[test]
+fn explicit_keys_and_composite_keys() {
+    let mut config = SowTopicConfig::new("positions", &["/region", "/id"]);
+    config.durability = Durability::Transient;
+    let spec = config.validate().expect("valid");
+    let (mut store, recovery) = SowStore::open(&spec, "positions", None).expect("open");
+    assert_eq!(recovery, Recovery::Transient);
+    let a = store
+        .upsert(br#"{"region":"eu","id":1,"v":1}"#, 1, 0)
+        .expect("a");
+    let b = store
+        .upsert(br#"{"region":"us","id":1,"v":2}"#, 2, 0)
+        .expect("b");
+    let a2 = store
+        .upsert(br#"{"id":1,"v":3,"region":"eu"}"#, 3, 0)
+        .expect("a2");
+    assert_ne!(a.key, b.key);
+    assert_eq!(a.key, a2.key);
+    assert!(a2.replaced);
+    assert_eq!(
+        a.key,
+        SowKey::from_values("positions", &[b"eu", b"1"]),
+        "the key is the documented hash of topic and values"
+    );
+    let explicit = SowKey::explicit("positions", b"opaque-1");
+    store
+        .upsert_with_key(explicit, b"\x00binary", 4, 0)
+        .expect("explicit");
+    assert_eq!(store.len(), 3);
+    let got = store.get(explicit).expect("get").expect("present");
+    assert_eq!(got.payload, b"\x00binary");
+    assert_eq!(
+        store
+            .delete_example(br#"{"region":"us","id":1}"#, 5, 0)
+            .expect("del"),
+        1
+    );
+    assert_eq!(store.len(), 2);
+    assert_eq!("12345".parse::<SowKey>().expect("digits"), SowKey(12345));
+}
+
+fn filled(durability: Durability, n: u64) -> (SimStorage, SowStore) {
+    let disk = SimStorage::new();
+    let spec = spec(durability, &["/region"]);
+    let (mut store, _) = open(&spec, &disk);
+    for id in 0..n {
+        let r = rec((id * 7 % 100) as i64, (id % 4) as u8, id + 1);
+        store
+            .upsert(&payload(id, &r), id + 1, 1000 + id)
+            .expect("upsert");
+    }
+    (disk, store)
+}
+
+#[test]
+fn queries_filter_order_top_skip_batches_keys_and_index() {
+    for durability in [Durability::Durable, Durability::Transient] {
+        let (_disk, store) = filled(durability, 200);
+        let all = store.query(&Query::all()).expect("q");
+        assert_eq!(all.len(), 200);
+        assert_eq!(all.plan, Plan::FullScan);
+
+        let q = Query::filter(filter("/region = 'r1' AND /price > 50"));
+        let m = store.query(&q).expect("q");
+        assert_eq!(m.plan, Plan::HashIndex("/region".into()));
+        let expected = (0..200u64)
+            .filter(|id| id % 4 == 1 && id * 7 % 100 > 50)
+            .count();
+        assert_eq!(m.len(), expected);
+        assert!(
+            m.scanned <= 50,
+            "the index narrowed the scan to one region: {}",
+            m.scanned
+        );
+
+        let q = Query::filter(filter("/region IN ('r1', 'r2')"));
+        let m = store.query(&q).expect("q");
+        assert_eq!(m.plan, Plan::HashIndex("/region".into()));
+        assert_eq!(m.len(), 100);
+
+        // Arrays: = is any element, and the index agrees.
+        let q = Query::filter(filter("/tags = 'x'"));
+        assert_eq!(store.count(&q).expect("count"), 200);
+
+        let order = OrderBy::parse_list("/price DESC, /id").expect("order");
+        let q = Query::filter(filter("/price >= 0"))
+            .with_order(order)
+            .with_top_n(5)
+            .with_skip_n(2)
+            .with_batch_size(2);
+        let batches: Vec<_> = store
+            .query(&q)
+            .expect("q")
+            .map(|b| b.expect("batch"))
+            .collect();
+        assert_eq!(
+            batches.iter().map(Vec::len).collect::<Vec<_>>(),
+            vec![2, 2, 1]
+        );
+        let mut ids: Vec<(i64, u64)> = (0..200u64).map(|id| ((id * 7 % 100) as i64, id)).collect();
+        ids.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        let want: Vec<SowKey> = ids.iter().skip(2).take(5).map(|(_, id)| key(*id)).collect();
+        let got: Vec<SowKey> = batches.iter().flatten().map(|r| r.key).collect();
+        assert_eq!(got, want);
+
+        let keys = vec![key(3), key(4), key(999), key(3)];
+        let m = store.query(&Query::all().with_keys(keys)).expect("q");
+        assert_eq!(m.plan, Plan::Keys);
+        let records = m.collect_all().expect("all");
+        assert_eq!(records.len(), 2);
+        for r in &records {
+            assert!(r.key == key(3) || r.key == key(4));
+            assert!(r.bookmark == 4 || r.bookmark == 5);
+        }
+        let error = store
+            .query(&Query::all().with_skip_n(1))
+            .expect_err("skip needs order");
+        assert!(error.to_string().contains("skip_n needs order_by"));
+    }
+}
+
+#[test]
+fn deletes_by_filter_keys_and_example_report_counts() {
+    for durability in [Durability::Durable, Durability::Transient] {
+        let (_disk, mut store) = filled(durability, 100);
+        let n = store
+            .delete_where(&filter("/region = 'r0'"), 500, 0)
+            .expect("delete");
+        assert_eq!(n, 25);
+        assert_eq!(
+            store
+                .delete_keys(&[key(1), key(1), key(0)], 501, 0)
+                .expect("keys"),
+            1
+        );
+        assert_eq!(
+            store
+                .delete_example(br#"{"id":2,"anything":true}"#, 502, 0)
+                .expect("example"),
+            1
+        );
+        assert_eq!(store.len(), 73);
+        assert_eq!(store.delete_where(&filter("1=1"), 503, 0).expect("all"), 73);
+        assert!(store.is_empty());
+        assert_eq!(
+            store
+                .count(&Query::filter(filter("/region = 'r1'")))
+                .expect("c"),
+            0
+        );
+    }
+}
+
+fn durable_with_history() -> SimStorage {
+    let disk = SimStorage::new();
+    let spec = spec(Durability::Durable, &[]);
+    let (mut store, _) = open(&spec, &disk);
+    for round in 0..3u64 {
+        for id in 0..60u64 {
+            let r = Rec {
+                pad: 200,
+                ..rec(round as i64, 1, round * 100 + id + 1)
+            };
+            store
+                .upsert(&payload(id, &r), round * 100 + id + 1, 0)
+                .expect("upsert");
+        }
+        store.checkpoint().expect("checkpoint");
+    }
+    drop(store);
+    disk
+}
+
+#[test]
+fn a_flipped_byte_in_an_older_synced_slab_is_reported_with_file_and_offset() {
+    let disk = durable_with_history();
+    let mut slabs: Vec<String> = disk
+        .list("")
+        .expect("list")
+        .into_iter()
+        .filter(|n| n.ends_with(".slab"))
+        .collect();
+    slabs.sort();
+    assert!(slabs.len() >= 2, "{slabs:?}");
+    let victim = slabs[0].clone();
+    let offset = 64 + 40 + 20; // inside the first record's payload
+    assert!(disk.edit_file(&victim, |bytes| bytes[offset] ^= 0x40));
+    let spec = spec(Durability::Durable, &[]);
+    let (store, recovery) = open(&spec, &disk);
+    match &recovery {
+        Recovery::Rebuild {
+            reason: RebuildReason::Damaged(damage),
+            quarantined,
+        } => {
+            assert_eq!(damage.file, victim);
+            assert_eq!(
+                damage.offset, 64,
+                "the damaged record starts after the file header"
+            );
+            assert!(damage.what.contains("CRC32C"), "{damage:?}");
+            assert_eq!(quarantined.len(), slabs.len());
+        }
+        other => panic!("expected a rebuild for damage, got {other:?}"),
+    }
+    assert_eq!(recovery.replay_after(), 0);
+    assert!(store.is_empty(), "nothing from damaged files is served");
+    // The damaged files are kept for inspection, not deleted.
+    let kept = disk.list("quarantine").expect("list");
+    assert_eq!(kept.len(), slabs.len());
+}
+
+#[test]
+fn a_missing_listed_slab_means_rebuild() {
+    let disk = durable_with_history();
+    let mut slabs: Vec<String> = disk.list("").expect("list");
+    slabs.sort();
+    disk.remove(&slabs[0]).expect("remove");
+    let spec = spec(Durability::Durable, &[]);
+    let (_store, recovery) = open(&spec, &disk);
+    assert_eq!(
+        recovery,
+        match &recovery {
+            Recovery::Rebuild { quarantined, .. } => Recovery::Rebuild {
+                reason: RebuildReason::Missing {
+                    file: slabs[0].clone()
+                },
+                quarantined: quarantined.clone(),
+            },
+            other => panic!("expected a rebuild, got {other:?}"),
+        }
+    );
+}
+
+#[test]
+fn a_torn_tail_after_the_checkpoint_is_reported_and_dropped() {
+    let disk = SimStorage::new();
+    let spec = spec(Durability::Durable, &[]);
+    let (mut store, _) = open(&spec, &disk);
+    for id in 0..5u64 {
+        store
+            .upsert(&payload(id, &rec(1, 1, id + 1)), id + 1, 0)
+            .expect("upsert");
+    }
+    let covered = store.checkpoint().expect("checkpoint");
+    assert_eq!(covered, 5);
+    for id in 5..8u64 {
+        store
+            .upsert(&payload(id, &rec(1, 1, id + 1)), id + 1, 0)
+            .expect("upsert");
+    }
+    drop(store);
+    // Tear the last record: flip a byte in its payload (not synced, so this
+    // is what a power cut in the middle of the write leaves).
+    let mut slabs = disk.list("").expect("list");
+    slabs.sort();
+    let last = slabs.last().expect("a slab").clone();
+    let bytes = disk.file_bytes(&last).expect("bytes");
+    let end = bytes.iter().rposition(|&b| b != 0).expect("data");
+    assert!(disk.edit_file(&last, |b| b[end - 3] ^= 1));
+    let (store, recovery) = open(&spec, &disk);
+    let Recovery::Resumed(report) = &recovery else {
+        panic!("expected resume, got {recovery:?}");
+    };
+    assert_eq!(report.checkpoint, 5);
+    assert_eq!(recovery.replay_after(), 5);
+    assert_eq!(report.discarded_after_checkpoint, 2, "{report:?}");
+    let torn = report.torn_tail.as_ref().expect("torn tail reported");
+    assert_eq!(torn.file, last);
+    assert!(torn.what.contains("CRC32C"), "{torn:?}");
+    assert_eq!(store.len(), 5);
+    drop(store);
+    // The tail was cleared: a second open finds nothing to report.
+    let (_store, recovery) = open(&spec, &disk);
+    let Recovery::Resumed(report) = &recovery else {
+        panic!("expected resume, got {recovery:?}");
+    };
+    assert_eq!(report.torn_tail, None);
+    assert_eq!(report.discarded_after_checkpoint, 0);
+}
+
+#[test]
+fn compaction_gives_space_back_and_survives_restart() {
+    let disk = SimStorage::new();
+    let spec = spec(Durability::Durable, &["/region"]);
+    let (mut store, _) = open(&spec, &disk);
+    let mut bookmark = 0;
+    for round in 0..10i64 {
+        for id in 0..50u64 {
+            bookmark += 1;
+            let r = Rec {
+                pad: 300,
+                ..rec(round, (id % 3) as u8, bookmark)
+            };
+            store.upsert(&payload(id, &r), bookmark, 0).expect("upsert");
+        }
+    }
+    for id in 0..25u64 {
+        bookmark += 1;
+        store.delete_key(key(id), bookmark, 0).expect("delete");
+    }
+    store.checkpoint().expect("checkpoint");
+    let before = disk.used_bytes();
+    let report = store.compact().expect("compact");
+    let after = disk.used_bytes();
+    assert!(report.slabs_released > 0, "{report:?}");
+    assert!(after < before, "files shrank: {before} -> {after}");
+    let stats = store.stats();
+    assert_eq!(stats.records, 25);
+    assert!(
+        stats.slabs as u64 * TEST_SLAB <= 2 * (25 * 400) + 2 * TEST_SLAB,
+        "{stats:?}"
+    );
+    drop(store);
+    let (store, recovery) = open(&spec, &disk);
+    assert!(matches!(recovery, Recovery::Resumed(_)), "{recovery:?}");
+    assert_eq!(store.len(), 25);
+    for id in 25..50u64 {
+        let r = store.get(key(id)).expect("get").expect("present");
+        assert!(String::from_utf8_lossy(&r.payload).contains("\"price\":9"));
+    }
+    for id in 0..25u64 {
+        assert_eq!(
+            store.get(key(id)).expect("get"),
+            None,
+            "deleted key {id} stays deleted"
+        );
+    }
+    assert_eq!(
+        store
+            .count(&Query::filter(filter("/region = 'r1'")))
+            .expect("count"),
+        (25..50).filter(|id| id % 3 == 1).count()
+    );
+}
+
+#[test]
+fn files_of_another_topic_are_refused() {
+    let disk = durable_with_history();
+    let spec = spec(Durability::Durable, &[]);
+    let storage: Arc<dyn Storage> = Arc::new(disk);
+    let error = SowStore::open(&spec, "other-topic", Some(storage)).expect_err("wrong topic");
+    assert!(
+        error.to_string().contains("belongs to another topic"),
+        "{error}"
+    );
+    let _ = TOPIC;
+    let _ = slab_name(1);
+}
+
+#[test]
+fn sow_dump_reports_sizes_and_slab_usage() {
+    let disk = durable_with_history();
+    let report = statecast_sow::dump::sizing(&disk, true).expect("dump");
+    assert_eq!(report.records, 60);
+    assert!(report.max_payload > 200);
+    assert_eq!(report.histogram.iter().map(|b| b.count).sum::<u64>(), 60);
+    assert!(
+        report
+            .histogram
+            .iter()
+            .all(|b| b.from <= 270 && b.to >= 270)
+    );
+    assert!(report.live_fraction > 0.0 && report.live_fraction < 1.0);
+    assert_eq!(report.recommended_slab_size, 1 << 20);
+    assert!(report.slabs.len() >= 2);
+    assert_eq!(report.records_list.iter().filter(|r| r.current).count(), 60);
+}
