@@ -1214,10 +1214,10 @@ impl SowStore {
         }
         // A tombstone whose older records are all gone shadows nothing: it
         // stays in the index (it is on disk) but does not count as live.
-        if !tombstone || stale > 0 {
-            if let Some(slab) = self.slabs.get_mut(&seq) {
-                slab.live_bytes += h.span() as u64;
-            }
+        if (!tombstone || stale > 0)
+            && let Some(slab) = self.slabs.get_mut(&seq)
+        {
+            slab.live_bytes += h.span() as u64;
         }
         self.keys.insert(
             h.key,
