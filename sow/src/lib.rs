@@ -30,6 +30,7 @@ pub mod format;
 mod index;
 mod key;
 mod query;
+mod range;
 mod slab;
 mod store;
 

@@ -13,6 +13,7 @@ use crate::extract::first_value;
 use crate::format::RECORD_HEADER_BYTES;
 use crate::index::index_terms;
 use crate::key::SowKey;
+use crate::range::{RangeIndex, range_terms};
 use crate::store::{Entry, SowRecord, SowStore};
 
 /// One `order_by` field.
@@ -134,6 +135,11 @@ pub enum Plan {
     Keys,
     /// A hash index on this field narrowed the candidates.
     HashIndex(String),
+    /// A range index on this field narrowed the candidates.
+    RangeIndex(String),
+    /// A range index on the `order_by` field gave the order: records were
+    /// visited in order until `top_n` (+ `skip_n`) matched.
+    RangeOrder(String),
 }
 
 struct Hit {
@@ -250,19 +256,47 @@ impl SowStore {
                     .into(),
             ));
         }
-        let (candidates, plan) = self.candidates(query);
+        let (mut candidates, mut plan) = self.candidates(query)?;
+        // One order_by field, a top_n and no narrower plan: walk a range
+        // index in order and stop when enough records matched.
+        let mut ordered_walk = false;
+        let candidates_was_none = candidates.is_none();
+        if let ([order], Some(top_n), Plan::FullScan) =
+            (query.order_by.as_slice(), query.top_n, &plan)
+        {
+            let position = self.range_index(&order.path)?;
+            let groups = self
+                .ranges
+                .borrow()
+                .get(position)
+                .and_then(|r| r.ordered(order.descending).map(|g| (g, r.text.clone())));
+            if let Some((groups, text)) = groups
+                && top_n > 0
+            {
+                candidates = Some(groups.into_iter().flatten().collect());
+                plan = Plan::RangeOrder(text);
+                ordered_walk = true;
+            }
+        }
         let mut scratch = Scratch::new();
         let mut buf = Vec::new();
         let mut values = Vec::new();
         let mut hits = Vec::new();
         let mut scanned = 0;
-        // Without an order, top_n can stop the scan early.
+        // Without an order (or walking in order), top_n can stop the scan
+        // early.
         let early_stop = if query.order_by.is_empty() {
             query.top_n
+        } else if ordered_walk {
+            query.top_n.map(|n| n.saturating_add(query.skip_n))
         } else {
             None
         };
-        let mut visit = |key: u64, entry: &Entry| -> Result<bool, SowError> {
+        let mut visit = |hits: &mut Vec<Hit>,
+                         key: u64,
+                         entry: &Entry,
+                         early_stop: Option<usize>|
+         -> Result<bool, SowError> {
             if entry.tombstone {
                 return Ok(true);
             }
@@ -292,21 +326,28 @@ impl SowStore {
             });
             Ok(early_stop.is_none_or(|n| hits.len() < n))
         };
-        match candidates {
-            None => {
-                for (key, entry) in self.live_entries() {
-                    if !visit(key, entry)? {
-                        break;
-                    }
+        if let Some(keys) = candidates {
+            for key in keys {
+                if let Some(entry) = self.keys.get(&key)
+                    && !visit(&mut hits, key, entry, early_stop)?
+                {
+                    break;
                 }
             }
-            Some(keys) => {
-                for key in keys {
-                    if let Some(entry) = self.keys.get(&key)
-                        && !visit(key, entry)?
-                    {
-                        break;
-                    }
+        }
+        let walk_short = ordered_walk && early_stop.is_some_and(|n| hits.len() < n);
+        if (candidates_was_none && !ordered_walk) || walk_short {
+            // A full scan; also when an ordered walk ran short (records
+            // without a value at the order field are not in the index and
+            // sort last).
+            hits.clear();
+            let early_stop = if ordered_walk { None } else { early_stop };
+            if walk_short {
+                plan = Plan::FullScan;
+            }
+            for (key, entry) in self.live_entries() {
+                if !visit(&mut hits, key, entry, early_stop)? {
+                    break;
                 }
             }
         }
@@ -344,7 +385,7 @@ impl SowStore {
 
     /// Candidate keys: the query's SowKeys, or a hash-index lookup, or None
     /// for a full scan.
-    fn candidates(&self, query: &Query) -> (Option<Vec<u64>>, Plan) {
+    fn candidates(&self, query: &Query) -> Result<(Option<Vec<u64>>, Plan), SowError> {
         if let Some(keys) = &query.keys {
             let mut seen = FxHashSet::default();
             let keys = keys
@@ -352,7 +393,7 @@ impl SowStore {
                 .map(|k| k.0)
                 .filter(|k| seen.insert(*k))
                 .collect();
-            return (Some(keys), Plan::Keys);
+            return Ok((Some(keys), Plan::Keys));
         }
         if let Some(filter) = &query.filter {
             // The most selective indexed term wins.
@@ -366,11 +407,50 @@ impl SowStore {
                     }
                 }
             }
-            if let Some((set, text)) = best {
-                return (Some(set.into_iter().collect()), Plan::HashIndex(text));
+            let mut best_range: Option<(FxHashSet<u64>, String)> = None;
+            for term in range_terms(filter.expr()) {
+                let position = self.range_index(term.path)?;
+                let ranges = self.ranges.borrow();
+                if let Some(range) = ranges.get(position) {
+                    let set = range.candidates(&term.conditions);
+                    if best_range.as_ref().is_none_or(|(b, _)| set.len() < b.len()) {
+                        best_range = Some((set, range.text.clone()));
+                    }
+                }
+            }
+            match (best, best_range) {
+                (Some((h, ht)), Some((r, _))) if h.len() <= r.len() => {
+                    return Ok((Some(h.into_iter().collect()), Plan::HashIndex(ht)));
+                }
+                (_, Some((r, rt))) => {
+                    return Ok((Some(r.into_iter().collect()), Plan::RangeIndex(rt)));
+                }
+                (Some((h, ht)), None) => {
+                    return Ok((Some(h.into_iter().collect()), Plan::HashIndex(ht)));
+                }
+                (None, None) => {}
             }
         }
-        (None, Plan::FullScan)
+        Ok((None, Plan::FullScan))
+    }
+
+    /// The position of the range index on `path`, built now if this is its
+    /// first use: every live record is read once.
+    fn range_index(&self, path: &Path) -> Result<usize, SowError> {
+        if let Some(i) = self.ranges.borrow().iter().position(|r| r.path == *path) {
+            return Ok(i);
+        }
+        let mut index = RangeIndex::new(path.clone(), path.to_string());
+        let mut buf = Vec::new();
+        let mut values = Vec::new();
+        for (key, entry) in self.live_entries() {
+            let bytes = self.record_bytes(entry, &mut buf)?;
+            let payload = bytes.get(RECORD_HEADER_BYTES..).unwrap_or_default();
+            index.insert(key, payload, &mut values);
+        }
+        let mut ranges = self.ranges.borrow_mut();
+        ranges.push(index);
+        Ok(ranges.len() - 1)
     }
 
     /// Deletes every record `filter` is TRUE for (`1=1` deletes all);

@@ -1,6 +1,7 @@
 //! The store of one SOW topic: the log of slabs, the key index, hash
 //! indexes, writes, compaction, checkpoints and recovery.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::io;
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use crate::format::{
 };
 use crate::index::HashIndex;
 use crate::key::{KeyScratch, SowKey, compute_key};
+use crate::range::RangeIndex;
 use crate::slab::{Body, Slab, decode_checkpoint, encode_checkpoint, scan_image};
 
 /// Folder (inside the topic's storage) damaged files are moved to.
@@ -168,6 +170,8 @@ pub struct StoreStats {
     pub key_index_bytes: u64,
     /// Approximate heap bytes of the hash indexes.
     pub hash_index_bytes: u64,
+    /// Approximate heap bytes of the range indexes built so far.
+    pub range_index_bytes: u64,
     /// The bookmark the last checkpoint covered.
     pub checkpoint: u64,
 }
@@ -187,6 +191,9 @@ pub struct SowStore {
     live: usize,
     payload_bytes: u64,
     pub(crate) indexes: Vec<HashIndex>,
+    /// Built by the first query that wants one (hence the cell: queries
+    /// take `&self`), maintained by every write afterwards.
+    pub(crate) ranges: RefCell<Vec<RangeIndex>>,
     last_bookmark: u64,
     checkpoint: u64,
     pending_removal: Vec<(u64, Box<dyn SegmentFile>)>,
@@ -243,6 +250,7 @@ impl SowStore {
                 .iter()
                 .map(|(p, t)| HashIndex::new(p.clone(), t.clone()))
                 .collect(),
+            ranges: RefCell::new(Vec::new()),
             last_bookmark: 0,
             checkpoint: 0,
             pending_removal: Vec::new(),
@@ -429,6 +437,9 @@ impl SowStore {
         for index in &mut self.indexes {
             index.insert(key.0, payload, &mut self.values);
         }
+        for range in self.ranges.get_mut() {
+            range.insert(key.0, payload, &mut self.values);
+        }
         Ok(Upserted { key, replaced })
     }
 
@@ -449,19 +460,24 @@ impl SowStore {
     }
 
     fn unindex(&mut self, key: u64, old: &Entry) -> Result<(), SowError> {
-        if self.indexes.is_empty() {
+        if self.indexes.is_empty() && self.ranges.get_mut().is_empty() {
             return Ok(());
         }
         let mut buf = std::mem::take(&mut self.old_buf);
         let mut indexes = std::mem::take(&mut self.indexes);
+        let mut ranges = std::mem::take(self.ranges.get_mut());
         let mut values = std::mem::take(&mut self.values);
         let result = self.record_bytes(old, &mut buf).map(|bytes| {
             let payload = bytes.get(RECORD_HEADER_BYTES..).unwrap_or_default();
             for index in &mut indexes {
                 index.remove(key, payload, &mut values);
             }
+            for range in &mut ranges {
+                range.remove(key, payload, &mut values);
+            }
         });
         self.indexes = indexes;
+        *self.ranges.get_mut() = ranges;
         self.values = values;
         self.old_buf = buf;
         result
@@ -892,6 +908,12 @@ impl SowStore {
             // buckets at most 7/8 full.
             key_index_bytes: (self.keys.capacity() as u64) * (8 + 24 + 1),
             hash_index_bytes: self.indexes.iter().map(|i| i.approx_bytes() as u64).sum(),
+            range_index_bytes: self
+                .ranges
+                .borrow()
+                .iter()
+                .map(|i| i.approx_bytes() as u64)
+                .sum(),
             checkpoint: self.checkpoint,
         }
     }
@@ -1262,6 +1284,7 @@ impl SowStore {
         let stamp = files.keys().next_back().copied().unwrap_or(0);
         self.slabs.clear();
         self.keys.clear();
+        self.ranges.get_mut().clear();
         self.live = 0;
         self.payload_bytes = 0;
         for name in files.values() {

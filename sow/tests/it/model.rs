@@ -23,6 +23,9 @@ enum Pred {
     RegionInAndPriceLt(u8, u8, i64),
     BetweenOrRegion(i64, i64, u8),
     TagIs(i64),
+    PriceBetween(i64, i64),
+    PriceLeAndRegion(i64, u8),
+    RegionGe(u8),
     All,
 }
 
@@ -38,6 +41,9 @@ impl Pred {
                 format!("/price BETWEEN {lo} AND {hi} OR /region = 'r{r}'")
             }
             Pred::TagIs(t) => format!("/tags = 't{t}'"),
+            Pred::PriceBetween(lo, hi) => format!("/price BETWEEN {lo} AND {hi}"),
+            Pred::PriceLeAndRegion(p, r) => format!("{p} >= /price AND /region = 'r{r}'"),
+            Pred::RegionGe(r) => format!("/region >= 'r{r}'"),
             Pred::All => "1=1".to_string(),
         }
     }
@@ -49,12 +55,16 @@ impl Pred {
             Pred::RegionInAndPriceLt(a, b, p) => (r.region == a || r.region == b) && r.price < p,
             Pred::BetweenOrRegion(lo, hi, x) => (lo <= r.price && r.price <= hi) || r.region == x,
             Pred::TagIs(t) => r.price % 3 == t,
+            Pred::PriceBetween(lo, hi) => lo <= r.price && r.price <= hi,
+            Pred::PriceLeAndRegion(p, x) => r.price <= p && r.region == x,
+            Pred::RegionGe(x) => r.region >= x,
             Pred::All => true,
         }
     }
 
+    /// Whether an index must narrow the scan (hash or range).
     fn indexed(&self) -> bool {
-        matches!(self, Pred::Region(_) | Pred::RegionInAndPriceLt(..))
+        !matches!(self, Pred::BetweenOrRegion(..) | Pred::TagIs(_) | Pred::All)
     }
 }
 
@@ -89,6 +99,9 @@ fn pred() -> impl Strategy<Value = Pred> {
         (0u8..4, 0u8..4, 0i64..100).prop_map(|(a, b, p)| Pred::RegionInAndPriceLt(a, b, p)),
         (0i64..100, 0i64..100, 0u8..4).prop_map(|(a, b, r)| Pred::BetweenOrRegion(a, b, r)),
         (0i64..3).prop_map(Pred::TagIs),
+        (0i64..100, 0i64..100).prop_map(|(a, b)| Pred::PriceBetween(a, b)),
+        (0i64..100, 0u8..4).prop_map(|(p, r)| Pred::PriceLeAndRegion(p, r)),
+        (0u8..4).prop_map(Pred::RegionGe),
         Just(Pred::All),
     ]
 }
@@ -284,7 +297,7 @@ impl Harness {
             && p.indexed()
         {
             prop_assert!(
-                matches!(result.plan, Plan::HashIndex(_)),
+                matches!(result.plan, Plan::HashIndex(_) | Plan::RangeIndex(_)),
                 "plan {:?}",
                 result.plan
             );

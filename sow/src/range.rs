@@ -1,0 +1,358 @@
+//! Range indexes: built the first time a query uses a field in a range
+//! predicate (`< <= > >= BETWEEN`, and `=`) or as its only `order_by` field,
+//! then kept up to date by every write. Not persisted: after a restart the
+//! first query that wants one builds it again.
+//!
+//! The filter language compares a string with a number by reading the string
+//! as a number, and two strings bytewise, so no single order agrees with it
+//! for mixed values. The index therefore keeps two ordered maps: `nums`
+//! (numbers, booleans as 1/0, and strings that read as numbers, by numeric
+//! value) and `strs` (every string, by bytes). A lookup returns a superset
+//! of the records the predicate can be TRUE for, which the query then
+//! evaluates with the full filter: like the hash index, it narrows the scan
+//! and never changes an answer.
+
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+use rustc_hash::{FxHashMap, FxHashSet};
+use statecast_filter::Value;
+use statecast_filter::ast::{BinaryOp, Expr, Literal, Path};
+use statecast_filter::value::{Comparison, Num, compare_numbers, parse_number};
+
+use crate::extract::values_at;
+
+/// A number ordered as the filter language orders numbers (exactly, also
+/// integers against doubles). Never NaN.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NumOrd(Num);
+
+impl NumOrd {
+    fn of(n: Num) -> Option<NumOrd> {
+        match n {
+            Num::Null => None,
+            Num::Float(x) if x.is_nan() => None,
+            n => Some(NumOrd(n)),
+        }
+    }
+}
+
+impl Ord for NumOrd {
+    fn cmp(&self, other: &Self) -> Ordering {
+        match compare_numbers(self.0, other.0) {
+            Comparison::Ordered(o) => o,
+            Comparison::Null | Comparison::Unordered => Ordering::Equal,
+        }
+    }
+}
+
+impl PartialOrd for NumOrd {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for NumOrd {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for NumOrd {}
+
+/// A range operator, with the literal on the right.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RangeOp {
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    Eq,
+}
+
+impl RangeOp {
+    fn of(op: BinaryOp, flipped: bool) -> Option<RangeOp> {
+        let op = match op {
+            BinaryOp::Lt => RangeOp::Lt,
+            BinaryOp::Le => RangeOp::Le,
+            BinaryOp::Gt => RangeOp::Gt,
+            BinaryOp::Ge => RangeOp::Ge,
+            BinaryOp::Eq => RangeOp::Eq,
+            _ => return None,
+        };
+        Some(if flipped {
+            match op {
+                RangeOp::Lt => RangeOp::Gt,
+                RangeOp::Le => RangeOp::Ge,
+                RangeOp::Gt => RangeOp::Lt,
+                RangeOp::Ge => RangeOp::Le,
+                RangeOp::Eq => RangeOp::Eq,
+            }
+        } else {
+            op
+        })
+    }
+
+    fn bounds<T: Clone>(self, v: T) -> (Bound<T>, Bound<T>) {
+        match self {
+            RangeOp::Lt => (Bound::Unbounded, Bound::Excluded(v)),
+            RangeOp::Le => (Bound::Unbounded, Bound::Included(v)),
+            RangeOp::Gt => (Bound::Excluded(v), Bound::Unbounded),
+            RangeOp::Ge => (Bound::Included(v), Bound::Unbounded),
+            RangeOp::Eq => (Bound::Included(v.clone()), Bound::Included(v)),
+        }
+    }
+}
+
+/// One range condition of a filter: every condition on the path must hold
+/// (they come from one term: a comparison, or both ends of a BETWEEN).
+#[derive(Debug)]
+pub(crate) struct RangeTerm<'e> {
+    pub(crate) path: &'e Path,
+    pub(crate) conditions: Vec<(RangeOp, &'e Literal)>,
+}
+
+/// Range terms among the top-level AND terms of a filter.
+pub(crate) fn range_terms(expr: &Expr) -> Vec<RangeTerm<'_>> {
+    let terms: Vec<&Expr> = match expr {
+        Expr::And(items) => items.iter().collect(),
+        other => vec![other],
+    };
+    let mut out = Vec::new();
+    for term in terms {
+        match term {
+            Expr::Binary { op, lhs, rhs } => match (lhs.as_ref(), rhs.as_ref()) {
+                (Expr::Path(p), Expr::Literal(l)) => {
+                    if let Some(op) = RangeOp::of(*op, false) {
+                        out.push(RangeTerm {
+                            path: p,
+                            conditions: vec![(op, l)],
+                        });
+                    }
+                }
+                (Expr::Literal(l), Expr::Path(p)) => {
+                    if let Some(op) = RangeOp::of(*op, true) {
+                        out.push(RangeTerm {
+                            path: p,
+                            conditions: vec![(op, l)],
+                        });
+                    }
+                }
+                _ => {}
+            },
+            Expr::Between {
+                expr,
+                low,
+                high,
+                negated: false,
+            } => {
+                if let (Expr::Path(p), Expr::Literal(lo), Expr::Literal(hi)) =
+                    (expr.as_ref(), low.as_ref(), high.as_ref())
+                {
+                    out.push(RangeTerm {
+                        path: p,
+                        conditions: vec![(RangeOp::Ge, lo), (RangeOp::Le, hi)],
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+#[derive(Debug)]
+pub(crate) struct RangeIndex {
+    pub(crate) path: Path,
+    pub(crate) text: String,
+    nums: BTreeMap<NumOrd, FxHashSet<u64>>,
+    strs: BTreeMap<Box<[u8]>, FxHashSet<u64>>,
+    /// Records with more than one value at the path (arrays): while any
+    /// exists, the index cannot give the `order_by` order (which uses the
+    /// first value).
+    multi: FxHashMap<u64, ()>,
+    entries: usize,
+}
+
+enum Slot {
+    Num(NumOrd),
+    Str(Box<[u8]>),
+}
+
+fn slots_of(value: &Value, out: &mut Vec<Slot>) {
+    match value {
+        Value::Null => {}
+        Value::Bool(b) => out.push(Slot::Num(NumOrd(Num::Int(i64::from(*b))))),
+        Value::Int(i) => out.push(Slot::Num(NumOrd(Num::Int(*i)))),
+        Value::Float(x) => {
+            if let Some(n) = NumOrd::of(Num::Float(*x)) {
+                out.push(Slot::Num(n));
+            }
+        }
+        Value::Str(s) if s.is_empty() => {}
+        Value::Str(s) => {
+            if let Some(n) = parse_number(s).and_then(NumOrd::of) {
+                out.push(Slot::Num(n));
+            }
+            out.push(Slot::Str(s.clone().into_boxed_slice()));
+        }
+    }
+}
+
+impl RangeIndex {
+    pub(crate) fn new(path: Path, text: String) -> RangeIndex {
+        RangeIndex {
+            path,
+            text,
+            nums: BTreeMap::new(),
+            strs: BTreeMap::new(),
+            multi: FxHashMap::default(),
+            entries: 0,
+        }
+    }
+
+    fn slots(&self, payload: &[u8], values: &mut Vec<Value>) -> (Vec<Slot>, bool) {
+        values.clear();
+        let mut slots = Vec::new();
+        if values_at(payload, &self.path, values).is_err() {
+            return (slots, false);
+        }
+        for v in values.iter() {
+            slots_of(v, &mut slots);
+        }
+        (slots, values.len() > 1)
+    }
+
+    pub(crate) fn insert(&mut self, key: u64, payload: &[u8], values: &mut Vec<Value>) {
+        let (slots, multi) = self.slots(payload, values);
+        if multi {
+            self.multi.insert(key, ());
+        }
+        for slot in slots {
+            let added = match slot {
+                Slot::Num(n) => self.nums.entry(n).or_default().insert(key),
+                Slot::Str(s) => self.strs.entry(s).or_default().insert(key),
+            };
+            self.entries += usize::from(added);
+        }
+    }
+
+    pub(crate) fn remove(&mut self, key: u64, payload: &[u8], values: &mut Vec<Value>) {
+        let (slots, _) = self.slots(payload, values);
+        self.multi.remove(&key);
+        for slot in slots {
+            let removed = match slot {
+                Slot::Num(n) => remove_from(&mut self.nums, &n, key),
+                Slot::Str(s) => remove_from(&mut self.strs, &s, key),
+            };
+            self.entries -= usize::from(removed);
+        }
+    }
+
+    /// Records for which every condition can be TRUE (a superset).
+    pub(crate) fn candidates(&self, conditions: &[(RangeOp, &Literal)]) -> FxHashSet<u64> {
+        let mut result: Option<FxHashSet<u64>> = None;
+        for (op, literal) in conditions {
+            let set = self.candidates_one(*op, literal);
+            result = Some(match result {
+                None => set,
+                Some(prev) => prev.intersection(&set).copied().collect(),
+            });
+        }
+        result.unwrap_or_default()
+    }
+
+    fn candidates_one(&self, op: RangeOp, literal: &Literal) -> FxHashSet<u64> {
+        let mut out = FxHashSet::default();
+        let number = match literal {
+            Literal::Null => return out,
+            Literal::Bool(b) => Some(Num::Int(i64::from(*b))),
+            Literal::Int(i) => Some(Num::Int(*i)),
+            Literal::Float(x) => Some(Num::Float(*x)),
+            Literal::Str(s) if s.is_empty() => return out,
+            Literal::Str(s) => {
+                // Strings compare with strings bytewise.
+                extend(&mut out, self.strs.range::<[u8], _>(bytes_bounds(op, s)));
+                parse_number(s)
+            }
+        };
+        let is_str = matches!(literal, Literal::Str(_));
+        match number.map(NumOrd::of) {
+            // A NaN literal: every range comparison is FALSE.
+            Some(None) => {}
+            Some(Some(n)) => {
+                extend(&mut out, self.nums.range(op.bounds(n)));
+                // A string that is not a number is above every number.
+                if !is_str && matches!(op, RangeOp::Gt | RangeOp::Ge) {
+                    extend(&mut out, self.strs.range::<[u8], _>(..));
+                }
+            }
+            None => {
+                // A non-numeric string literal is above every number.
+                if matches!(op, RangeOp::Lt | RangeOp::Le) {
+                    extend(&mut out, self.nums.range(..));
+                }
+            }
+        }
+        out
+    }
+
+    /// The keys in `order_by` order (each distinct value's keys by SowKey),
+    /// when the index can give it: no record has several values, and the
+    /// values are all numbers or all non-numeric strings.
+    pub(crate) fn ordered(&self, descending: bool) -> Option<Vec<Vec<u64>>> {
+        if !self.multi.is_empty() {
+            return None;
+        }
+        let sorted = |set: &FxHashSet<u64>| {
+            let mut keys: Vec<u64> = set.iter().copied().collect();
+            keys.sort_unstable();
+            keys
+        };
+        let groups: Vec<Vec<u64>> = if self.strs.is_empty() {
+            let mut g: Vec<_> = self.nums.values().map(sorted).collect();
+            if descending {
+                g.reverse();
+            }
+            g
+        } else if self.nums.is_empty() {
+            let mut g: Vec<_> = self.strs.values().map(sorted).collect();
+            if descending {
+                g.reverse();
+            }
+            g
+        } else {
+            return None;
+        };
+        Some(groups)
+    }
+
+    pub(crate) fn approx_bytes(&self) -> usize {
+        self.entries * 10 + (self.nums.len() + self.strs.len()) * 80
+    }
+}
+
+fn remove_from<Q: Ord>(map: &mut BTreeMap<Q, FxHashSet<u64>>, k: &Q, key: u64) -> bool {
+    let Some(set) = map.get_mut(k) else {
+        return false;
+    };
+    let removed = set.remove(&key);
+    if set.is_empty() {
+        map.remove(k);
+    }
+    removed
+}
+
+fn bytes_bounds(op: RangeOp, s: &[u8]) -> (Bound<&[u8]>, Bound<&[u8]>) {
+    op.bounds(s)
+}
+
+fn extend<'a, K: 'a>(
+    out: &mut FxHashSet<u64>,
+    range: impl Iterator<Item = (&'a K, &'a FxHashSet<u64>)>,
+) {
+    for (_, set) in range {
+        out.extend(set.iter().copied());
+    }
+}
