@@ -8,7 +8,9 @@
 //!   (about 80 of the 100,000 records match);
 //! - `upsert`: replacing 1 KiB records by key (key computed from `/id`),
 //!   transient and durable (no sync per upsert: checkpoints are the
-//!   broker's periodic business).
+//!   broker's periodic business);
+//! - `reopen`: opening a checkpointed durable store of 100,000 records of
+//!   1 KiB (every record CRC-checked, the key index rebuilt).
 //!
 //! Run: `cargo bench -p statecast-sow --bench query`. Times are the
 //! benchmark thread's CPU time, as in the filter bench (the machines are
@@ -184,5 +186,27 @@ fn upsert(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, scan, indexed, upsert);
+fn reopen(c: &mut Criterion) {
+    let dir = bench_dir("reopen-");
+    let store = store(Durability::Durable, &[], Some(dir.path()));
+    store.close().expect("close");
+    let mut config = SowTopicConfig::new("orders", &["/id"]);
+    config.slab_size = 8 << 20;
+    let spec = config.validate().expect("config");
+    let mut group = c.benchmark_group("reopen");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(records() as u64));
+    group.bench_function(format!("durable_{}_1KiB", records()), |b| {
+        b.iter(|| {
+            let storage: Arc<dyn Storage> =
+                Arc::new(FsStorage::open(dir.path(), FsMode::Exclusive).expect("storage"));
+            let (store, recovery) = SowStore::open(&spec, "orders", Some(storage)).expect("open");
+            assert_eq!(store.len(), records(), "{recovery:?}");
+            store.len()
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, scan, indexed, upsert, reopen);
 criterion_main!(benches);
