@@ -109,6 +109,13 @@ pub struct Report {
     pub server_cpu_pct: Option<f64>,
     /// Time from the first publish to the end of the run, s.
     pub wall_secs: f64,
+    /// Extra subscriptions with filters no message matches
+    /// (`--filtered-subscriptions`).
+    #[serde(default)]
+    pub filtered_subscriptions: u64,
+    /// Messages delivered to those (should be 0).
+    #[serde(default)]
+    pub filtered_deliveries: u64,
     /// Errors met (publisher or subscriber); empty on a clean run.
     pub errors: Vec<String>,
 }

@@ -30,7 +30,9 @@ use tokio::task::{JoinHandle, LocalSet};
 use crate::cpu::CpuMark;
 use crate::payload::{self, MessageBuilder, SEQ_PUBLISHER_STRIDE};
 use crate::report::{Latency, Report, SubscriberReport, SubscriberStats, new_histogram};
-use crate::target::{Mem, Nats, Publisher, Raw, Statecast, Subscriber, Target, TargetKind};
+use crate::target::{
+    FilteredSubscriptions, Mem, Nats, Publisher, Raw, Statecast, Subscriber, Target, TargetKind,
+};
 
 /// `statecast-bench run` options.
 #[derive(Debug, Clone, clap::Args)]
@@ -78,6 +80,18 @@ pub struct RunArgs {
     /// (e.g. `statecast-journal` for the broker with its journal on).
     #[arg(long)]
     name: Option<String>,
+    /// Before publishing, open this many extra subscriptions on the topic
+    /// with indexed equality filters `/symbol = 'S<n>'` (`n` from 100 on)
+    /// that no published message matches (W1 messages carry `S00`–`S99`),
+    /// on extra connections of the bare client; the subscribers measured
+    /// are the `--subscribers` as usual. `statecast` and `statecast-raw`
+    /// only (issue 3: throughput with 10,000 filtered subscriptions).
+    #[arg(long, default_value_t = 0)]
+    filtered_subscriptions: u64,
+    /// At most this many filtered subscriptions per connection: the
+    /// broker's `limits.subscriptions_per_connection_max` (default 4096).
+    #[arg(long, default_value_t = 4096)]
+    filtered_per_connection: u64,
 }
 
 /// A publish rate.
@@ -131,20 +145,64 @@ pub fn main(args: &RunArgs) -> anyhow::Result<()> {
     if args.count.is_some() && args.duration.is_some() {
         bail!("give --count or --duration, not both");
     }
+    if args.filtered_subscriptions > 0 {
+        if !matches!(
+            args.target,
+            TargetKind::Statecast | TargetKind::StatecastRaw
+        ) {
+            bail!(
+                "--filtered-subscriptions needs --target statecast or statecast-raw: {} has no \
+                 content filters",
+                args.target.name()
+            );
+        }
+        if args.filtered_per_connection == 0 {
+            bail!("--filtered-per-connection must be at least 1");
+        }
+    }
     MessageBuilder::new(args.size)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let local = LocalSet::new();
     let report = local.block_on(&runtime, async {
-        match args.target {
+        // Opened first: registering thousands of subscriptions is not part
+        // of the measured run.
+        let filtered = if args.filtered_subscriptions > 0 {
+            Some(
+                FilteredSubscriptions::open(
+                    &args.server,
+                    &args.topic,
+                    args.filtered_subscriptions,
+                    args.filtered_per_connection,
+                )
+                .await
+                .context("opening the filtered subscriptions")?,
+            )
+        } else {
+            None
+        };
+        let report = match args.target {
             TargetKind::Mem => run(Mem::default(), args).await,
             TargetKind::Relay | TargetKind::StatecastRaw => {
                 run(Raw::new(&args.server, &args.topic), args).await
             }
             TargetKind::Statecast => run(Statecast::new(&args.server, &args.topic), args).await,
             TargetKind::Nats => run(Nats::new(&args.server, &args.topic), args).await,
+        };
+        let mut report = report?;
+        if let Some(filtered) = &filtered {
+            report.filtered_subscriptions = filtered.count();
+            report.filtered_deliveries = filtered.deliveries();
+            if report.filtered_deliveries > 0 {
+                report.errors.push(format!(
+                    "{} messages were delivered to filtered subscriptions that match none",
+                    report.filtered_deliveries
+                ));
+            }
+            report.errors.extend(filtered.errors());
         }
+        anyhow::Ok(report)
     })?;
     println!("{}", serde_json::to_string(&report)?);
     if !report.errors.is_empty() {
@@ -344,6 +402,8 @@ async fn run<T: Target>(target: T, args: &RunArgs) -> anyhow::Result<Report> {
         client_cpu_pct,
         server_cpu_pct,
         wall_secs: start.elapsed().as_secs_f64(),
+        filtered_subscriptions: 0,
+        filtered_deliveries: 0,
         errors,
     })
 }

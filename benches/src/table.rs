@@ -426,6 +426,77 @@ fn per_delivery_us(report: &Report, cpu_pct: Option<f64>) -> Option<f64> {
     (report.deliveries_rate > 0.0).then(|| cpu / 100.0 / report.deliveries_rate * 1e6)
 }
 
+/// The label suffix of a workload run with `--filtered-subscriptions`:
+/// `fanout-1+filtered-10000` is compared with `fanout-1+filtered-0` (the
+/// same workload without them; a label of its own, so that it is not mixed
+/// with W1's `fanout-1` when both run).
+const FILTERED_SUFFIX: &str = "+filtered-";
+
+/// For a workload `<prefix>+filtered-N`, the throughput of each target
+/// relative to `<prefix>+filtered-0` (issue 3: ≥ 50 % with 10,000 filtered
+/// subscriptions): the ratio of the medians, and the ratio within each run
+/// (run i of one against run i of the other, the same server start), which
+/// the other load on a shared machine disturbs less.
+fn filtered_ratios(
+    ratios: &mut String,
+    key: &str,
+    groups: &BTreeMap<String, BTreeMap<(usize, String), Vec<&Report>>>,
+) {
+    let Some((prefix, count)) = key.split_once(FILTERED_SUFFIX) else {
+        return;
+    };
+    if count == "0" {
+        return;
+    }
+    let base = format!("{prefix}{FILTERED_SUFFIX}0");
+    let Some(base_groups) = groups.get(&base) else {
+        return;
+    };
+    for (rank, filtered_all) in &groups[key] {
+        let Some(base_all) = base_groups.get(rank) else {
+            continue;
+        };
+        let (filtered_runs, base_runs) = (usable(filtered_all), usable(base_all));
+        let delivered = |runs: &[&Report]| Figure::of(runs, |r| Some(r.delivered_rate_min)).median;
+        let published = |runs: &[&Report]| Figure::of(runs, |r| Some(r.publish_rate)).median;
+        let server_us =
+            |runs: &[&Report]| Figure::of(runs, |r| per_delivery_us(r, r.server_cpu_pct)).median;
+        let per_run: Vec<String> = filtered_all
+            .iter()
+            .zip(base_all.iter())
+            .filter(|(f, b)| f.errors.is_empty() && b.errors.is_empty())
+            .map(|(f, b)| ratio(f.delivered_rate_min, b.delivered_rate_min))
+            .collect();
+        let _ = writeln!(
+            ratios,
+            "- {key} vs {base}, {}: delivered per subscriber {} vs {} = {} (per run: {}); \
+             publish {} vs {} = {}; server CPU µs per delivery {} vs {}",
+            rank.1,
+            thousands(delivered(&filtered_runs)),
+            thousands(delivered(&base_runs)),
+            ratio(delivered(&filtered_runs), delivered(&base_runs)),
+            if per_run.is_empty() {
+                "–".to_owned()
+            } else {
+                per_run.join(", ")
+            },
+            thousands(published(&filtered_runs)),
+            thousands(published(&base_runs)),
+            ratio(published(&filtered_runs), published(&base_runs)),
+            format_us(server_us(&filtered_runs)),
+            format_us(server_us(&base_runs)),
+        );
+    }
+}
+
+fn format_us(value: f64) -> String {
+    if value.is_finite() {
+        format!("{value:.2}")
+    } else {
+        "–".into()
+    }
+}
+
 /// The tables for `reports`.
 fn render(reports: &[Report]) -> String {
     // workload → target → runs, workloads in first-seen order.
@@ -483,7 +554,9 @@ fn render(reports: &[Report]) -> String {
                         .with_range(|us| format!("{us:.2}")),
                 );
             }
-            if let Some(statecast) = delivered.get("statecast") {
+            if let Some(statecast) = delivered.get("statecast")
+                && (delivered.contains_key("relay") || delivered.contains_key("nats"))
+            {
                 let _ = writeln!(
                     ratios,
                     "- {key}: delivered per subscriber, statecast/relay {}, statecast/nats {}",
@@ -491,6 +564,9 @@ fn render(reports: &[Report]) -> String {
                     ratio(*statecast, *delivered.get("nats").unwrap_or(&f64::NAN)),
                 );
             }
+        }
+        for key in &throughput {
+            filtered_ratios(&mut ratios, key, &groups);
         }
         out.push('\n');
     }
@@ -596,6 +672,8 @@ mod tests {
             client_cpu_pct: Some(99.0),
             server_cpu_pct: None,
             wall_secs: 1.0,
+            filtered_subscriptions: 0,
+            filtered_deliveries: 0,
             errors: Vec::new(),
         }
     }
@@ -658,5 +736,35 @@ mod tests {
         let relay = table.find("| fanout-4 | relay").unwrap();
         let nats = table.find("| fanout-4 | nats").unwrap();
         assert!(relay < nats);
+    }
+
+    #[test]
+    fn filtered_workloads_are_compared_with_their_base() {
+        let reports = vec![
+            report("statecast-raw", "fanout-1+filtered-0", None, 400_000.0, 0.0),
+            report(
+                "statecast-raw",
+                "fanout-1+filtered-10000",
+                None,
+                300_000.0,
+                0.0,
+            ),
+            report("statecast-raw", "fanout-1+filtered-0", None, 500_000.0, 0.0),
+            report(
+                "statecast-raw",
+                "fanout-1+filtered-10000",
+                None,
+                250_000.0,
+                0.0,
+            ),
+        ];
+        let table = render(&reports);
+        assert!(
+            table.contains(
+                "- fanout-1+filtered-10000 vs fanout-1+filtered-0, statecast-raw: delivered per subscriber \
+                 275,000 vs 450,000 = 0.61× (per run: 0.75×, 0.50×)"
+            ),
+            "{table}"
+        );
     }
 }

@@ -119,3 +119,28 @@ fn relay_target_delivers_everything_at_max_and_fixed_rate() {
     let rate = report["publish_rate"].as_f64().expect("a rate");
     assert!((1500.0..2500.0).contains(&rate), "paced at {rate} msgs/s");
 }
+
+#[test]
+fn filtered_subscriptions_are_refused_for_targets_without_filters() {
+    for target in ["mem", "relay", "nats"] {
+        let output = Command::new(BIN)
+            .args([
+                "run",
+                "--target",
+                target,
+                "--filtered-subscriptions",
+                "10",
+                "--count",
+                "10",
+            ])
+            .output()
+            .expect("the generator runs");
+        assert!(!output.status.success(), "{target} accepted it");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("--filtered-subscriptions needs --target statecast or statecast-raw"),
+            "{target}: {stderr}"
+        );
+        assert!(output.stdout.is_empty(), "{target}: no JSON line");
+    }
+}

@@ -39,7 +39,7 @@ use futures::future::LocalBoxFuture;
 pub use jetstream::JetStream;
 pub use mem::{Mem, MemUpdates};
 pub use nats::Nats;
-pub use raw::Raw;
+pub use raw::{FilteredSubscriptions, Raw};
 pub use redis::Redis;
 pub use statecast::{Statecast, StatecastUpdates};
 

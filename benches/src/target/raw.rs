@@ -313,3 +313,159 @@ impl Subscriber for RawSubscriber {
         }
     }
 }
+
+/// The first `S<n>` value of the filters [`FilteredSubscriptions::open`]
+/// uses: W1 messages carry `"symbol":"S00"` to `"S99"` (two digits), so no
+/// filter `/symbol = 'S<n>'` with `n` ≥ 100 matches any of them.
+pub const FILTERED_FIRST_SYMBOL: u64 = 100;
+
+/// Extra connections holding content-filtered subscriptions on the run's
+/// topic that the run's messages never match: the broker must test every
+/// message against them (or find through its index that none can match)
+/// and deliver nothing. A task per connection keeps reading it and counts
+/// anything delivered (there should be nothing).
+#[derive(Debug)]
+pub struct FilteredSubscriptions {
+    count: u64,
+    deliveries: Rc<std::cell::Cell<u64>>,
+    errors: Rc<RefCell<Vec<String>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl FilteredSubscriptions {
+    /// Opens `count` subscriptions on `topic` at `addr`, at most
+    /// `per_connection` on each connection (the broker's
+    /// `limits.subscriptions_per_connection_max`, 4096 by default), with
+    /// the filters `/symbol = 'S<n>'`, `n` from [`FILTERED_FIRST_SYMBOL`]
+    /// on: indexed equality filters that no W1 message matches. Returns
+    /// once the broker has acknowledged every subscription.
+    pub async fn open(
+        addr: &str,
+        topic: &str,
+        count: u64,
+        per_connection: u64,
+    ) -> anyhow::Result<Self> {
+        anyhow::ensure!(per_connection > 0, "at least 1 subscription per connection");
+        let topic = Utf8::from(topic);
+        let deliveries = Rc::new(std::cell::Cell::new(0));
+        let errors = Rc::new(RefCell::new(Vec::new()));
+        let mut tasks = Vec::new();
+        let mut first = 0;
+        let mut connection = 0;
+        while first < count {
+            let last = count.min(first + per_connection);
+            let (mut reader, mut write) =
+                logon(addr, &format!("bench-filtered-{connection}")).await?;
+            // Every subscribe in one write: command id = sub id = i + 1.
+            let mut buf = BytesMut::new();
+            for i in first..last {
+                Command::Subscribe(Subscribe {
+                    command_id: Some(i + 1),
+                    sub_id: i + 1,
+                    topic: topic.clone(),
+                    filter: Some(Utf8::from(format!(
+                        "/symbol = 'S{}'",
+                        FILTERED_FIRST_SYMBOL + i
+                    ))),
+                    options: None,
+                    bookmark: None,
+                })
+                .encode(&mut buf)?;
+            }
+            write.write_all(&buf).await?;
+            let mut acked = 0;
+            while acked < last - first {
+                let frame = reader.next_frame().await?.with_context(|| {
+                    format!("connection {connection} closed after {acked} subscribe acks")
+                })?;
+                match Command::decode(&frame)? {
+                    Command::Ack(ack) if ack.status == Status::Failure => bail!(
+                        "filtered subscription refused: {:?} {}",
+                        ack.reason_code,
+                        ack.reason.as_ref().map_or("", Utf8::as_str)
+                    ),
+                    Command::Ack(ack)
+                        if ack.command_id.is_some_and(|id| id > first && id <= last) =>
+                    {
+                        acked += 1;
+                    }
+                    Command::Deliver(_) => deliveries.set(deliveries.get() + 1),
+                    _ => {}
+                }
+            }
+            tasks.push(tokio::task::spawn_local(drain_filtered(
+                reader,
+                write,
+                connection,
+                Rc::clone(&deliveries),
+                Rc::clone(&errors),
+            )));
+            first = last;
+            connection += 1;
+        }
+        Ok(Self {
+            count,
+            deliveries,
+            errors,
+            tasks,
+        })
+    }
+
+    /// Subscriptions held.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// Messages delivered to them so far (should be 0).
+    pub fn deliveries(&self) -> u64 {
+        self.deliveries.get()
+    }
+
+    /// Errors on their connections so far.
+    pub fn errors(&self) -> Vec<String> {
+        self.errors.borrow().clone()
+    }
+}
+
+impl Drop for FilteredSubscriptions {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// Reads a filtered-subscription connection until it ends, counting
+/// deliveries; keeps `_write` so that the connection stays open.
+async fn drain_filtered(
+    mut reader: Reader,
+    _write: OwnedWriteHalf,
+    connection: u64,
+    deliveries: Rc<std::cell::Cell<u64>>,
+    errors: Rc<RefCell<Vec<String>>>,
+) {
+    let error = loop {
+        match reader.next_frame().await {
+            Ok(Some(frame)) => match frame.command {
+                DELIVER | PUBLISH => deliveries.set(deliveries.get() + 1),
+                ACK => {
+                    if let Ok(Command::Ack(ack)) = Command::decode(&frame)
+                        && ack.status == Status::Failure
+                    {
+                        break format!(
+                            "failure ack: {:?} {}",
+                            ack.reason_code,
+                            ack.reason.as_ref().map_or("", Utf8::as_str)
+                        );
+                    }
+                }
+                _ => {}
+            },
+            Ok(None) => break "the server closed the connection".to_owned(),
+            Err(error) => break format!("{error:#}"),
+        }
+    };
+    errors.borrow_mut().push(format!(
+        "filtered-subscription connection {connection}: {error}"
+    ));
+}
