@@ -401,9 +401,23 @@ impl SowStore {
         timestamp_ns: u64,
     ) -> Result<Upserted, SowError> {
         self.check_writable()?;
+        // Take the old version out of the field indexes first (it is read
+        // back for that): if the read fails, nothing has changed yet.
+        let before = self.keys.get(&key.0).copied();
+        if let Some(old) = before.filter(|e| !e.tombstone) {
+            self.unindex(key.0, &old)?;
+        }
         let header =
             encode_record_header(Kind::Upsert, flags, key.0, bookmark, timestamp_ns, payload);
-        let (seq, off) = self.append(&header, payload)?;
+        let (seq, off) = match self.append(&header, payload) {
+            Ok(at) => at,
+            Err(e) => {
+                if let Some(old) = before.filter(|e| !e.tombstone) {
+                    self.reindex(key.0, &old);
+                }
+                return Err(e);
+            }
+        };
         self.last_bookmark = self.last_bookmark.max(bookmark);
         let span = record_span(payload.len()) as u64;
         if let Some(slab) = self.slabs.get_mut(&seq) {
@@ -419,7 +433,6 @@ impl SowStore {
                 replaced = true;
                 self.live -= 1;
                 self.payload_bytes -= u64::from(old.len);
-                self.unindex(key.0, &old)?;
             }
         }
         self.keys.insert(
@@ -457,6 +470,27 @@ impl SowStore {
                 .live_bytes
                 .saturating_sub(record_span(old.len as usize) as u64);
         }
+    }
+
+    /// Puts a version back into the field indexes after a failed write.
+    fn reindex(&mut self, key: u64, entry: &Entry) {
+        let mut buf = std::mem::take(&mut self.old_buf);
+        let mut indexes = std::mem::take(&mut self.indexes);
+        let mut ranges = std::mem::take(self.ranges.get_mut());
+        let mut values = std::mem::take(&mut self.values);
+        if let Ok(bytes) = self.record_bytes(entry, &mut buf) {
+            let payload = bytes.get(RECORD_HEADER_BYTES..).unwrap_or_default();
+            for index in &mut indexes {
+                index.insert(key, payload, &mut values);
+            }
+            for range in &mut ranges {
+                range.insert(key, payload, &mut values);
+            }
+        }
+        self.indexes = indexes;
+        *self.ranges.get_mut() = ranges;
+        self.values = values;
+        self.old_buf = buf;
     }
 
     fn unindex(&mut self, key: u64, old: &Entry) -> Result<(), SowError> {
@@ -502,7 +536,15 @@ impl SowStore {
         if self.durable() {
             let header =
                 encode_record_header(Kind::Tombstone, 0, key.0, bookmark, timestamp_ns, &[]);
-            let (seq, off) = self.append(&header, &[])?;
+            let (seq, off) = match self.append(&header, &[]) {
+                Ok(at) => at,
+                Err(e) => {
+                    // The entry may have moved if the append compacted.
+                    let old = self.keys.get(&key.0).copied().unwrap_or(old);
+                    self.reindex(key.0, &old);
+                    return Err(e);
+                }
+            };
             // The entry may have moved if the append compacted its slab.
             let old = self.keys.get(&key.0).copied().unwrap_or(old);
             self.retire(&old);
@@ -690,24 +732,64 @@ impl SowStore {
     }
 
     fn compact_one(&mut self, seq: u64) -> Result<u64, SowError> {
-        let Some(slab) = self.slabs.get(&seq) else {
+        // Out of the map while its records are copied: a memory slab is
+        // then read in place, and nothing else can refer to it.
+        let Some(slab) = self.slabs.remove(&seq) else {
             return Ok(0);
         };
-        let image = slab.image();
-        let image = self.latch("reading a slab to compact it", image)?;
-        let scan = scan_image(&image, image.len());
+        let file_image = match &slab.body {
+            Body::Mem(_) => None,
+            Body::File(_) => match slab.image() {
+                Ok(image) => Some(image),
+                Err(e) => {
+                    self.slabs.insert(seq, slab);
+                    return self.latch("reading a slab to compact it", Err(e));
+                }
+            },
+        };
+        let result = match (&slab.body, &file_image) {
+            (Body::Mem(bytes), _) => self.copy_live(seq, bytes),
+            (_, Some(image)) => self.copy_live(seq, image),
+            (Body::File(_), None) => Ok(0),
+        };
+        match result {
+            Ok(moved) => {
+                if let Body::File(file) = slab.body {
+                    self.pending_removal.push((seq, file));
+                }
+                Ok(moved)
+            }
+            Err(e) => {
+                self.slabs.insert(seq, slab);
+                Err(e)
+            }
+        }
+    }
+
+    /// Copies the current records of slab `seq` (its bytes `image`) to the
+    /// active slab. Records are walked by their headers without checking
+    /// CRCs: they are copied byte for byte, CRC included, so damage would
+    /// still be found where it matters (recovery, serving).
+    fn copy_live(&mut self, seq: u64, image: &[u8]) -> Result<u64, SowError> {
         let mut moved = 0u64;
-        for rec in &scan.records {
-            let h = rec.header;
+        let mut at = FILE_HEADER_BYTES;
+        while let Some(h) = image
+            .get(at..at + RECORD_HEADER_BYTES)
+            .and_then(decode_header_unchecked)
+        {
+            let off = at as u32;
+            let span = h.span();
+            let Some(bytes) = image.get(at..at + span) else {
+                break;
+            };
+            at += span;
             if h.kind == Kind::Checkpoint {
                 continue;
             }
             let Some(entry) = self.keys.get(&h.key).copied() else {
                 continue;
             };
-            let start = rec.off as usize;
-            let bytes = image.get(start..start + h.span()).unwrap_or_default();
-            if entry.seq == seq && entry.off == rec.off {
+            if entry.seq == seq && entry.off == off {
                 // The current version: copy it (a tombstone only while
                 // older versions of its key remain somewhere).
                 if entry.tombstone && entry.stale == 0 {
@@ -718,13 +800,13 @@ impl SowStore {
                 let payload = rest.get(..h.len as usize).unwrap_or_default();
                 let (new_seq, new_off) = self.append(header, payload)?;
                 if let Some(slab) = self.slabs.get_mut(&new_seq) {
-                    slab.live_bytes += h.span() as u64;
+                    slab.live_bytes += span as u64;
                 }
                 if let Some(e) = self.keys.get_mut(&h.key) {
                     e.seq = new_seq;
                     e.off = new_off;
                 }
-                moved += h.span() as u64;
+                moved += span as u64;
             } else if let Some(e) = self.keys.get(&h.key).copied() {
                 // An older version goes away with this slab. A tombstone
                 // left shadowing nothing stops counting as live.
@@ -734,12 +816,6 @@ impl SowStore {
                 if let Some(e) = self.keys.get_mut(&h.key) {
                     e.stale = e.stale.saturating_sub(1);
                 }
-            }
-        }
-        if let Some(slab) = self.slabs.remove(&seq) {
-            match slab.body {
-                Body::Mem(_) => {}
-                Body::File(file) => self.pending_removal.push((seq, file)),
             }
         }
         Ok(moved)
