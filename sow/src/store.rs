@@ -10,7 +10,7 @@ use rustc_hash::FxHashMap;
 use statecast_filter::Value;
 use statecast_journal::storage::{SegmentFile, Storage};
 
-use crate::config::{Durability, TopicSpec, max_payload_for};
+use crate::config::{Durability, MAX_SLAB_SIZE, TopicSpec, max_payload_for};
 use crate::error::{KeyError, OpenError, SowError};
 use crate::format::{
     FILE_HEADER_BYTES, FLAG_EXPLICIT_KEY, FileHeader, Kind, RECORD_HEADER_BYTES,
@@ -1024,6 +1024,20 @@ impl SowStore {
                 .open(name)
                 .map_err(open_err(&topic, format!("opening {name}")))?;
             let capacity = file.capacity();
+            if capacity > MAX_SLAB_SIZE || capacity < FILE_HEADER_BYTES as u64 {
+                // Not a slab this store wrote; never allocate its size.
+                drop(file);
+                drop(handles);
+                return self.rebuild(
+                    &storage,
+                    &files,
+                    RebuildReason::Damaged(Damage {
+                        file: name.clone(),
+                        offset: 0,
+                        what: format!("file size {capacity} is not a slab size"),
+                    }),
+                );
+            }
             let mut image = vec![0u8; usize::try_from(capacity).unwrap_or(0)];
             file.read_at(0, &mut image)
                 .map_err(open_err(&topic, format!("reading {name}")))?;
@@ -1185,6 +1199,21 @@ impl SowStore {
                     (file, capacity)
                 }
             };
+            if u64::from(end) > capacity || (end as usize) < FILE_HEADER_BYTES {
+                drop(file);
+                drop(handles);
+                return self.rebuild(
+                    &storage,
+                    &files,
+                    RebuildReason::Damaged(Damage {
+                        file: slab_name(ckpt_seq),
+                        offset: u64::from(ckpt.off),
+                        what: format!(
+                            "checkpoint lists {name} ending at {end}, past its size {capacity}"
+                        ),
+                    }),
+                );
+            }
             let mut image = vec![0u8; end as usize];
             let read = file.read_at(0, &mut image);
             if let Err(e) = read {

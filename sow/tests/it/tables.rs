@@ -646,3 +646,45 @@ fn range_indexes_agree_with_evaluating_every_record_on_mixed_values() {
         Some(&store.key_of(br#"{"id":2000}"#).expect("k"))
     );
 }
+
+#[test]
+fn on_the_real_file_system_close_reopen_and_dump_read_only() {
+    use statecast_journal::storage::{FsMode, FsStorage};
+    fn assert_send<T: Send>() {}
+    assert_send::<SowStore>();
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let spec = spec(Durability::Durable, &["/region"]);
+    let open_fs = || {
+        let storage: Arc<dyn Storage> =
+            Arc::new(FsStorage::open(dir.path(), FsMode::Exclusive).expect("storage"));
+        SowStore::open(&spec, TOPIC, Some(storage)).expect("open")
+    };
+    let (mut store, recovery) = open_fs();
+    assert_eq!(recovery, Recovery::Fresh);
+    for id in 0..300u64 {
+        let r = Rec {
+            pad: 100,
+            ..rec((id % 50) as i64, (id % 4) as u8, id + 1)
+        };
+        store.upsert(&payload(id, &r), id + 1, 0).expect("upsert");
+    }
+    for id in 0..100u64 {
+        store.delete_key(key(id), 400 + id, 0).expect("delete");
+    }
+    assert_eq!(store.close().expect("close"), 499);
+    let (store, recovery) = open_fs();
+    assert_eq!(recovery.replay_after(), 499);
+    assert_eq!(store.len(), 200);
+    assert_eq!(
+        store
+            .count(&Query::filter(filter("/region = 'r2'")))
+            .expect("count"),
+        (100..300).filter(|id| id % 4 == 2).count()
+    );
+    // sow-dump beside the open store: read-only, no lock.
+    let read_only = FsStorage::open(dir.path(), FsMode::ReadOnly).expect("read-only");
+    let report = statecast_sow::dump::sizing(&read_only, false).expect("dump");
+    assert_eq!(report.records, 200);
+    drop(store);
+}
