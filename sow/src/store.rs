@@ -980,9 +980,11 @@ impl SowStore {
             slab_bytes: self.slabs.values().map(|s| u64::from(s.capacity)).sum(),
             written_bytes: self.slabs.values().map(|s| u64::from(s.end)).sum(),
             live_bytes: self.slabs.values().map(|s| s.live_bytes).sum(),
-            // hashbrown: key (8) + entry (24) per bucket, one control byte,
-            // buckets at most 7/8 full.
-            key_index_bytes: (self.keys.capacity() as u64) * (8 + 24 + 1),
+            // hashbrown: a power-of-two number of buckets, at most 7/8 of
+            // them usable; each bucket holds key (8) + entry (24) and has one
+            // control byte.
+            key_index_bytes: ((self.keys.capacity() as u64 * 8).div_ceil(7)).next_power_of_two()
+                * (8 + std::mem::size_of::<Entry>() as u64 + 1),
             hash_index_bytes: self.indexes.iter().map(|i| i.approx_bytes() as u64).sum(),
             range_index_bytes: self
                 .ranges
