@@ -161,6 +161,9 @@ fn render_durable(reports: &[DurableReport], fio: &[FioLine]) -> String {
          | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
     );
     let mut figures: BTreeMap<String, (f64, f64, f64)> = BTreeMap::new();
+    // statecast's window and mean ack latency (median over runs), for the
+    // Little's-law bound.
+    let mut statecast_window_mean = (f64::NAN, f64::NAN);
     for ((_, target), all) in &groups {
         let clean: Vec<&DurableReport> = all
             .iter()
@@ -184,6 +187,12 @@ fn render_durable(reports: &[DurableReport], fio: &[FioLine]) -> String {
         let p99 = figure(&|r| Some(r.ack_latency_us.p99));
         let mb = figure(&|r| Some(r.payload_mb_per_sec));
         figures.insert(target.clone(), (rate.median, p99.median, mb.median));
+        if target == "statecast" {
+            statecast_window_mean = (
+                figure(&|r| Some(r.window as f64)).median,
+                figure(&|r| Some(r.ack_latency_us.mean)).median,
+            );
+        }
         let checks: Vec<&str> = runs.iter().filter_map(|r| r.check.as_deref()).collect();
         let check = match checks.first() {
             Some(first) if checks.iter().all(|c| c == first) => (*first).to_owned(),
@@ -260,6 +269,21 @@ fn render_durable(reports: &[DurableReport], fio: &[FioLine]) -> String {
                     String::new()
                 },
             );
+            let (window, mean) = statecast_window_mean;
+            if window.is_finite() && *rate > 0.0 {
+                let _ = writeln!(
+                    ratios,
+                    "- Little's law, window of {} kept full: mean ack latency = window ÷ rate = {} µs \
+                     at {} updates/s (measured mean {} µs); with this window a mean (hence, with \
+                     latencies this even, a p99) ≤ {} µs needs ≥ {} updates/s",
+                    thousands(window),
+                    micros(window / rate * 1e6),
+                    thousands(*rate),
+                    micros(mean),
+                    thousands(TARGET_P99_US),
+                    thousands(window / (TARGET_P99_US / 1e6)),
+                );
+            }
         }
     }
     if !ratios.is_empty() {
@@ -766,5 +790,27 @@ mod tests {
             ),
             "{table}"
         );
+    }
+
+    #[test]
+    fn the_durable_table_states_little_s_law_bound() {
+        let line = serde_json::json!({
+            "workload": DURABLE_WORKLOAD, "target": "statecast", "ack": "persisted",
+            "size": 1024, "keys": 10000, "window": 1000, "sent": 200000, "acked": 200000,
+            "secs": 2.0, "updates_rate": 100000.0, "payload_mb_per_sec": 102.4,
+            "ack_latency_us": {"count": 200000, "mean": 9950.0, "p50": 9900.0, "p90": 11000.0,
+                "p99": 12000.0, "p999": 13000.0, "max": 14000.0},
+            "client_cpu_pct": 20.0, "server_cpu_pct": 50.0, "wall_secs": 2.0, "errors": []
+        });
+        let report: DurableReport = serde_json::from_value(line).expect("a W2 line");
+        let table = render_durable(&[report], &[]);
+        assert!(
+            table.contains(
+                "Little's law, window of 1,000 kept full: mean ack latency = window ÷ rate = \
+                 10,000 µs at 100,000 updates/s (measured mean 9,950 µs)"
+            ),
+            "{table}"
+        );
+        assert!(table.contains("needs ≥ 333,333 updates/s"), "{table}");
     }
 }
