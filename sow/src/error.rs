@@ -68,19 +68,6 @@ pub enum ConfigError {
         /// The value given.
         value: String,
     },
-    /// A durable pattern topic: one store per concrete topic is what the
-    /// store builds; the broker opens one per matching topic.
-    #[error("sow topic `{topic}`: `{setting}` = `{value}` is not allowed; allowed: {allowed}")]
-    Other {
-        /// Topic being configured.
-        topic: String,
-        /// The setting.
-        setting: &'static str,
-        /// The value given.
-        value: String,
-        /// What is allowed.
-        allowed: &'static str,
-    },
 }
 
 /// Why a message's key could not be computed.
@@ -210,9 +197,12 @@ pub enum OpenError {
         /// Hash of this topic.
         expected: u64,
     },
-    /// The configuration was for a pattern topic; open one store per topic.
-    #[error(
-        "opening SOW topic `{0}`: a store holds one concrete topic; open one per topic that matches the pattern"
-    )]
-    Pattern(String),
+    /// The configuration does not cover this topic.
+    #[error("opening SOW topic `{topic}`: the SOW configuration `{selector}` does not cover it")]
+    NotCovered {
+        /// The topic.
+        topic: String,
+        /// The configured name or pattern.
+        selector: String,
+    },
 }

@@ -234,6 +234,15 @@ impl SowStore {
         topic: &str,
         storage: Option<Arc<dyn Storage>>,
     ) -> Result<(SowStore, Recovery), OpenError> {
+        if !spec.matches(topic) {
+            return Err(OpenError::NotCovered {
+                topic: topic.to_string(),
+                selector: match spec.selector() {
+                    crate::config::TopicSelector::Name(n)
+                    | crate::config::TopicSelector::Pattern(n) => n.clone(),
+                },
+            });
+        }
         let mut store = SowStore {
             topic: topic.to_string(),
             topic_hash: stable_hash(&[topic.as_bytes()]),

@@ -500,17 +500,30 @@ fn compaction_gives_space_back_and_survives_restart() {
 }
 
 #[test]
-fn files_of_another_topic_are_refused() {
+fn files_of_another_topic_and_topics_the_configuration_does_not_cover_are_refused() {
     let disk = durable_with_history();
-    let spec = spec(Durability::Durable, &[]);
     let storage: Arc<dyn Storage> = Arc::new(disk);
-    let error = SowStore::open(&spec, "other-topic", Some(storage)).expect_err("wrong topic");
+    let error = SowStore::open(
+        &spec(Durability::Durable, &[]),
+        "other-topic",
+        Some(storage.clone()),
+    )
+    .expect_err("not covered");
+    assert!(
+        error
+            .to_string()
+            .contains("the SOW configuration `orders` does not cover it"),
+        "{error}"
+    );
+    let mut config = SowTopicConfig::new(TOPIC, &["/id"]);
+    config.topic = TopicSelector::Pattern("orders|other-.*".into());
+    config.slab_size = TEST_SLAB;
+    let pattern = config.validate_for_tests().expect("valid");
+    let error = SowStore::open(&pattern, "other-topic", Some(storage)).expect_err("wrong topic");
     assert!(
         error.to_string().contains("belongs to another topic"),
         "{error}"
     );
-    let _ = TOPIC;
-    let _ = slab_name(1);
 }
 
 #[test]
