@@ -44,5 +44,5 @@ pub use key::SowKey;
 pub use query::{Matches, OrderBy, Plan, Query};
 pub use store::{
     CompactReport, Damage, QUARANTINE_FOLDER, RebuildReason, Recovery, RecoveryReport, SowRecord,
-    SowStore, StoreStats, Upserted,
+    SowStore, StoreStats, Upserted, topic_folder,
 };

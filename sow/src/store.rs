@@ -25,6 +25,29 @@ use crate::slab::{Body, Slab, decode_checkpoint, encode_checkpoint, scan_image};
 /// Folder (inside the topic's storage) damaged files are moved to.
 pub const QUARANTINE_FOLDER: &str = "quarantine";
 
+/// The folder name (under `<data>/sow/`) for a durable topic's files: the
+/// topic's name made file-system safe (letters, digits, `-`, `_`, `.`; the
+/// rest `_`; at most 64 bytes) and a hash of the exact name, so that two
+/// topics never share a folder and an operator can still tell which is
+/// which. The broker and `sow-dump` must both use it.
+pub fn topic_folder(topic: &str) -> String {
+    let mut safe: String = topic
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(64)
+        .collect();
+    if safe.starts_with('.') {
+        safe.replace_range(..1, "_");
+    }
+    format!("{safe}-{:016x}", stable_hash(&[topic.as_bytes()]))
+}
+
 /// Where the current version of a key is, and how many older versions of it
 /// are still on disk.
 #[derive(Debug, Clone, Copy)]
@@ -199,6 +222,7 @@ pub struct SowStore {
     pending_removal: Vec<(u64, Box<dyn SegmentFile>)>,
     failed: Option<String>,
     compacting: bool,
+    written_since_checkpoint: bool,
     key_scratch: KeyScratch,
     values: Vec<Value>,
 
@@ -265,6 +289,7 @@ impl SowStore {
             pending_removal: Vec::new(),
             failed: None,
             compacting: false,
+            written_since_checkpoint: false,
             key_scratch: KeyScratch::default(),
             values: Vec::new(),
 
@@ -626,6 +651,7 @@ impl SowStore {
             None => Err(io::Error::other("no active slab")),
         };
         let off = self.latch("appending a record", result)?;
+        self.written_since_checkpoint = true;
         Ok((active, off))
     }
 
@@ -842,6 +868,13 @@ impl SowStore {
             return Ok(self.checkpoint);
         }
         self.check_writable()?;
+        if !self.written_since_checkpoint
+            && self.last_bookmark == self.checkpoint
+            && self.pending_removal.is_empty()
+        {
+            // Nothing new: an idle topic costs no syncs.
+            return Ok(self.checkpoint);
+        }
         for seq in self.slabs.keys().copied().collect::<Vec<_>>() {
             let result = match self.slabs.get_mut(&seq) {
                 Some(slab) => slab.sync(),
@@ -886,6 +919,7 @@ impl SowStore {
         };
         self.latch("syncing a checkpoint", result)?;
         self.checkpoint = bookmark;
+        self.written_since_checkpoint = false;
         // Only now are the compacted copies durable: release the old files,
         // oldest first, each removal durable before the next (a tombstone in
         // a newer slab must not vanish while an older slab it shadows might
@@ -1383,6 +1417,8 @@ impl SowStore {
         };
         self.new_slab().map_err(wrap)?;
         if self.durable() {
+            // The first checkpoint record is what makes the slab a store.
+            self.written_since_checkpoint = true;
             self.checkpoint().map_err(wrap)?;
         }
         Ok(())

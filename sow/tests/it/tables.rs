@@ -770,3 +770,34 @@ fn a_newest_slab_whose_creation_was_cut_short_is_dropped() {
     assert_eq!(store.len(), 60);
     assert!(!disk.list("").expect("list").contains(&cut));
 }
+
+#[test]
+fn an_idle_checkpoint_costs_no_sync() {
+    let disk = SimStorage::new();
+    let spec = spec(Durability::Durable, &[]);
+    let (mut store, _) = open(&spec, &disk);
+    store
+        .upsert(&payload(1, &rec(1, 1, 1)), 1, 0)
+        .expect("upsert");
+    assert_eq!(store.checkpoint().expect("checkpoint"), 1);
+    let syncs = disk.sync_count();
+    assert_eq!(store.checkpoint().expect("idle"), 1);
+    assert_eq!(disk.sync_count(), syncs, "nothing new, nothing synced");
+    // A delete of an absent key still moves the covered bookmark.
+    store.delete_key(key(42), 2, 0).expect("delete");
+    assert_eq!(store.checkpoint().expect("checkpoint"), 2);
+    drop(store);
+    let (_store, recovery) = open(&spec, &disk);
+    assert_eq!(recovery.replay_after(), 2);
+}
+
+#[test]
+fn topic_folders_are_safe_and_distinct() {
+    let a = statecast_sow::topic_folder("orders/eu");
+    let b = statecast_sow::topic_folder("orders_eu");
+    assert!(a.starts_with("orders_eu-"), "{a}");
+    assert_ne!(a, b, "a hash of the exact name keeps them apart");
+    let dots = statecast_sow::topic_folder("../../etc");
+    assert!(!dots.starts_with('.') && !dots.contains('/'), "{dots}");
+    assert!(statecast_sow::topic_folder(&"x".repeat(500)).len() <= 64 + 17);
+}
