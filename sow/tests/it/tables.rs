@@ -1,5 +1,6 @@
 //! Table tests: refusals, configuration errors, damaged files, queries.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use statecast_filter::{Filter, Limits};
@@ -800,4 +801,38 @@ fn topic_folders_are_safe_and_distinct() {
     let dots = statecast_sow::topic_folder("../../etc");
     assert!(!dots.starts_with('.') && !dots.contains('/'), "{dots}");
     assert!(statecast_sow::topic_folder(&"x".repeat(500)).len() <= 64 + 17);
+}
+
+#[test]
+fn sow_dump_lists_records_with_payloads_in_log_order() {
+    let disk = durable_with_history();
+    let mut current = BTreeMap::new();
+    let mut kinds = BTreeMap::new();
+    let mut last_position = (String::new(), 0u64);
+    statecast_sow::dump::records(&disk, |record, payload| {
+        let position = (record.file.clone(), record.offset);
+        assert!(position > last_position, "log order");
+        last_position = position;
+        *kinds.entry(record.kind).or_insert(0usize) += 1;
+        if record.current {
+            current.insert(record.key, payload.to_vec());
+        }
+    })
+    .expect("records");
+    assert_eq!(current.len(), 60);
+    assert!(
+        kinds.get("checkpoint").is_some_and(|&n| n >= 1),
+        "{kinds:?}"
+    );
+    for (k, p) in current {
+        let text = String::from_utf8(p).expect("utf-8");
+        assert!(text.contains("\"price\":2"), "latest round: {text}");
+        let id: u64 = text
+            .split("\"id\":")
+            .nth(1)
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|n| n.parse().ok())
+            .expect("id");
+        assert_eq!(SowKey(k), key(id));
+    }
 }
