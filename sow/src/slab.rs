@@ -50,7 +50,7 @@ impl Slab {
     }
 
     pub(crate) fn room(&self) -> usize {
-        (self.capacity - self.end) as usize
+        self.capacity.saturating_sub(self.end) as usize
     }
 
     /// Appends `parts` (their total is a multiple of 8 and fits) and returns

@@ -1244,7 +1244,10 @@ impl SowStore {
                     (file, capacity)
                 }
             };
-            if u64::from(end) > capacity || (end as usize) < FILE_HEADER_BYTES {
+            if capacity > MAX_SLAB_SIZE
+                || u64::from(end) > capacity
+                || (end as usize) < FILE_HEADER_BYTES
+            {
                 drop(file);
                 drop(handles);
                 return self.rebuild(
