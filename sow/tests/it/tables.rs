@@ -836,3 +836,40 @@ fn sow_dump_lists_records_with_payloads_in_log_order() {
         assert_eq!(SowKey(k), key(id));
     }
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(
+        std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(64)
+    ))]
+
+    /// Arbitrary damage to the files never panics the open, and whatever is
+    /// opened serves only records that pass their CRC.
+    #[test]
+    fn random_damage_never_panics_and_never_serves_a_bad_record(
+        hits in proptest::collection::vec((0usize..8, 0usize..(TEST_SLAB as usize), 0u8..=255), 1..6),
+        truncate in proptest::option::of((0usize..8, 0usize..(TEST_SLAB as usize))),
+    ) {
+        let disk = durable_with_history();
+        let mut names = disk.list("").expect("list");
+        names.sort();
+        for (file, at, byte) in hits {
+            let name = names[file % names.len()].clone();
+            disk.edit_file(&name, |b| {
+                if let Some(x) = b.get_mut(at) {
+                    *x ^= byte | 1;
+                }
+            });
+        }
+        if let Some((file, len)) = truncate {
+            let name = names[file % names.len()].clone();
+            disk.edit_file(&name, |b| b.truncate(len));
+        }
+        let spec = spec(Durability::Durable, &["/region"]);
+        let storage: Arc<dyn Storage> = Arc::new(disk.clone());
+        if let Ok((store, _recovery)) = SowStore::open(&spec, TOPIC, Some(storage)) {
+            let all = store.query(&Query::all()).expect("query").collect_all();
+            proptest::prop_assert!(all.is_ok(), "{:?}", all.err());
+            proptest::prop_assert!(store.len() <= 60);
+        }
+    }
+}
