@@ -636,6 +636,17 @@ impl SowStore {
     /// opening a new slab when it does not fit.
     fn append(&mut self, header: &[u8], payload: &[u8]) -> Result<(u64, u32), SowError> {
         let span = record_span(payload.len());
+        // A record that cannot fit even an empty slab (only a checkpoint
+        // listing more slabs than one slab can name) must not roll forever.
+        if span > (self.spec.slab_size as usize).saturating_sub(FILE_HEADER_BYTES) {
+            return Err(SowError::Oversize {
+                topic: self.topic.clone(),
+                size: payload.len(),
+                limit: self.max_payload(),
+                slab_size: self.spec.slab_size,
+                headers: FILE_HEADER_BYTES + RECORD_HEADER_BYTES,
+            });
+        }
         // A roll may compact, and the copies may fill the new slab: check
         // again until the record fits.
         while self.slabs.get(&self.active).is_none_or(|s| s.room() < span) {
