@@ -766,10 +766,12 @@ impl SowStore {
                 if seq == self.active {
                     continue;
                 }
-                let moved = self.compact_one(seq)?;
-                report.slabs_released += 1;
-                report.bytes_moved += moved;
-                report.bytes_released += self.spec.slab_size;
+                let capacity = self.slabs.get(&seq).map_or(0, |s| u64::from(s.capacity));
+                if let Some(moved) = self.compact_one(seq)? {
+                    report.slabs_released += 1;
+                    report.bytes_moved += moved;
+                    report.bytes_released += capacity;
+                }
             }
             Ok(report)
         })();
@@ -777,11 +779,13 @@ impl SowStore {
         result
     }
 
-    fn compact_one(&mut self, seq: u64) -> Result<u64, SowError> {
+    /// Compacts one slab; None if it holds a record too large for the
+    /// current `slab_size` (it was lowered), in which case it stays.
+    fn compact_one(&mut self, seq: u64) -> Result<Option<u64>, SowError> {
         // Out of the map while its records are copied: a memory slab is
         // then read in place, and nothing else can refer to it.
         let Some(slab) = self.slabs.remove(&seq) else {
-            return Ok(0);
+            return Ok(None);
         };
         let file_image = match &slab.body {
             Body::Mem(_) => None,
@@ -789,21 +793,43 @@ impl SowStore {
                 Ok(image) => Some(image),
                 Err(e) => {
                     self.slabs.insert(seq, slab);
-                    return self.latch("reading a slab to compact it", Err(e));
+                    return self
+                        .latch("reading a slab to compact it", Err(e))
+                        .map(|()| None);
                 }
             },
         };
-        let result = match (&slab.body, &file_image) {
-            (Body::Mem(bytes), _) => self.copy_live(seq, bytes),
-            (_, Some(image)) => self.copy_live(seq, image),
-            (Body::File(_), None) => Ok(0),
+        let image: &[u8] = match (&slab.body, &file_image) {
+            (Body::Mem(bytes), _) => bytes,
+            (_, Some(image)) => image,
+            (Body::File(_), None) => &[],
         };
+        // Every record must fit a slab of the current size; check before
+        // changing anything (a half-compacted slab would leave the stale
+        // counts wrong).
+        let room = (self.spec.slab_size as usize).saturating_sub(FILE_HEADER_BYTES);
+        let mut at = FILE_HEADER_BYTES;
+        let mut fits = true;
+        while let Some(h) = image
+            .get(at..at + RECORD_HEADER_BYTES)
+            .and_then(decode_header_unchecked)
+        {
+            fits &= h.span() <= room;
+            at += h.span();
+        }
+        if !fits {
+            drop(file_image);
+            self.slabs.insert(seq, slab);
+            return Ok(None);
+        }
+        let result = self.copy_live(seq, image);
         match result {
             Ok(moved) => {
+                drop(file_image);
                 if let Body::File(file) = slab.body {
                     self.pending_removal.push((seq, file));
                 }
-                Ok(moved)
+                Ok(Some(moved))
             }
             Err(e) => {
                 self.slabs.insert(seq, slab);

@@ -873,3 +873,42 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn lowering_slab_size_keeps_records_that_no_longer_fit_a_new_slab() {
+    let disk = SimStorage::new();
+    let big = spec(Durability::Durable, &[]);
+    let (mut store, _) = open(&big, &disk);
+    let large = Rec {
+        pad: 12_000,
+        ..rec(1, 1, 1)
+    };
+    store
+        .upsert(&payload(0, &large), 1, 0)
+        .expect("large record fits 16 KiB");
+    store.close().expect("close");
+    let mut config = SowTopicConfig::new(TOPIC, &["/id"]);
+    config.slab_size = 8192;
+    let small = config.validate_for_tests().expect("valid");
+    let (mut store, _) = open(&small, &disk);
+    let mut bookmark = 1;
+    for round in 0..20u64 {
+        for id in 1..10u64 {
+            bookmark += 1;
+            let r = Rec {
+                pad: 300,
+                ..rec(round as i64, 1, bookmark)
+            };
+            store.upsert(&payload(id, &r), bookmark, 0).expect("upsert");
+        }
+    }
+    store.compact().expect("compact");
+    let kept = store
+        .get(key(0))
+        .expect("get")
+        .expect("the large record stays");
+    assert_eq!(kept.payload, payload(0, &large));
+    drop(store);
+    let (store, _) = open(&small, &disk);
+    assert_eq!(store.len(), 10);
+}
