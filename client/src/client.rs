@@ -1,6 +1,6 @@
 //! The connection: logon, the reader and writer tasks, acks, subscriptions.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -117,6 +117,33 @@ impl SubscribeOptions {
 
 type Batch = Vec<Result<Deliver, Error>>;
 
+/// Hashes the ids this client assigns (small, sequential integers) with one
+/// multiplication (Fibonacci hashing), which spreads them over the table's
+/// high bits; the default SipHash costs more per delivery than the rest of
+/// the lookup. Only keys this client chose are hashed: there is no
+/// adversary to resist.
+#[derive(Debug, Default, Clone, Copy)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(byte)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u64(&mut self, id: u64) {
+        self.0 = id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+/// A map keyed by ids this client assigns.
+type IdMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<IdHasher>>;
+
 #[derive(Debug, Default)]
 struct WriteState {
     buf: BytesMut,
@@ -127,8 +154,8 @@ struct WriteState {
 
 #[derive(Debug, Default)]
 struct Shared {
-    acks: HashMap<u64, oneshot::Sender<Ack>>,
-    subs: HashMap<u64, mpsc::Sender<Batch>>,
+    acks: IdMap<oneshot::Sender<Ack>>,
+    subs: IdMap<mpsc::Sender<Batch>>,
     /// Subscriptions over a bounded journal range: their `completed` ack
     /// ends the stream.
     ranges: std::collections::HashSet<u64>,
@@ -566,7 +593,7 @@ impl Client {
         Ok(Subscription {
             sub_id,
             receiver,
-            buffered: VecDeque::new(),
+            buffered: Vec::new().into_iter(),
             client: self.clone(),
             done: false,
         })
@@ -621,7 +648,9 @@ impl Client {
 pub struct Subscription {
     sub_id: u64,
     receiver: mpsc::Receiver<Batch>,
-    buffered: VecDeque<Result<Deliver, Error>>,
+    /// The rest of the batch being handed out (taken whole from the
+    /// channel: no copy per message).
+    buffered: std::vec::IntoIter<Result<Deliver, Error>>,
     client: Client,
     done: bool,
 }
@@ -660,10 +689,10 @@ impl Stream for Subscription {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         loop {
-            if let Some(item) = self.buffered.pop_front() {
+            if let Some(item) = self.buffered.next() {
                 if item.is_err() {
                     self.done = true;
-                    self.buffered.clear();
+                    self.buffered = Vec::new().into_iter();
                 }
                 return Poll::Ready(Some(item));
             }
@@ -671,7 +700,7 @@ impl Stream for Subscription {
                 return Poll::Ready(None);
             }
             match self.receiver.poll_recv(cx) {
-                Poll::Ready(Some(batch)) => self.buffered.extend(batch),
+                Poll::Ready(Some(batch)) => self.buffered = batch.into_iter(),
                 Poll::Ready(None) => {
                     self.done = true;
                     return Poll::Ready(None);
@@ -702,25 +731,29 @@ async fn read_loop(
     inner.close(error);
 }
 
-/// Sends every buffered delivery to its subscription stream, in order.
-/// Waiting here is the back-pressure: an application that does not consume
-/// its subscription stops this reader, and the broker then sees a slow
-/// client.
+/// Bounds on the capacity a new delivery batch starts with (the size of
+/// the last read's largest batch): a few so a trickle does not over-allocate,
+/// at most a read's worth of small messages.
+const BATCH_HINT_MIN: usize = 8;
+const BATCH_HINT_MAX: usize = 256;
+
 /// The reader's copy of the subscription senders.
 #[derive(Default)]
 struct Senders {
     version: u64,
-    map: HashMap<u64, mpsc::Sender<Batch>>,
+    map: IdMap<mpsc::Sender<Batch>>,
 }
 
 /// Sends every buffered delivery to its subscription stream, in order.
 /// Waiting here is the back-pressure: an application that does not consume
 /// its subscription stops this reader, and the broker then sees a slow
 /// client.
-async fn send_batches(inner: &Inner, senders: &mut Senders, batches: &mut HashMap<u64, Batch>) {
+/// Returns the length of the largest batch sent (0 for none).
+async fn send_batches(inner: &Inner, senders: &mut Senders, batches: &mut IdMap<Batch>) -> usize {
     if batches.is_empty() {
-        return;
+        return 0;
     }
+    let largest = batches.values().map(Vec::len).max().unwrap_or(0);
     {
         let shared = inner.shared();
         if shared.subs_version != senders.version || senders.map.len() != shared.subs.len() {
@@ -733,6 +766,7 @@ async fn send_batches(inner: &Inner, senders: &mut Senders, batches: &mut HashMa
             let _ = sender.send(batch).await;
         }
     }
+    largest
 }
 
 async fn read_frames(
@@ -742,7 +776,11 @@ async fn read_frames(
     decoder: FrameDecoder,
 ) -> Error {
     let silence_max = inner.server.heartbeat * 2;
-    let mut batches: HashMap<u64, Batch> = HashMap::new();
+    let mut batches: IdMap<Batch> = IdMap::default();
+    // Each batch is handed over whole, so every read starts new ones: sized
+    // like the largest recent batch, they do not regrow (and copy) as they
+    // fill.
+    let mut batch_hint = BATCH_HINT_MIN;
     let mut senders = Senders::default();
     let mut close_reason: Option<Error> = None;
     loop {
@@ -757,10 +795,16 @@ async fn read_frames(
                     if deliver.sub_ids.len() == 1 {
                         // The common case: one subscription, no copy.
                         let sub_id = deliver.sub_ids.first().unwrap_or_default();
-                        batches.entry(sub_id).or_default().push(Ok(deliver));
+                        batches
+                            .entry(sub_id)
+                            .or_insert_with(|| Vec::with_capacity(batch_hint))
+                            .push(Ok(deliver));
                     } else {
                         for sub_id in deliver.sub_ids.iter() {
-                            batches.entry(sub_id).or_default().push(Ok(deliver.clone()));
+                            batches
+                                .entry(sub_id)
+                                .or_insert_with(|| Vec::with_capacity(batch_hint))
+                                .push(Ok(deliver.clone()));
                         }
                     }
                 }
@@ -768,7 +812,7 @@ async fn read_frames(
                     // Deliveries that arrived before an ack reach their
                     // streams before the ack's waiter wakes: when a flush
                     // returns, everything delivered before it is readable.
-                    send_batches(inner, &mut senders, &mut batches).await;
+                    let _ = send_batches(inner, &mut senders, &mut batches).await;
                     let waiter = ack
                         .command_id
                         .and_then(|id| inner.shared().acks.remove(&id));
@@ -823,7 +867,10 @@ async fn read_frames(
                 Err(error) => return error.into(),
             }
         }
-        send_batches(inner, &mut senders, &mut batches).await;
+        let largest = send_batches(inner, &mut senders, &mut batches).await;
+        if largest > 0 {
+            batch_hint = largest.clamp(BATCH_HINT_MIN, BATCH_HINT_MAX);
+        }
         if buf.capacity() - buf.len() < 16 * 1024 {
             buf.reserve(64 * 1024);
         }

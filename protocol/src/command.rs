@@ -490,6 +490,66 @@ pub enum Command {
     Flush(Flush),
 }
 
+impl Deliver {
+    /// Decodes a deliver frame's fields with the rules of [`RawFields`]
+    /// (unknown tags skipped, a known tag at most once, required fields
+    /// present and well-formed), reading only the four it uses.
+    fn decode_fields(frame: &Frame) -> Result<Self, DecodeError> {
+        // Tags are below 128 (a u128 of flags, no table to clear).
+        let mut seen = 0u128;
+        let (mut topic, mut sub_ids, mut bookmark, mut timestamp) = (None, None, None, None);
+        for field in FieldIter::new(&frame.fields) {
+            let field = field?;
+            let Some(tag) = FieldTag::from_u8(field.tag) else {
+                continue;
+            };
+            let bit = 1u128 << (tag as u32 % 128);
+            if seen & bit != 0 {
+                return Err(DecodeError::DuplicateField { field: tag.name() });
+            }
+            seen |= bit;
+            match tag {
+                FieldTag::Topic => topic = Some(field.value),
+                FieldTag::SubIds => sub_ids = Some(field.value),
+                FieldTag::Bookmark => bookmark = Some(read_u64(tag, field.value)?),
+                FieldTag::Timestamp => timestamp = Some(read_u64(tag, field.value)?),
+                _ => {}
+            }
+        }
+        let missing = |field: FieldTag| DecodeError::MissingField {
+            command: "deliver",
+            field: field.name(),
+        };
+        let sub_ids = sub_ids.ok_or_else(|| missing(FieldTag::SubIds))?;
+        if sub_ids.len() % 8 != 0 {
+            return Err(DecodeError::InvalidField {
+                field: "sub_ids",
+                reason: "length must be a multiple of 8",
+            });
+        }
+        let topic = topic.ok_or_else(|| missing(FieldTag::Topic))?;
+        if topic.is_empty() {
+            return Err(DecodeError::InvalidField {
+                field: "topic",
+                reason: "must not be empty",
+            });
+        }
+        let topic = Utf8::from_bytes(frame.fields.slice_ref(topic)).map_err(|_| {
+            DecodeError::InvalidField {
+                field: "topic",
+                reason: "not valid UTF-8",
+            }
+        })?;
+        Ok(Self {
+            topic,
+            sub_ids: SubIds(frame.fields.slice_ref(sub_ids)),
+            bookmark,
+            timestamp: timestamp.ok_or_else(|| missing(FieldTag::Timestamp))?,
+            payload: frame.payload.clone(),
+        })
+    }
+}
+
 /// The known fields of one frame, each at most once.
 struct RawFields<'a> {
     fields: &'a Bytes,
@@ -597,6 +657,11 @@ impl Command {
     /// Unknown or reserved command codes, missing or malformed fields.
     pub fn decode(frame: &Frame) -> Result<Self, DecodeError> {
         let code = CommandCode::from_u8(frame.command)?;
+        if code == CommandCode::Deliver {
+            // The one command a subscriber decodes per message: its own
+            // pass over the fields, same rules, none of the generic table.
+            return Deliver::decode_fields(frame).map(Self::Deliver);
+        }
         let f = RawFields::collect(&frame.fields, code.name())?;
         Ok(match code {
             CommandCode::Logon => Self::Logon(Logon {
@@ -669,22 +734,8 @@ impl Command {
                     server_version: f.utf8(FieldTag::ServerVersion)?,
                 })
             }
-            CommandCode::Deliver => {
-                let sub_ids = f.required(FieldTag::SubIds, f.bytes(FieldTag::SubIds))?;
-                if sub_ids.len() % 8 != 0 {
-                    return Err(DecodeError::InvalidField {
-                        field: "sub_ids",
-                        reason: "length must be a multiple of 8",
-                    });
-                }
-                Self::Deliver(Deliver {
-                    topic: f.non_empty_utf8(FieldTag::Topic)?,
-                    sub_ids: SubIds(sub_ids),
-                    bookmark: f.u64(FieldTag::Bookmark)?,
-                    timestamp: f.required(FieldTag::Timestamp, f.u64(FieldTag::Timestamp)?)?,
-                    payload: frame.payload.clone(),
-                })
-            }
+            // Decoded above, without the generic table.
+            CommandCode::Deliver => Self::Deliver(Deliver::decode_fields(frame)?),
         })
     }
 
@@ -1045,4 +1096,78 @@ pub fn encode_publish(
     }
     dst.put_slice(payload);
     Ok(len)
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::{BufMut, Bytes, BytesMut};
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// The generic decoding of a deliver frame, which
+    /// `Deliver::decode_fields` must agree with.
+    fn generic(frame: &Frame) -> Result<Deliver, DecodeError> {
+        let f = RawFields::collect(&frame.fields, "deliver")?;
+        let sub_ids = f.required(FieldTag::SubIds, f.bytes(FieldTag::SubIds))?;
+        if sub_ids.len() % 8 != 0 {
+            return Err(DecodeError::InvalidField {
+                field: "sub_ids",
+                reason: "length must be a multiple of 8",
+            });
+        }
+        Ok(Deliver {
+            topic: f.non_empty_utf8(FieldTag::Topic)?,
+            sub_ids: SubIds(sub_ids),
+            bookmark: f.u64(FieldTag::Bookmark)?,
+            timestamp: f.required(FieldTag::Timestamp, f.u64(FieldTag::Timestamp)?)?,
+            payload: frame.payload.clone(),
+        })
+    }
+
+    /// Fields of a deliver frame: mostly the right tags with plausible
+    /// values, sometimes wrong sizes, duplicates, other and unknown tags.
+    fn fields() -> impl Strategy<Value = Vec<(u8, Vec<u8>)>> {
+        let tag = prop_oneof![
+            4 => Just(2u8),
+            4 => Just(4u8),
+            3 => Just(5u8),
+            4 => Just(6u8),
+            1 => 0u8..=30,
+            1 => any::<u8>(),
+        ];
+        let value = prop_oneof![
+            3 => proptest::collection::vec(any::<u8>(), 8..=8),
+            2 => proptest::collection::vec(any::<u8>(), 16..=16),
+            2 => "[a-z/]{0,6}".prop_map(String::into_bytes),
+            1 => proptest::collection::vec(any::<u8>(), 0..12),
+        ];
+        proptest::collection::vec((tag, value), 0..7)
+    }
+
+    proptest! {
+        #[test]
+        fn the_deliver_fast_path_agrees_with_the_generic_decoder(fields in fields()) {
+            let mut area = BytesMut::new();
+            for (tag, value) in &fields {
+                area.put_u8(*tag);
+                area.put_u16_le(u16::try_from(value.len()).unwrap());
+                area.put_slice(value);
+            }
+            let frame = Frame {
+                version: 1,
+                command: CommandCode::Deliver as u8,
+                flags: 0,
+                fields: area.freeze(),
+                payload: Bytes::from_static(b"payload"),
+            };
+            let fast = Deliver::decode_fields(&frame);
+            let slow = generic(&frame);
+            match (&fast, &slow) {
+                (Ok(a), Ok(b)) => prop_assert_eq!(a, b),
+                (Err(_), Err(_)) => {}
+                _ => prop_assert!(false, "fast {:?} vs generic {:?}", fast, slow),
+            }
+        }
+    }
 }
