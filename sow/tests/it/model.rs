@@ -26,6 +26,7 @@ enum Pred {
     PriceBetween(i64, i64),
     PriceLeAndRegion(i64, u8),
     RegionGe(u8),
+    PriceIn(i64, i64),
     All,
 }
 
@@ -44,6 +45,7 @@ impl Pred {
             Pred::PriceBetween(lo, hi) => format!("/price BETWEEN {lo} AND {hi}"),
             Pred::PriceLeAndRegion(p, r) => format!("{p} >= /price AND /region = 'r{r}'"),
             Pred::RegionGe(r) => format!("/region >= 'r{r}'"),
+            Pred::PriceIn(a, b) => format!("/price IN ({a}, '{b}')"),
             Pred::All => "1=1".to_string(),
         }
     }
@@ -58,6 +60,7 @@ impl Pred {
             Pred::PriceBetween(lo, hi) => lo <= r.price && r.price <= hi,
             Pred::PriceLeAndRegion(p, x) => r.price <= p && r.region == x,
             Pred::RegionGe(x) => r.region >= x,
+            Pred::PriceIn(a, b) => r.price == a || r.price == b,
             Pred::All => true,
         }
     }
@@ -102,6 +105,7 @@ fn pred() -> impl Strategy<Value = Pred> {
         (0i64..100, 0i64..100).prop_map(|(a, b)| Pred::PriceBetween(a, b)),
         (0i64..100, 0u8..4).prop_map(|(p, r)| Pred::PriceLeAndRegion(p, r)),
         (0u8..4).prop_map(Pred::RegionGe),
+        (0i64..100, 0i64..100).prop_map(|(a, b)| Pred::PriceIn(a, b)),
         Just(Pred::All),
     ]
 }
@@ -341,7 +345,7 @@ fn fail(e: impl std::fmt::Display) -> TestCaseError {
 }
 
 fn run(durability: Durability, ops: &[Op]) -> Result<(), TestCaseError> {
-    let spec = spec(durability, &["/region"]);
+    let spec = spec(durability, &["/region", "/price"]);
     let disk = SimStorage::new();
     let (store, _) = open(&spec, &disk);
     let mut h = Harness {
