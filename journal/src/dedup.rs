@@ -287,12 +287,10 @@ impl DedupState {
         self.by_id.len()
     }
 
-    /// Writes the table as of `applied_through` durably into the older file.
-    pub(crate) fn write_snapshot(
-        &mut self,
-        storage: &dyn Storage,
-        instance_id: u64,
-    ) -> Result<(), DedupError> {
+    /// The table as of `applied_through`, encoded for the older file. Taken
+    /// under the state's lock; written without it ([`write_snapshot_file`]),
+    /// then recorded with [`DedupState::snapshot_written`].
+    pub(crate) fn prepare_snapshot(&self, instance_id: u64) -> PendingSnapshot {
         let generation = self.generation + 1;
         let snapshot = Snapshot {
             generation,
@@ -305,23 +303,51 @@ impl DedupState {
                 .map(|(position, (name, sequence))| (position as u32 + 1, name.clone(), *sequence))
                 .collect(),
         };
-        let bytes = snapshot.encode();
-        let name = DEDUP_FILES[(generation % 2) as usize];
-        let mut file = storage
-            .create(name, bytes.len() as u64)
-            .map_err(storage_error("create", name))?;
-        file.begin_append(0);
-        file.write_at(0, &[&bytes])
-            .map_err(storage_error("write", name))?;
-        file.sync_range(0, bytes.len() as u64)
-            .map_err(storage_error("sync", name))?;
-        storage
-            .sync_dir("")
-            .map_err(storage_error("sync the folder of", name))?;
-        self.generation = generation;
-        self.snapshot_bookmark = snapshot.bookmark;
-        Ok(())
+        PendingSnapshot {
+            generation,
+            bookmark: snapshot.bookmark,
+            bytes: snapshot.encode(),
+        }
     }
+
+    /// Records that `pending` is durable.
+    pub(crate) fn snapshot_written(&mut self, pending: &PendingSnapshot) {
+        if pending.generation > self.generation {
+            self.generation = pending.generation;
+            self.snapshot_bookmark = self.snapshot_bookmark.max(pending.bookmark);
+        }
+    }
+}
+
+/// A snapshot of the table, encoded, not yet written.
+#[derive(Debug)]
+pub(crate) struct PendingSnapshot {
+    generation: u64,
+    bookmark: u64,
+    bytes: Vec<u8>,
+}
+
+/// Writes `pending` durably into its file (the older of the two). Callers
+/// serialise snapshot writers; the state's lock is not held meanwhile, so
+/// appends of numbered publishes do not wait for this I/O.
+pub(crate) fn write_snapshot_file(
+    storage: &dyn Storage,
+    pending: &PendingSnapshot,
+) -> Result<(), DedupError> {
+    let bytes = &pending.bytes;
+    let name = DEDUP_FILES[(pending.generation % 2) as usize];
+    let mut file = storage
+        .create(name, bytes.len() as u64)
+        .map_err(storage_error("create", name))?;
+    file.begin_append(0);
+    file.write_at(0, &[bytes])
+        .map_err(storage_error("write", name))?;
+    file.sync_range(0, bytes.len() as u64)
+        .map_err(storage_error("sync", name))?;
+    storage
+        .sync_dir("")
+        .map_err(storage_error("sync the folder of", name))?;
+    Ok(())
 }
 
 #[cfg(test)]

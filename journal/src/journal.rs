@@ -185,6 +185,11 @@ pub(crate) struct Shared {
     pub shutdown: AtomicBool,
     pub appender_closed: AtomicBool,
     pub dedup: Mutex<DedupState>,
+    /// Serialises writers of the de-dup snapshot files.
+    pub dedup_writer: Mutex<()>,
+    /// Set by the flusher when it enters a segment: the housekeeper writes
+    /// a de-dup snapshot (off the group-commit path) before retention runs.
+    pub dedup_snapshot_wanted: AtomicBool,
     /// Segment index of the last durable checkpoint (retention stays behind it).
     pub checkpoint_segment: AtomicU64,
     /// The checkpoint file: written by the flusher, and by the appender when
@@ -535,6 +540,8 @@ impl Journal {
             shutdown: AtomicBool::new(false),
             appender_closed: AtomicBool::new(false),
             dedup: Mutex::new(recovered.dedup),
+            dedup_writer: Mutex::new(()),
+            dedup_snapshot_wanted: AtomicBool::new(false),
             checkpoint_segment: AtomicU64::new(recovered.checkpoint.last().segment_index),
             reserved: AtomicU64::new(recovered.checkpoint.last().reserved_bookmark),
             checkpoint: Mutex::new(recovered.checkpoint),
@@ -658,6 +665,15 @@ impl Journal {
         self.shared.appended.load(Ordering::Acquire)
     }
 
+    /// The last bookmark the durable checkpoint covers. Recovery treats
+    /// damage up to it as damage in synced data (refused, or quarantined),
+    /// and damage after it as a torn tail (cut and reported): the flusher
+    /// writes a checkpoint when it enters a segment and at most every
+    /// `checkpoint_interval`, not at every sync.
+    pub fn checkpointed(&self) -> u64 {
+        lock(&self.shared.checkpoint).last().bookmark
+    }
+
     /// The persisted watermark: every bookmark ≤ this is durable (its sync
     /// returned success). Never moves back; stops moving after a failure.
     pub fn persisted(&self) -> u64 {
@@ -756,6 +772,18 @@ impl Journal {
         if let Some(failure) = self.shared.failure() {
             return Err(DedupError::Failed(failure));
         }
+        {
+            let dedup = lock(&self.shared.dedup);
+            if let Some(id) = dedup.id_of(name) {
+                return Ok(Publisher {
+                    id,
+                    persisted_sequence: dedup.persisted_sequence(id).unwrap_or(0),
+                });
+            }
+        }
+        // A new name: durable before it is used (writers first, then the
+        // state, the order `Shared::write_dedup_snapshot` takes them in).
+        let _writer = lock(&self.shared.dedup_writer);
         let mut dedup = lock(&self.shared.dedup);
         if let Some(id) = dedup.id_of(name) {
             return Ok(Publisher {
@@ -764,12 +792,14 @@ impl Journal {
             });
         }
         let id = dedup.add(name);
+        let pending = dedup.prepare_snapshot(self.shared.instance_id);
         if let Err(error) =
-            dedup.write_snapshot(self.shared.storage.as_ref(), self.shared.instance_id)
+            crate::dedup::write_snapshot_file(self.shared.storage.as_ref(), &pending)
         {
             dedup.remove_last(name);
             return Err(error);
         }
+        dedup.snapshot_written(&pending);
         Ok(Publisher {
             id,
             persisted_sequence: 0,
@@ -850,18 +880,49 @@ impl Housekeeper {
             .spawn(move || self.run())
     }
 
-    /// One round: spares, then retention.
+    /// One round: spares, the de-dup snapshot the flusher asked for, then
+    /// retention.
     pub fn step(&self) {
         if let Err(error) = self.shared.ensure_spares() {
             tracing::warn!(%error, "journal: could not preallocate a spare segment");
         }
+        self.shared.write_wanted_dedup_snapshot();
         if let Err(error) = enforce_retention(&self.shared) {
             tracing::warn!(%error, "journal: retention failed");
         }
     }
 }
 
+impl Shared {
+    /// Writes the de-dup table's snapshot (when it has publishers).
+    pub(crate) fn write_dedup_snapshot(&self) -> Result<(), crate::error::DedupError> {
+        let _writer = lock(&self.dedup_writer);
+        let pending = {
+            let dedup = lock(&self.dedup);
+            if dedup.len() == 0 {
+                return Ok(());
+            }
+            dedup.prepare_snapshot(self.instance_id)
+        };
+        crate::dedup::write_snapshot_file(self.storage.as_ref(), &pending)?;
+        lock(&self.dedup).snapshot_written(&pending);
+        Ok(())
+    }
+
+    /// Writes the snapshot the flusher asked for, if it did.
+    pub(crate) fn write_wanted_dedup_snapshot(&self) {
+        if self.dedup_snapshot_wanted.swap(false, Ordering::AcqRel)
+            && let Err(error) = self.write_dedup_snapshot()
+        {
+            // Asked again at the next round; retention waits for it.
+            self.dedup_snapshot_wanted.store(true, Ordering::Release);
+            tracing::warn!(%error, "journal: could not write the de-dup snapshot; retention waits for it");
+        }
+    }
+}
+
 pub(crate) fn enforce_retention(shared: &Shared) -> std::io::Result<RetentionReport> {
+    shared.write_wanted_dedup_snapshot();
     let retention = shared.config.retention;
     let mut report = RetentionReport::default();
     if retention.max_age.is_none() && retention.max_bytes.is_none() {

@@ -54,6 +54,10 @@ pub(crate) fn allocate(file: &File, len: u64) -> io::Result<()> {
     fallocate(file, FallocateFlags::empty(), 0, len).map_err(io::Error::from)
 }
 
+/// Bytes populated per step when a new file is prefaulted: short enough
+/// that a thread waiting for the mmap lock waits a few milliseconds at most.
+const POPULATE_CHUNK_BYTES: usize = 2 << 20;
+
 /// A file mapped read-write. See the module doc for why this is sound.
 #[derive(Debug)]
 pub(crate) struct MmapFile {
@@ -65,10 +69,18 @@ pub(crate) struct MmapFile {
 
 impl MmapFile {
     /// Maps `len` bytes of `file` (which must be that long). With
-    /// `populate`, the kernel faults the pages in now (`MAP_POPULATE`): for a
-    /// new, fallocated file that is where it zeroes its page-cache pages, so
-    /// doing it when a spare is created (on the flusher's thread) keeps that
-    /// cost (≈ 40 % of an append otherwise) off the appender.
+    /// `populate`, the kernel faults the pages in now: for a new, fallocated
+    /// file that is where it zeroes its page-cache pages, so doing it when a
+    /// spare is created (on the housekeeper's thread) keeps that cost
+    /// (≈ 40 % of an append otherwise) off the appender.
+    ///
+    /// It is done in [`POPULATE_CHUNK_BYTES`] steps (`MADV_POPULATE_READ`),
+    /// not with `MAP_POPULATE`: populating holds the process's mmap lock,
+    /// and one 128 MiB `MAP_POPULATE` held it for ~390 ms, during which the
+    /// flusher could not map or unmap a file and no sync was issued — a
+    /// stall of every persisted ack (benches/RESULTS.md). Between steps a
+    /// waiting mapper gets in. Read faults, like `MAP_POPULATE` on a shared
+    /// mapping: the pages are not dirtied, so nothing is written back.
     pub(crate) fn map(file: File, len: u64, populate: bool) -> io::Result<MmapFile> {
         let len_usize = usize::try_from(len)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "file too large to map"))?;
@@ -77,10 +89,23 @@ impl MmapFile {
         } else {
             let mut options = MmapOptions::new();
             options.len(len_usize);
+            let map = options.map_raw(&file)?;
             if populate {
-                options.populate();
+                let mut offset = 0;
+                while offset < len_usize {
+                    let chunk = POPULATE_CHUNK_BYTES.min(len_usize - offset);
+                    // Failing (a kernel before 5.14 has no MADV_POPULATE_READ)
+                    // only means the appender takes the page faults itself.
+                    if map
+                        .advise_range(memmap2::Advice::PopulateRead, offset, chunk)
+                        .is_err()
+                    {
+                        break;
+                    }
+                    offset += chunk;
+                }
             }
-            Some(options.map_raw(&file)?)
+            Some(map)
         };
         Ok(MmapFile {
             map,

@@ -73,6 +73,7 @@ fn serve(
                     "first_bookmark": journal.first_bookmark(),
                     "appended": journal.appended(),
                     "persisted": journal.persisted(),
+                    "checkpointed": journal.checkpointed(),
                 })
             });
             let healthy = journal.as_ref().is_none_or(|j| j["healthy"] == true);
