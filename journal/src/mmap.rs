@@ -2,10 +2,19 @@
 //!
 //! # Soundness argument
 //!
-//! A [`MmapFile`] maps a whole file `MAP_SHARED` read-write with
-//! [`memmap2::MmapRaw`], which hands out raw pointers only. This module never
-//! creates a Rust reference (`&[u8]` / `&mut [u8]`) into the mapping; bytes go
-//! in and out with `ptr::copy_nonoverlapping` between the mapping and a
+//! A [`MmapFile`] maps a whole file `MAP_SHARED` **read-only** with
+//! [`memmap2::MmapRaw`], which hands out raw pointers only, and reads
+//! through the mapping. Writes do not go through it: they are staged in a
+//! buffer and written with one `pwritev` per sync (or per
+//! [`STAGE_BYTES_MAX`]) into the page cache the mapping shows. Writing
+//! through the mapping made every sync write-protect each dirtied page and
+//! shoot down the other CPU's TLB — an IPI per page, which on a VM cost more
+//! than the disk — and a `pwritev` per record cost a system call each
+//! (benches/RESULTS.md). Staged bytes are read from the buffer until they
+//! are written.
+//!
+//! This module never creates a Rust reference (`&[u8]` / `&mut [u8]`) into
+//! the mapping; bytes come out with `ptr::copy_nonoverlapping` into a
 //! caller's buffer, which cannot itself lie inside the mapping because no
 //! reference to the mapping ever escapes. So no slice into a mapping can
 //! outlive the unmap (the mapping is unmapped when the `MmapFile` drops, and
@@ -17,27 +26,31 @@
 //!   the [`AccessGate`](crate::storage::AccessGate): writes happen only at or
 //!   after the readable end, under the writer lock; reads only below the
 //!   readable end, which is published with `Release` after the bytes were
-//!   written and loaded with `Acquire` before they are read. A byte is
-//!   therefore never written while it can be read, nor written by two threads
-//!   at once.
-//! - **SIGBUS on a full disk.** Files are created with `fallocate` (mode 0)
-//!   and never extended, so every page of the mapping has blocks reserved; a
-//!   store into it cannot hit ENOSPC at write-back. (Not enough on
-//!   copy-on-write file systems such as btrfs or ZFS, where an overwrite needs
-//!   new blocks: run the journal on ext4 or xfs.)
+//!   staged and loaded with `Acquire` before they are read; a byte is read
+//!   through the mapping only once its `pwritev` has returned (the staged
+//!   range's start is published with `Release` before the readable end that
+//!   covers it, and moved on only after the write). A byte of the mapping is
+//!   therefore never written while it can be read through it.
+//! - **SIGBUS on a full disk.** Nothing is stored through the mapping, and
+//!   files are created with `fallocate` (mode 0) and never extended, so
+//!   every page read lies inside the file and a `pwritev` into it cannot hit
+//!   ENOSPC. (Not enough on copy-on-write file systems such as btrfs or ZFS,
+//!   where an overwrite needs new blocks: run the journal on ext4 or xfs.)
 //! - **Truncation or mutation by another process.** The journal directory is
 //!   locked (`flock` on `DIR/LOCK`) by the one broker that maps it read-write;
 //!   tools read with `pread` instead of mapping. Another program that ignores
 //!   the lock and truncates a segment can still make this process fault;
 //!   that is outside what Rust can defend against.
-//! - **Durability.** Nothing is assumed durable because it was copied into the
-//!   mapping: [`SegmentFile::sync_range`] runs `msync(MS_SYNC)` over the range
-//!   and only its success makes bytes durable. A failed msync is returned as
-//!   an error and the journal latches (see `flusher.rs`).
+//! - **Durability.** Nothing is assumed durable because it was written:
+//!   [`SegmentFile::sync_range`] writes what is staged and runs `fdatasync`;
+//!   only its success makes bytes durable. A failed write or sync is
+//!   returned as an error and the journal latches (see `flusher.rs`).
 
 use std::fs::File;
 use std::io;
 use std::ptr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use memmap2::{MmapOptions, MmapRaw};
 use nix::fcntl::{FallocateFlags, fallocate};
@@ -58,13 +71,30 @@ pub(crate) fn allocate(file: &File, len: u64) -> io::Result<()> {
 /// that a thread waiting for the mmap lock waits a few milliseconds at most.
 const POPULATE_CHUNK_BYTES: usize = 2 << 20;
 
-/// A file mapped read-write. See the module doc for why this is sound.
+/// Staged bytes are written out once they reach this size, so that the
+/// buffer stays small whatever the sync interval.
+const STAGE_BYTES_MAX: usize = 1 << 20;
+
+/// Bytes written and not yet handed to the kernel: `bytes` belongs at
+/// `start`.
+#[derive(Debug, Default)]
+struct Staged {
+    start: u64,
+    bytes: Vec<u8>,
+}
+
+/// A file mapped for reading, written through a staging buffer. See the
+/// module doc for why this is sound.
 #[derive(Debug)]
 pub(crate) struct MmapFile {
     // `None` for an empty file, which cannot be mapped.
     map: Option<MmapRaw>,
     gate: AccessGate,
-    _file: File,
+    staged: Mutex<Staged>,
+    /// `staged.start` while bytes are staged, `u64::MAX` otherwise: reads
+    /// below it go straight to the mapping.
+    staged_from: AtomicU64,
+    file: File,
 }
 
 impl MmapFile {
@@ -89,7 +119,7 @@ impl MmapFile {
         } else {
             let mut options = MmapOptions::new();
             options.len(len_usize);
-            let map = options.map_raw(&file)?;
+            let map = options.map_raw_read_only(&file)?;
             if populate {
                 let mut offset = 0;
                 while offset < len_usize {
@@ -110,8 +140,45 @@ impl MmapFile {
         Ok(MmapFile {
             map,
             gate: AccessGate::new(len),
-            _file: file,
+            staged: Mutex::new(Staged::default()),
+            staged_from: AtomicU64::new(u64::MAX),
+            file,
         })
+    }
+
+    fn staged(&self) -> MutexGuard<'_, Staged> {
+        self.staged.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Writes what is staged into the file (the page cache).
+    fn write_staged(&self, staged: &mut Staged) -> io::Result<()> {
+        if staged.bytes.is_empty() {
+            return Ok(());
+        }
+        pwrite_all(&self.file, staged.start, &staged.bytes)?;
+        self.staged_from.store(u64::MAX, Ordering::Release);
+        staged.bytes.clear();
+        Ok(())
+    }
+
+    /// Copies `buf.len()` bytes at `offset` out of the mapping.
+    fn copy_from_map(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let base = self.base()?;
+        // SAFETY: the caller checked offset + len ≤ readable end ≤ capacity
+        // (the gate), so the source range lies inside the live mapping
+        // (unmapped only when `self` drops, and we hold `&self`), and that
+        // the range lies below the staged bytes: its `pwritev` has returned
+        // (see the module doc), and bytes below the readable end are never
+        // written again, so nothing writes them now. `buf` is ordinary Rust
+        // memory, not part of the mapping (no reference into the mapping
+        // ever escapes), so the ranges do not overlap.
+        unsafe {
+            ptr::copy_nonoverlapping(base.add(offset as usize), buf.as_mut_ptr(), buf.len());
+        }
+        Ok(())
     }
 
     fn base(&self) -> io::Result<*mut u8> {
@@ -132,19 +199,30 @@ impl SegmentFile for MmapFile {
             return Ok(());
         }
         self.gate.check_read(offset, buf.len() as u64)?;
-        let base = self.base()?;
-        // SAFETY: the gate checked offset + len ≤ readable end ≤ capacity, so
-        // the source range lies inside the live mapping (unmapped only when
-        // `self` drops, and we hold `&self`). Bytes below the readable end are
-        // never written again (writes are gated to ≥ readable end), so no
-        // write races this read; the Acquire load in the gate orders it after
-        // the writes that produced them. `buf` is ordinary Rust memory, not
-        // part of the mapping (no reference into the mapping ever escapes),
-        // so the ranges do not overlap.
-        unsafe {
-            ptr::copy_nonoverlapping(base.add(offset as usize), buf.as_mut_ptr(), buf.len());
+        let end = offset + buf.len() as u64;
+        if end <= self.staged_from.load(Ordering::Acquire) {
+            return self.copy_from_map(offset, buf);
         }
-        Ok(())
+        // Some of it may still be staged: the part below the staged bytes
+        // comes from the mapping, the rest from the buffer.
+        let staged = self.staged();
+        let split = if staged.bytes.is_empty() {
+            end
+        } else {
+            staged.start.clamp(offset, end)
+        };
+        let below = usize::try_from(split - offset).unwrap_or(usize::MAX);
+        let (mapped, buffered) = buf.split_at_mut(below.min(buf.len()));
+        if !buffered.is_empty() {
+            let from = usize::try_from(split - staged.start).unwrap_or(usize::MAX);
+            let source = staged
+                .bytes
+                .get(from..from + buffered.len())
+                .ok_or_else(|| io::Error::other("read past the staged bytes"))?;
+            buffered.copy_from_slice(source);
+        }
+        drop(staged);
+        self.copy_from_map(offset, mapped)
     }
 
     fn begin_append(&mut self, at: u64) {
@@ -153,23 +231,27 @@ impl SegmentFile for MmapFile {
 
     fn write_at(&self, offset: u64, parts: &[&[u8]]) -> io::Result<()> {
         let len: u64 = parts.iter().map(|part| part.len() as u64).sum();
-        let base = self.base()?;
+        if len == 0 {
+            return Ok(());
+        }
+        self.base()?;
         self.gate.write(offset, len, || {
-            let mut at = offset as usize;
-            for part in parts {
-                // SAFETY: the gate asserted offset + len ≤ capacity (the
-                // mapping's length), so every destination byte lies inside
-                // the mapping; it asserted offset ≥ readable end and holds
-                // the writer lock, so no reader may read and no other writer
-                // may write these bytes now. `part` is Rust memory outside
-                // the mapping, so source and destination do not overlap.
-                unsafe {
-                    ptr::copy_nonoverlapping(part.as_ptr(), base.add(at), part.len());
-                }
-                at += part.len();
+            let mut staged = self.staged();
+            if !staged.bytes.is_empty() && staged.start + staged.bytes.len() as u64 != offset {
+                self.write_staged(&mut staged)?;
             }
-        });
-        Ok(())
+            if staged.bytes.is_empty() {
+                staged.start = offset;
+                self.staged_from.store(offset, Ordering::Release);
+            }
+            for part in parts {
+                staged.bytes.extend_from_slice(part);
+            }
+            if staged.bytes.len() >= STAGE_BYTES_MAX {
+                self.write_staged(&mut staged)?;
+            }
+            Ok(())
+        })
     }
 
     fn publish(&self, end: u64) {
@@ -177,13 +259,33 @@ impl SegmentFile for MmapFile {
     }
 
     fn sync_range(&self, offset: u64, len: u64) -> io::Result<()> {
-        let Some(map) = self.map.as_ref() else {
-            return Ok(());
-        };
-        let end = offset.saturating_add(len).min(map.len() as u64);
-        if end <= offset {
+        if self.map.is_none() || len == 0 {
             return Ok(());
         }
-        map.flush_range(offset as usize, (end - offset) as usize)
+        let _ = offset;
+        self.write_staged(&mut self.staged())?;
+        // The whole file's written data: a superset of the range.
+        self.file.sync_data()
     }
+}
+
+impl Drop for MmapFile {
+    fn drop(&mut self) {
+        // What was written and never synced still reaches the page cache
+        // (as it did when writes went through the mapping); an error here
+        // is like a crash before the write: nothing was promised for it.
+        let staged = self
+            .staged
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
+        if !staged.bytes.is_empty() {
+            let _ = pwrite_all(&self.file, staged.start, &staged.bytes);
+        }
+    }
+}
+
+/// Writes all of `bytes` at `offset` (`pwrite`, retried on short writes
+/// and interrupts).
+fn pwrite_all(file: &File, offset: u64, bytes: &[u8]) -> io::Result<()> {
+    std::os::unix::fs::FileExt::write_all_at(file, bytes, offset)
 }

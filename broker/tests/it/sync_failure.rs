@@ -1,5 +1,5 @@
 //! A failed journal sync through a real broker: strace's fault injection
-//! makes one of the flusher's `msync` calls fail with EIO while a publisher
+//! makes one of the journal's `fdatasync` calls fail with EIO while a publisher
 //! waits for persisted acks. The broker must stop at once (exit status 3,
 //! a message naming the failure), acknowledge nothing the failed sync
 //! covered, and a restart on the same data must hold every acknowledged
@@ -25,12 +25,12 @@ fn strace_available() -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failed_msync_stops_the_broker_and_loses_nothing_acknowledged() {
+async fn a_failed_sync_stops_the_broker_and_loses_nothing_acknowledged() {
     assert!(
         strace_available(),
         "this test needs strace (Debian package strace; scripts/setup --test installs it)"
     );
-    // Fail the 40th msync from the start: a few go to recovery and
+    // Fail the 40th fdatasync from the start: a few go to recovery and
     // preallocation at start-up, the rest are the flusher's group commits
     // under the publisher below.
     let mut broker = Broker::start_under(
@@ -41,9 +41,9 @@ async fn a_failed_msync_stops_the_broker_and_loses_nothing_acknowledged() {
             "-o",
             "/dev/null",
             "-e",
-            "trace=msync",
+            "trace=fdatasync",
             "-e",
-            "inject=msync:error=EIO:when=40",
+            "inject=fdatasync:error=EIO:when=40",
         ],
         "",
     );
