@@ -146,6 +146,19 @@ struct Acks {
 }
 
 impl Acks {
+    /// Nothing acknowledged yet.
+    fn new() -> Self {
+        Self {
+            acked: 0,
+            last_ns: 0,
+            latency: new_histogram(),
+            stamps: None,
+            stamp_errors: 0,
+            first_stamp_error: None,
+            error: None,
+        }
+    }
+
     fn on_stamp(&mut self, stamp: Option<u64>, gap_free: bool) {
         let Some(stamp) = stamp else { return };
         match &mut self.stamps {
@@ -174,15 +187,7 @@ async fn run<T: DurableTarget>(target: T, args: &DurableArgs) -> anyhow::Result<
     let mut builder = KeyedBuilder::new(args.size)?;
     let permits = Rc::new(Semaphore::new(args.window));
     let (sender, receiver) = mpsc::unbounded_channel::<(u64, PendingUpdate)>();
-    let acks = Rc::new(RefCell::new(Acks {
-        acked: 0,
-        last_ns: 0,
-        latency: new_histogram(),
-        stamps: None,
-        stamp_errors: 0,
-        first_stamp_error: None,
-        error: None,
-    }));
+    let acks = Rc::new(RefCell::new(Acks::new()));
     let collector = tokio::task::spawn_local(collect(
         receiver,
         Rc::clone(&permits),
@@ -334,15 +339,7 @@ mod tests {
     use super::*;
 
     fn acks() -> Acks {
-        Acks {
-            acked: 0,
-            last_ns: 0,
-            latency: new_histogram(),
-            stamps: None,
-            stamp_errors: 0,
-            first_stamp_error: None,
-            error: None,
-        }
+        Acks::new()
     }
 
     #[test]

@@ -88,17 +88,25 @@ const TARGET_P99_US: f64 = 3_000.0;
 
 /// The order W2 targets are listed in.
 fn durable_rank(target: &str) -> (usize, String) {
-    let rank = [
-        "statecast",
-        "statecast-processed",
-        "redis-always",
-        "redis-everysec",
-        "jetstream",
-        "mem",
-    ]
-    .iter()
-    .position(|t| *t == target)
-    .unwrap_or(usize::MAX);
+    rank_in(
+        &[
+            "statecast",
+            "statecast-processed",
+            "redis-always",
+            "redis-everysec",
+            "jetstream",
+            "mem",
+        ],
+        target,
+    )
+}
+
+/// `target`'s place in `order` (unknown targets last, by name).
+fn rank_in(order: &[&str], target: &str) -> (usize, String) {
+    let rank = order
+        .iter()
+        .position(|t| *t == target)
+        .unwrap_or(usize::MAX);
     (rank, target.to_owned())
 }
 
@@ -310,18 +318,17 @@ fn render_durable(reports: &[DurableReport], fio: &[FioLine]) -> String {
 
 /// The order targets are listed in.
 fn target_rank(target: &str) -> (usize, String) {
-    let rank = [
-        "relay",
-        "statecast",
-        "statecast-raw",
-        "statecast-journal",
-        "nats",
-        "mem",
-    ]
-    .iter()
-    .position(|t| *t == target)
-    .unwrap_or(usize::MAX);
-    (rank, target.to_owned())
+    rank_in(
+        &[
+            "relay",
+            "statecast",
+            "statecast-raw",
+            "statecast-journal",
+            "nats",
+            "mem",
+        ],
+        target,
+    )
 }
 
 fn workload(report: &Report) -> String {

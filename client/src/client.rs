@@ -753,7 +753,6 @@ async fn send_batches(inner: &Inner, senders: &mut Senders, batches: &mut IdMap<
     if batches.is_empty() {
         return 0;
     }
-    let largest = batches.values().map(Vec::len).max().unwrap_or(0);
     {
         let shared = inner.shared();
         if shared.subs_version != senders.version || senders.map.len() != shared.subs.len() {
@@ -761,7 +760,9 @@ async fn send_batches(inner: &Inner, senders: &mut Senders, batches: &mut IdMap<
             senders.version = shared.subs_version;
         }
     }
+    let mut largest = 0;
     for (sub_id, batch) in batches.drain() {
+        largest = largest.max(batch.len());
         if let Some(sender) = senders.map.get(&sub_id) {
             let _ = sender.send(batch).await;
         }

@@ -280,9 +280,7 @@ impl ReliablePublisher {
     /// Replaces the connection; forgets what the broker says it persisted
     /// and marks the rest unsent.
     async fn reconnect(&mut self, cause: Error) -> Result<(), Error> {
-        if let Some(client) = self.client.take() {
-            drop(client);
-        }
+        self.client = None;
         for entry in &mut self.in_flight {
             entry.pending = None;
         }

@@ -258,11 +258,10 @@ impl SegmentFile for MmapFile {
         self.gate.publish(end);
     }
 
-    fn sync_range(&self, offset: u64, len: u64) -> io::Result<()> {
+    fn sync_range(&self, _offset: u64, len: u64) -> io::Result<()> {
         if self.map.is_none() || len == 0 {
             return Ok(());
         }
-        let _ = offset;
         self.write_staged(&mut self.staged())?;
         // The whole file's written data: a superset of the range.
         self.file.sync_data()

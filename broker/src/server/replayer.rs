@@ -237,32 +237,26 @@ impl Replayer {
                         self.refuse(&start, &stages, ReasonCode::BookmarkNotFound, text);
                         return;
                     }
-                    NotFound::Epoch => match journal.reader(Start::Epoch) {
-                        Ok(reader) => Some(reader),
-                        Err(error) => {
-                            self.refuse(
-                                &start,
-                                &stages,
-                                ReasonCode::BookmarkNotFound,
-                                error.to_string(),
-                            );
-                            return;
-                        }
-                    },
                     // From now: a reader at the tip, so that a message published
                     // between this ack and the hand-over is replayed, not lost.
-                    NotFound::Now => match journal.reader(Start::Now) {
-                        Ok(reader) => Some(reader),
-                        Err(error) => {
-                            self.refuse(
-                                &start,
-                                &stages,
-                                ReasonCode::BookmarkNotFound,
-                                error.to_string(),
-                            );
-                            return;
+                    fallback @ (NotFound::Epoch | NotFound::Now) => {
+                        match journal.reader(if fallback == NotFound::Epoch {
+                            Start::Epoch
+                        } else {
+                            Start::Now
+                        }) {
+                            Ok(reader) => Some(reader),
+                            Err(error) => {
+                                self.refuse(
+                                    &start,
+                                    &stages,
+                                    ReasonCode::BookmarkNotFound,
+                                    error.to_string(),
+                                );
+                                return;
+                            }
                         }
-                    },
+                    }
                 }
             }
             Err(error) => {

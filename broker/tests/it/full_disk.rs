@@ -16,15 +16,7 @@ use statecast_client::{AckType, Error, ReasonCode, SubscribeOptions};
 use crate::support::{Broker, path_str};
 
 fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u32>().ok())
-        })
-        == Some(0)
+    nix::unistd::Uid::effective().is_root()
 }
 
 struct Unmount(String);

@@ -66,17 +66,8 @@ async fn publish(broker: &Broker, count: u64) -> Vec<u64> {
 
 /// The `i` of every message of topic `t` with a bookmark below `end`.
 async fn replay(broker: &Broker, end: u64) -> Vec<u64> {
-    let client = broker.client("recovery-reader").await;
-    let mut stream = client
-        .subscribe_with(SubscribeOptions::topic("t").bookmark(format!("[epoch:{end})")))
-        .await
-        .expect("replay");
-    let mut seen = Vec::new();
-    while let Some(message) = stream.next().await {
-        let value: serde_json::Value =
-            serde_json::from_slice(&message.expect("message").payload).unwrap();
-        seen.push(value["i"].as_u64().unwrap());
-    }
+    let (seen, error) = replay_until_error(broker, end).await;
+    assert_eq!(error, None, "the replay ends cleanly");
     seen
 }
 
