@@ -507,27 +507,19 @@ impl SowStore {
     }
 
     /// Puts a version back into the field indexes after a failed write.
+    /// Puts back `entry` of `key` into the field indexes after a failed
+    /// write took it out (a failed read back leaves it out, as before).
     fn reindex(&mut self, key: u64, entry: &Entry) {
-        let mut buf = std::mem::take(&mut self.old_buf);
-        let mut indexes = std::mem::take(&mut self.indexes);
-        let mut ranges = std::mem::take(self.ranges.get_mut());
-        let mut values = std::mem::take(&mut self.values);
-        if let Ok(bytes) = self.record_bytes(entry, &mut buf) {
-            let payload = bytes.get(RECORD_HEADER_BYTES..).unwrap_or_default();
-            for index in &mut indexes {
-                index.insert(key, payload, &mut values);
-            }
-            for range in &mut ranges {
-                range.insert(key, payload, &mut values);
-            }
-        }
-        self.indexes = indexes;
-        *self.ranges.get_mut() = ranges;
-        self.values = values;
-        self.old_buf = buf;
+        let _ = self.index_record(key, entry, true);
     }
 
     fn unindex(&mut self, key: u64, old: &Entry) -> Result<(), SowError> {
+        self.index_record(key, old, false)
+    }
+
+    /// Adds (`add`) or removes the record `entry` of `key` in every hash
+    /// and range index; the record is read back for its field values.
+    fn index_record(&mut self, key: u64, entry: &Entry, add: bool) -> Result<(), SowError> {
         if self.indexes.is_empty() && self.ranges.get_mut().is_empty() {
             return Ok(());
         }
@@ -535,13 +527,21 @@ impl SowStore {
         let mut indexes = std::mem::take(&mut self.indexes);
         let mut ranges = std::mem::take(self.ranges.get_mut());
         let mut values = std::mem::take(&mut self.values);
-        let result = self.record_bytes(old, &mut buf).map(|bytes| {
+        let result = self.record_bytes(entry, &mut buf).map(|bytes| {
             let payload = bytes.get(RECORD_HEADER_BYTES..).unwrap_or_default();
             for index in &mut indexes {
-                index.remove(key, payload, &mut values);
+                if add {
+                    index.insert(key, payload, &mut values);
+                } else {
+                    index.remove(key, payload, &mut values);
+                }
             }
             for range in &mut ranges {
-                range.remove(key, payload, &mut values);
+                if add {
+                    range.insert(key, payload, &mut values);
+                } else {
+                    range.remove(key, payload, &mut values);
+                }
             }
         });
         self.indexes = indexes;
