@@ -30,6 +30,7 @@ fn deliver_stream() -> Bytes {
             sub_ids: SubIds::from_ids(&[1]),
             bookmark: None,
             timestamp: 1_700_000_000_000_000_000 + i,
+            sow_key: None,
             payload: payload(),
         })
         .encode(&mut stream)
@@ -46,6 +47,7 @@ fn encode(c: &mut Criterion) {
         topic: Utf8::from(TOPIC),
         ack: AckSet::NONE,
         sequence: None,
+        sow_key: None,
         payload: payload(),
     });
     let mut buf = BytesMut::with_capacity(4096);
@@ -67,6 +69,7 @@ fn encode(c: &mut Criterion) {
                 topic: Utf8::from(black_box(TOPIC)),
                 ack: AckSet::NONE,
                 sequence: None,
+                sow_key: None,
                 payload: payload.clone(),
             });
             command.encode(&mut buf).expect("encodes");

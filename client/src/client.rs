@@ -507,6 +507,7 @@ impl Client {
             topic: Utf8::from(topic),
             ack: AckSet::only(ack_type),
             sequence,
+            sow_key: None,
             payload: payload.into(),
         });
         self.send_or_unregister(&command, command_id).await?;

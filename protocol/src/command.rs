@@ -9,8 +9,8 @@ use crate::field::{read_u8, read_u16, read_u32, read_u64};
 use crate::frame::{Frame, FrameHeader};
 use crate::reason::ReasonCode;
 
-/// Command codes. Codes 0x10–0x17 are reserved for the SOW, delta, OOF and
-/// group commands of later versions; 0x00 and everything else is unassigned.
+/// Command codes. Codes 0x13–0x15 are reserved for the delta and OOF
+/// commands of later versions; 0x00 and everything else is unassigned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum CommandCode {
@@ -30,18 +30,23 @@ pub enum CommandCode {
     Deliver = 0x07,
     /// Client → broker: a barrier acked once everything sent before it is processed.
     Flush = 0x08,
+    /// Client → broker: query a SOW topic's current records.
+    Sow = 0x10,
+    /// Client → broker: query a SOW topic and subscribe to it atomically.
+    SowAndSubscribe = 0x11,
+    /// Client → broker: delete SOW records.
+    SowDelete = 0x12,
+    /// Broker → client: the records of a query follow.
+    GroupBegin = 0x16,
+    /// Broker → client: the records of a query are complete.
+    GroupEnd = 0x17,
 }
 
 /// Reserved command codes and their future names.
 const RESERVED: &[(u8, &str)] = &[
-    (0x10, "sow"),
-    (0x11, "sow_and_subscribe"),
-    (0x12, "sow_delete"),
     (0x13, "delta_publish"),
     (0x14, "delta_subscribe"),
     (0x15, "oof"),
-    (0x16, "group_begin"),
-    (0x17, "group_end"),
 ];
 
 impl CommandCode {
@@ -60,6 +65,11 @@ impl CommandCode {
             0x06 => Self::Ack,
             0x07 => Self::Deliver,
             0x08 => Self::Flush,
+            0x10 => Self::Sow,
+            0x11 => Self::SowAndSubscribe,
+            0x12 => Self::SowDelete,
+            0x16 => Self::GroupBegin,
+            0x17 => Self::GroupEnd,
             _ => {
                 return Err(match RESERVED.iter().find(|(c, _)| *c == code) {
                     Some((_, name)) => DecodeError::UnsupportedCommand { code, name },
@@ -81,6 +91,11 @@ impl CommandCode {
             Self::Ack => "ack",
             Self::Deliver => "deliver",
             Self::Flush => "flush",
+            Self::Sow => "sow",
+            Self::SowAndSubscribe => "sow_and_subscribe",
+            Self::SowDelete => "sow_delete",
+            Self::GroupBegin => "group_begin",
+            Self::GroupEnd => "group_end",
         }
     }
 }
@@ -293,6 +308,8 @@ pub struct Publish {
     pub ack: AckSet,
     /// Publisher sequence number (for de-duplication).
     pub sequence: Option<u64>,
+    /// The record's key on a SOW topic without key fields.
+    pub sow_key: Option<Bytes>,
     /// The message body, opaque to the protocol.
     pub payload: Bytes,
 }
@@ -322,6 +339,76 @@ pub struct Unsubscribe {
     pub command_id: Option<u64>,
     /// The subscription to end; `None` ends all of them.
     pub sub_id: Option<u64>,
+}
+
+/// `sow` and `sow_and_subscribe`: a query of SOW records (and, for
+/// `sow_and_subscribe`, a subscription that starts exactly where the
+/// query's snapshot ends).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SowQuery {
+    /// Echoed on the ack and the group frames.
+    pub command_id: Option<u64>,
+    /// Chosen by the client: names the query's group and records (and the
+    /// subscription of a `sow_and_subscribe`).
+    pub sub_id: u64,
+    /// A SOW topic, or a regular expression over topics.
+    pub topic: Utf8,
+    /// A content filter expression.
+    pub filter: Option<Utf8>,
+    /// Comma-separated options.
+    pub options: Option<Utf8>,
+    /// Sort order: `/path [ASC|DESC]`, comma-separated.
+    pub order_by: Option<Utf8>,
+    /// At most this many records.
+    pub top_n: Option<u64>,
+    /// Skip this many matching records first.
+    pub skip_n: Option<u64>,
+    /// Only these SowKeys.
+    pub sow_keys: Option<SubIds>,
+}
+
+/// `sow_delete`: remove records of one SOW topic, chosen by a filter, by
+/// SowKeys, or by an example message (the payload) whose key is computed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SowDelete {
+    /// Echoed on the ack, which carries the count deleted.
+    pub command_id: u64,
+    /// The SOW topic (literal).
+    pub topic: Utf8,
+    /// Delete the records matching this filter (`1=1`: all).
+    pub filter: Option<Utf8>,
+    /// Delete the records with these keys.
+    pub sow_keys: Option<SubIds>,
+    /// Acks wanted (processed when empty).
+    pub ack: AckSet,
+    /// An example message: delete the record with its key.
+    pub payload: Bytes,
+}
+
+/// `group_begin`: the records of query `sub_id` follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupBegin {
+    /// The query's command id.
+    pub command_id: Option<u64>,
+    /// The query's id.
+    pub sub_id: u64,
+}
+
+/// `group_end`: every record of query `sub_id` has been sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupEnd {
+    /// The query's command id.
+    pub command_id: Option<u64>,
+    /// The query's id.
+    pub sub_id: u64,
+    /// Records sent (for a `count_only` query: records matching).
+    pub records: u64,
+    /// Failure when the query stopped early (the records sent stand).
+    pub status: Status,
+    /// Why it failed.
+    pub reason_code: ReasonCode,
+    /// Human-readable reason.
+    pub reason: Option<Utf8>,
 }
 
 /// `flush`: acked (processed) once every command sent before it on this
@@ -359,6 +446,8 @@ pub struct Ack {
     pub max_frame_bytes: Option<u32>,
     /// Logon ack: the broker's version.
     pub server_version: Option<Utf8>,
+    /// A `sow_delete` ack: records deleted.
+    pub records: Option<u64>,
 }
 
 impl Ack {
@@ -378,6 +467,7 @@ impl Ack {
             heartbeat_ms: None,
             max_frame_bytes: None,
             server_version: None,
+            records: None,
         }
     }
 
@@ -464,6 +554,8 @@ pub struct Deliver {
     pub bookmark: Option<u64>,
     /// When the broker took the message, ns since the Unix epoch.
     pub timestamp: u64,
+    /// Set on the records of a SOW query (and only there): the record's key.
+    pub sow_key: Option<u64>,
     /// The message body.
     pub payload: Bytes,
 }
@@ -488,6 +580,16 @@ pub enum Command {
     Deliver(Deliver),
     /// See [`Flush`].
     Flush(Flush),
+    /// A SOW query; see [`SowQuery`].
+    Sow(SowQuery),
+    /// A SOW query and subscription; see [`SowQuery`].
+    SowAndSubscribe(SowQuery),
+    /// See [`SowDelete`].
+    SowDelete(SowDelete),
+    /// See [`GroupBegin`].
+    GroupBegin(GroupBegin),
+    /// See [`GroupEnd`].
+    GroupEnd(GroupEnd),
 }
 
 impl Deliver {
@@ -498,6 +600,7 @@ impl Deliver {
         // Tags are below 128 (a u128 of flags, no table to clear).
         let mut seen = 0u128;
         let (mut topic, mut sub_ids, mut bookmark, mut timestamp) = (None, None, None, None);
+        let mut sow_key = None;
         for field in FieldIter::new(&frame.fields) {
             let field = field?;
             let Some(tag) = FieldTag::from_u8(field.tag) else {
@@ -513,6 +616,7 @@ impl Deliver {
                 FieldTag::SubIds => sub_ids = Some(field.value),
                 FieldTag::Bookmark => bookmark = Some(read_u64(tag, field.value)?),
                 FieldTag::Timestamp => timestamp = Some(read_u64(tag, field.value)?),
+                FieldTag::SowKeys => sow_key = Some(read_u64(tag, field.value)?),
                 _ => {}
             }
         }
@@ -545,6 +649,7 @@ impl Deliver {
             sub_ids: SubIds(frame.fields.slice_ref(sub_ids)),
             bookmark,
             timestamp: timestamp.ok_or_else(|| missing(FieldTag::Timestamp))?,
+            sow_key,
             payload: frame.payload.clone(),
         })
     }
@@ -553,13 +658,13 @@ impl Deliver {
 /// The known fields of one frame, each at most once.
 struct RawFields<'a> {
     fields: &'a Bytes,
-    values: [Option<&'a [u8]>; 20],
+    values: [Option<&'a [u8]>; 26],
     command: &'static str,
 }
 
 impl<'a> RawFields<'a> {
     fn collect(fields: &'a Bytes, command: &'static str) -> Result<Self, DecodeError> {
-        let mut values: [Option<&'a [u8]>; 20] = [None; 20];
+        let mut values: [Option<&'a [u8]>; 26] = [None; 26];
         for field in FieldIter::new(fields) {
             let field = field?;
             let Some(tag) = FieldTag::from_u8(field.tag) else {
@@ -622,6 +727,59 @@ impl<'a> RawFields<'a> {
             .transpose()
     }
 
+    fn u64_list(&self, tag: FieldTag) -> Result<Option<SubIds>, DecodeError> {
+        match self.bytes(tag) {
+            Some(bytes) if bytes.len() % 8 != 0 => Err(DecodeError::InvalidField {
+                field: tag.name(),
+                reason: "length must be a multiple of 8",
+            }),
+            other => Ok(other.map(SubIds)),
+        }
+    }
+
+    fn ack_set(&self) -> Result<AckSet, DecodeError> {
+        Ok(self
+            .u8(FieldTag::AckType)?
+            .map(AckSet::from_u8)
+            .transpose()?
+            .unwrap_or_default())
+    }
+
+    fn status(&self, required: bool) -> Result<Status, DecodeError> {
+        let status = match self.u8(FieldTag::Status)? {
+            Some(status) => status,
+            None if required => {
+                return Err(DecodeError::MissingField {
+                    command: self.command,
+                    field: "status",
+                });
+            }
+            None => 0,
+        };
+        match status {
+            0 => Ok(Status::Success),
+            1 => Ok(Status::Failure),
+            _ => Err(DecodeError::InvalidField {
+                field: "status",
+                reason: "expected 0 (success) or 1 (failure)",
+            }),
+        }
+    }
+
+    fn sow_query(&self) -> Result<SowQuery, DecodeError> {
+        Ok(SowQuery {
+            command_id: self.u64(FieldTag::CommandId)?,
+            sub_id: self.required(FieldTag::SubId, self.u64(FieldTag::SubId)?)?,
+            topic: self.non_empty_utf8(FieldTag::Topic)?,
+            filter: self.utf8(FieldTag::Filter)?,
+            options: self.utf8(FieldTag::Options)?,
+            order_by: self.utf8(FieldTag::OrderBy)?,
+            top_n: self.u64(FieldTag::TopN)?,
+            skip_n: self.u64(FieldTag::SkipN)?,
+            sow_keys: self.u64_list(FieldTag::SowKeys)?,
+        })
+    }
+
     fn non_empty_utf8(&self, tag: FieldTag) -> Result<Utf8, DecodeError> {
         let text = self.required(tag, self.utf8(tag)?)?;
         if text.is_empty() {
@@ -647,6 +805,11 @@ impl Command {
             Self::Ack(_) => CommandCode::Ack,
             Self::Deliver(_) => CommandCode::Deliver,
             Self::Flush(_) => CommandCode::Flush,
+            Self::Sow(_) => CommandCode::Sow,
+            Self::SowAndSubscribe(_) => CommandCode::SowAndSubscribe,
+            Self::SowDelete(_) => CommandCode::SowDelete,
+            Self::GroupBegin(_) => CommandCode::GroupBegin,
+            Self::GroupEnd(_) => CommandCode::GroupEnd,
         }
     }
 
@@ -673,11 +836,7 @@ impl Command {
             CommandCode::Heartbeat => Self::Heartbeat(Heartbeat),
             CommandCode::Publish => {
                 let command_id = f.u64(FieldTag::CommandId)?;
-                let ack = f
-                    .u8(FieldTag::AckType)?
-                    .map(AckSet::from_u8)
-                    .transpose()?
-                    .unwrap_or_default();
+                let ack = f.ack_set()?;
                 if !ack.is_empty() && command_id.is_none() {
                     return Err(DecodeError::MissingField {
                         command: "publish",
@@ -689,9 +848,32 @@ impl Command {
                     topic: f.non_empty_utf8(FieldTag::Topic)?,
                     ack,
                     sequence: f.u64(FieldTag::Sequence)?,
+                    sow_key: f.bytes(FieldTag::SowKey),
                     payload: frame.payload.clone(),
                 })
             }
+            CommandCode::Sow => Self::Sow(f.sow_query()?),
+            CommandCode::SowAndSubscribe => Self::SowAndSubscribe(f.sow_query()?),
+            CommandCode::SowDelete => Self::SowDelete(SowDelete {
+                command_id: f.required(FieldTag::CommandId, f.u64(FieldTag::CommandId)?)?,
+                topic: f.non_empty_utf8(FieldTag::Topic)?,
+                filter: f.utf8(FieldTag::Filter)?,
+                sow_keys: f.u64_list(FieldTag::SowKeys)?,
+                ack: f.ack_set()?,
+                payload: frame.payload.clone(),
+            }),
+            CommandCode::GroupBegin => Self::GroupBegin(GroupBegin {
+                command_id: f.u64(FieldTag::CommandId)?,
+                sub_id: f.required(FieldTag::SubId, f.u64(FieldTag::SubId)?)?,
+            }),
+            CommandCode::GroupEnd => Self::GroupEnd(GroupEnd {
+                command_id: f.u64(FieldTag::CommandId)?,
+                sub_id: f.required(FieldTag::SubId, f.u64(FieldTag::SubId)?)?,
+                records: f.required(FieldTag::Records, f.u64(FieldTag::Records)?)?,
+                status: f.status(false)?,
+                reason_code: ReasonCode::from_code(f.u16(FieldTag::ReasonCode)?.unwrap_or(0)),
+                reason: f.utf8(FieldTag::Reason)?,
+            }),
             CommandCode::Subscribe => Self::Subscribe(Subscribe {
                 command_id: f.u64(FieldTag::CommandId)?,
                 sub_id: f.required(FieldTag::SubId, f.u64(FieldTag::SubId)?)?,
@@ -709,16 +891,7 @@ impl Command {
             }),
             CommandCode::Ack => {
                 let ack_type = f.required(FieldTag::AckType, f.u8(FieldTag::AckType)?)?;
-                let status = match f.required(FieldTag::Status, f.u8(FieldTag::Status)?)? {
-                    0 => Status::Success,
-                    1 => Status::Failure,
-                    _ => {
-                        return Err(DecodeError::InvalidField {
-                            field: "status",
-                            reason: "expected 0 (success) or 1 (failure)",
-                        });
-                    }
-                };
+                let status = f.status(true)?;
                 Self::Ack(Ack {
                     command_id: f.u64(FieldTag::CommandId)?,
                     ack_type: AckType::from_u8(ack_type)?,
@@ -732,6 +905,7 @@ impl Command {
                     heartbeat_ms: f.u32(FieldTag::HeartbeatMs)?,
                     max_frame_bytes: f.u32(FieldTag::MaxFrameBytes)?,
                     server_version: f.utf8(FieldTag::ServerVersion)?,
+                    records: f.u64(FieldTag::Records)?,
                 })
             }
             // Decoded above, without the generic table.
@@ -758,6 +932,42 @@ impl Command {
                     + check_value_len(FieldTag::Topic, c.topic.len())?
                     + if c.ack.is_empty() { 0 } else { fixed_len(1) }
                     + opt_u64(c.sequence)
+                    + opt_text(FieldTag::SowKey, c.sow_key.as_deref())?
+            }
+            Self::Sow(c) | Self::SowAndSubscribe(c) => {
+                opt_u64(c.command_id)
+                    + fixed_len(8)
+                    + check_value_len(FieldTag::Topic, c.topic.len())?
+                    + opt_text(FieldTag::Filter, c.filter.as_ref().map(Utf8::as_bytes))?
+                    + opt_text(FieldTag::Options, c.options.as_ref().map(Utf8::as_bytes))?
+                    + opt_text(FieldTag::OrderBy, c.order_by.as_ref().map(Utf8::as_bytes))?
+                    + opt_u64(c.top_n)
+                    + opt_u64(c.skip_n)
+                    + opt_text(FieldTag::SowKeys, c.sow_keys.as_ref().map(SubIds::as_bytes))?
+            }
+            Self::SowDelete(c) => {
+                fixed_len(8)
+                    + check_value_len(FieldTag::Topic, c.topic.len())?
+                    + opt_text(FieldTag::Filter, c.filter.as_ref().map(Utf8::as_bytes))?
+                    + opt_text(FieldTag::SowKeys, c.sow_keys.as_ref().map(SubIds::as_bytes))?
+                    + if c.ack.is_empty() { 0 } else { fixed_len(1) }
+            }
+            Self::GroupBegin(c) => opt_u64(c.command_id) + fixed_len(8),
+            Self::GroupEnd(c) => {
+                opt_u64(c.command_id)
+                    + fixed_len(8)
+                    + fixed_len(8)
+                    + if c.status == Status::Success {
+                        0
+                    } else {
+                        fixed_len(1)
+                    }
+                    + if c.reason_code == ReasonCode::None {
+                        0
+                    } else {
+                        fixed_len(2)
+                    }
+                    + opt_text(FieldTag::Reason, c.reason.as_ref().map(Utf8::as_bytes))?
             }
             Self::Subscribe(c) => {
                 opt_u64(c.command_id)
@@ -795,9 +1005,11 @@ impl Command {
                         FieldTag::ServerVersion,
                         c.server_version.as_ref().map(Utf8::as_bytes),
                     )?
+                    + opt_u64(c.records)
             }
             Self::Deliver(c) => {
                 deliver_fields_len(c.topic.as_bytes(), c.sub_ids.len(), c.bookmark)?
+                    + opt_u64(c.sow_key)
             }
         })
     }
@@ -806,6 +1018,7 @@ impl Command {
         match self {
             Self::Publish(c) => &c.payload,
             Self::Deliver(c) => &c.payload,
+            Self::SowDelete(c) => &c.payload,
             _ => &[],
         }
     }
@@ -904,6 +1117,51 @@ impl Command {
                     w.u8(FieldTag::AckType, c.ack.bits());
                 }
                 opt_u64(w, FieldTag::Sequence, c.sequence);
+                opt_text(w, FieldTag::SowKey, c.sow_key.as_deref());
+            }
+            Self::Sow(c) | Self::SowAndSubscribe(c) => {
+                opt_u64(w, FieldTag::CommandId, c.command_id);
+                w.u64(FieldTag::SubId, c.sub_id);
+                w.bytes(FieldTag::Topic, c.topic.as_bytes());
+                opt_text(w, FieldTag::Filter, c.filter.as_ref().map(Utf8::as_bytes));
+                opt_text(w, FieldTag::Options, c.options.as_ref().map(Utf8::as_bytes));
+                opt_text(w, FieldTag::OrderBy, c.order_by.as_ref().map(Utf8::as_bytes));
+                opt_u64(w, FieldTag::TopN, c.top_n);
+                opt_u64(w, FieldTag::SkipN, c.skip_n);
+                opt_text(
+                    w,
+                    FieldTag::SowKeys,
+                    c.sow_keys.as_ref().map(SubIds::as_bytes),
+                );
+            }
+            Self::SowDelete(c) => {
+                w.u64(FieldTag::CommandId, c.command_id);
+                w.bytes(FieldTag::Topic, c.topic.as_bytes());
+                opt_text(w, FieldTag::Filter, c.filter.as_ref().map(Utf8::as_bytes));
+                opt_text(
+                    w,
+                    FieldTag::SowKeys,
+                    c.sow_keys.as_ref().map(SubIds::as_bytes),
+                );
+                if !c.ack.is_empty() {
+                    w.u8(FieldTag::AckType, c.ack.bits());
+                }
+            }
+            Self::GroupBegin(c) => {
+                opt_u64(w, FieldTag::CommandId, c.command_id);
+                w.u64(FieldTag::SubId, c.sub_id);
+            }
+            Self::GroupEnd(c) => {
+                opt_u64(w, FieldTag::CommandId, c.command_id);
+                w.u64(FieldTag::SubId, c.sub_id);
+                w.u64(FieldTag::Records, c.records);
+                if c.status != Status::Success {
+                    w.u8(FieldTag::Status, c.status as u8);
+                }
+                if c.reason_code != ReasonCode::None {
+                    w.u16(FieldTag::ReasonCode, c.reason_code.code());
+                }
+                opt_text(w, FieldTag::Reason, c.reason.as_ref().map(Utf8::as_bytes));
             }
             Self::Subscribe(c) => {
                 opt_u64(w, FieldTag::CommandId, c.command_id);
@@ -945,6 +1203,7 @@ impl Command {
                     FieldTag::ServerVersion,
                     c.server_version.as_ref().map(Utf8::as_bytes),
                 );
+                opt_u64(w, FieldTag::Records, c.records);
             }
             Self::Deliver(c) => {
                 write_deliver_fields(
@@ -954,6 +1213,7 @@ impl Command {
                     c.bookmark,
                     c.timestamp,
                 );
+                opt_u64(w, FieldTag::SowKeys, c.sow_key);
             }
         }
     }
@@ -1000,7 +1260,25 @@ pub fn encode_deliver_header(
     payload_len: usize,
     dst: &mut impl BufMut,
 ) -> Result<usize, EncodeError> {
-    let fields_len = deliver_fields_len(topic, sub_ids.len(), bookmark)?;
+    encode_record_header(topic, sub_ids, bookmark, timestamp, None, payload_len, dst)
+}
+
+/// [`encode_deliver_header`] for the records of a SOW query, which carry
+/// their SowKey (`sow_key: None` writes a plain delivery).
+///
+/// # Errors
+/// As [`encode_deliver_header`].
+pub fn encode_record_header(
+    topic: &[u8],
+    sub_ids: &[u64],
+    bookmark: Option<u64>,
+    timestamp: u64,
+    sow_key: Option<u64>,
+    payload_len: usize,
+    dst: &mut impl BufMut,
+) -> Result<usize, EncodeError> {
+    let fields_len = deliver_fields_len(topic, sub_ids.len(), bookmark)?
+        + if sow_key.is_some() { fixed_len(8) } else { 0 };
     let header = FrameHeader {
         command: CommandCode::Deliver as u8,
         flags: 0,
@@ -1023,6 +1301,9 @@ pub fn encode_deliver_header(
         w.u64(FieldTag::Bookmark, bookmark);
     }
     w.u64(FieldTag::Timestamp, timestamp);
+    if let Some(key) = sow_key {
+        w.u64(FieldTag::SowKeys, key);
+    }
     Ok(written)
 }
 
@@ -1121,6 +1402,7 @@ mod tests {
             sub_ids: SubIds(sub_ids),
             bookmark: f.u64(FieldTag::Bookmark)?,
             timestamp: f.required(FieldTag::Timestamp, f.u64(FieldTag::Timestamp)?)?,
+            sow_key: f.u64(FieldTag::SowKeys)?,
             payload: frame.payload.clone(),
         })
     }

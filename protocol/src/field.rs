@@ -55,6 +55,19 @@ pub enum FieldTag {
     /// UTF-8: where a subscription starts in the journal (and, for a
     /// range, where it ends).
     BookmarkSpec = 19,
+    /// `u64`: how many records a SOW query returns at most.
+    TopN = 20,
+    /// `u64`: how many matching records a SOW query skips first.
+    SkipN = 21,
+    /// UTF-8: a SOW query's sort order, `/path [ASC|DESC], …`.
+    OrderBy = 22,
+    /// Bytes: a publisher-supplied SOW key for a topic without key fields.
+    SowKey = 23,
+    /// Array of `u64`: SowKeys (of records to query or delete; on a
+    /// delivered SOW record, that record's key).
+    SowKeys = 24,
+    /// `u64`: a number of records (a query's group end, a delete's ack).
+    Records = 25,
 }
 
 impl FieldTag {
@@ -81,6 +94,12 @@ impl FieldTag {
             Self::ServerVersion => "server_version",
             Self::MaxFrameBytes => "max_frame_bytes",
             Self::BookmarkSpec => "bookmark_spec",
+            Self::TopN => "top_n",
+            Self::SkipN => "skip_n",
+            Self::OrderBy => "order_by",
+            Self::SowKey => "sow_key",
+            Self::SowKeys => "sow_keys",
+            Self::Records => "records",
         }
     }
 
@@ -107,6 +126,12 @@ impl FieldTag {
             17 => Self::ServerVersion,
             18 => Self::MaxFrameBytes,
             19 => Self::BookmarkSpec,
+            20 => Self::TopN,
+            21 => Self::SkipN,
+            22 => Self::OrderBy,
+            23 => Self::SowKey,
+            24 => Self::SowKeys,
+            25 => Self::Records,
             _ => return None,
         })
     }

@@ -60,6 +60,16 @@ pub enum ReasonCode {
     /// Another connection logged on with this connection's client name;
     /// this (older) one is closed.
     ClientReplaced,
+    /// The topic has no SOW (no `[[sow.topics]]` entry covers it).
+    NotASowTopic,
+    /// A message for a SOW topic has no usable key: a key field is missing
+    /// or null, the payload is not JSON, or an explicit key is required.
+    InvalidSowKey,
+    /// A message is larger than its SOW topic's `slab_size` allows.
+    SowMessageTooLarge,
+    /// The SOW store could not complete the command (storage failure, a
+    /// damaged record, an invalid query option).
+    SowError,
     /// A code this build does not know (from a newer peer).
     Other(u16),
 }
@@ -187,6 +197,26 @@ pub const REASONS: &[(u16, &str, &str)] = &[
         "client_replaced",
         "another connection logged on with this client name; this older one is closed",
     ),
+    (
+        25,
+        "not_a_sow_topic",
+        "the topic has no State of the World (no sow.topics entry covers it)",
+    ),
+    (
+        26,
+        "invalid_sow_key",
+        "a message for a SOW topic has no usable key (a key field missing or null, the payload not JSON, or an explicit sow_key required); it was not published",
+    ),
+    (
+        27,
+        "sow_message_too_large",
+        "the message is larger than its SOW topic's slab_size allows; it was not published",
+    ),
+    (
+        28,
+        "sow_error",
+        "the SOW store could not complete the command (storage failure, damaged record, invalid query option); the reason text names the cause",
+    ),
 ];
 
 impl ReasonCode {
@@ -219,6 +249,10 @@ impl ReasonCode {
             Self::JournalError => 22,
             Self::BookmarkNotFound => 23,
             Self::ClientReplaced => 24,
+            Self::NotASowTopic => 25,
+            Self::InvalidSowKey => 26,
+            Self::SowMessageTooLarge => 27,
+            Self::SowError => 28,
             Self::Other(code) => code,
         }
     }
@@ -252,6 +286,10 @@ impl ReasonCode {
             22 => Self::JournalError,
             23 => Self::BookmarkNotFound,
             24 => Self::ClientReplaced,
+            25 => Self::NotASowTopic,
+            26 => Self::InvalidSowKey,
+            27 => Self::SowMessageTooLarge,
+            28 => Self::SowError,
             other => Self::Other(other),
         }
     }

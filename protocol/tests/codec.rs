@@ -34,6 +34,7 @@ fn vectors() -> Vec<(&'static str, Command)> {
                 topic: Utf8::from("orders"),
                 ack: AckSet::only(AckType::Processed),
                 sequence: None,
+                sow_key: None,
                 payload: Bytes::from_static(b"{\"id\":1}"),
             }),
         ),
@@ -44,6 +45,7 @@ fn vectors() -> Vec<(&'static str, Command)> {
                 topic: Utf8::from("t"),
                 ack: AckSet::NONE,
                 sequence: None,
+                sow_key: None,
                 payload: Bytes::from_static(b"hi"),
             }),
         ),
@@ -92,6 +94,7 @@ fn vectors() -> Vec<(&'static str, Command)> {
                 sub_ids: SubIds::from_ids(&[42]),
                 bookmark: None,
                 timestamp: 1_700_000_000_000_000_000,
+                sow_key: None,
                 payload: Bytes::from_static(b"{\"id\":1}"),
             }),
         ),
@@ -183,6 +186,7 @@ fn deliver_header_plus_payload_equals_whole_deliver_frame() {
         sub_ids: SubIds::from_ids(&[1, 2, 3]),
         bookmark: Some(77),
         timestamp: 5,
+        sow_key: None,
         payload: payload.clone(),
     })
     .to_bytes()
@@ -247,14 +251,14 @@ fn malformed_frames_give_named_errors() {
         Command::decode(&frame),
         Err(DecodeError::UnknownCommand(0x7f))
     );
-    bad[5] = 0x10;
+    bad[5] = 0x13;
     let frame = decoder
         .decode(&mut BytesMut::from(&bad[..]))
         .unwrap()
         .unwrap();
     assert!(matches!(
         Command::decode(&frame),
-        Err(DecodeError::UnsupportedCommand { name: "sow", .. })
+        Err(DecodeError::UnsupportedCommand { name: "delta_publish", .. })
     ));
 }
 
@@ -266,6 +270,7 @@ fn unknown_fields_are_skipped() {
         topic: Utf8::from("t"),
         ack: AckSet::NONE,
         sequence: None,
+        sow_key: None,
         payload: Bytes::from_static(b"x"),
     });
     let bytes = good.to_bytes().unwrap();
@@ -291,6 +296,7 @@ fn duplicate_and_missing_fields_are_errors() {
         topic: Utf8::from("t"),
         ack: AckSet::NONE,
         sequence: None,
+        sow_key: None,
         payload: Bytes::new(),
     })
     .to_bytes()
@@ -371,6 +377,7 @@ fn command() -> impl Strategy<Value = Command> {
                     topic,
                     ack: set,
                     sequence,
+                    sow_key: None,
                     payload,
                 })
             }),
@@ -426,6 +433,7 @@ fn command() -> impl Strategy<Value = Command> {
                     sub_ids: SubIds::from_ids(&ids),
                     bookmark,
                     timestamp,
+                    sow_key: None,
                     payload
                 })
             ),
@@ -505,7 +513,7 @@ proptest! {
             }
         }
         let command_id = if set.is_empty() { command_id } else { Some(command_id.unwrap_or(1)) };
-        let whole = Command::Publish(Publish { command_id, topic: topic.clone(), ack: set, sequence, payload: payload.clone() })
+        let whole = Command::Publish(Publish { command_id, topic: topic.clone(), ack: set, sequence, sow_key: None, payload: payload.clone() })
             .to_bytes()
             .unwrap();
         let mut direct = BytesMut::new();

@@ -230,6 +230,7 @@ impl Publisher for RawPublisher {
             topic: self.topic.clone(),
             ack: AckSet::NONE,
             sequence: None,
+            sow_key: None,
             payload,
         });
         self.send(&command).await

@@ -17,6 +17,7 @@ fn publish_persisted(raw: &mut Raw, sequence: u64) -> Ack {
         topic: Utf8::from("orders"),
         ack: AckSet::only(AckType::Persisted),
         sequence: Some(sequence),
+        sow_key: None,
         payload: format!("order {sequence}").into(),
     }));
     loop {

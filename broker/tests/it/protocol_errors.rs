@@ -161,6 +161,7 @@ async fn malformed_input_closes_only_the_offending_connection() {
                 topic: Utf8::from("t"),
                 ack: AckSet::NONE,
                 sequence: None,
+                sow_key: None,
                 payload: Bytes::new(),
             })
             .to_bytes()

@@ -215,6 +215,7 @@ fn unsubscribe_stops_delivery_after_its_ack() {
             topic: Utf8::from("t"),
             ack: statecast_protocol::AckSet::NONE,
             sequence: None,
+            sow_key: None,
             payload: Bytes::from_static(body.as_bytes()),
         })
     };
