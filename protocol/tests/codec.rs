@@ -8,12 +8,16 @@ use std::path::{Path, PathBuf};
 use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
 use statecast_protocol::{
-    Ack, AckSet, AckType, Command, DecodeError, Deliver, Flush, FrameDecoder, Heartbeat, Logon,
-    Publish, REASONS, ReasonCode, Status, SubIds, Subscribe, Unsubscribe, Utf8,
-    encode_deliver_header,
+    Ack, AckSet, AckType, Command, CommandCode, DecodeError, Deliver, Flush, FrameDecoder,
+    GroupBegin, GroupEnd, Heartbeat, Logon, Publish, REASONS, ReasonCode, SowDelete, SowQuery,
+    Status, SubIds, Subscribe, Unsubscribe, Utf8, encode_deliver_header, encode_record_header,
 };
 
 const MAX: usize = 1 << 20;
+
+/// The SowKeys the vectors use (`KEY_1`, `KEY_2` in gen_vectors.py).
+const KEY_1: u64 = 0x9E37_79B9_7F4A_7C15;
+const KEY_2: u64 = 0x0123_4567_89AB_CDEF;
 
 fn vectors() -> Vec<(&'static str, Command)> {
     vec![
@@ -98,6 +102,125 @@ fn vectors() -> Vec<(&'static str, Command)> {
                 payload: Bytes::from_static(b"{\"id\":1}"),
             }),
         ),
+        (
+            "publish_sow_key",
+            Command::Publish(Publish {
+                command_id: Some(8),
+                topic: Utf8::from("prices"),
+                ack: AckSet::only(AckType::Processed),
+                sequence: None,
+                sow_key: Some(Bytes::from_static(b"EURUSD")),
+                payload: Bytes::from_static(b"{\"bid\":1.08}"),
+            }),
+        ),
+        (
+            "sow",
+            Command::Sow(SowQuery {
+                command_id: Some(10),
+                sub_id: 5,
+                topic: Utf8::from("orders"),
+                filter: Some(Utf8::from("/qty > 10")),
+                options: None,
+                order_by: None,
+                top_n: Some(2),
+                skip_n: None,
+                sow_keys: None,
+            }),
+        ),
+        (
+            "sow_and_subscribe",
+            Command::SowAndSubscribe(SowQuery {
+                command_id: Some(11),
+                sub_id: 6,
+                topic: Utf8::from("orders"),
+                filter: Some(Utf8::from("/region = 'eu'")),
+                options: Some(Utf8::from("non_regex_topic")),
+                order_by: Some(Utf8::from("/price DESC, /id")),
+                top_n: Some(100),
+                skip_n: Some(100),
+                sow_keys: Some(SubIds::from_ids(&[KEY_1])),
+            }),
+        ),
+        (
+            "sow_delete",
+            Command::SowDelete(SowDelete {
+                command_id: 12,
+                topic: Utf8::from("orders"),
+                filter: Some(Utf8::from("/status = 'closed'")),
+                sow_keys: None,
+                ack: AckSet::NONE,
+                payload: Bytes::new(),
+            }),
+        ),
+        (
+            "sow_delete_keys",
+            Command::SowDelete(SowDelete {
+                command_id: 13,
+                topic: Utf8::from("orders"),
+                filter: None,
+                sow_keys: Some(SubIds::from_ids(&[KEY_1, KEY_2])),
+                ack: AckSet::only(AckType::Processed).with(AckType::Persisted),
+                payload: Bytes::new(),
+            }),
+        ),
+        (
+            "sow_delete_example",
+            Command::SowDelete(SowDelete {
+                command_id: 14,
+                topic: Utf8::from("orders"),
+                filter: None,
+                sow_keys: None,
+                ack: AckSet::only(AckType::Processed),
+                payload: Bytes::from_static(b"{\"id\":1}"),
+            }),
+        ),
+        (
+            "group_begin",
+            Command::GroupBegin(GroupBegin {
+                command_id: Some(10),
+                sub_id: 5,
+            }),
+        ),
+        (
+            "deliver_sow_record",
+            Command::Deliver(Deliver {
+                topic: Utf8::from("orders"),
+                sub_ids: SubIds::from_ids(&[5]),
+                bookmark: Some(1234),
+                timestamp: 1_700_000_000_000_000_000,
+                sow_key: Some(KEY_1),
+                payload: Bytes::from_static(b"{\"id\":1,\"qty\":20}"),
+            }),
+        ),
+        (
+            "group_end",
+            Command::GroupEnd(GroupEnd {
+                command_id: Some(10),
+                sub_id: 5,
+                records: 2,
+                status: Status::Success,
+                reason_code: ReasonCode::None,
+                reason: None,
+            }),
+        ),
+        (
+            "group_end_failure",
+            Command::GroupEnd(GroupEnd {
+                command_id: Some(10),
+                sub_id: 5,
+                records: 1,
+                status: Status::Failure,
+                reason_code: ReasonCode::SowError,
+                reason: Some(Utf8::from("orders: damaged record in slab 3")),
+            }),
+        ),
+        (
+            "ack_sow_delete",
+            Command::Ack(Ack {
+                records: Some(3),
+                ..Ack::success(AckType::Processed, Some(12))
+            }),
+        ),
     ]
 }
 
@@ -179,6 +302,26 @@ fn spec_lists_every_reason_code_and_field() {
 }
 
 #[test]
+fn spec_lists_every_command_code_and_only_0x13_to_0x15_are_reserved() {
+    let spec =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("SPEC.md")).unwrap();
+    for code in 0..=255u8 {
+        match CommandCode::from_u8(code) {
+            Ok(command) => assert!(
+                spec.contains(&format!("| {code:#04x} | `{}` |", command.name())),
+                "SPEC.md lacks command {code:#04x} {}",
+                command.name()
+            ),
+            Err(DecodeError::UnsupportedCommand { .. }) => {
+                assert!((0x13..=0x15).contains(&code), "{code:#04x} is reserved");
+            }
+            Err(e) => assert_eq!(e, DecodeError::UnknownCommand(code)),
+        }
+    }
+    assert!(spec.contains("| 0x13–0x15 | reserved: `delta_publish`, `delta_subscribe`, `oof` |"));
+}
+
+#[test]
 fn deliver_header_plus_payload_equals_whole_deliver_frame() {
     let payload = Bytes::from_static(b"payload bytes");
     let whole = Command::Deliver(Deliver {
@@ -197,6 +340,261 @@ fn deliver_header_plus_payload_equals_whole_deliver_frame() {
     assert_eq!(written, split.len());
     split.extend_from_slice(&payload);
     assert_eq!(split.as_ref(), whole.as_ref());
+}
+
+proptest! {
+    #[test]
+    fn record_header_plus_payload_equals_whole_deliver_frame(
+        topic in utf8(),
+        ids in proptest::collection::vec(any::<u64>(), 0..20),
+        bookmark in any::<Option<u64>>(),
+        timestamp in any::<u64>(),
+        sow_key in any::<Option<u64>>(),
+        payload in payload(),
+    ) {
+        let whole = Command::Deliver(Deliver {
+            topic: topic.clone(),
+            sub_ids: SubIds::from_ids(&ids),
+            bookmark,
+            timestamp,
+            sow_key,
+            payload: payload.clone(),
+        })
+        .to_bytes()
+        .unwrap();
+        let mut split = BytesMut::new();
+        let written = encode_record_header(
+            topic.as_bytes(),
+            &ids,
+            bookmark,
+            timestamp,
+            sow_key,
+            payload.len(),
+            &mut split,
+        )
+        .unwrap();
+        prop_assert_eq!(written, split.len());
+        split.extend_from_slice(&payload);
+        prop_assert_eq!(split.as_ref(), whole.as_ref());
+    }
+}
+
+/// A frame built by hand: `fields` as (tag, value), in order.
+fn raw_frame(command: u8, fields: &[(u8, &[u8])], payload: &[u8]) -> Bytes {
+    let mut area = Vec::new();
+    for (tag, value) in fields {
+        area.push(*tag);
+        area.extend_from_slice(&u16::try_from(value.len()).unwrap().to_le_bytes());
+        area.extend_from_slice(value);
+    }
+    let mut frame = Vec::new();
+    let len = u32::try_from(8 + area.len() + payload.len()).unwrap();
+    frame.extend_from_slice(&len.to_le_bytes());
+    frame.extend_from_slice(&[1, command, 0, 0]);
+    frame.extend_from_slice(&u32::try_from(area.len()).unwrap().to_le_bytes());
+    frame.extend_from_slice(&area);
+    frame.extend_from_slice(payload);
+    Bytes::from(frame)
+}
+
+/// Decodes a hand-built frame's command.
+fn decode_raw(command: u8, fields: &[(u8, &[u8])], payload: &[u8]) -> Result<Command, DecodeError> {
+    let frame = FrameDecoder::new(MAX)
+        .decode_one(raw_frame(command, fields, payload))
+        .unwrap();
+    Command::decode(&frame)
+}
+
+// Field tags, as SPEC.md section 3 numbers them.
+const COMMAND_ID: u8 = 1;
+const TOPIC: u8 = 2;
+const SUB_ID: u8 = 3;
+const SUB_IDS: u8 = 4;
+const TIMESTAMP: u8 = 6;
+const STATUS: u8 = 10;
+const SOW_KEYS: u8 = 24;
+const RECORDS: u8 = 25;
+
+#[test]
+fn the_hand_built_frames_are_right() {
+    // raw_frame writes what the codec writes: checked on a group_begin.
+    let id = 5u64.to_le_bytes();
+    let command_id = 10u64.to_le_bytes();
+    assert_eq!(
+        raw_frame(0x16, &[(COMMAND_ID, &command_id), (SUB_ID, &id)], b""),
+        Command::GroupBegin(GroupBegin {
+            command_id: Some(10),
+            sub_id: 5
+        })
+        .to_bytes()
+        .unwrap()
+    );
+}
+
+#[test]
+fn sow_queries_without_sub_id_or_topic_are_missing_a_field() {
+    let id = 5u64.to_le_bytes();
+    for (code, command) in [(0x10, "sow"), (0x11, "sow_and_subscribe")] {
+        assert_eq!(
+            decode_raw(code, &[(TOPIC, b"orders")], b""),
+            Err(DecodeError::MissingField {
+                command,
+                field: "sub_id"
+            })
+        );
+        assert_eq!(
+            decode_raw(code, &[(SUB_ID, &id)], b""),
+            Err(DecodeError::MissingField {
+                command,
+                field: "topic"
+            })
+        );
+        assert!(matches!(
+            decode_raw(code, &[(SUB_ID, &id), (TOPIC, b"")], b""),
+            Err(DecodeError::InvalidField { field: "topic", .. })
+        ));
+        assert!(decode_raw(code, &[(SUB_ID, &id), (TOPIC, b"orders")], b"").is_ok());
+    }
+    // sow_delete needs command_id and topic.
+    assert_eq!(
+        decode_raw(0x12, &[(TOPIC, b"orders")], b"{}"),
+        Err(DecodeError::MissingField {
+            command: "sow_delete",
+            field: "command_id"
+        })
+    );
+    assert_eq!(
+        decode_raw(0x12, &[(COMMAND_ID, &id)], b"{}"),
+        Err(DecodeError::MissingField {
+            command: "sow_delete",
+            field: "topic"
+        })
+    );
+}
+
+#[test]
+fn sow_keys_must_be_whole_u64s() {
+    let id = 5u64.to_le_bytes();
+    for len in [1, 7, 9, 15, 17] {
+        let keys = vec![0xabu8; len];
+        let invalid = Err(DecodeError::InvalidField {
+            field: "sow_keys",
+            reason: "length must be a multiple of 8",
+        });
+        for code in [0x10, 0x11] {
+            assert_eq!(
+                decode_raw(
+                    code,
+                    &[(SUB_ID, &id), (TOPIC, b"orders"), (SOW_KEYS, &keys)],
+                    b""
+                ),
+                invalid,
+                "{code:#04x} with {len} bytes of sow_keys"
+            );
+        }
+        assert_eq!(
+            decode_raw(
+                0x12,
+                &[(COMMAND_ID, &id), (TOPIC, b"orders"), (SOW_KEYS, &keys)],
+                b""
+            ),
+            invalid,
+            "sow_delete with {len} bytes of sow_keys"
+        );
+    }
+    // None at all is a well-formed (empty) list.
+    let Ok(Command::Sow(query)) = decode_raw(
+        0x10,
+        &[(SUB_ID, &id), (TOPIC, b"orders"), (SOW_KEYS, b"")],
+        b"",
+    ) else {
+        panic!("an empty sow_keys decodes");
+    };
+    assert_eq!(query.sow_keys, Some(SubIds::from_ids(&[])));
+}
+
+#[test]
+fn a_delivered_record_carries_exactly_one_sow_key() {
+    let id = 5u64.to_le_bytes();
+    let ts = 1u64.to_le_bytes();
+    for len in [0, 1, 7, 9, 16] {
+        let keys = vec![0xabu8; len];
+        let decoded = decode_raw(
+            0x07,
+            &[
+                (TOPIC, b"orders"),
+                (SUB_IDS, &id),
+                (TIMESTAMP, &ts),
+                (SOW_KEYS, &keys),
+            ],
+            b"{}",
+        );
+        assert!(
+            matches!(
+                decoded,
+                Err(DecodeError::InvalidField {
+                    field: "sow_keys",
+                    ..
+                })
+            ),
+            "deliver with {len} bytes of sow_keys: {decoded:?}"
+        );
+    }
+    let key = KEY_1.to_le_bytes();
+    let Ok(Command::Deliver(deliver)) = decode_raw(
+        0x07,
+        &[
+            (TOPIC, b"orders"),
+            (SUB_IDS, &id),
+            (TIMESTAMP, &ts),
+            (SOW_KEYS, &key),
+        ],
+        b"{}",
+    ) else {
+        panic!("a deliver with one sow key decodes");
+    };
+    assert_eq!(deliver.sow_key, Some(KEY_1));
+}
+
+#[test]
+fn group_end_needs_records_and_a_known_status() {
+    let id = 5u64.to_le_bytes();
+    assert_eq!(
+        decode_raw(0x17, &[(SUB_ID, &id)], b""),
+        Err(DecodeError::MissingField {
+            command: "group_end",
+            field: "records"
+        })
+    );
+    assert_eq!(
+        decode_raw(0x17, &[(RECORDS, &id)], b""),
+        Err(DecodeError::MissingField {
+            command: "group_end",
+            field: "sub_id"
+        })
+    );
+    assert!(matches!(
+        decode_raw(0x17, &[(SUB_ID, &id), (RECORDS, &id), (STATUS, &[7])], b""),
+        Err(DecodeError::InvalidField {
+            field: "status",
+            ..
+        })
+    ));
+    // A status of 0 sent explicitly is a success, as is its absence.
+    let Ok(Command::GroupEnd(end)) =
+        decode_raw(0x17, &[(SUB_ID, &id), (RECORDS, &id), (STATUS, &[0])], b"")
+    else {
+        panic!("group_end with status 0 decodes");
+    };
+    assert_eq!(end.status, Status::Success);
+    // group_begin needs its sub_id.
+    assert_eq!(
+        decode_raw(0x16, &[(COMMAND_ID, &id)], b""),
+        Err(DecodeError::MissingField {
+            command: "group_begin",
+            field: "sub_id"
+        })
+    );
 }
 
 #[test]
@@ -258,7 +656,10 @@ fn malformed_frames_give_named_errors() {
         .unwrap();
     assert!(matches!(
         Command::decode(&frame),
-        Err(DecodeError::UnsupportedCommand { name: "delta_publish", .. })
+        Err(DecodeError::UnsupportedCommand {
+            name: "delta_publish",
+            ..
+        })
     ));
 }
 
@@ -336,6 +737,52 @@ fn payload() -> impl Strategy<Value = Bytes> {
     proptest::collection::vec(any::<u8>(), 0..300).prop_map(Bytes::from)
 }
 
+/// An array of `u64` (sub ids, SowKeys), possibly empty.
+fn u64s() -> impl Strategy<Value = SubIds> {
+    proptest::collection::vec(any::<u64>(), 0..20).prop_map(|ids| SubIds::from_ids(&ids))
+}
+
+/// The ack set with wire value `bits` (0..8).
+fn ack_set(bits: u8) -> AckSet {
+    let mut set = AckSet::NONE;
+    for t in [AckType::Processed, AckType::Persisted, AckType::Completed] {
+        if bits & t as u8 != 0 {
+            set = set.with(t);
+        }
+    }
+    set
+}
+
+/// The fields of `sow` and `sow_and_subscribe`.
+fn sow_query() -> impl Strategy<Value = SowQuery> {
+    (
+        any::<Option<u64>>(),
+        any::<u64>(),
+        utf8(),
+        proptest::option::of(utf8()),
+        proptest::option::of(utf8()),
+        proptest::option::of(utf8()),
+        any::<Option<u64>>(),
+        any::<Option<u64>>(),
+        proptest::option::of(u64s()),
+    )
+        .prop_map(
+            |(command_id, sub_id, topic, filter, options, order_by, top_n, skip_n, sow_keys)| {
+                SowQuery {
+                    command_id,
+                    sub_id,
+                    topic,
+                    filter,
+                    options,
+                    order_by,
+                    top_n,
+                    skip_n,
+                    sow_keys,
+                }
+            },
+        )
+}
+
 fn command() -> impl Strategy<Value = Command> {
     let ack_type = prop_oneof![
         Just(AckType::Processed),
@@ -363,21 +810,16 @@ fn command() -> impl Strategy<Value = Command> {
             utf8(),
             0u8..8,
             any::<Option<u64>>(),
+            proptest::option::of(payload()),
             payload()
         )
-            .prop_map(|(command_id, topic, ack, sequence, payload)| {
-                let mut set = AckSet::NONE;
-                for t in [AckType::Processed, AckType::Persisted, AckType::Completed] {
-                    if ack & t as u8 != 0 {
-                        set = set.with(t);
-                    }
-                }
+            .prop_map(|(command_id, topic, ack, sequence, sow_key, payload)| {
                 Command::Publish(Publish {
                     command_id: Some(command_id),
                     topic,
-                    ack: set,
+                    ack: ack_set(ack),
                     sequence,
-                    sow_key: None,
+                    sow_key,
                     payload,
                 })
             }),
@@ -386,18 +828,19 @@ fn command() -> impl Strategy<Value = Command> {
             any::<u64>(),
             utf8(),
             proptest::option::of(utf8()),
+            proptest::option::of(utf8()),
             proptest::option::of(utf8())
         )
-            .prop_map(
-                |(command_id, sub_id, topic, filter, options)| Command::Subscribe(Subscribe {
+            .prop_map(|(command_id, sub_id, topic, filter, options, bookmark)| {
+                Command::Subscribe(Subscribe {
                     command_id,
                     sub_id,
                     topic,
                     filter,
                     options,
-                    bookmark: None,
+                    bookmark,
                 })
-            ),
+            }),
         (any::<Option<u64>>(), any::<Option<u64>>()).prop_map(|(command_id, sub_id)| {
             Command::Unsubscribe(Unsubscribe { command_id, sub_id })
         }),
@@ -408,35 +851,93 @@ fn command() -> impl Strategy<Value = Command> {
             any::<bool>(),
             0u16..40,
             proptest::option::of(utf8()),
+            any::<Option<u64>>(),
             any::<Option<u64>>()
         )
-            .prop_map(|(command_id, ack_type, ok, code, reason, sub_id)| {
-                let mut ack = Ack::success(ack_type, command_id);
-                if !ok {
-                    ack.status = Status::Failure;
-                    ack.reason_code = ReasonCode::from_code(code);
-                    ack.reason = reason;
+            .prop_map(
+                |(command_id, ack_type, ok, code, reason, sub_id, records)| {
+                    let mut ack = Ack::success(ack_type, command_id);
+                    if !ok {
+                        ack.status = Status::Failure;
+                        ack.reason_code = ReasonCode::from_code(code);
+                        ack.reason = reason;
+                    }
+                    ack.sub_id = sub_id;
+                    ack.records = records;
+                    Command::Ack(ack)
                 }
-                ack.sub_id = sub_id;
-                Command::Ack(ack)
-            }),
+            ),
         (
             utf8(),
-            proptest::collection::vec(any::<u64>(), 0..20),
+            u64s(),
             any::<Option<u64>>(),
             any::<u64>(),
+            any::<Option<u64>>(),
             payload()
         )
-            .prop_map(
-                |(topic, ids, bookmark, timestamp, payload)| Command::Deliver(Deliver {
+            .prop_map(|(topic, sub_ids, bookmark, timestamp, sow_key, payload)| {
+                Command::Deliver(Deliver {
                     topic,
-                    sub_ids: SubIds::from_ids(&ids),
+                    sub_ids,
                     bookmark,
                     timestamp,
-                    sow_key: None,
-                    payload
+                    sow_key,
+                    payload,
                 })
-            ),
+            }),
+        (sow_query(), any::<bool>()).prop_map(|(query, subscribe)| if subscribe {
+            Command::SowAndSubscribe(query)
+        } else {
+            Command::Sow(query)
+        }),
+        (
+            any::<u64>(),
+            utf8(),
+            proptest::option::of(utf8()),
+            proptest::option::of(u64s()),
+            0u8..8,
+            payload()
+        )
+            .prop_map(|(command_id, topic, filter, sow_keys, ack, payload)| {
+                Command::SowDelete(SowDelete {
+                    command_id,
+                    topic,
+                    filter,
+                    sow_keys,
+                    ack: ack_set(ack),
+                    payload,
+                })
+            }),
+        (any::<Option<u64>>(), any::<u64>()).prop_map(|(command_id, sub_id)| {
+            Command::GroupBegin(GroupBegin { command_id, sub_id })
+        }),
+        (
+            any::<Option<u64>>(),
+            any::<u64>(),
+            any::<u64>(),
+            any::<bool>(),
+            0u16..40,
+            proptest::option::of(utf8())
+        )
+            .prop_map(|(command_id, sub_id, records, ok, code, reason)| {
+                let failed = !ok;
+                Command::GroupEnd(GroupEnd {
+                    command_id,
+                    sub_id,
+                    records,
+                    status: if failed {
+                        Status::Failure
+                    } else {
+                        Status::Success
+                    },
+                    reason_code: if failed {
+                        ReasonCode::from_code(code)
+                    } else {
+                        ReasonCode::None
+                    },
+                    reason: if failed { reason } else { None },
+                })
+            }),
     ]
 }
 
@@ -506,12 +1007,7 @@ proptest! {
         sequence in any::<Option<u64>>(),
         payload in payload(),
     ) {
-        let mut set = AckSet::NONE;
-        for t in [AckType::Processed, AckType::Persisted, AckType::Completed] {
-            if ack & t as u8 != 0 {
-                set = set.with(t);
-            }
-        }
+        let set = ack_set(ack);
         let command_id = if set.is_empty() { command_id } else { Some(command_id.unwrap_or(1)) };
         let whole = Command::Publish(Publish { command_id, topic: topic.clone(), ack: set, sequence, sow_key: None, payload: payload.clone() })
             .to_bytes()
