@@ -276,6 +276,108 @@ fn parse_duration(text: &str) -> Result<Option<std::time::Duration>, String> {
     )))
 }
 
+/// `[sow]`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SowSection {
+    /// How often each durable SOW topic with new records is checkpointed.
+    pub checkpoint_interval_ms: u64,
+    /// `[[sow.topics]]`: the SOW topics.
+    pub topics: Vec<SowTopicEntry>,
+}
+
+/// One `[[sow.topics]]` entry.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SowTopicEntry {
+    /// Exactly this topic (give `topic` or `pattern`).
+    #[serde(default)]
+    pub topic: Option<String>,
+    /// Every topic this regular expression matches as a whole.
+    #[serde(default)]
+    pub pattern: Option<String>,
+    /// Key field paths; empty: publishers give a `sow_key`.
+    #[serde(default)]
+    pub key: Vec<String>,
+    /// `durable` or `transient`.
+    #[serde(default = "default_durability")]
+    pub durability: String,
+    /// Slab size.
+    #[serde(default = "default_slab_size")]
+    pub slab_size: ByteSize,
+    /// Fields with a hash index.
+    #[serde(default)]
+    pub hash_indexes: Vec<String>,
+    /// Live fraction under which a slab is compacted.
+    #[serde(default = "default_compact_below")]
+    pub compact_below: f64,
+}
+
+fn default_durability() -> String {
+    "durable".into()
+}
+
+fn default_slab_size() -> ByteSize {
+    ByteSize(statecast_sow::DEFAULT_SLAB_SIZE)
+}
+
+fn default_compact_below() -> f64 {
+    statecast_sow::DEFAULT_COMPACT_BELOW
+}
+
+impl SowSection {
+    /// The validated topic specs, in configuration order (the first that
+    /// covers a topic wins).
+    ///
+    /// # Errors
+    /// The first entry that is wrong, named by its index and topic.
+    pub fn specs(&self) -> Result<Vec<statecast_sow::TopicSpec>, ConfigError> {
+        self.topics
+            .iter()
+            .enumerate()
+            .map(|(i, entry)| entry.spec(i))
+            .collect()
+    }
+}
+
+impl SowTopicEntry {
+    fn spec(&self, index: usize) -> Result<statecast_sow::TopicSpec, ConfigError> {
+        let key = |name: &str| format!("sow.topics[{index}].{name}");
+        let topic = match (&self.topic, &self.pattern) {
+            (Some(name), None) => statecast_sow::TopicSelector::Name(name.clone()),
+            (None, Some(pattern)) => statecast_sow::TopicSelector::Pattern(pattern.clone()),
+            _ => {
+                return Err(invalid(
+                    &key("topic"),
+                    format!("{:?} / pattern {:?}", self.topic, self.pattern),
+                    "give exactly one of `topic` (a name) and `pattern` (a regular expression)",
+                ));
+            }
+        };
+        let durability = match self.durability.as_str() {
+            "durable" => statecast_sow::Durability::Durable,
+            "transient" => statecast_sow::Durability::Transient,
+            other => {
+                return Err(invalid(
+                    &key("durability"),
+                    format!("{other:?}"),
+                    "\"durable\" (slab files, reloaded at start) or \"transient\" (memory, rebuilt from the journal)",
+                ));
+            }
+        };
+        statecast_sow::SowTopicConfig {
+            topic,
+            key: self.key.clone(),
+            durability,
+            slab_size: self.slab_size.0,
+            hash_indexes: self.hash_indexes.clone(),
+            compact_below: self.compact_below,
+        }
+        .validate()
+        .map_err(|e| invalid(&format!("sow.topics[{index}]"), "(entry)", e.to_string()))
+    }
+}
+
 /// `[shutdown]`
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -299,7 +401,7 @@ pub struct LoggingConfig {
 }
 
 /// The whole configuration, validated.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// `[server]`
@@ -312,6 +414,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// `[journal]`
     pub journal: JournalSection,
+    /// `[sow]`
+    pub sow: SowSection,
     /// `[shutdown]`
     pub shutdown: ShutdownConfig,
     /// `[logging]`
@@ -470,6 +574,7 @@ impl Config {
             connections: section(&table, &defaults, "connections")?,
             limits: section(&table, &defaults, "limits")?,
             journal: section(&table, &defaults, "journal")?,
+            sow: section(&table, &defaults, "sow")?,
             shutdown: section(&table, &defaults, "shutdown")?,
             logging: section(&table, &defaults, "logging")?,
         };
@@ -665,6 +770,21 @@ impl Config {
                 "journal.recovery",
                 format!("{:?}", j.recovery),
                 "\"strict\" or \"quarantine\"",
+            ));
+        }
+        range(
+            "sow.checkpoint_interval_ms",
+            self.sow.checkpoint_interval_ms,
+            10,
+            3_600_000,
+            "ms",
+        )?;
+        self.sow.specs()?;
+        if !self.sow.topics.is_empty() && !j.enabled() {
+            return Err(invalid(
+                "sow.topics",
+                format!("{} topics", self.sow.topics.len()),
+                "SOW topics need the journal (it is how they recover): set journal.topics (SOW topics are journaled whatever it lists), or turn the SOW off with `[sow]` `topics = []`",
             ));
         }
         range(

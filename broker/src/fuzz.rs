@@ -20,6 +20,7 @@ impl Sink<u64> for Discard {
         );
     }
     fn reply(&mut self, _: &u64, _: Ack) {}
+    fn send(&mut self, _: &u64, _: statecast_protocol::Command) {}
 }
 
 /// Feeds `data` to one connection's session, split into reads at
@@ -27,6 +28,13 @@ impl Sink<u64> for Discard {
 /// processor's router: nothing may panic, and after a close nothing more is
 /// produced.
 pub fn connection(data: &[u8]) {
+    // One SOW topic (kept in memory) so that SOW commands reach the stores.
+    let limits_sow: Arc<Vec<statecast_sow::TopicSpec>> = Arc::new(
+        statecast_sow::SowTopicConfig::new("sow", &["/id"])
+            .validate()
+            .into_iter()
+            .collect(),
+    );
     let limits = Arc::new(SessionLimits {
         frame_bytes_max: 1 << 16,
         frame_bytes_max_before_logon: 512,
@@ -39,10 +47,15 @@ pub fn connection(data: &[u8]) {
         processors: 2,
         filter: statecast_filter::Limits::default(),
         server_version: "fuzz",
+        sow: Arc::clone(&limits_sow),
     });
     let start = Instant::now();
     let mut session = Session::new(limits, start);
-    let mut routers = [Router::<u64>::new(), Router::<u64>::new()];
+    let sow = || crate::core::sow::SowTopics::new(Arc::clone(&limits_sow), None);
+    let mut routers = [
+        Router::<u64>::with_sow(sow()),
+        Router::<u64>::with_sow(sow()),
+    ];
     let mut buf = BytesMut::new();
     let mut actions = Vec::new();
     let step = usize::from(data.first().copied().unwrap_or(1)).max(1);
@@ -70,6 +83,7 @@ pub fn connection(data: &[u8]) {
                     command_id,
                     ack,
                     sequence,
+                    sow_key,
                 } => {
                     vec![(
                         processor,
@@ -80,9 +94,45 @@ pub fn connection(data: &[u8]) {
                             command_id,
                             ack,
                             sequence,
+                            sow_key,
                         },
                     )]
                 }
+                Action::Sow {
+                    targets: t,
+                    request,
+                } => {
+                    let done = Completion::shared(targets(t).len());
+                    targets(t)
+                        .into_iter()
+                        .map(|p| {
+                            (
+                                p,
+                                ProcessorCommand::Sow {
+                                    conn: 1,
+                                    request: Arc::clone(&request),
+                                    done: done.clone(),
+                                },
+                            )
+                        })
+                        .collect()
+                }
+                Action::SowDelete {
+                    processor,
+                    topic,
+                    selector,
+                    command_id,
+                    ack,
+                } => vec![(
+                    processor,
+                    ProcessorCommand::SowDelete {
+                        conn: 1,
+                        topic,
+                        selector,
+                        command_id,
+                        ack,
+                    },
+                )],
                 Action::Subscribe {
                     targets: t,
                     sub_id,

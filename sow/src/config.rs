@@ -203,6 +203,15 @@ impl TopicSpec {
         self.key.iter().map(|(_, text)| text.as_str())
     }
 
+    /// The same configuration kept in memory only (for embedders without
+    /// a data directory, such as tests).
+    pub fn as_transient(&self) -> TopicSpec {
+        TopicSpec {
+            durability: Durability::Transient,
+            ..self.clone()
+        }
+    }
+
     /// The largest payload one record may carry.
     pub fn max_payload(&self) -> usize {
         max_payload_for(self.slab_size)

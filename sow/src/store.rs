@@ -350,6 +350,14 @@ impl SowStore {
         self.last_bookmark
     }
 
+    /// Records that every journal record of this topic up to `bookmark` has
+    /// been applied (the broker's start-up replay read that far), so that
+    /// the next checkpoint covers them and the next start replays less. An
+    /// idle topic would otherwise replay from its old checkpoint forever.
+    pub fn advance(&mut self, bookmark: u64) {
+        self.last_bookmark = self.last_bookmark.max(bookmark);
+    }
+
     /// The largest payload this topic accepts.
     pub fn max_payload(&self) -> usize {
         max_payload_for(self.spec.slab_size)
@@ -410,6 +418,19 @@ impl SowStore {
     ) -> Result<Upserted, SowError> {
         self.check_size(payload.len())?;
         self.put(key, FLAG_EXPLICIT_KEY, payload, bookmark, timestamp_ns)
+    }
+
+    /// Stores `payload` under `key`, which the caller computed from the key
+    /// fields with [`SowStore::key_of`] (so the payload is not parsed twice).
+    pub fn upsert_keyed(
+        &mut self,
+        key: SowKey,
+        payload: &[u8],
+        bookmark: u64,
+        timestamp_ns: u64,
+    ) -> Result<Upserted, SowError> {
+        self.check_size(payload.len())?;
+        self.put(key, 0, payload, bookmark, timestamp_ns)
     }
 
     fn check_size(&self, size: usize) -> Result<(), SowError> {

@@ -10,4 +10,5 @@
 pub mod replay;
 pub mod router;
 pub mod session;
+pub mod sow;
 pub mod topic;

@@ -14,10 +14,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use bytes::Bytes;
 use smallvec::SmallVec;
 use statecast_filter::{Filter, IndexScratch, MessageContext, SubscriptionIndex};
-use statecast_protocol::{Ack, AckSet, AckType, ReasonCode, Utf8};
+use statecast_protocol::{Ack, AckSet, AckType, Command, GroupEnd, ReasonCode, Status, Utf8};
 
 use super::replay::{self, GoLive, ReplaySpec};
 use super::session::requested;
+use super::sow::{DeleteOp, FLAG_EXPLICIT_KEY, FLAG_SOW_DELETE, Prepared, Refusal, SowTopics};
 use super::topic::{Pattern, TopicSpec};
 
 /// How a router names a connection.
@@ -87,6 +88,30 @@ pub enum ProcessorCommand<C> {
         ack: AckSet,
         /// The publisher's sequence number, for de-duplication.
         sequence: Option<u64>,
+        /// The publisher's explicit SowKey.
+        sow_key: Option<Bytes>,
+    },
+    /// Query SOW topics (and, for `sow_and_subscribe`, subscribe).
+    Sow {
+        /// The client.
+        conn: C,
+        /// The query, shared by every processor visited.
+        request: Arc<SowRequest>,
+        /// Shared by every processor visited.
+        done: Completion,
+    },
+    /// Delete SOW records of one topic.
+    SowDelete {
+        /// The client.
+        conn: C,
+        /// The topic.
+        topic: Utf8,
+        /// Which records.
+        selector: DeleteSelector,
+        /// For the acks.
+        command_id: u64,
+        /// Acks wanted (processed when empty).
+        ack: AckSet,
     },
     /// Register a subscription.
     Subscribe {
@@ -133,6 +158,38 @@ pub enum ProcessorCommand<C> {
     },
 }
 
+/// A SOW query as the processors run it.
+#[derive(Debug)]
+pub struct SowRequest {
+    /// The query's id (and the subscription's, for `sow_and_subscribe`).
+    pub sub_id: u64,
+    /// For the group frames.
+    pub command_id: Option<u64>,
+    /// Which topics.
+    pub topic: TopicSpec,
+    /// Filter, keys, order, paging.
+    pub query: statecast_sow::Query,
+    /// Count the matches, send none.
+    pub count_only: bool,
+    /// Register the subscription in the same step as the query.
+    pub subscribe: bool,
+    /// Records sent (or counted) so far, over every processor.
+    pub records: std::sync::atomic::AtomicU64,
+    /// The first error of any processor.
+    pub failure: std::sync::Mutex<Option<String>>,
+}
+
+/// Which records a `sow_delete` removes.
+#[derive(Debug, Clone)]
+pub enum DeleteSelector {
+    /// These SowKeys.
+    Keys(Vec<u64>),
+    /// Those this filter is TRUE for.
+    Filter(Filter),
+    /// The one with this example message's key.
+    Example(Bytes),
+}
+
 /// A message being routed.
 #[derive(Debug, Clone, Copy)]
 pub struct Message<'a> {
@@ -144,6 +201,8 @@ pub struct Message<'a> {
     pub timestamp: u64,
     /// Journal position, when journaled.
     pub bookmark: Option<u64>,
+    /// Set on a SOW query's records (and only there).
+    pub sow_key: Option<u64>,
 }
 
 /// Cancels a replay: set (under its lock) when the subscription ends, so
@@ -251,6 +310,8 @@ pub trait Sink<C> {
     fn deliver(&mut self, conn: &C, sub_ids: &[u64], message: &Message<'_>);
     /// Send an ack to `conn`.
     fn reply(&mut self, conn: &C, ack: Ack);
+    /// Send any other frame to `conn`.
+    fn send(&mut self, conn: &C, command: Command);
     /// Hand everything produced so far to the connections' queues (a sink
     /// may hold output until the end of a batch).
     fn release(&mut self) {}
@@ -260,10 +321,17 @@ pub trait Sink<C> {
         conn: &C,
         topic: &Utf8,
         payload: &Bytes,
+        flags: u16,
         sequence: Option<u64>,
     ) -> LogOutcome {
-        let _ = (conn, topic, payload, sequence);
+        let _ = (conn, topic, payload, flags, sequence);
         LogOutcome::NotJournaled
+    }
+    /// Whether the journal's persisted watermark covers `bookmark` (always,
+    /// without a journal), waiting a little for the next sync if need be.
+    fn persisted(&mut self, bookmark: u64) -> bool {
+        let _ = bookmark;
+        true
     }
     /// Send `ack` to `conn` once every bookmark up to `bookmark` is
     /// persisted. Only called after [`Sink::append`] journaled something.
@@ -426,6 +494,10 @@ pub struct Router<C> {
     pending: HashMap<(u64, u64), PendingSub<C>>,
     /// The highest bookmark this router's processor has appended.
     last_appended: u64,
+    /// The SOW topics this processor owns.
+    sow: SowTopics,
+    /// When a refused publish was last logged (ns), to log at most one a second.
+    refusal_logged_ns: u64,
 }
 
 impl<C: ConnHandle> Default for Router<C> {
@@ -438,6 +510,8 @@ impl<C: ConnHandle> Default for Router<C> {
             scratch: MatchScratch::default(),
             pending: HashMap::new(),
             last_appended: 0,
+            sow: SowTopics::default(),
+            refusal_logged_ns: 0,
         }
     }
 }
@@ -447,6 +521,32 @@ impl<C: ConnHandle> Router<C> {
     #[must_use]
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A router owning these SOW topics.
+    #[must_use]
+    pub fn with_sow(sow: SowTopics) -> Self {
+        Self {
+            sow,
+            ..Self::default()
+        }
+    }
+
+    /// The SOW topics held here.
+    #[must_use]
+    pub fn sow(&self) -> &SowTopics {
+        &self.sow
+    }
+
+    /// Checkpoints the durable SOW stores whose records the journal has
+    /// persisted; returns how many.
+    pub fn checkpoint_sow(&mut self, sink: &mut impl Sink<C>) -> usize {
+        self.sow.checkpoint(|bookmark| sink.persisted(bookmark))
+    }
+
+    /// Checkpoints and closes the SOW stores (clean shutdown).
+    pub fn close_sow(&mut self, sink: &mut impl Sink<C>) {
+        self.sow.close(|bookmark| sink.persisted(bookmark));
     }
 
     /// Counters so far.
@@ -474,21 +574,89 @@ impl<C: ConnHandle> Router<C> {
                 command_id,
                 ack,
                 sequence,
+                sow_key,
             } => {
-                let outcome = sink.append(&conn, &topic, &payload, sequence);
-                match &outcome {
-                    LogOutcome::NotJournaled => self.publish(&topic, &payload, now_ns, None, sink),
+                let prepared = if self.sow.is_configured() {
+                    match self
+                        .sow
+                        .prepare(topic.bytes(), &payload, sow_key.as_deref())
+                    {
+                        Ok(prepared) => prepared,
+                        Err(refusal) => {
+                            self.refuse_publish(
+                                &conn, command_id, ack, &topic, refusal, now_ns, sink,
+                            );
+                            return;
+                        }
+                    }
+                } else {
+                    None
+                };
+                let outcome = match (&prepared, &sow_key) {
+                    (Some(Prepared { explicit: true, .. }), Some(key)) => {
+                        let mut journaled =
+                            bytes::BytesMut::with_capacity(2 + key.len() + payload.len());
+                        journaled.extend_from_slice(&(key.len() as u16).to_le_bytes());
+                        journaled.extend_from_slice(key);
+                        journaled.extend_from_slice(&payload);
+                        sink.append(
+                            &conn,
+                            &topic,
+                            &journaled.freeze(),
+                            FLAG_EXPLICIT_KEY,
+                            sequence,
+                        )
+                    }
+                    _ => sink.append(&conn, &topic, &payload, 0, sequence),
+                };
+                let (bookmark, timestamp) = match &outcome {
+                    LogOutcome::NotJournaled => (None, now_ns),
                     LogOutcome::Appended {
                         bookmark,
                         timestamp,
                     } => {
                         self.last_appended = self.last_appended.max(*bookmark);
-                        self.publish(&topic, &payload, *timestamp, Some(*bookmark), sink);
+                        (Some(*bookmark), *timestamp)
                     }
-                    LogOutcome::Duplicate { .. } | LogOutcome::Failed { .. } => {}
+                    LogOutcome::Duplicate { .. } | LogOutcome::Failed { .. } => {
+                        Self::publish_acks(
+                            &conn, command_id, ack, sequence, &topic, &outcome, None, sink,
+                        );
+                        return;
+                    }
+                };
+                let mut failure = None;
+                if let Some(prepared) = &prepared
+                    && let Err((_, text)) = self.sow.upsert(
+                        topic.bytes(),
+                        prepared,
+                        &payload,
+                        bookmark.unwrap_or(0),
+                        timestamp,
+                    )
+                {
+                    tracing::error!(
+                        "SOW upsert on {topic} failed after the message was journaled: {text}"
+                    );
+                    failure = Some(text);
                 }
-                Self::publish_acks(&conn, command_id, ack, sequence, &topic, &outcome, sink);
+                self.publish(&topic, &payload, timestamp, bookmark, sink);
+                Self::publish_acks(
+                    &conn, command_id, ack, sequence, &topic, &outcome, failure, sink,
+                );
             }
+            ProcessorCommand::Sow {
+                conn,
+                request,
+                done,
+            } => self.sow_query(&conn, &request, &done, sink),
+            ProcessorCommand::SowDelete {
+                conn,
+                topic,
+                selector,
+                command_id,
+                ack,
+            } => self.sow_delete(&conn, &topic, selector, command_id, ack, now_ns, sink),
             ProcessorCommand::Subscribe {
                 conn,
                 sub_id,
@@ -568,6 +736,7 @@ impl<C: ConnHandle> Router<C> {
     }
 
     /// The acks a publish asked for, by what the journal did with it.
+    #[allow(clippy::too_many_arguments)]
     fn publish_acks(
         conn: &C,
         command_id: Option<u64>,
@@ -575,10 +744,24 @@ impl<C: ConnHandle> Router<C> {
         sequence: Option<u64>,
         topic: &Utf8,
         outcome: &LogOutcome,
+        sow_failure: Option<String>,
         sink: &mut impl Sink<C>,
     ) {
         for ack_type in requested(ack) {
             let mut reply = match outcome {
+                LogOutcome::Appended { .. } | LogOutcome::NotJournaled
+                    if ack_type == AckType::Processed && sow_failure.is_some() =>
+                {
+                    Ack::failure(
+                        ack_type,
+                        command_id,
+                        ReasonCode::SowError,
+                        format!(
+                            "the message was journaled and delivered, but its SOW store failed: {}",
+                            sow_failure.as_deref().unwrap_or_default()
+                        ),
+                    )
+                }
                 LogOutcome::Failed { text } => Ack::failure(
                     ack_type,
                     command_id,
@@ -653,8 +836,231 @@ impl<C: ConnHandle> Router<C> {
             payload,
             timestamp: now_ns,
             bookmark,
+            sow_key: None,
         };
         self.stats.delivered += deliver(entry, &message, &mut self.scratch, sink);
+    }
+
+    /// Answers a publish the SOW refused (no key, too large): failure acks
+    /// when asked for, else a log line (at most one a second).
+    #[allow(clippy::too_many_arguments)]
+    fn refuse_publish(
+        &mut self,
+        conn: &C,
+        command_id: Option<u64>,
+        ack: AckSet,
+        topic: &Utf8,
+        (code, text): Refusal,
+        now_ns: u64,
+        sink: &mut impl Sink<C>,
+    ) {
+        if ack.is_empty() {
+            if now_ns.saturating_sub(self.refusal_logged_ns) >= 1_000_000_000 {
+                self.refusal_logged_ns = now_ns;
+                tracing::warn!("publish to {topic} refused ({code}): {text}");
+            }
+            return;
+        }
+        for ack_type in requested(ack) {
+            sink.reply(
+                conn,
+                Ack::failure(ack_type, command_id, code, text.as_str()),
+            );
+        }
+    }
+
+    /// Runs a SOW query over this processor's stores that `request` names,
+    /// sending each record, then (for `sow_and_subscribe`) registers the
+    /// subscription in the same step: no publish can fall between the two.
+    fn sow_query(
+        &mut self,
+        conn: &C,
+        request: &SowRequest,
+        done: &Completion,
+        sink: &mut impl Sink<C>,
+    ) {
+        let topic_matches = |topic: &[u8]| match &request.topic {
+            TopicSpec::Exact(name) => topic == name.as_bytes(),
+            TopicSpec::Pattern(pattern) => pattern.matches(topic),
+        };
+        let mut sent = 0u64;
+        let mut failure = None;
+        for store in self.sow.stores_matching(topic_matches) {
+            let topic = Utf8::from(store.topic());
+            let matches = match store.query(&request.query) {
+                Ok(matches) => matches,
+                Err(error) => {
+                    failure.get_or_insert_with(|| error.to_string());
+                    continue;
+                }
+            };
+            if request.count_only {
+                sent += matches.len() as u64;
+                continue;
+            }
+            for batch in matches {
+                let records = match batch {
+                    Ok(records) => records,
+                    Err(error) => {
+                        failure.get_or_insert_with(|| error.to_string());
+                        break;
+                    }
+                };
+                for record in records {
+                    let payload = Bytes::from(record.payload);
+                    sink.deliver(
+                        conn,
+                        &[request.sub_id],
+                        &Message {
+                            topic: &topic,
+                            payload: &payload,
+                            timestamp: record.timestamp_ns,
+                            bookmark: Some(record.bookmark),
+                            sow_key: Some(record.key.0),
+                        },
+                    );
+                    sent += 1;
+                }
+            }
+        }
+        request.records.fetch_add(sent, Ordering::AcqRel);
+        if let Some(text) = failure {
+            let mut first = request
+                .failure
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            first.get_or_insert(text);
+        }
+        if request.subscribe {
+            self.subscribe(
+                conn,
+                request.sub_id,
+                request.topic.clone(),
+                request.query.filter.clone(),
+            );
+        }
+        if done.finish(sink) {
+            let failure = request
+                .failure
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take();
+            sink.send(
+                conn,
+                Command::GroupEnd(GroupEnd {
+                    command_id: request.command_id,
+                    sub_id: request.sub_id,
+                    records: request.records.load(Ordering::Acquire),
+                    status: if failure.is_some() {
+                        Status::Failure
+                    } else {
+                        Status::Success
+                    },
+                    reason_code: if failure.is_some() {
+                        ReasonCode::SowError
+                    } else {
+                        ReasonCode::None
+                    },
+                    reason: failure.map(Utf8::from),
+                }),
+            );
+        }
+    }
+
+    /// Deletes SOW records: resolved to keys (or kept as a filter),
+    /// journaled, then applied; the acks carry the count.
+    #[allow(clippy::too_many_arguments)]
+    fn sow_delete(
+        &mut self,
+        conn: &C,
+        topic: &Utf8,
+        selector: DeleteSelector,
+        command_id: u64,
+        ack: AckSet,
+        now_ns: u64,
+        sink: &mut impl Sink<C>,
+    ) {
+        let ack = if ack.is_empty() {
+            AckSet::only(AckType::Processed)
+        } else {
+            ack
+        };
+        let fail = |sink: &mut dyn FnMut(Ack), (code, text): Refusal| {
+            for ack_type in requested(ack) {
+                sink(Ack::failure(
+                    ack_type,
+                    Some(command_id),
+                    code,
+                    text.as_str(),
+                ));
+            }
+        };
+        let op = match selector {
+            DeleteSelector::Keys(keys) => DeleteOp::Keys(keys),
+            DeleteSelector::Filter(filter) => DeleteOp::Filter(filter.text().to_owned()),
+            DeleteSelector::Example(example) => match self.sow.store_mut(topic.bytes()) {
+                Ok(Some(store)) => match store.key_of(&example) {
+                    Ok(key) => DeleteOp::Keys(vec![key.0]),
+                    Err(error) => {
+                        let refusal = (ReasonCode::InvalidSowKey, error.to_string());
+                        return fail(&mut |a| sink.reply(conn, a), refusal);
+                    }
+                },
+                Ok(None) => {
+                    let refusal = (
+                        ReasonCode::NotASowTopic,
+                        format!("`{topic}` has no SOW (no sow.topics entry covers it)"),
+                    );
+                    return fail(&mut |a| sink.reply(conn, a), refusal);
+                }
+                Err(refusal) => return fail(&mut |a| sink.reply(conn, a), refusal),
+            },
+        };
+        let outcome = sink.append(conn, topic, &op.encode(), FLAG_SOW_DELETE, None);
+        let (bookmark, timestamp) = match &outcome {
+            LogOutcome::Appended {
+                bookmark,
+                timestamp,
+            } => {
+                self.last_appended = self.last_appended.max(*bookmark);
+                (*bookmark, *timestamp)
+            }
+            LogOutcome::NotJournaled => (0, now_ns),
+            LogOutcome::Duplicate { .. } | LogOutcome::Failed { .. } => {
+                let text = match &outcome {
+                    LogOutcome::Failed { text } => text.clone(),
+                    _ => "the journal refused the delete".to_owned(),
+                };
+                return fail(
+                    &mut |a| sink.reply(conn, a),
+                    (ReasonCode::JournalError, text),
+                );
+            }
+        };
+        let deleted = match self.sow.delete(topic.bytes(), &op, bookmark, timestamp) {
+            Ok(deleted) => deleted as u64,
+            Err(refusal) => return fail(&mut |a| sink.reply(conn, a), refusal),
+        };
+        for ack_type in requested(ack) {
+            let mut reply = Ack::success(ack_type, Some(command_id));
+            reply.records = Some(deleted);
+            match (ack_type, &outcome) {
+                (AckType::Persisted, LogOutcome::Appended { bookmark, .. }) => {
+                    reply.bookmark = Some(*bookmark);
+                    sink.ack_when_persisted(*bookmark, conn, reply);
+                }
+                (AckType::Persisted | AckType::Completed, _) => sink.reply(
+                    conn,
+                    Ack::failure(
+                        ack_type,
+                        Some(command_id),
+                        ReasonCode::AckNotAvailable,
+                        format!("a sow_delete has no {} ack here", ack_type.name()),
+                    ),
+                ),
+                _ => sink.reply(conn, reply),
+            }
+        }
     }
 
     /// Creates a topic's entry, adding the pattern subscriptions that match it.
@@ -883,6 +1289,7 @@ mod tests {
     struct Recorder {
         deliveries: Vec<(u64, Vec<u64>, String, Vec<u8>)>,
         acks: Vec<(u64, Ack)>,
+        frames: Vec<(u64, Command)>,
     }
 
     impl Sink<u64> for Recorder {
@@ -897,6 +1304,9 @@ mod tests {
         fn reply(&mut self, conn: &u64, ack: Ack) {
             self.acks.push((*conn, ack));
         }
+        fn send(&mut self, conn: &u64, command: Command) {
+            self.frames.push((*conn, command));
+        }
     }
 
     fn publish(router: &mut Router<u64>, sink: &mut Recorder, topic: &str, body: &str) {
@@ -908,6 +1318,7 @@ mod tests {
                 command_id: None,
                 ack: AckSet::NONE,
                 sequence: None,
+                sow_key: None,
             },
             1,
             sink,
@@ -1053,6 +1464,7 @@ mod tests {
                 command_id: Some(3),
                 ack: AckSet::only(AckType::Processed).with(AckType::Persisted),
                 sequence: None,
+                sow_key: None,
             },
             1,
             &mut sink,
@@ -1275,5 +1687,179 @@ mod tests {
                 }
             }
         }
+    }
+
+    fn sow_router() -> Router<u64> {
+        let specs = vec![
+            statecast_sow::SowTopicConfig::new("orders", &["/id"])
+                .validate()
+                .unwrap(),
+        ];
+        Router::with_sow(SowTopics::new(Arc::new(specs), None))
+    }
+
+    fn publish_acked(router: &mut Router<u64>, sink: &mut Recorder, topic: &str, body: &str) {
+        router.handle(
+            ProcessorCommand::Publish {
+                conn: 99,
+                topic: Utf8::from(topic),
+                payload: Bytes::copy_from_slice(body.as_bytes()),
+                command_id: Some(1),
+                ack: AckSet::only(AckType::Processed),
+                sequence: None,
+                sow_key: None,
+            },
+            1,
+            sink,
+        );
+    }
+
+    fn sow_request(topic: &str, subscribe: bool, filter: Option<&str>) -> Arc<SowRequest> {
+        let mut query = statecast_sow::Query::all();
+        query.filter =
+            filter.map(|f| Filter::parse(f, &statecast_filter::Limits::default()).unwrap());
+        Arc::new(SowRequest {
+            sub_id: 7,
+            command_id: Some(70),
+            topic: TopicSpec::Exact(Utf8::from(topic)),
+            query,
+            count_only: false,
+            subscribe,
+            records: std::sync::atomic::AtomicU64::new(0),
+            failure: std::sync::Mutex::new(None),
+        })
+    }
+
+    #[test]
+    fn sow_topics_keep_the_latest_message_per_key_and_refuse_keyless_ones() {
+        let (mut router, mut sink) = (sow_router(), Recorder::default());
+        publish_acked(&mut router, &mut sink, "orders", r#"{"id":1,"v":"a"}"#);
+        publish_acked(&mut router, &mut sink, "orders", r#"{"id":2,"v":"b"}"#);
+        publish_acked(&mut router, &mut sink, "orders", r#"{"id":1,"v":"c"}"#);
+        publish_acked(&mut router, &mut sink, "orders", r#"{"v":"no key"}"#);
+        publish_acked(&mut router, &mut sink, "orders", "not json");
+        let codes: Vec<_> = sink.acks.iter().map(|(_, a)| a.reason_code).collect();
+        assert_eq!(
+            codes,
+            [
+                ReasonCode::None,
+                ReasonCode::None,
+                ReasonCode::None,
+                ReasonCode::InvalidSowKey,
+                ReasonCode::InvalidSowKey
+            ]
+        );
+        let store = router.sow().store(b"orders").unwrap();
+        assert_eq!(store.len(), 2);
+        router.handle(
+            ProcessorCommand::Sow {
+                conn: 5,
+                request: sow_request("orders", false, Some("/v = 'c'")),
+                done: Completion::single(),
+            },
+            1,
+            &mut sink,
+        );
+        let records: Vec<_> = sink.deliveries.iter().filter(|d| d.0 == 5).collect();
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].3, br#"{"id":1,"v":"c"}"#.to_vec());
+        assert!(matches!(
+            &sink.frames[..],
+            [(
+                5,
+                Command::GroupEnd(GroupEnd {
+                    records: 1,
+                    sub_id: 7,
+                    status: Status::Success,
+                    ..
+                })
+            )]
+        ));
+    }
+
+    #[test]
+    fn sow_and_subscribe_sends_the_snapshot_then_only_later_messages() {
+        let (mut router, mut sink) = (sow_router(), Recorder::default());
+        publish_acked(&mut router, &mut sink, "orders", r#"{"id":1,"v":1}"#);
+        router.handle(
+            ProcessorCommand::Sow {
+                conn: 5,
+                request: sow_request("orders", true, None),
+                done: Completion::single(),
+            },
+            1,
+            &mut sink,
+        );
+        publish_acked(&mut router, &mut sink, "orders", r#"{"id":1,"v":2}"#);
+        let to_5: Vec<_> = sink
+            .deliveries
+            .iter()
+            .filter(|d| d.0 == 5)
+            .map(|d| String::from_utf8(d.3.clone()).unwrap())
+            .collect();
+        assert_eq!(to_5, [r#"{"id":1,"v":1}"#, r#"{"id":1,"v":2}"#]);
+    }
+
+    #[test]
+    fn sow_delete_by_filter_and_example_counts_what_went() {
+        let (mut router, mut sink) = (sow_router(), Recorder::default());
+        for id in 0..10 {
+            publish_acked(
+                &mut router,
+                &mut sink,
+                "orders",
+                &format!(r#"{{"id":{id},"odd":{}}}"#, id % 2 == 1),
+            );
+        }
+        sink.acks.clear();
+        router.handle(
+            ProcessorCommand::SowDelete {
+                conn: 5,
+                topic: Utf8::from("orders"),
+                selector: DeleteSelector::Filter(
+                    Filter::parse("/odd = true", &statecast_filter::Limits::default()).unwrap(),
+                ),
+                command_id: 3,
+                ack: AckSet::NONE,
+            },
+            1,
+            &mut sink,
+        );
+        router.handle(
+            ProcessorCommand::SowDelete {
+                conn: 5,
+                topic: Utf8::from("orders"),
+                selector: DeleteSelector::Example(Bytes::from_static(br#"{"id":4}"#)),
+                command_id: 4,
+                ack: AckSet::NONE,
+            },
+            1,
+            &mut sink,
+        );
+        router.handle(
+            ProcessorCommand::SowDelete {
+                conn: 5,
+                topic: Utf8::from("orders"),
+                selector: DeleteSelector::Example(Bytes::from_static(b"{}")),
+                command_id: 5,
+                ack: AckSet::NONE,
+            },
+            1,
+            &mut sink,
+        );
+        let got: Vec<_> = sink
+            .acks
+            .iter()
+            .map(|(_, a)| (a.command_id, a.records, a.reason_code))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (Some(3), Some(5), ReasonCode::None),
+                (Some(4), Some(1), ReasonCode::None),
+                (Some(5), None, ReasonCode::InvalidSowKey)
+            ]
+        );
+        assert_eq!(router.sow().store(b"orders").unwrap().len(), 4);
     }
 }

@@ -12,12 +12,15 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use statecast_protocol::{
-    Ack, AckSet, AckType, Command, DecodeError, Frame, FrameDecoder, Heartbeat, ReasonCode, Utf8,
+    Ack, AckSet, AckType, Command, DecodeError, Frame, FrameDecoder, GroupBegin, Heartbeat,
+    ReasonCode, SowDelete as SowDeleteCommand, SowQuery, Utf8,
 };
 
 use statecast_filter::Filter;
 
 use super::replay::{self, NotFound, ReplaySpec};
+use super::router::{DeleteSelector, SowRequest};
+use super::sow::Refusal;
 use super::topic::{Pattern, TopicSpec, is_pattern, processor_for};
 
 /// Longest client name accepted at logon.
@@ -48,6 +51,8 @@ pub struct SessionLimits {
     pub filter: statecast_filter::Limits,
     /// This broker's version, for the logon ack.
     pub server_version: &'static str,
+    /// The SOW topics' configurations (first match wins).
+    pub sow: Arc<Vec<statecast_sow::TopicSpec>>,
 }
 
 impl SessionLimits {
@@ -73,7 +78,15 @@ impl SessionLimits {
                 ..statecast_filter::Limits::default()
             },
             server_version: env!("CARGO_PKG_VERSION"),
+            // Validated with the configuration.
+            sow: Arc::new(config.sow.specs().unwrap_or_default()),
         }
+    }
+
+    /// Whether `topic` has a SOW.
+    #[must_use]
+    pub fn is_sow_topic(&self, topic: &str) -> bool {
+        self.sow.iter().any(|spec| spec.matches(topic))
     }
 }
 
@@ -133,6 +146,28 @@ pub enum Action {
         ack: AckSet,
         /// Publisher sequence number.
         sequence: Option<u64>,
+        /// The publisher's explicit SowKey.
+        sow_key: Option<Bytes>,
+    },
+    /// Run a SOW query (the ack and `group_begin` were pushed before it).
+    Sow {
+        /// Where: the owning processor, or all for a pattern.
+        targets: Targets,
+        /// The query.
+        request: Arc<SowRequest>,
+    },
+    /// Delete SOW records.
+    SowDelete {
+        /// The processor owning the topic.
+        processor: usize,
+        /// The topic.
+        topic: Utf8,
+        /// Which records.
+        selector: DeleteSelector,
+        /// For the acks.
+        command_id: u64,
+        /// Acks wanted.
+        ack: AckSet,
     },
     /// Register a subscription.
     Subscribe {
@@ -346,8 +381,12 @@ impl Session {
                     command_id: publish.command_id,
                     ack: publish.ack,
                     sequence: publish.sequence,
+                    sow_key: publish.sow_key,
                 });
             }
+            (State::Active, Command::Sow(query)) => self.sow(query, false, out),
+            (State::Active, Command::SowAndSubscribe(query)) => self.sow(query, true, out),
+            (State::Active, Command::SowDelete(delete)) => self.sow_delete(delete, out),
             (State::Active, Command::Subscribe(subscribe)) => self.subscribe(subscribe, out),
             (State::Active, Command::Unsubscribe(unsubscribe)) => match unsubscribe.sub_id {
                 Some(sub_id) => match self.subscriptions.remove(&sub_id) {
@@ -381,7 +420,13 @@ impl Session {
             (State::Active, Command::Flush(flush)) => out.push(Action::Flush {
                 command_id: flush.command_id,
             }),
-            (State::Active, other @ (Command::Ack(_) | Command::Deliver(_))) => {
+            (
+                State::Active,
+                other @ (Command::Ack(_)
+                | Command::Deliver(_)
+                | Command::GroupBegin(_)
+                | Command::GroupEnd(_)),
+            ) => {
                 let text = format!("{} is sent by brokers, not clients", other.code().name());
                 self.close(ReasonCode::UnknownCommand, text, None, out);
             }
@@ -418,38 +463,83 @@ impl Session {
         out.push(Action::LoggedOn(ack));
     }
 
+    /// The checks every new subscription passes: a free sub id, the
+    /// connection's limit, the topic's length.
+    fn check_new_subscription(&self, sub_id: u64, topic: &Utf8) -> Result<(), Refusal> {
+        if self.subscriptions.contains_key(&sub_id) {
+            return Err((
+                ReasonCode::DuplicateSubId,
+                format!("subscription {sub_id} already exists on this connection"),
+            ));
+        }
+        if self.subscriptions.len() >= self.limits.subscriptions_max {
+            return Err((
+                ReasonCode::TooManySubscriptions,
+                format!(
+                    "this connection has {} subscriptions, the limit (limits.subscriptions_per_connection_max)",
+                    self.subscriptions.len()
+                ),
+            ));
+        }
+        self.check_topic_len(topic)
+    }
+
+    fn check_topic_len(&self, topic: &Utf8) -> Result<(), Refusal> {
+        if topic.len() > self.limits.topic_bytes_max {
+            return Err((
+                ReasonCode::InvalidTopic,
+                format!(
+                    "topic of {} bytes exceeds limits.topic_bytes_max ({})",
+                    topic.len(),
+                    self.limits.topic_bytes_max
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::unused_self)]
+    fn parse_filter(
+        &self,
+        text: Option<&Utf8>,
+        limits: &statecast_filter::Limits,
+    ) -> Result<Option<Filter>, Refusal> {
+        text.map(|text| {
+            Filter::parse(text.as_str(), limits).map_err(|error| {
+                (
+                    ReasonCode::InvalidFilter,
+                    format!("invalid filter: {error}"),
+                )
+            })
+        })
+        .transpose()
+    }
+
+    /// A subscription or query topic: a pattern (on every processor) unless
+    /// `literal` or it has no pattern characters.
+    fn topic_spec(&self, topic: &Utf8, literal: bool) -> Result<(Targets, TopicSpec), Refusal> {
+        if !literal && is_pattern(topic.as_str()) {
+            let pattern = Pattern::new(topic.clone()).map_err(|error| {
+                (
+                    ReasonCode::InvalidTopic,
+                    format!("invalid topic pattern: {error}"),
+                )
+            })?;
+            Ok((Targets::All, TopicSpec::Pattern(Arc::new(pattern))))
+        } else {
+            let processor = processor_for(topic.as_bytes(), self.limits.processors);
+            Ok((Targets::One(processor), TopicSpec::Exact(topic.clone())))
+        }
+    }
+
     fn subscribe(&mut self, subscribe: statecast_protocol::Subscribe, out: &mut Vec<Action>) {
         let fail = |code, text: String| {
             let mut ack = Ack::failure(AckType::Processed, subscribe.command_id, code, text);
             ack.sub_id = Some(subscribe.sub_id);
             Action::Reply(Command::Ack(ack))
         };
-        if self.subscriptions.contains_key(&subscribe.sub_id) {
-            out.push(fail(
-                ReasonCode::DuplicateSubId,
-                format!(
-                    "subscription {} already exists on this connection",
-                    subscribe.sub_id
-                ),
-            ));
-            return;
-        }
-        if self.subscriptions.len() >= self.limits.subscriptions_max {
-            let text = format!(
-                "this connection has {} subscriptions, the limit (limits.subscriptions_per_connection_max)",
-                self.subscriptions.len()
-            );
-            out.push(fail(ReasonCode::TooManySubscriptions, text));
-            return;
-        }
-        if subscribe.topic.len() > self.limits.topic_bytes_max {
-            let text = format!(
-                "topic of {} bytes exceeds limits.topic_bytes_max ({})",
-                subscribe.topic.len(),
-                self.limits.topic_bytes_max
-            );
-            out.push(fail(ReasonCode::InvalidTopic, text));
-            return;
+        if let Err((code, text)) = self.check_new_subscription(subscribe.sub_id, &subscribe.topic) {
+            return out.push(fail(code, text));
         }
         let mut literal = false;
         let mut not_found = NotFound::Fail;
@@ -490,33 +580,13 @@ impl Session {
                 }
             },
         };
-        let filter = match &subscribe.filter {
-            None => None,
-            Some(text) => match Filter::parse(text.as_str(), &self.limits.filter) {
-                Ok(filter) => Some(filter),
-                Err(error) => {
-                    out.push(fail(
-                        ReasonCode::InvalidFilter,
-                        format!("invalid filter: {error}"),
-                    ));
-                    return;
-                }
-            },
+        let filter = match self.parse_filter(subscribe.filter.as_ref(), &self.limits.filter) {
+            Ok(filter) => filter,
+            Err((code, text)) => return out.push(fail(code, text)),
         };
-        let (targets, topic) = if !literal && is_pattern(subscribe.topic.as_str()) {
-            match Pattern::new(subscribe.topic.clone()) {
-                Ok(pattern) => (Targets::All, TopicSpec::Pattern(Arc::new(pattern))),
-                Err(error) => {
-                    out.push(fail(
-                        ReasonCode::InvalidTopic,
-                        format!("invalid topic pattern: {error}"),
-                    ));
-                    return;
-                }
-            }
-        } else {
-            let processor = processor_for(subscribe.topic.as_bytes(), self.limits.processors);
-            (Targets::One(processor), TopicSpec::Exact(subscribe.topic))
+        let (targets, topic) = match self.topic_spec(&subscribe.topic, literal) {
+            Ok(spec) => spec,
+            Err((code, text)) => return out.push(fail(code, text)),
         };
         self.subscriptions.insert(subscribe.sub_id, targets);
         out.push(Action::Subscribe {
@@ -527,6 +597,188 @@ impl Session {
             replay,
             command_id: subscribe.command_id,
         });
+    }
+
+    /// A `sow` or `sow_and_subscribe`: validated here, answered with the
+    /// ack and `group_begin`, then run by the processors (which send the
+    /// records and `group_end`).
+    fn sow(&mut self, query: SowQuery, subscribe: bool, out: &mut Vec<Action>) {
+        let (command_id, sub_id) = (query.command_id, query.sub_id);
+        let fail = |(code, text): Refusal| {
+            let mut ack = Ack::failure(AckType::Processed, command_id, code, text);
+            ack.sub_id = Some(sub_id);
+            Action::Reply(Command::Ack(ack))
+        };
+        match self.sow_request(query, subscribe) {
+            Err(refusal) => out.push(fail(refusal)),
+            Ok((targets, request)) => {
+                if subscribe {
+                    self.subscriptions.insert(sub_id, targets);
+                }
+                let mut ack = Ack::success(AckType::Processed, command_id);
+                ack.sub_id = Some(sub_id);
+                out.push(Action::Reply(Command::Ack(ack)));
+                out.push(Action::Reply(Command::GroupBegin(GroupBegin {
+                    command_id,
+                    sub_id,
+                })));
+                out.push(Action::Sow {
+                    targets,
+                    request: Arc::new(request),
+                });
+            }
+        }
+    }
+
+    fn sow_request(
+        &self,
+        query: SowQuery,
+        subscribe: bool,
+    ) -> Result<(Targets, SowRequest), Refusal> {
+        if subscribe {
+            self.check_new_subscription(query.sub_id, &query.topic)?;
+        } else {
+            self.check_topic_len(&query.topic)?;
+        }
+        let (mut literal, mut count_only) = (false, false);
+        for option in query
+            .options
+            .as_ref()
+            .map_or("", Utf8::as_str)
+            .split(',')
+            .map(str::trim)
+        {
+            match option {
+                "" => {}
+                "non_regex_topic" => literal = true,
+                "count_only" if !subscribe => count_only = true,
+                unknown => {
+                    return Err((
+                        ReasonCode::InvalidField,
+                        format!(
+                            "unknown {} option `{unknown}` (known: non_regex_topic{})",
+                            if subscribe {
+                                "sow_and_subscribe"
+                            } else {
+                                "sow"
+                            },
+                            if subscribe { "" } else { ", count_only" }
+                        ),
+                    ));
+                }
+            }
+        }
+        let filter = self.parse_filter(query.filter.as_ref(), &self.limits.filter)?;
+        let (targets, topic) = self.topic_spec(&query.topic, literal)?;
+        if let TopicSpec::Exact(name) = &topic
+            && !subscribe
+            && !self.limits.is_sow_topic(name.as_str())
+        {
+            return Err((
+                ReasonCode::NotASowTopic,
+                format!("`{name}` has no SOW (no sow.topics entry covers it)"),
+            ));
+        }
+        let order_by = match &query.order_by {
+            None => Vec::new(),
+            Some(text) => statecast_sow::OrderBy::parse_list(text.as_str())
+                .map_err(|e| (ReasonCode::InvalidField, format!("invalid order_by: {e}")))?,
+        };
+        let skip_n = usize::try_from(query.skip_n.unwrap_or(0)).unwrap_or(usize::MAX);
+        if skip_n > 0 && order_by.is_empty() {
+            return Err((
+                ReasonCode::InvalidField,
+                "skip_n needs order_by (without an order, which records are skipped is undefined)"
+                    .into(),
+            ));
+        }
+        let mut sow_query = statecast_sow::Query::all().with_skip_n(skip_n);
+        sow_query.filter = filter;
+        sow_query.order_by = order_by;
+        if let Some(top_n) = query.top_n {
+            sow_query = sow_query.with_top_n(usize::try_from(top_n).unwrap_or(usize::MAX));
+        }
+        if let Some(keys) = &query.sow_keys {
+            sow_query = sow_query.with_keys(keys.iter().map(statecast_sow::SowKey).collect());
+        }
+        Ok((
+            targets,
+            SowRequest {
+                sub_id: query.sub_id,
+                command_id: query.command_id,
+                topic,
+                query: sow_query,
+                count_only,
+                subscribe,
+                records: std::sync::atomic::AtomicU64::new(0),
+                failure: std::sync::Mutex::new(None),
+            },
+        ))
+    }
+
+    fn sow_delete(&mut self, delete: SowDeleteCommand, out: &mut Vec<Action>) {
+        let command_id = delete.command_id;
+        let ack = if delete.ack.is_empty() {
+            AckSet::only(AckType::Processed)
+        } else {
+            delete.ack
+        };
+        match self.delete_selector(&delete) {
+            Err((code, text)) => {
+                for ack_type in requested(ack) {
+                    out.push(Action::Reply(Command::Ack(Ack::failure(
+                        ack_type,
+                        Some(command_id),
+                        code,
+                        text.as_str(),
+                    ))));
+                }
+            }
+            Ok(selector) => out.push(Action::SowDelete {
+                processor: processor_for(delete.topic.as_bytes(), self.limits.processors),
+                topic: delete.topic,
+                selector,
+                command_id,
+                ack,
+            }),
+        }
+    }
+
+    fn delete_selector(&self, delete: &SowDeleteCommand) -> Result<DeleteSelector, Refusal> {
+        self.check_topic_len(&delete.topic)?;
+        if !self.limits.is_sow_topic(delete.topic.as_str()) {
+            return Err((
+                ReasonCode::NotASowTopic,
+                format!(
+                    "`{}` has no SOW (no sow.topics entry covers it)",
+                    delete.topic
+                ),
+            ));
+        }
+        let given = usize::from(delete.filter.is_some())
+            + usize::from(delete.sow_keys.is_some())
+            + usize::from(!delete.payload.is_empty());
+        if given != 1 {
+            return Err((
+                ReasonCode::InvalidField,
+                format!(
+                    "a sow_delete names its records one way: a filter, sow_keys, or an example message as payload (this one gives {given})"
+                ),
+            ));
+        }
+        // A delete is replayed from the journal at start: its filter must
+        // give the same answer then.
+        let limits = statecast_filter::Limits {
+            allow_nondeterministic: false,
+            ..self.limits.filter.clone()
+        };
+        if let Some(filter) = self.parse_filter(delete.filter.as_ref(), &limits)? {
+            return Ok(DeleteSelector::Filter(filter));
+        }
+        if let Some(keys) = &delete.sow_keys {
+            return Ok(DeleteSelector::Keys(keys.iter().collect()));
+        }
+        Ok(DeleteSelector::Example(delete.payload.clone()))
     }
 
     /// Checks timers. `last_sent` is when the driver last wrote anything to

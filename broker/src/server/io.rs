@@ -79,7 +79,7 @@ pub struct IoSettings {
 }
 
 /// What every I/O thread shares with the rest of the broker.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct IoWiring {
     /// Each processor's inbox.
     pub processors: Vec<Sender<ProcessorMsg>>,
@@ -100,6 +100,7 @@ pub struct IoWiring {
     pub inline: Option<(
         crossbeam_channel::Receiver<ProcessorMsg>,
         Option<crossbeam_channel::Sender<super::replayer::ReplayerMsg>>,
+        super::processor::ProcessorSow,
     )>,
 }
 
@@ -165,9 +166,9 @@ impl IoThread {
         let poll = Poll::new()?;
         let waker = mio::Waker::new(poll.registry(), WAKER)?;
         let shared = Arc::new(IoShared::new(index, waker, inflight_max));
-        let inline = inline.map(|(inbox, replayer)| {
+        let inline = inline.map(|(inbox, replayer, sow)| {
             (
-                ProcessorCore::new(0, journal.clone(), replayer, Some(Arc::clone(&shared))),
+                ProcessorCore::new(0, journal.clone(), replayer, Some(Arc::clone(&shared)), sow),
                 inbox,
             )
         });
@@ -249,6 +250,9 @@ impl IoThread {
                 self.tick(now);
                 next_tick = now + tick;
             }
+            if let Some((core, _)) = &mut self.inline {
+                core.maybe_checkpoint(now);
+            }
             self.finish_closing(now);
             if draining.is_none() && self.shared.shutdown.load(Ordering::Acquire) {
                 draining = Some(now + self.settings.drain_timeout);
@@ -276,7 +280,8 @@ impl IoThread {
     fn start_drain(&mut self) {
         if self.inline.is_some() {
             self.send_batches();
-            if let Some((core, _)) = &self.inline {
+            if let Some((core, _)) = &mut self.inline {
+                core.close_sow();
                 core.log_stopped();
             }
             self.processors_done.fetch_add(1, Ordering::AcqRel);
@@ -481,6 +486,7 @@ impl IoThread {
                     command_id,
                     ack,
                     sequence,
+                    sow_key,
                 } => {
                     let bytes = payload.len() + COMMAND_OVERHEAD_BYTES;
                     if let Some((batch, batch_bytes)) = self.batches.get_mut(processor) {
@@ -491,6 +497,35 @@ impl IoThread {
                             command_id,
                             ack,
                             sequence,
+                            sow_key,
+                        });
+                        *batch_bytes += bytes;
+                        self.batch_bytes += bytes;
+                    }
+                }
+                Action::Sow { targets, request } => {
+                    let done = self.completion(targets);
+                    self.broadcast(targets, &done, |done| ProcessorCommand::Sow {
+                        conn: Arc::clone(&shared),
+                        request: Arc::clone(&request),
+                        done,
+                    });
+                }
+                Action::SowDelete {
+                    processor,
+                    topic,
+                    selector,
+                    command_id,
+                    ack,
+                } => {
+                    let bytes = COMMAND_OVERHEAD_BYTES;
+                    if let Some((batch, batch_bytes)) = self.batches.get_mut(processor) {
+                        batch.push(ProcessorCommand::SowDelete {
+                            conn: shared,
+                            topic,
+                            selector,
+                            command_id,
+                            ack,
                         });
                         *batch_bytes += bytes;
                         self.batch_bytes += bytes;

@@ -68,6 +68,9 @@ pub struct Journaling {
     journal: Journal,
     appender: Mutex<Option<Appender>>,
     selector: Selector,
+    /// SOW topics are journaled whatever `selector` says: the journal is
+    /// how their stores recover.
+    sow: Vec<statecast_sow::TopicSpec>,
     pending: Mutex<BinaryHeap<Reverse<Parked>>>,
     parked_order: AtomicU64,
 }
@@ -173,6 +176,7 @@ impl Journaling {
             journal: opened.journal,
             appender: Mutex::new(Some(opened.appender)),
             selector,
+            sow: config.sow.specs()?,
             pending: Mutex::new(BinaryHeap::new()),
             parked_order: AtomicU64::new(0),
         });
@@ -203,7 +207,11 @@ impl Journaling {
     pub fn is_journaled(&self, topic: &[u8]) -> bool {
         match &self.selector {
             Selector::All => true,
-            Selector::Some(set) => set.is_match(topic),
+            Selector::Some(set) => {
+                set.is_match(topic)
+                    || std::str::from_utf8(topic)
+                        .is_ok_and(|topic| self.sow.iter().any(|spec| spec.matches(topic)))
+            }
         }
     }
 
@@ -225,6 +233,7 @@ impl Journaling {
         conn: &ConnShared,
         topic: &[u8],
         payload: &[u8],
+        flags: u16,
         sequence: Option<u64>,
     ) -> LogOutcome {
         let origin = match (sequence, conn.publisher()) {
@@ -243,7 +252,7 @@ impl Journaling {
         let record = NewRecord {
             topic,
             payload,
-            flags: 0,
+            flags,
             origin,
         };
         match appender.try_append(record) {

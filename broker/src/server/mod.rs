@@ -17,6 +17,7 @@ mod names;
 mod outbound;
 mod processor;
 mod replayer;
+mod sow;
 
 use std::fs::File;
 use std::io::Write as _;
@@ -71,6 +72,9 @@ pub enum StartError {
     /// The journal could not be opened (it names the file and what to do).
     #[error("{0}")]
     Journal(String),
+    /// The SOW could not be recovered (it names the topic and file).
+    #[error("{0}")]
+    Sow(String),
 }
 
 /// An exclusive lock on the data directory, held for the broker's life, so
@@ -252,6 +256,21 @@ impl Server {
             log_recovery(&opened.report);
         }
 
+        let sow_specs = Arc::new(config.sow.specs()?);
+        let mut sow_sets = sow::recover(
+            &sow_specs,
+            &config.server.data_dir,
+            opened.as_ref().map(|o| &*o.journaling),
+            plan.processor_threads,
+        )
+        .map_err(StartError::Sow)?
+        .into_iter();
+        let checkpoint_interval = Duration::from_millis(config.sow.checkpoint_interval_ms);
+        let mut processor_sow = || processor::ProcessorSow {
+            topics: sow_sets.next().unwrap_or_default(),
+            checkpoint_interval,
+        };
+
         let client_listener = bind(config.listen_addr()?, "server.listen")?;
         let admin_listener = bind(config.admin_addr()?, "server.admin_listen")?;
         let thread_error = |what: &str| {
@@ -308,10 +327,13 @@ impl Server {
                 journal: opened.as_ref().map(|o| Arc::clone(&o.journaling)),
                 names: Arc::clone(&names),
                 inline: if inline && index == 0 {
-                    receivers
-                        .get_mut(0)
-                        .and_then(Option::take)
-                        .map(|inbox| (inbox, opened.as_ref().map(|_| replayer_tx.clone())))
+                    receivers.get_mut(0).and_then(Option::take).map(|inbox| {
+                        (
+                            inbox,
+                            opened.as_ref().map(|_| replayer_tx.clone()),
+                            processor_sow(),
+                        )
+                    })
                 } else {
                     None
                 },
@@ -340,6 +362,7 @@ impl Server {
             let Some(inbox) = inbox else {
                 continue; // Runs inline on an I/O thread.
             };
+            let sow = processor_sow();
             let journal = opened.as_ref().map(|o| Arc::clone(&o.journaling));
             let replayer = opened.as_ref().map(|_| replayer_tx.clone());
             let done = Arc::clone(&processors_done);
@@ -348,7 +371,7 @@ impl Server {
                 format!("processor-{index}"),
                 pin_for(Role::Processor(index)),
                 move || {
-                    processor::run(index, inbox, io_count, &done, journal, replayer);
+                    processor::run(index, inbox, io_count, &done, journal, replayer, sow);
                 },
             )?);
         }

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use statecast_protocol::{Ack, Command, Utf8, encode_deliver_header};
+use statecast_protocol::{Ack, Command, Utf8, encode_record_header};
 
 use super::journaling::Journaling;
 use crate::core::router::{ConnHandle, LogOutcome, Message, ReplayStart, Sink};
@@ -441,6 +441,7 @@ impl Sink<Arc<ConnShared>> for ProcessorSink {
         conn: &Arc<ConnShared>,
         topic: &Utf8,
         payload: &Bytes,
+        flags: u16,
         sequence: Option<u64>,
     ) -> LogOutcome {
         let Some(journal) = &self.journal else {
@@ -460,7 +461,7 @@ impl Sink<Arc<ConnShared>> for ProcessorSink {
         if !journaled {
             return LogOutcome::NotJournaled;
         }
-        let outcome = journal.append(conn, topic.as_bytes(), payload, sequence);
+        let outcome = journal.append(conn, topic.as_bytes(), payload, flags, sequence);
         if let LogOutcome::Failed { text } = &outcome {
             self.append_failures += 1;
             // Once a second at most: a full disk fails every publish.
@@ -509,6 +510,19 @@ impl Sink<Arc<ConnShared>> for ProcessorSink {
         }
     }
 
+    fn persisted(&mut self, bookmark: u64) -> bool {
+        // A checkpoint waits at most this long for the sync that covers it
+        // (one group commit, normally a few ms); otherwise it is retried.
+        const WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+        match &self.journal {
+            None => true,
+            Some(journal) => journal
+                .journal()
+                .wait_persisted(bookmark, WAIT)
+                .is_ok_and(|persisted| persisted >= bookmark),
+        }
+    }
+
     fn ack_when_persisted(&mut self, bookmark: u64, conn: &Arc<ConnShared>, ack: Ack) {
         match &self.journal {
             Some(journal) => journal.ack_when_persisted(bookmark, conn, ack),
@@ -527,13 +541,15 @@ impl Sink<Arc<ConnShared>> for ProcessorSink {
             + message.topic.len()
             + sub_ids.len() * 8
             + 8 * 2
+            + if message.sow_key.is_some() { 11 } else { 0 }
             + if inline { payload.len() } else { 0 };
         self.reserve_headers(need);
-        let encoded = encode_deliver_header(
+        let encoded = encode_record_header(
             message.topic.as_bytes(),
             sub_ids,
             message.bookmark,
             message.timestamp,
+            message.sow_key,
             payload.len(),
             &mut self.headers,
         );
@@ -555,10 +571,13 @@ impl Sink<Arc<ConnShared>> for ProcessorSink {
     }
 
     fn reply(&mut self, conn: &Arc<ConnShared>, ack: Ack) {
+        self.send(conn, Command::Ack(ack));
+    }
+
+    fn send(&mut self, conn: &Arc<ConnShared>, command: Command) {
         if conn.is_closed() {
             return;
         }
-        let command = Command::Ack(ack);
         let Ok(len) = command.encoded_len() else {
             self.encode_failures += 1;
             return;

@@ -5,12 +5,13 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::Receiver;
 
 use super::outbound::{ConnShared, IoShared, ProcessorSink};
 use crate::core::router::{ProcessorCommand, Router};
+use crate::core::sow::SowTopics;
 
 /// Commands from one I/O thread's loop iteration for one processor.
 #[derive(Debug)]
@@ -69,6 +70,8 @@ pub struct ProcessorCore {
     router: Router<Arc<ConnShared>>,
     sink: ProcessorSink,
     replayer: Option<crossbeam_channel::Sender<super::replayer::ReplayerMsg>>,
+    checkpoint_interval: Duration,
+    last_checkpoint: Instant,
 }
 
 impl std::fmt::Debug for ProcessorCore {
@@ -80,23 +83,57 @@ impl std::fmt::Debug for ProcessorCore {
 }
 
 impl ProcessorCore {
-    /// Processor `index`, journaling through `journal`. `local_io` is the
-    /// I/O thread running it inline, which needs no wake-up.
+    /// Processor `index`, journaling through `journal`, owning the SOW
+    /// stores in `sow`. `local_io` is the I/O thread running it inline,
+    /// which needs no wake-up.
     #[must_use]
     pub fn new(
         index: usize,
         journal: Option<Arc<super::journaling::Journaling>>,
         replayer: Option<crossbeam_channel::Sender<super::replayer::ReplayerMsg>>,
         local_io: Option<Arc<IoShared>>,
+        sow: ProcessorSow,
     ) -> Self {
         let mut sink = ProcessorSink::new(journal, replayer.clone());
         sink.set_local_io(local_io);
         Self {
             index,
-            router: Router::new(),
+            router: Router::with_sow(sow.topics),
             sink,
             replayer,
+            checkpoint_interval: sow.checkpoint_interval,
+            last_checkpoint: Instant::now(),
         }
+    }
+
+    /// How long the processor may wait for work before it must look at its
+    /// SOW checkpoints (`None`: it has no SOW topic).
+    #[must_use]
+    pub fn idle_bound(&self) -> Option<Duration> {
+        self.router
+            .sow()
+            .is_configured()
+            .then_some(self.checkpoint_interval)
+    }
+
+    /// Checkpoints the durable SOW stores when the interval has passed.
+    /// It may wait (bounded) for the journal to persist their last records.
+    pub fn maybe_checkpoint(&mut self, now: Instant) {
+        if !self.router.sow().is_configured()
+            || now.saturating_duration_since(self.last_checkpoint) < self.checkpoint_interval
+        {
+            return;
+        }
+        self.last_checkpoint = now;
+        let done = self.router.checkpoint_sow(&mut self.sink);
+        if done > 0 {
+            tracing::debug!(stores = done, "processor-{}: SOW checkpoint", self.index);
+        }
+    }
+
+    /// Checkpoints and closes the SOW stores (clean shutdown).
+    pub fn close_sow(&mut self) {
+        self.router.close_sow(&mut self.sink);
     }
 
     /// Handles one message other than a batch or a drain.
@@ -151,6 +188,15 @@ impl ProcessorCore {
     }
 }
 
+/// A processor's SOW: its stores and how often to checkpoint them.
+#[derive(Debug, Default)]
+pub struct ProcessorSow {
+    /// The stores of the SOW topics this processor owns (recovered at start).
+    pub topics: SowTopics,
+    /// `sow.checkpoint_interval_ms`.
+    pub checkpoint_interval: Duration,
+}
+
 /// Runs processor `index` until every I/O thread has sent [`ProcessorMsg::Drain`].
 pub fn run(
     index: usize,
@@ -159,12 +205,24 @@ pub fn run(
     done: &AtomicUsize,
     journal: Option<Arc<super::journaling::Journaling>>,
     replayer: Option<crossbeam_channel::Sender<super::replayer::ReplayerMsg>>,
+    sow: ProcessorSow,
 ) {
-    let mut core = ProcessorCore::new(index, journal, replayer, None);
+    let mut core = ProcessorCore::new(index, journal, replayer, None, sow);
     let mut drained = 0;
     let mut handled: Vec<(Arc<IoShared>, usize)> = Vec::new();
     'outer: while drained < io_threads {
-        let Ok(first) = inbox.recv() else {
+        let received = match core.idle_bound() {
+            None => inbox.recv().ok(),
+            Some(bound) => match inbox.recv_timeout(bound) {
+                Ok(message) => Some(message),
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                    core.maybe_checkpoint(Instant::now());
+                    continue;
+                }
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => None,
+            },
+        };
+        let Some(first) = received else {
             break;
         };
         let now = now_ns();
@@ -193,10 +251,12 @@ pub fn run(
         for (origin, bytes) in handled.drain(..) {
             origin.processed(bytes);
         }
+        core.maybe_checkpoint(Instant::now());
         if drained == io_threads {
             break 'outer;
         }
     }
+    core.close_sow();
     core.log_stopped();
     done.fetch_add(1, Ordering::AcqRel);
 }

@@ -16,6 +16,8 @@ use statecast_filter::{MessageContext, Scratch};
 use statecast_journal::{ReadError, Reader, Start};
 use statecast_protocol::{Ack, AckType, Command, ReasonCode, encode_deliver_header};
 
+use crate::core::sow::message_range;
+
 use super::journaling::Journaling;
 use super::outbound::ConnShared;
 use super::processor::ProcessorMsg;
@@ -397,11 +399,18 @@ impl Replayer {
                     if live_from.is_some_and(|from| record.bookmark >= from) {
                         continue; // Delivered live.
                     }
+                    // SOW deletes are not messages; an explicit SowKey is
+                    // not part of the message.
+                    let Some(message) = message_range(record.flags, record.payload()) else {
+                        continue;
+                    };
                     if let Some(filter) = &replay.start.filter {
                         let topic = std::str::from_utf8(record.topic()).unwrap_or_default();
-                        let ctx = MessageContext::new(record.payload())
-                            .with_topic(topic)
-                            .with_unix_timestamp(record.timestamp_ns as f64 / 1e9);
+                        let ctx = MessageContext::new(
+                            record.payload().get(message.clone()).unwrap_or_default(),
+                        )
+                        .with_topic(topic)
+                        .with_unix_timestamp(record.timestamp_ns as f64 / 1e9);
                         if !filter.matches_with(&ctx, &mut replay.scratch) {
                             continue;
                         }
@@ -409,7 +418,8 @@ impl Replayer {
                     let (bookmark, timestamp) = (record.bookmark, record.timestamp_ns);
                     let (stored, topic, payload) = record.into_parts();
                     let stored = Bytes::from(stored);
-                    let payload = stored.slice(payload);
+                    let payload =
+                        stored.slice(payload.start + message.start..payload.start + message.end);
                     replay.headers.reserve(64 + topic.len());
                     if encode_deliver_header(
                         stored.get(topic).unwrap_or_default(),

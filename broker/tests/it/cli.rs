@@ -251,7 +251,7 @@ fn publish_file_with_processed_and_persisted_acks() {
 
 #[test]
 fn errors_exit_1_with_one_line_and_bad_usage_exits_2() {
-    let broker = Broker::start_with("[journal]\ntopics = []\n");
+    let broker = Broker::start_with("[journal]\ntopics = []\n[sow]\ntopics = []\n");
     let out = run_cli(
         &[
             "publish",

@@ -14,7 +14,7 @@ use crate::support::{Broker, Raw};
 fn publish_persisted(raw: &mut Raw, sequence: u64) -> Ack {
     raw.send(&Command::Publish(Publish {
         command_id: Some(1000 + sequence),
-        topic: Utf8::from("orders"),
+        topic: Utf8::from("payments"),
         ack: AckSet::only(AckType::Persisted),
         sequence: Some(sequence),
         sow_key: None,
@@ -29,12 +29,12 @@ fn publish_persisted(raw: &mut Raw, sequence: u64) -> Ack {
     }
 }
 
-/// Every payload of topic `orders` in the journal up to bookmark `last`,
+/// Every payload of topic `payments` in the journal up to bookmark `last`,
 /// in bookmark order (a bounded replay: its stream ends after `last`).
 async fn journaled(broker: &Broker, last: u64) -> Vec<String> {
     let client = broker.client("journal-reader").await;
     let mut replay = client
-        .subscribe_with(SubscribeOptions::topic("orders").bookmark(format!("[epoch:{})", last + 1)))
+        .subscribe_with(SubscribeOptions::topic("payments").bookmark(format!("[epoch:{})", last + 1)))
         .await
         .expect("replay");
     let mut payloads = Vec::new();
@@ -113,7 +113,7 @@ async fn the_reliable_publisher_delivers_exactly_once_across_broker_kills() {
     let task = tokio::spawn(async move {
         for i in 0..MESSAGES {
             publisher
-                .publish("orders", format!("order {i}"))
+                .publish("payments", format!("payment {i}"))
                 .await
                 .unwrap_or_else(|e| panic!("publish {i}: {e}"));
             progress.send_replace(i + 1);
@@ -140,7 +140,7 @@ async fn the_reliable_publisher_delivers_exactly_once_across_broker_kills() {
     assert_eq!(publisher.persisted_sequence(), MESSAGES);
     let last = publisher.last_bookmark().expect("acks carry bookmarks");
     let got = journaled(&broker, last).await;
-    let expected: Vec<String> = (0..MESSAGES).map(|i| format!("order {i}")).collect();
+    let expected: Vec<String> = (0..MESSAGES).map(|i| format!("payment {i}")).collect();
     if got != expected {
         let first_bad = got
             .iter()

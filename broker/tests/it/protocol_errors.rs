@@ -122,7 +122,7 @@ async fn malformed_input_closes_only_the_offending_connection() {
         (
             "reserved command",
             true,
-            frame(0x10, b"", b""),
+            frame(0x13, b"", b""),
             ReasonCode::UnknownCommand,
         ),
         (
