@@ -34,7 +34,9 @@ fn publish_persisted(raw: &mut Raw, sequence: u64) -> Ack {
 async fn journaled(broker: &Broker, last: u64) -> Vec<String> {
     let client = broker.client("journal-reader").await;
     let mut replay = client
-        .subscribe_with(SubscribeOptions::topic("payments").bookmark(format!("[epoch:{})", last + 1)))
+        .subscribe_with(
+            SubscribeOptions::topic("payments").bookmark(format!("[epoch:{})", last + 1)),
+        )
         .await
         .expect("replay");
     let mut payloads = Vec::new();
