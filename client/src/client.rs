@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use futures::Stream;
 use statecast_protocol::{
-    Ack, AckSet, AckType, Command, Deliver, Flush, FrameDecoder, Heartbeat, Logon, Publish, Status,
-    Subscribe, Unsubscribe, Utf8,
+    Ack, AckSet, AckType, Command, Deliver, Flush, FrameDecoder, GroupEnd, Heartbeat, Logon,
+    Publish, Status, Subscribe, Unsubscribe, Utf8,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -115,7 +115,18 @@ impl SubscribeOptions {
     }
 }
 
-type Batch = Vec<Result<Deliver, Error>>;
+/// What the reader hands to a subscription's (or query's) stream.
+#[derive(Debug)]
+pub(crate) enum Event {
+    /// A delivery: a live message, or a SOW record (it carries a key).
+    Deliver(Deliver),
+    /// The end of a SOW query's records.
+    GroupEnd(GroupEnd),
+    /// The stream ends with this error.
+    Failed(Error),
+}
+
+pub(crate) type Batch = Vec<Event>;
 
 /// Hashes the ids this client assigns (small, sequential integers) with one
 /// multiplication (Fibonacci hashing), which spreads them over the table's
@@ -153,12 +164,14 @@ struct WriteState {
 }
 
 #[derive(Debug, Default)]
-struct Shared {
+pub(crate) struct Shared {
     acks: IdMap<oneshot::Sender<Ack>>,
     subs: IdMap<mpsc::Sender<Batch>>,
     /// Subscriptions over a bounded journal range: their `completed` ack
     /// ends the stream.
     ranges: std::collections::HashSet<u64>,
+    /// SOW queries (not subscriptions): their `group_end` ends the stream.
+    queries: std::collections::HashSet<u64>,
     /// Bumped whenever `subs` changes, so that the reader can keep its own
     /// copy of the senders and lock only when it is stale.
     subs_version: u64,
@@ -166,14 +179,16 @@ struct Shared {
 }
 
 impl Shared {
-    fn remove_sub(&mut self, sub_id: u64) -> Option<mpsc::Sender<Batch>> {
+    pub(crate) fn remove_sub(&mut self, sub_id: u64) -> Option<mpsc::Sender<Batch>> {
         self.subs_version += 1;
+        self.ranges.remove(&sub_id);
+        self.queries.remove(&sub_id);
         self.subs.remove(&sub_id)
     }
 }
 
 #[derive(Debug)]
-struct Inner {
+pub(crate) struct Inner {
     write: Mutex<WriteState>,
     write_ready: Notify,
     write_space: Notify,
@@ -187,11 +202,11 @@ struct Inner {
 }
 
 impl Inner {
-    fn id(&self) -> u64 {
+    pub(crate) fn id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    fn shared(&self) -> std::sync::MutexGuard<'_, Shared> {
+    pub(crate) fn shared(&self) -> std::sync::MutexGuard<'_, Shared> {
         self.shared.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -251,7 +266,7 @@ impl Inner {
         };
         drop(acks);
         for sender in subs.into_values() {
-            let _ = sender.try_send(vec![Err(error.clone())]);
+            let _ = sender.try_send(vec![Event::Failed(error.clone())]);
         }
         let mut write = self.write.lock().unwrap_or_else(PoisonError::into_inner);
         if write.closed.is_none() {
@@ -267,7 +282,7 @@ impl Inner {
 /// connection, which closes when the last clone is dropped.
 #[derive(Debug, Clone)]
 pub struct Client {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
     _guard: Arc<CloseOnDrop>,
 }
 
@@ -470,7 +485,7 @@ impl Client {
         payload: impl Into<Bytes>,
         ack_type: AckType,
     ) -> Result<PendingAck, Error> {
-        self.publish_with_sequence(topic, payload, ack_type, None)
+        self.publish_command(topic, payload, ack_type, None, None)
             .await
     }
 
@@ -489,28 +504,42 @@ impl Client {
         ack_type: AckType,
         sequence: u64,
     ) -> Result<PendingAck, Error> {
-        self.publish_with_sequence(topic, payload, ack_type, Some(sequence))
+        self.publish_command(topic, payload, ack_type, Some(sequence), None)
             .await
     }
 
-    async fn publish_with_sequence(
+    /// A publish asking for `ack_type`, optionally numbered and with an
+    /// explicit SowKey.
+    pub(crate) async fn publish_command(
         &self,
         topic: &str,
         payload: impl Into<Bytes>,
         ack_type: AckType,
         sequence: Option<u64>,
+        sow_key: Option<Bytes>,
     ) -> Result<PendingAck, Error> {
         let command_id = self.inner.id();
-        let receiver = self.register_ack(command_id)?;
         let command = Command::Publish(Publish {
             command_id: Some(command_id),
             topic: Utf8::from(topic),
             ack: AckSet::only(ack_type),
             sequence,
-            sow_key: None,
+            sow_key,
             payload: payload.into(),
         });
-        self.send_or_unregister(&command, command_id).await?;
+        self.send_acked(command_id, &command, ack_type).await
+    }
+
+    /// Sends `command`, whose acks name `command_id`, and returns the
+    /// `ack_type` ack still to come.
+    pub(crate) async fn send_acked(
+        &self,
+        command_id: u64,
+        command: &Command,
+        ack_type: AckType,
+    ) -> Result<PendingAck, Error> {
+        let receiver = self.register_ack(command_id)?;
+        self.send_or_unregister(command, command_id).await?;
         Ok(PendingAck {
             ack_type,
             receiver,
@@ -536,16 +565,12 @@ impl Client {
         result
     }
 
-    async fn request(&self, command_id: u64, command: Command) -> Result<Ack, Error> {
-        let receiver = self.register_ack(command_id)?;
-        self.send_or_unregister(&command, command_id).await?;
-        PendingAck {
-            ack_type: AckType::Processed,
-            receiver,
-            inner: Arc::clone(&self.inner),
-        }
-        .wait()
-        .await
+    /// Sends `command` and waits for its processed ack.
+    pub(crate) async fn request(&self, command_id: u64, command: Command) -> Result<Ack, Error> {
+        self.send_acked(command_id, &command, AckType::Processed)
+            .await?
+            .wait()
+            .await
     }
 
     /// Subscribes to a topic or topic pattern; returns once the broker has
@@ -563,22 +588,18 @@ impl Client {
     /// When the broker refuses the subscription or the connection closes.
     pub async fn subscribe_with(&self, options: SubscribeOptions) -> Result<Subscription, Error> {
         let sub_id = self.inner.id();
-        let (sender, receiver) = mpsc::channel(self.inner.subscription_buffer_batches);
-        {
-            let mut shared = self.inner.shared();
-            if let Some(error) = &shared.closed {
-                return Err(error.clone());
-            }
-            if options
-                .bookmark
-                .as_deref()
-                .is_some_and(|b| b.trim_start().starts_with('['))
-            {
-                shared.ranges.insert(sub_id);
-            }
-            shared.subs.insert(sub_id, sender);
-            shared.subs_version += 1;
-        }
+        let bounded = options
+            .bookmark
+            .as_deref()
+            .is_some_and(|b| b.trim_start().starts_with('['));
+        let inbox = self.open_inbox(
+            sub_id,
+            if bounded {
+                StreamEnd::Completed
+            } else {
+                StreamEnd::Unsubscribe
+            },
+        )?;
         let command = Command::Subscribe(Subscribe {
             command_id: Some(sub_id),
             sub_id,
@@ -587,11 +608,32 @@ impl Client {
             options: options.options.as_deref().map(Utf8::from),
             bookmark: options.bookmark.as_deref().map(Utf8::from),
         });
-        if let Err(error) = self.request(sub_id, command).await {
-            self.inner.shared().remove_sub(sub_id);
-            return Err(error);
+        self.request(sub_id, command).await?;
+        Ok(Subscription { inbox })
+    }
+
+    /// Routes the frames naming `sub_id` to a new stream, which `end`
+    /// says how to finish. Dropping the inbox (e.g. when the request
+    /// fails) stops the routing.
+    pub(crate) fn open_inbox(&self, sub_id: u64, end: StreamEnd) -> Result<Inbox, Error> {
+        let (sender, receiver) = mpsc::channel(self.inner.subscription_buffer_batches);
+        let mut shared = self.inner.shared();
+        if let Some(error) = &shared.closed {
+            return Err(error.clone());
         }
-        Ok(Subscription {
+        match end {
+            StreamEnd::Unsubscribe => {}
+            StreamEnd::Completed => {
+                shared.ranges.insert(sub_id);
+            }
+            StreamEnd::GroupEnd => {
+                shared.queries.insert(sub_id);
+            }
+        }
+        shared.subs.insert(sub_id, sender);
+        shared.subs_version += 1;
+        drop(shared);
+        Ok(Inbox {
             sub_id,
             receiver,
             buffered: Vec::new().into_iter(),
@@ -643,59 +685,46 @@ impl Client {
     }
 }
 
-/// A live subscription: a stream of the messages it matches. The stream
-/// ends after yielding an error when the connection closes.
+/// What ends the stream of an [`Inbox`] (besides an error or dropping it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StreamEnd {
+    /// Only an unsubscribe: a live subscription.
+    Unsubscribe,
+    /// The `completed` ack of a bounded replay.
+    Completed,
+    /// The `group_end` of a SOW query.
+    GroupEnd,
+}
+
+/// The receiving end of the frames routed to one sub id: batches taken
+/// whole from the reader (no copy per message) and handed out one by one.
 #[derive(Debug)]
-pub struct Subscription {
+pub(crate) struct Inbox {
     sub_id: u64,
     receiver: mpsc::Receiver<Batch>,
-    /// The rest of the batch being handed out (taken whole from the
-    /// channel: no copy per message).
-    buffered: std::vec::IntoIter<Result<Deliver, Error>>,
+    /// The rest of the batch being handed out.
+    buffered: std::vec::IntoIter<Event>,
     client: Client,
     done: bool,
 }
 
-impl Subscription {
-    /// The subscription's id on its connection.
-    #[must_use]
-    pub fn id(&self) -> u64 {
+impl Inbox {
+    /// The sub id.
+    pub(crate) fn id(&self) -> u64 {
         self.sub_id
     }
 
-    /// Ends the subscription. No message for it arrives after the broker's
-    /// ack, so the stream ends cleanly.
-    ///
-    /// # Errors
-    /// When the broker refuses or the connection closes.
-    pub async fn unsubscribe(mut self) -> Result<(), Error> {
-        // Stop routing to this stream first: the reader may be waiting for
-        // room in it, and it must be free to read the unsubscribe's ack.
-        self.client.inner.shared().remove_sub(self.sub_id);
-        self.receiver.close();
-        let command_id = self.client.inner.id();
-        let command = Command::Unsubscribe(Unsubscribe {
-            command_id: Some(command_id),
-            sub_id: Some(self.sub_id),
-        });
-        let result = self.client.request(command_id, command).await.map(|_| ());
-        self.client.inner.shared().remove_sub(self.sub_id);
-        self.done = true;
-        result
+    /// The client this inbox belongs to.
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
     }
-}
 
-impl Stream for Subscription {
-    type Item = Result<Deliver, Error>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+    /// The next event; `None` once the stream is finished or the reader
+    /// stopped routing to it.
+    pub(crate) fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Event>> {
         loop {
-            if let Some(item) = self.buffered.next() {
-                if item.is_err() {
-                    self.done = true;
-                    self.buffered = Vec::new().into_iter();
-                }
-                return Poll::Ready(Some(item));
+            if let Some(event) = self.buffered.next() {
+                return Poll::Ready(Some(event));
             }
             if self.done {
                 return Poll::Ready(None);
@@ -710,14 +739,88 @@ impl Stream for Subscription {
             }
         }
     }
+
+    /// Ends the stream here: nothing more is handed out, and the reader
+    /// stops routing to it.
+    pub(crate) fn finish(&mut self) {
+        self.done = true;
+        self.buffered = Vec::new().into_iter();
+        self.client.inner.shared().remove_sub(self.sub_id);
+        self.receiver.close();
+    }
+
+    /// Whether the stream has finished.
+    pub(crate) fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// Sends an unsubscribe for this sub id and waits for its ack; the
+    /// stream ends.
+    pub(crate) async fn unsubscribe(&mut self) -> Result<(), Error> {
+        // Stop routing to this stream first: the reader may be waiting for
+        // room in it, and it must be free to read the unsubscribe's ack.
+        self.finish();
+        let command_id = self.client.inner.id();
+        let command = Command::Unsubscribe(Unsubscribe {
+            command_id: Some(command_id),
+            sub_id: Some(self.sub_id),
+        });
+        let result = self.client.request(command_id, command).await.map(|_| ());
+        self.client.inner.shared().remove_sub(self.sub_id);
+        result
+    }
 }
 
-impl Drop for Subscription {
+impl Drop for Inbox {
     fn drop(&mut self) {
         if !self.done {
-            // Stop routing to this stream; the broker keeps the subscription
+            // Stop routing to this stream; the broker keeps a subscription
             // until an explicit unsubscribe or the connection closes.
             self.client.inner.shared().remove_sub(self.sub_id);
+        }
+    }
+}
+
+/// A live subscription: a stream of the messages it matches. The stream
+/// ends after yielding an error when the connection closes.
+#[derive(Debug)]
+pub struct Subscription {
+    inbox: Inbox,
+}
+
+impl Subscription {
+    /// The subscription's id on its connection.
+    #[must_use]
+    pub fn id(&self) -> u64 {
+        self.inbox.id()
+    }
+
+    /// Ends the subscription. No message for it arrives after the broker's
+    /// ack, so the stream ends cleanly.
+    ///
+    /// # Errors
+    /// When the broker refuses or the connection closes.
+    pub async fn unsubscribe(mut self) -> Result<(), Error> {
+        self.inbox.unsubscribe().await
+    }
+}
+
+impl Stream for Subscription {
+    type Item = Result<Deliver, Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        loop {
+            return match self.inbox.poll_event(cx) {
+                Poll::Ready(Some(Event::Deliver(message))) => Poll::Ready(Some(Ok(message))),
+                Poll::Ready(Some(Event::Failed(error))) => {
+                    self.inbox.finish();
+                    Poll::Ready(Some(Err(error)))
+                }
+                // Only SOW queries have groups.
+                Poll::Ready(Some(Event::GroupEnd(_))) => continue,
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            };
         }
     }
 }
@@ -800,13 +903,13 @@ async fn read_frames(
                         batches
                             .entry(sub_id)
                             .or_insert_with(|| Vec::with_capacity(batch_hint))
-                            .push(Ok(deliver));
+                            .push(Event::Deliver(deliver));
                     } else {
                         for sub_id in deliver.sub_ids.iter() {
                             batches
                                 .entry(sub_id)
                                 .or_insert_with(|| Vec::with_capacity(batch_hint))
-                                .push(Ok(deliver.clone()));
+                                .push(Event::Deliver(deliver.clone()));
                         }
                     }
                 }
@@ -839,7 +942,7 @@ async fn read_frames(
                                 let sender = inner.shared().remove_sub(sub_id);
                                 senders.map.remove(&sub_id);
                                 if let Some(sender) = sender {
-                                    let _ = sender.send(vec![Err(error)]).await;
+                                    let _ = sender.send(vec![Event::Failed(error)]).await;
                                 }
                             } else if ack.ack_type == statecast_protocol::AckType::Completed {
                                 let mut shared = inner.shared();
@@ -861,7 +964,22 @@ async fn read_frames(
                         None => {}
                     }
                 }
-                Ok(Command::Heartbeat(_)) => {}
+                Ok(Command::Heartbeat(_) | Command::GroupBegin(_)) => {}
+                Ok(Command::GroupEnd(end)) => {
+                    // After the query's records; a one-shot query's stream
+                    // ends with it (a sow_and_subscribe goes on live).
+                    let sub_id = end.sub_id;
+                    batches
+                        .entry(sub_id)
+                        .or_insert_with(|| Vec::with_capacity(1))
+                        .push(Event::GroupEnd(end));
+                    let _ = send_batches(inner, &mut senders, &mut batches).await;
+                    let mut shared = inner.shared();
+                    if shared.queries.contains(&sub_id) {
+                        shared.remove_sub(sub_id);
+                        senders.map.remove(&sub_id);
+                    }
+                }
                 Ok(other) => tracing::debug!(
                     "ignoring unexpected {} from the broker",
                     other.code().name()

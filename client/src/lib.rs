@@ -7,7 +7,9 @@
 //! numbers publishes, keeps them until they are persisted, and after a
 //! reconnect resends exactly what the broker lacks; and bookmark stores
 //! ([`FileBookmarkStore`]) with which a subscriber resumes after the last
-//! message it processed. The CLI, the load
+//! message it processed; and the State-of-the-World commands
+//! ([`Client::sow`], [`Client::sow_and_subscribe`], [`Client::sow_delete`],
+//! [`Client::publish_with_key`]). The CLI, the load
 //! generator and applications use it.
 //!
 //! **Invariant:** the client depends only on `statecast-protocol` among the
@@ -38,9 +40,11 @@ mod bookmarks;
 mod client;
 mod error;
 mod publisher;
+mod sow;
 
 pub use bookmarks::{BookmarkStore, FileBookmarkStore, MemoryBookmarkStore};
 pub use client::{Client, ClientOptions, PendingAck, ServerInfo, SubscribeOptions, Subscription};
 pub use error::Error;
 pub use publisher::{PublisherOptions, ReliablePublisher};
+pub use sow::{SowDeleteBy, SowItem, SowOptions, SowRecord, SowResults, SowSubscription};
 pub use statecast_protocol::{AckType, Deliver as Message, ReasonCode, SubIds, Utf8};
