@@ -68,7 +68,7 @@ pub enum ReasonCode {
     /// A message is larger than its SOW topic's `slab_size` allows.
     SowMessageTooLarge,
     /// The SOW store could not complete the command (storage failure, a
-    /// damaged record, an invalid query option).
+    /// damaged record).
     SowError,
     /// A code this build does not know (from a newer peer).
     Other(u16),
@@ -215,7 +215,7 @@ pub const REASONS: &[(u16, &str, &str)] = &[
     (
         28,
         "sow_error",
-        "the SOW store could not complete the command (storage failure, damaged record, invalid query option); the reason text names the cause",
+        "the SOW store could not complete the command (storage failure, damaged record); the reason text names the cause",
     ),
 ];
 
