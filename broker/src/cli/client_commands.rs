@@ -1,4 +1,5 @@
-//! The client commands: `publish`, `subscribe`, `ping`.
+//! The client commands: `publish`, `subscribe`, `ping`, and the printing
+//! and bounds (`--count`, `--timeout`) the SOW commands share.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -36,7 +37,8 @@ fn client_name(command: &str) -> String {
     format!("statecast-{command}-{}", std::process::id())
 }
 
-async fn connect(server: &str, command: &str) -> anyhow::Result<Client> {
+/// Connects to `server` as `statecast-<command>-<pid>`.
+pub(super) async fn connect(server: &str, command: &str) -> anyhow::Result<Client> {
     Client::connect(server, ClientOptions::new(client_name(command)))
         .await
         .with_context(|| format!("cannot reach the broker at {server}"))
@@ -178,7 +180,33 @@ async fn publish_lines(
     Ok(())
 }
 
-fn render(message: &Message, format: Format) -> Vec<u8> {
+/// One printed message: what `--format` shows of it.
+pub(super) struct Printed<'a> {
+    /// `publish` for a live message, `sow` for a SOW record.
+    pub cmd: &'static str,
+    pub topic: &'a str,
+    /// A SOW record's key.
+    pub key: Option<u64>,
+    pub bookmark: Option<u64>,
+    pub payload: &'a [u8],
+}
+
+impl<'a> From<&'a Message> for Printed<'a> {
+    fn from(message: &'a Message) -> Self {
+        Self {
+            cmd: "publish",
+            topic: message.topic.as_str(),
+            key: None,
+            bookmark: message.bookmark,
+            payload: &message.payload,
+        }
+    }
+}
+
+/// The output line for a message: its payload (`data`), or
+/// `{"cmd","topic","key","bookmark","data"}` (`json`; data as JSON when
+/// the payload is JSON, else a string; key and bookmark as decimal strings).
+pub(super) fn render(message: &Printed<'_>, format: Format) -> Vec<u8> {
     match format {
         Format::Data => {
             let mut line = message.payload.to_vec();
@@ -186,16 +214,14 @@ fn render(message: &Message, format: Format) -> Vec<u8> {
             line
         }
         Format::Json => {
-            let data = serde_json::from_slice::<serde_json::Value>(&message.payload)
-                .unwrap_or_else(|_| {
-                    serde_json::Value::String(
-                        String::from_utf8_lossy(&message.payload).into_owned(),
-                    )
+            let data =
+                serde_json::from_slice::<serde_json::Value>(message.payload).unwrap_or_else(|_| {
+                    serde_json::Value::String(String::from_utf8_lossy(message.payload).into_owned())
                 });
             let object = serde_json::json!({
-                "cmd": "publish",
-                "topic": message.topic.as_str(),
-                "key": null,
+                "cmd": message.cmd,
+                "topic": message.topic,
+                "key": message.key.map(|k| k.to_string()),
                 "bookmark": message.bookmark.map(|b| b.to_string()),
                 "data": data,
             });
@@ -206,15 +232,62 @@ fn render(message: &Message, format: Format) -> Vec<u8> {
     }
 }
 
+/// Writes `line` to stdout; `false` when the reader has gone (a broken
+/// pipe ends the command quietly).
+pub(super) fn print_line(
+    stdout: &mut std::io::StdoutLock<'_>,
+    line: &[u8],
+) -> anyhow::Result<bool> {
+    match stdout.write_all(line).and_then(|()| stdout.flush()) {
+        Ok(()) => Ok(true),
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(error) => Err(error).context("cannot write to stdout"),
+    }
+}
+
+/// The deadline `--timeout SECS` sets.
+pub(super) fn deadline(timeout: Option<f64>) -> anyhow::Result<Option<tokio::time::Instant>> {
+    match timeout {
+        Some(secs) if secs.is_finite() && secs >= 0.0 => Ok(Some(
+            tokio::time::Instant::now() + Duration::from_secs_f64(secs),
+        )),
+        Some(secs) => bail!("--timeout must be a non-negative number of seconds, not {secs}"),
+        None => Ok(None),
+    }
+}
+
+/// The next item of `stream`, bounded by `--count` and `--timeout`:
+/// `Ok(None)` when the command is done (count reached, or the timeout
+/// passed without a count to reach), an error when the timeout passed
+/// before the count was reached.
+pub(super) async fn next_bounded<S: futures::Stream + Unpin>(
+    stream: &mut S,
+    received: u64,
+    count: Option<u64>,
+    deadline: Option<tokio::time::Instant>,
+    timeout: Option<f64>,
+) -> anyhow::Result<Option<Option<S::Item>>> {
+    if count.is_some_and(|count| received >= count) {
+        return Ok(None);
+    }
+    match deadline {
+        Some(deadline) => match tokio::time::timeout_at(deadline, stream.next()).await {
+            Ok(next) => Ok(Some(next)),
+            Err(_) => match count {
+                Some(count) => bail!(
+                    "timed out after {} s with {received} of {count} messages",
+                    timeout.unwrap_or_default()
+                ),
+                None => Ok(None),
+            },
+        },
+        None => Ok(Some(stream.next().await)),
+    }
+}
+
 /// `statecast subscribe`.
 pub async fn subscribe(args: SubscribeArgs) -> anyhow::Result<()> {
-    let deadline = match args.timeout {
-        Some(secs) if secs.is_finite() && secs >= 0.0 => {
-            Some(tokio::time::Instant::now() + Duration::from_secs_f64(secs))
-        }
-        Some(secs) => bail!("--timeout must be a non-negative number of seconds, not {secs}"),
-        None => None,
-    };
+    let deadline = deadline(args.timeout)?;
     let client = connect(&args.server.server, "subscribe").await?;
     let mut options = SubscribeOptions::topic(&args.topic);
     options.filter.clone_from(&args.filter);
@@ -230,23 +303,16 @@ pub async fn subscribe(args: SubscribeArgs) -> anyhow::Result<()> {
     let mut received = 0u64;
     let mut stdout = std::io::stdout().lock();
     loop {
-        if args.count.is_some_and(|count| received >= count) {
+        let Some(next) = next_bounded(
+            &mut subscription,
+            received,
+            args.count,
+            deadline,
+            args.timeout,
+        )
+        .await?
+        else {
             return Ok(());
-        }
-        let next = match deadline {
-            Some(deadline) => match tokio::time::timeout_at(deadline, subscription.next()).await {
-                Ok(next) => next,
-                Err(_) => {
-                    if let Some(count) = args.count {
-                        bail!(
-                            "timed out after {} s with {received} of {count} messages",
-                            args.timeout.unwrap_or_default()
-                        );
-                    }
-                    return Ok(());
-                }
-            },
-            None => subscription.next().await,
         };
         let message = match next {
             Some(Ok(message)) => message,
@@ -254,14 +320,8 @@ pub async fn subscribe(args: SubscribeArgs) -> anyhow::Result<()> {
             None if bounded => return Ok(()),
             None => bail!("the subscription ended"),
         };
-        let written = stdout
-            .write_all(&render(&message, args.format))
-            .and_then(|()| stdout.flush());
-        if let Err(error) = written {
-            if error.kind() == std::io::ErrorKind::BrokenPipe {
-                return Ok(());
-            }
-            return Err(error).context("cannot write to stdout");
+        if !print_line(&mut stdout, &render(&Printed::from(&message), args.format))? {
+            return Ok(());
         }
         received += 1;
     }
