@@ -1,13 +1,12 @@
 //! The `statecast` command line: `serve` runs the broker; `publish`,
-//! `subscribe`, `ping`, `sow`, `sow-and-subscribe` and `sow-delete` are
-//! clients built on statecast-client.
+//! `subscribe` and `ping` are clients built on statecast-client.
 //!
 //! Exit status: 0 on success, 1 on an error (one line on stderr), 2 on bad
 //! usage (clap's own exit code for usage errors).
 
 mod client_commands;
 mod serve;
-mod sow_commands;
+mod sow_dump;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,12 +29,6 @@ enum CommandLine {
     Publish(PublishArgs),
     /// Print the messages of a topic or topic pattern as they arrive.
     Subscribe(SubscribeArgs),
-    /// Print the records of a SOW topic (or pattern) that match a query.
-    Sow(sow_commands::SowArgs),
-    /// Print a SOW query's records, then the live messages that follow them.
-    SowAndSubscribe(sow_commands::SowAndSubscribeArgs),
-    /// Delete records of a SOW topic; prints `{"deleted":N}`.
-    SowDelete(sow_commands::SowDeleteArgs),
     /// Check that a broker answers, and how fast.
     Ping(ServerArg),
     /// Print the embedded default configuration.
@@ -44,6 +37,9 @@ enum CommandLine {
     Placement(PlacementArgs),
     /// Print the records of a journal (safe beside a running broker), or its summary.
     JournalDump(JournalDumpArgs),
+    /// Print the records of a durable SOW topic's slab files (safe beside a
+    /// running broker), or with --stats their sizes and the slab_size to set.
+    SowDump(SowDumpArgs),
 }
 
 /// Arguments of `serve`.
@@ -80,6 +76,21 @@ pub struct JournalDumpArgs {
     topic: Option<String>,
     /// Print only the summary (files, records, bytes, overhead per record,
     /// first and last bookmark and time, damage found).
+    #[arg(long)]
+    stats: bool,
+}
+
+/// Arguments of `sow-dump`.
+#[derive(Debug, clap::Args)]
+pub struct SowDumpArgs {
+    /// The data directory (or its `sow/` directory, or the topic's folder in it).
+    #[arg(value_name = "DIR")]
+    dir: PathBuf,
+    /// The SOW topic (a durable one: transient topics have no files).
+    #[arg(long, value_name = "T")]
+    topic: String,
+    /// Print only the summary: records, payload bytes, slab usage, the
+    /// message-size histogram and the slab_size to set.
     #[arg(long)]
     stats: bool,
 }
@@ -277,13 +288,9 @@ pub fn main() -> ExitCode {
         }
         CommandLine::Placement(args) => placement(&args),
         CommandLine::JournalDump(args) => journal_dump(&args),
+        CommandLine::SowDump(args) => sow_dump::run(&args),
         CommandLine::Publish(args) => client_commands::run(|| client_commands::publish(args)),
         CommandLine::Subscribe(args) => client_commands::run(|| client_commands::subscribe(args)),
-        CommandLine::Sow(args) => client_commands::run(|| sow_commands::sow(args)),
-        CommandLine::SowAndSubscribe(args) => {
-            client_commands::run(|| sow_commands::sow_and_subscribe(args))
-        }
-        CommandLine::SowDelete(args) => client_commands::run(|| sow_commands::sow_delete(args)),
         CommandLine::Ping(args) => client_commands::run(|| client_commands::ping(args)),
     };
     match result {
