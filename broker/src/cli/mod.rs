@@ -1,11 +1,13 @@
 //! The `statecast` command line: `serve` runs the broker; `publish`,
-//! `subscribe` and `ping` are clients built on statecast-client.
+//! `subscribe`, `ping`, `sow`, `sow-and-subscribe` and `sow-delete` are
+//! clients built on statecast-client.
 //!
 //! Exit status: 0 on success, 1 on an error (one line on stderr), 2 on bad
 //! usage (clap's own exit code for usage errors).
 
 mod client_commands;
 mod serve;
+mod sow_commands;
 mod sow_dump;
 
 use std::path::PathBuf;
@@ -29,6 +31,12 @@ enum CommandLine {
     Publish(PublishArgs),
     /// Print the messages of a topic or topic pattern as they arrive.
     Subscribe(SubscribeArgs),
+    /// Print the records of a SOW topic (or pattern) that match a query.
+    Sow(sow_commands::SowArgs),
+    /// Print a SOW query's records, then the live messages that follow them.
+    SowAndSubscribe(sow_commands::SowAndSubscribeArgs),
+    /// Delete records of a SOW topic; prints `{"deleted":N}`.
+    SowDelete(sow_commands::SowDeleteArgs),
     /// Check that a broker answers, and how fast.
     Ping(ServerArg),
     /// Print the embedded default configuration.
@@ -291,6 +299,11 @@ pub fn main() -> ExitCode {
         CommandLine::SowDump(args) => sow_dump::run(&args),
         CommandLine::Publish(args) => client_commands::run(|| client_commands::publish(args)),
         CommandLine::Subscribe(args) => client_commands::run(|| client_commands::subscribe(args)),
+        CommandLine::Sow(args) => client_commands::run(|| sow_commands::sow(args)),
+        CommandLine::SowAndSubscribe(args) => {
+            client_commands::run(|| sow_commands::sow_and_subscribe(args))
+        }
+        CommandLine::SowDelete(args) => client_commands::run(|| sow_commands::sow_delete(args)),
         CommandLine::Ping(args) => client_commands::run(|| client_commands::ping(args)),
     };
     match result {
