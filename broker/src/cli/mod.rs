@@ -1,6 +1,8 @@
 //! The `statecast` command line: `serve` runs the broker; `publish`,
 //! `subscribe`, `ping`, `sow`, `sow-and-subscribe` and `sow-delete` are
-//! clients built on statecast-client.
+//! clients built on statecast-client; `journal-dump` and `sow-dump` read a
+//! data directory's files (read-only, safe beside a running broker);
+//! `placement` and `default-config` describe the machine and the defaults.
 //!
 //! Exit status: 0 on success, 1 on an error (one line on stderr), 2 on bad
 //! usage (clap's own exit code for usage errors).

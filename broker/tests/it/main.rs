@@ -15,6 +15,7 @@ mod protocol_errors;
 mod pubsub;
 mod recovery;
 mod replay;
+mod sow;
 mod sow_dump;
 mod support;
 mod sync_failure;

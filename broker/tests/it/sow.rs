@@ -265,7 +265,9 @@ fn refused_messages_are_neither_stored_journaled_nor_delivered() {
     assert!(matches!(subscriber.recv(), Some(Command::Ack(a)) if a.status == Status::Success));
     let mut raw = Raw::logged_on(&broker.client, "pub", None);
     let oversize = vec![b'x'; (1 << 20) - 100];
-    let cases: [(&str, &[u8], Option<&[u8]>, ReasonCode, &str); 4] = [
+    /// Topic, payload, explicit key, the reason code, what its text names.
+    type Case<'a> = (&'a str, &'a [u8], Option<&'a [u8]>, ReasonCode, &'a str);
+    let cases: [Case<'_>; 4] = [
         (
             "orders",
             br#"{"symbol":"IBM"}"#,
