@@ -16,6 +16,7 @@ mod pubsub;
 mod recovery;
 mod replay;
 mod sow;
+mod sow_cli;
 mod sow_dump;
 mod support;
 mod sync_failure;
