@@ -182,6 +182,16 @@ impl Matches<'_> {
         self.hits.is_empty()
     }
 
+    /// Payload bytes of the results not yet read (all batches together):
+    /// what sending them will cost, known before any is read.
+    pub fn payload_bytes(&self) -> u64 {
+        self.hits
+            .iter()
+            .skip(self.pos)
+            .map(|h| u64::from(h.entry.len))
+            .sum()
+    }
+
     /// The keys of the results, in result order.
     pub fn keys(&self) -> Vec<SowKey> {
         self.hits.iter().map(|h| SowKey(h.key)).collect()

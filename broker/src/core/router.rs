@@ -327,6 +327,12 @@ pub trait Sink<C> {
         let _ = (conn, topic, payload, flags, sequence);
         LogOutcome::NotJournaled
     }
+    /// Bytes `conn` may still have queued before it is over its outbound
+    /// limit (unbounded without one).
+    fn outbound_room(&mut self, conn: &C) -> usize {
+        let _ = conn;
+        usize::MAX
+    }
     /// Whether the journal's persisted watermark covers `bookmark` (always,
     /// without a journal), waiting a little for the next sync if need be.
     fn persisted(&mut self, bookmark: u64) -> bool {
@@ -896,6 +902,21 @@ impl<C: ConnHandle> Router<C> {
             };
             if request.count_only {
                 sent += matches.len() as u64;
+                continue;
+            }
+            // A result larger than the client may have queued would get it
+            // disconnected as slow halfway through: refuse it whole, saying
+            // how to ask for less.
+            let frame_bytes = matches.len() as u64 * (64 + topic.len() as u64);
+            let bytes = matches.payload_bytes() + frame_bytes;
+            let room = sink.outbound_room(conn) as u64;
+            if bytes > room {
+                failure.get_or_insert_with(|| {
+                    format!(
+                        "the results on `{topic}` ({} records, {bytes} bytes) exceed what this client may have queued ({room} bytes free of limits.client_outbound_bytes_max): narrow the filter, page with top_n and skip_n, or raise the limit",
+                        matches.len()
+                    )
+                });
                 continue;
             }
             for batch in matches {

@@ -221,6 +221,12 @@ impl ConnShared {
         }
     }
 
+    /// Bytes this connection may still have queued before it is over its
+    /// limit.
+    pub fn room(&self) -> usize {
+        self.outbound_max.saturating_sub(self.queued())
+    }
+
     /// Bytes queued and not yet written to the socket.
     pub fn queued(&self) -> usize {
         self.queued.load(Ordering::Acquire)
@@ -508,6 +514,15 @@ impl Sink<Arc<ConnShared>> for ProcessorSink {
                 self.reply(&start.conn, ack);
             }
         }
+    }
+
+    fn outbound_room(&mut self, conn: &Arc<ConnShared>) -> usize {
+        let pending = self
+            .slots
+            .get(&conn.id)
+            .and_then(|&index| self.pending.get(index))
+            .map_or(0, |slot| slot.bytes);
+        conn.room().saturating_sub(pending)
     }
 
     fn persisted(&mut self, bookmark: u64) -> bool {

@@ -636,3 +636,46 @@ fn after_sigkill_the_sow_holds_every_persisted_value() {
         "the durable store reloaded from its checkpoint"
     );
 }
+
+/// A query whose results would not fit in the client's outbound limit is
+/// refused whole, with a reason that says what to do, and the connection
+/// stays up (rather than being cut as slow halfway through).
+#[test]
+fn a_result_larger_than_the_client_limit_is_refused_not_cut() {
+    let broker = Broker::start_with(&format!(
+        "[limits]\nclient_outbound_bytes_max = \"16 MiB\"\n{CONFIG}"
+    ));
+    let mut raw = Raw::logged_on(&broker.client, "big", None);
+    let pad = "x".repeat(1000);
+    for id in 0..18_000 {
+        let body = format!(r#"{{"id":{id},"pad":"{pad}"}}"#);
+        raw.send(&publish_frame(
+            "orders",
+            body.as_bytes(),
+            None,
+            AckSet::NONE,
+        ));
+    }
+    raw.send(&Command::Flush(Flush { command_id: 3 }));
+    assert!(matches!(raw.recv(), Some(Command::Ack(a)) if a.command_id == Some(3)));
+    let all = sow(&mut raw, query("orders", 1));
+    let end = all.end.unwrap();
+    assert_eq!(end.status, Status::Failure);
+    assert_eq!(end.reason_code, ReasonCode::SowError);
+    let reason = end.reason.unwrap().to_string();
+    assert!(
+        reason.contains("18000 records") && reason.contains("top_n"),
+        "{reason}"
+    );
+    assert!(all.records.is_empty());
+    let mut page = query("orders", 2);
+    page.order_by = Some(Utf8::from("/id"));
+    page.top_n = Some(200);
+    let first = sow(&mut raw, page);
+    assert_eq!(
+        first.records.len(),
+        200,
+        "the same connection pages through"
+    );
+    assert_eq!(first.end.unwrap().status, Status::Success);
+}
