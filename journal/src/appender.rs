@@ -14,7 +14,9 @@ use std::thread::Thread;
 
 use crate::dedup::PublisherId;
 use crate::error::{AppendError, Failure};
-use crate::format::{HEADER_PAGE_BYTES, RECORD_HEADER_BYTES, RecordHeader, padded, record_crc};
+use crate::format::{
+    HEADER_PAGE_BYTES, RECORD_ALIGN, RECORD_HEADER_BYTES, RecordHeader, padded, record_crc,
+};
 use crate::journal::{Shared, SyncPolicy};
 use crate::segment::{IndexEntry, Segment, lock};
 
@@ -96,7 +98,7 @@ impl std::fmt::Debug for Appender {
     }
 }
 
-const ZERO_PAD: [u8; 8] = [0; 8];
+const ZERO_PAD: [u8; RECORD_ALIGN as usize] = [0; RECORD_ALIGN as usize];
 
 impl Appender {
     pub(crate) fn new(
@@ -213,6 +215,10 @@ impl Appender {
         let mut encoded = header.encode();
         let crc = record_crc(self.segment.seed, &encoded, record.topic, record.payload);
         encoded[4..8].copy_from_slice(&crc.to_le_bytes());
+        #[allow(
+            clippy::indexing_slicing,
+            reason = "padded(length) - length < RECORD_ALIGN = ZERO_PAD.len()"
+        )]
         let pad = &ZERO_PAD[..(padded_length - length) as usize];
         if let Err(source) = self
             .segment

@@ -335,7 +335,12 @@ pub(crate) fn write_snapshot_file(
     pending: &PendingSnapshot,
 ) -> Result<(), DedupError> {
     let bytes = &pending.bytes;
-    let name = DEDUP_FILES[(pending.generation % 2) as usize];
+    let [even, odd] = DEDUP_FILES;
+    let name = if pending.generation.is_multiple_of(2) {
+        even
+    } else {
+        odd
+    };
     let mut file = storage
         .create(name, bytes.len() as u64)
         .map_err(storage_error("create", name))?;

@@ -196,10 +196,16 @@ impl Flusher {
                 break;
             }
             // Go on with the successor, from byte 0 (its header page).
-            self.cursor = self
-                .shared
-                .segment_by_index(segment.index + 1)
-                .expect("a sealed segment's successor is in the segment list");
+            let Some(successor) = self.shared.segment_by_index(segment.index + 1) else {
+                let failure = Failure(format!(
+                    "{} is sealed but its successor (segment {}) is not in the segment list",
+                    segment.name,
+                    segment.index + 1
+                ));
+                self.shared.latch(failure.clone());
+                return Err(failure);
+            };
+            self.cursor = successor;
             self.synced_offset = 0;
         }
         let entered_segment =

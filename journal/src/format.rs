@@ -50,22 +50,29 @@ pub const fn padded(len: u64) -> u64 {
     len.div_ceil(RECORD_ALIGN) * RECORD_ALIGN
 }
 
-fn u16_at(bytes: &[u8], at: usize) -> u16 {
-    let mut raw = [0u8; 2];
-    raw.copy_from_slice(&bytes[at..at + 2]);
-    u16::from_le_bytes(raw)
+/// The `N` bytes at offset `AT` of a fixed-size block. The offset is checked
+/// against the block's size when the caller compiles, so a read never fails.
+#[allow(
+    clippy::indexing_slicing,
+    reason = "AT + N <= LEN is asserted at compile time by the const block before the slice"
+)]
+fn field<const AT: usize, const N: usize, const LEN: usize>(block: &[u8; LEN]) -> [u8; N] {
+    const { assert!(AT + N <= LEN, "field past the end of its block") };
+    let mut raw = [0u8; N];
+    raw.copy_from_slice(&block[AT..AT + N]);
+    raw
 }
 
-fn u32_at(bytes: &[u8], at: usize) -> u32 {
-    let mut raw = [0u8; 4];
-    raw.copy_from_slice(&bytes[at..at + 4]);
-    u32::from_le_bytes(raw)
+fn u16_at<const AT: usize, const LEN: usize>(block: &[u8; LEN]) -> u16 {
+    u16::from_le_bytes(field::<AT, 2, LEN>(block))
 }
 
-fn u64_at(bytes: &[u8], at: usize) -> u64 {
-    let mut raw = [0u8; 8];
-    raw.copy_from_slice(&bytes[at..at + 8]);
-    u64::from_le_bytes(raw)
+fn u32_at<const AT: usize, const LEN: usize>(block: &[u8; LEN]) -> u32 {
+    u32::from_le_bytes(field::<AT, 4, LEN>(block))
+}
+
+fn u64_at<const AT: usize, const LEN: usize>(block: &[u8; LEN]) -> u64 {
+    u64::from_le_bytes(field::<AT, 8, LEN>(block))
 }
 
 /// The CRC seed of a segment: CRC32C of (instance id, segment index). Every
@@ -137,7 +144,7 @@ impl SegmentHeader {
     /// Decodes a header from the start of a segment file. `bytes` may be of
     /// any length; a short input is reported as a bad header.
     pub fn decode(bytes: &[u8]) -> HeaderVerdict {
-        let Some(bytes) = bytes.get(..SEGMENT_HEADER_BYTES) else {
+        let Some(bytes) = bytes.first_chunk::<SEGMENT_HEADER_BYTES>() else {
             return HeaderVerdict::BadMagic;
         };
         if bytes.iter().all(|&b| b == 0) {
@@ -146,22 +153,22 @@ impl SegmentHeader {
         if bytes[0..8] != SEGMENT_MAGIC {
             return HeaderVerdict::BadMagic;
         }
-        let version = u32_at(bytes, 8);
+        let version = u32_at::<8, _>(bytes);
         if version != SEGMENT_VERSION {
             return HeaderVerdict::UnsupportedVersion(version);
         }
-        if crc32c::crc32c(&bytes[..68]) != u32_at(bytes, 68)
-            || u32_at(bytes, 12) != SEGMENT_HEADER_BYTES as u32
+        if crc32c::crc32c(&bytes[..68]) != u32_at::<68, _>(bytes)
+            || u32_at::<12, _>(bytes) != SEGMENT_HEADER_BYTES as u32
         {
             return HeaderVerdict::BadCrc;
         }
         HeaderVerdict::Valid(SegmentHeader {
-            instance_id: u64_at(bytes, 16),
-            segment_index: u64_at(bytes, 24),
-            first_bookmark: u64_at(bytes, 32),
-            first_timestamp_ns: u64_at(bytes, 40),
-            capacity_bytes: u64_at(bytes, 48),
-            previous_last_bookmark: u64_at(bytes, 56),
+            instance_id: u64_at::<16, _>(bytes),
+            segment_index: u64_at::<24, _>(bytes),
+            first_bookmark: u64_at::<32, _>(bytes),
+            first_timestamp_ns: u64_at::<40, _>(bytes),
+            capacity_bytes: u64_at::<48, _>(bytes),
+            previous_last_bookmark: u64_at::<56, _>(bytes),
         })
     }
 }
@@ -204,16 +211,16 @@ impl RecordHeader {
 
     /// Decodes the fixed fields; `None` when fewer than 40 bytes are given.
     pub fn decode(bytes: &[u8]) -> Option<RecordHeader> {
-        let bytes = bytes.get(..RECORD_HEADER_BYTES)?;
+        let bytes = bytes.first_chunk::<RECORD_HEADER_BYTES>()?;
         Some(RecordHeader {
-            length: u32_at(bytes, 0),
-            crc: u32_at(bytes, 4),
-            bookmark: u64_at(bytes, 8),
-            timestamp_ns: u64_at(bytes, 16),
-            origin_sequence: u64_at(bytes, 24),
-            origin: u32_at(bytes, 32),
-            topic_length: u16_at(bytes, 36),
-            flags: u16_at(bytes, 38),
+            length: u32_at::<0, _>(bytes),
+            crc: u32_at::<4, _>(bytes),
+            bookmark: u64_at::<8, _>(bytes),
+            timestamp_ns: u64_at::<16, _>(bytes),
+            origin_sequence: u64_at::<24, _>(bytes),
+            origin: u32_at::<32, _>(bytes),
+            topic_length: u16_at::<36, _>(bytes),
+            flags: u16_at::<38, _>(bytes),
         })
     }
 
@@ -255,10 +262,10 @@ pub enum RecordVerdict {
 /// the segment (or at least over the whole record); `room` is the number of
 /// bytes from the record's offset to the end of the segment.
 pub fn check_record(seed: u32, bytes: &[u8], room: u64) -> RecordVerdict {
-    let Some(length_word) = bytes.get(0..4) else {
+    let Some(length_word) = bytes.first_chunk::<4>() else {
         return RecordVerdict::ZeroLength;
     };
-    let length = u32_at(length_word, 0);
+    let length = u32::from_le_bytes(*length_word);
     if length == 0 {
         return RecordVerdict::ZeroLength;
     }
@@ -269,18 +276,18 @@ pub fn check_record(seed: u32, bytes: &[u8], room: u64) -> RecordVerdict {
     if u64::from(length) < fixed_and_topic || header.padded_length() > room {
         return RecordVerdict::BadLength(length);
     }
-    let Some(whole) = bytes.get(..length as usize) else {
+    // `length` ≥ header + topic was checked above, so the splits succeed.
+    let Some((fixed, topic, payload)) = bytes
+        .get(..length as usize)
+        .and_then(<[u8]>::split_first_chunk::<RECORD_HEADER_BYTES>)
+        .and_then(|(fixed, rest)| {
+            let (topic, payload) = rest.split_at_checked(usize::from(header.topic_length))?;
+            Some((fixed, topic, payload))
+        })
+    else {
         return RecordVerdict::BadLength(length);
     };
-    let mut fixed = [0u8; RECORD_HEADER_BYTES];
-    fixed.copy_from_slice(&whole[..RECORD_HEADER_BYTES]);
-    let topic_end = fixed_and_topic as usize;
-    let crc = record_crc(
-        seed,
-        &fixed,
-        &whole[RECORD_HEADER_BYTES..topic_end],
-        &whole[topic_end..],
-    );
+    let crc = record_crc(seed, fixed, topic, payload);
     if crc != header.crc {
         return RecordVerdict::BadCrc(header);
     }
@@ -332,26 +339,26 @@ impl Checkpoint {
 
     /// Decodes one slot; `None` when it is not a valid slot of this version.
     pub fn decode(bytes: &[u8]) -> Option<Checkpoint> {
-        let bytes = bytes.get(..CHECKPOINT_FIELDS_BYTES)?;
-        if bytes[0..8] != CHECKPOINT_MAGIC || u32_at(bytes, 8) != CHECKPOINT_VERSION {
+        let bytes = bytes.first_chunk::<CHECKPOINT_FIELDS_BYTES>()?;
+        if bytes[0..8] != CHECKPOINT_MAGIC || u32_at::<8, _>(bytes) != CHECKPOINT_VERSION {
             return None;
         }
-        if crc32c::crc32c(&bytes[..68]) != u32_at(bytes, 68) {
+        if crc32c::crc32c(&bytes[..68]) != u32_at::<68, _>(bytes) {
             return None;
         }
-        let clean = match u32_at(bytes, 12) {
+        let clean = match u32_at::<12, _>(bytes) {
             0 => false,
             1 => true,
             _ => return None,
         };
         Some(Checkpoint {
-            instance_id: u64_at(bytes, 16),
-            generation: u64_at(bytes, 24),
-            segment_index: u64_at(bytes, 32),
-            offset: u64_at(bytes, 40),
-            bookmark: u64_at(bytes, 48),
+            instance_id: u64_at::<16, _>(bytes),
+            generation: u64_at::<24, _>(bytes),
+            segment_index: u64_at::<32, _>(bytes),
+            offset: u64_at::<40, _>(bytes),
+            bookmark: u64_at::<48, _>(bytes),
             clean,
-            reserved_bookmark: u64_at(bytes, 56),
+            reserved_bookmark: u64_at::<56, _>(bytes),
         })
     }
 }

@@ -17,11 +17,12 @@ use crate::{NewRecord, dump};
 pub fn recover(data: &[u8]) {
     let _ = SegmentHeader::decode(data);
     let seed = crc_seed(0, 0);
-    let mut at = 0;
-    while at < data.len().min(1 << 16) {
-        let _ = RecordHeader::decode(&data[at..]);
-        let _ = check_record(seed, &data[at..], (data.len() - at) as u64);
-        at += 8;
+    for at in (0..data.len().min(1 << 16)).step_by(8) {
+        let Some(rest) = data.get(at..) else {
+            break;
+        };
+        let _ = RecordHeader::decode(rest);
+        let _ = check_record(seed, rest, rest.len() as u64);
     }
     // Recovery reads the header's instance id and segment index; give the
     // file the name its header claims, when it claims one that fits.

@@ -259,18 +259,17 @@ impl Shared {
                 .wait(spares)
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
         }
-        while let Some((spare_index, _)) = spares.list.front() {
-            if *spare_index >= index {
-                break;
-            }
-            let (stale, file) = spares.list.pop_front().expect("front exists");
+        while let Some((stale, file)) = spares
+            .list
+            .pop_front_if(|(spare_index, _)| *spare_index < index)
+        {
             drop(file);
             let _ = self.storage.remove(&segment_name(stale));
         }
-        if let Some((spare_index, _)) = spares.list.front()
-            && *spare_index == index
+        if let Some((_, file)) = spares
+            .list
+            .pop_front_if(|(spare_index, _)| *spare_index == index)
         {
-            let (_, file) = spares.list.pop_front().expect("front exists");
             return Ok(file);
         }
         let name = segment_name(index);
@@ -944,12 +943,10 @@ pub(crate) fn enforce_retention(shared: &Shared) -> std::io::Result<RetentionRep
             .segments
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if segments.len() < 2 {
+        let (Some(oldest), Some(next)) = (segments.front(), segments.get(1)) else {
             break;
-        }
+        };
         let total: u64 = segments.iter().map(|segment| segment.capacity()).sum();
-        let oldest = &segments[0];
-        let next = &segments[1];
         let aged = retention.max_age.is_some_and(|age| {
             next.header
                 .first_timestamp_ns
@@ -965,7 +962,9 @@ pub(crate) fn enforce_retention(shared: &Shared) -> std::io::Result<RetentionRep
         if !(aged || over) || !safe {
             break;
         }
-        let segment = segments.pop_front().expect("len ≥ 2");
+        let Some(segment) = segments.pop_front() else {
+            break;
+        };
         drop(segments);
         segment.removed.store(true, Ordering::Release);
         if retention.archive {

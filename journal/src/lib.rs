@@ -20,6 +20,8 @@
 //! [`Appender`], the [`Flusher`], the [`Housekeeper`] and the
 //! [`RecoveryReport`]), the [`Reader`] from [`Journal::reader`], and [`dump`].
 
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
 mod appender;
 mod checkpoint;
 mod dedup;

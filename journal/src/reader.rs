@@ -66,11 +66,19 @@ pub struct Record {
 
 impl Record {
     /// Topic bytes.
+    #[allow(
+        clippy::indexing_slicing,
+        reason = "RECORD_HEADER_BYTES <= topic_end <= length <= bytes.len(): read_at builds a Record only from bytes check_record accepted"
+    )]
     pub fn topic(&self) -> &[u8] {
         &self.bytes[RECORD_HEADER_BYTES..self.topic_end]
     }
 
     /// Payload bytes.
+    #[allow(
+        clippy::indexing_slicing,
+        reason = "topic_end <= length <= bytes.len(): read_at builds a Record only from bytes check_record accepted"
+    )]
     pub fn payload(&self) -> &[u8] {
         &self.bytes[self.topic_end..self.length]
     }
@@ -170,6 +178,10 @@ impl Reader {
                 (None, _) => unreachable!("only Timestamp has no bookmark"),
             }
         };
+        #[allow(
+            clippy::expect_used,
+            reason = "an open journal always holds its active segment: retention never removes the last one"
+        )]
         let segment = segment.expect("an open journal always has an active segment");
         // A damaged lazy segment is reported by the first read that reaches
         // the damage, not here.

@@ -212,6 +212,10 @@ pub const DECISIONS: &[Decision] = &[
 
 impl Label {
     /// The label's row in [`DECISIONS`].
+    #[allow(
+        clippy::expect_used,
+        reason = "DECISIONS is a constant table; the every_label_has_exactly_one_row test checks every label has its row"
+    )]
     pub fn decision(self) -> &'static Decision {
         DECISIONS
             .iter()
@@ -459,9 +463,11 @@ pub(crate) fn zero_range(file: &dyn SegmentFile, from: u64, to: u64) -> io::Resu
     static ZEROS: [u8; 64 * 1024] = [0u8; 64 * 1024];
     let mut at = from;
     while at < to {
-        let len = (to - at).min(ZEROS.len() as u64) as usize;
-        file.write_at(at, &[&ZEROS[..len]])?;
-        at += len as u64;
+        // The first min(to - at, ZEROS.len()) bytes of ZEROS.
+        let rest = usize::try_from(to - at).unwrap_or(usize::MAX);
+        let zeros = ZEROS.get(..rest).unwrap_or(&ZEROS);
+        file.write_at(at, &[zeros])?;
+        at += zeros.len() as u64;
     }
     if to > from {
         file.sync_range(from, to - from)?;
@@ -805,10 +811,12 @@ pub(crate) fn recover(
         rest.sort_by_key(|entry| entry.index);
         break;
     }
-    if corruption.is_none() && active.is_none() && !sealed.is_empty() {
-        // The chain ended with a sealed segment whose successor is not in the
-        // chain (rest holds it): scan the last sealed one to make it active.
-        let last = sealed.pop().expect("sealed is not empty");
+    // The chain ended with a sealed segment whose successor is not in the
+    // chain (rest holds it): scan the last sealed one to make it active.
+    if corruption.is_none()
+        && active.is_none()
+        && let Some(last) = sealed.pop()
+    {
         match Arc::try_unwrap(last) {
             Ok(segment) => {
                 let index = segment.index;
@@ -1182,10 +1190,11 @@ fn copy_file(storage: &dyn Storage, from: &dyn SegmentFile, to: &str) -> io::Res
     let mut buffer = vec![0u8; 1 << 20];
     let mut at = 0;
     while at < capacity {
-        let len = (capacity - at).min(buffer.len() as u64) as usize;
-        from.read_at(at, &mut buffer[..len])?;
-        copy.write_at(at, &[&buffer[..len]])?;
-        at += len as u64;
+        // Shorter only for the last piece of the file.
+        buffer.truncate(usize::try_from(capacity - at).unwrap_or(usize::MAX));
+        from.read_at(at, &mut buffer)?;
+        copy.write_at(at, &[&buffer])?;
+        at += buffer.len() as u64;
     }
     copy.sync_range(0, capacity)
 }

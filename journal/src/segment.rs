@@ -355,7 +355,12 @@ impl<'f> Window<'f> {
             self.start = offset;
         }
         let from = (offset - self.start) as usize;
-        Ok(&self.bytes[from..from + len])
+        self.bytes.get(from..from + len).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("read of {len} bytes at offset {offset} is past the end of the file"),
+            )
+        })
     }
 }
 
@@ -441,7 +446,17 @@ pub(crate) fn scan_segment(
                     };
                     break;
                 }
-                if bytes[record.length as usize..].iter().any(|&b| b != 0) {
+                // check_record accepted header + topic ≤ length ≤ bytes.len(),
+                // so the splits succeed.
+                let Some((topic, payload, padding)) = record_parts(bytes, &record) else {
+                    result.stop = ScanStop::Damaged {
+                        offset,
+                        label: Label::TornBadLength,
+                        detail: format!("length {} does not fit the record", record.length),
+                    };
+                    break;
+                };
+                if padding.iter().any(|&b| b != 0) {
                     result.stop = ScanStop::Damaged {
                         offset,
                         label: Label::TornBadCrc,
@@ -450,12 +465,7 @@ pub(crate) fn scan_segment(
                     break;
                 }
                 let topic_end = RECORD_HEADER_BYTES + usize::from(record.topic_length);
-                visit(
-                    &record,
-                    offset,
-                    &bytes[RECORD_HEADER_BYTES..topic_end],
-                    &bytes[topic_end..record.length as usize],
-                );
+                visit(&record, offset, topic, payload);
                 if offset >= next_index_at {
                     result.index.push(IndexEntry {
                         bookmark: record.bookmark,
@@ -498,6 +508,19 @@ pub(crate) fn scan_segment(
     Ok(result)
 }
 
+/// The topic, payload and padding of the record `header` at the start of
+/// `bytes`; `None` when its lengths do not fit.
+fn record_parts<'b>(
+    bytes: &'b [u8],
+    header: &RecordHeader,
+) -> Option<(&'b [u8], &'b [u8], &'b [u8])> {
+    let (record, padding) = bytes.split_at_checked(header.length as usize)?;
+    let (topic, payload) = record
+        .get(RECORD_HEADER_BYTES..)?
+        .split_at_checked(usize::from(header.topic_length))?;
+    Some((topic, payload, padding))
+}
+
 static ZERO_PAGE: [u8; 4096] = [0; 4096];
 
 /// Position of the first non-zero byte: whole pages are compared with a
@@ -505,7 +528,7 @@ static ZERO_PAGE: [u8; 4096] = [0; 4096];
 fn first_nonzero_in(bytes: &[u8]) -> Option<usize> {
     let mut at = 0;
     for chunk in bytes.chunks(ZERO_PAGE.len()) {
-        if chunk != &ZERO_PAGE[..chunk.len()] {
+        if !ZERO_PAGE.starts_with(chunk) {
             return chunk
                 .iter()
                 .position(|&b| b != 0)
@@ -518,11 +541,9 @@ fn first_nonzero_in(bytes: &[u8]) -> Option<usize> {
 
 /// Position of the last non-zero byte, the same way from the end.
 fn last_nonzero_in(bytes: &[u8]) -> Option<usize> {
-    let pages = bytes.len().div_ceil(ZERO_PAGE.len());
-    for page in (0..pages).rev() {
+    for (page, chunk) in bytes.chunks(ZERO_PAGE.len()).enumerate().rev() {
         let start = page * ZERO_PAGE.len();
-        let chunk = &bytes[start..(start + ZERO_PAGE.len()).min(bytes.len())];
-        if chunk != &ZERO_PAGE[..chunk.len()] {
+        if !ZERO_PAGE.starts_with(chunk) {
             return chunk
                 .iter()
                 .rposition(|&b| b != 0)
@@ -538,12 +559,13 @@ pub(crate) fn first_nonzero(file: &dyn SegmentFile, from: u64) -> io::Result<Opt
     let mut buffer = vec![0u8; WINDOW_BYTES];
     let mut offset = from;
     while offset < capacity {
-        let len = (capacity - offset).min(WINDOW_BYTES as u64) as usize;
-        file.read_at(offset, &mut buffer[..len])?;
-        if let Some(at) = first_nonzero_in(&buffer[..len]) {
+        // Shorter only for the last piece of the file.
+        buffer.truncate(usize::try_from(capacity - offset).unwrap_or(usize::MAX));
+        file.read_at(offset, &mut buffer)?;
+        if let Some(at) = first_nonzero_in(&buffer) {
             return Ok(Some(offset + at as u64));
         }
-        offset += len as u64;
+        offset += buffer.len() as u64;
     }
     Ok(None)
 }
@@ -555,12 +577,13 @@ pub(crate) fn nonzero_extent(file: &dyn SegmentFile, from: u64) -> io::Result<u6
     let mut offset = from;
     let mut extent = from;
     while offset < capacity {
-        let len = (capacity - offset).min(WINDOW_BYTES as u64) as usize;
-        file.read_at(offset, &mut buffer[..len])?;
-        if let Some(at) = last_nonzero_in(&buffer[..len]) {
+        // Shorter only for the last piece of the file.
+        buffer.truncate(usize::try_from(capacity - offset).unwrap_or(usize::MAX));
+        file.read_at(offset, &mut buffer)?;
+        if let Some(at) = last_nonzero_in(&buffer) {
             extent = offset + at as u64 + 1;
         }
-        offset += len as u64;
+        offset += buffer.len() as u64;
     }
     Ok(extent)
 }

@@ -76,6 +76,15 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// Copies `range` of `from` over the same range of `to`. Written and durable
+/// bytes of a file always have the same length (every change of length sets
+/// both), so the range lies in both.
+fn copy_range(to: &mut [u8], from: &[u8], range: std::ops::Range<usize>) {
+    if let (Some(to), Some(from)) = (to.get_mut(range.clone()), from.get(range)) {
+        to.copy_from_slice(from);
+    }
+}
+
 #[derive(Debug)]
 struct FileBytes {
     live: Vec<u8>,
@@ -244,7 +253,9 @@ impl SimStorage {
         let torn = if candidates.is_empty() {
             None
         } else {
-            Some(candidates[rng.below(candidates.len() as u64) as usize].clone())
+            candidates
+                .get(rng.below(candidates.len() as u64) as usize)
+                .cloned()
         };
         for (name, data) in &directory.durable {
             let bytes = lock(&data.bytes);
@@ -260,12 +271,12 @@ impl SimStorage {
                     let cut = start + (rng.below(sectors + 1) * SIM_SECTOR_BYTES) as usize;
                     let cut = cut.min(end);
                     if rng.chance(1, 2) {
-                        out[start..cut].copy_from_slice(&bytes.live[start..cut]);
+                        copy_range(&mut out, &bytes.live, start..cut);
                     } else {
-                        out[cut..end].copy_from_slice(&bytes.live[cut..end]);
+                        copy_range(&mut out, &bytes.live, cut..end);
                     }
                 } else if rng.chance(1, 2) {
-                    out[start..end].copy_from_slice(&bytes.live[start..end]);
+                    copy_range(&mut out, &bytes.live, start..end);
                 }
             }
             image.insert_file(name, out);
@@ -425,7 +436,13 @@ impl SegmentFile for SimFile {
             let mut bytes = lock(&self.data.bytes);
             let mut at = offset as usize;
             for part in parts {
-                bytes.live[at..at + part.len()].copy_from_slice(part);
+                let target = bytes.live.get_mut(at..at + part.len()).ok_or_else(|| {
+                    io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "write past the end of the file",
+                    )
+                })?;
+                target.copy_from_slice(part);
                 at += part.len();
             }
             if len > 0 {
@@ -433,8 +450,8 @@ impl SegmentFile for SimFile {
                 let last = (offset + len - 1) / SIM_PAGE_BYTES;
                 bytes.dirty.extend(first..=last);
             }
-        });
-        Ok(())
+            Ok(())
+        })
     }
 
     fn publish(&self, end: u64) {
@@ -467,8 +484,8 @@ impl SegmentFile for SimFile {
             }
             let start = (page * SIM_PAGE_BYTES) as usize;
             let stop = ((page + 1) * SIM_PAGE_BYTES).min(bytes.live.len() as u64) as usize;
-            let new = bytes.live[start..stop].to_vec();
-            bytes.durable[start..stop].copy_from_slice(&new);
+            let bytes = &mut *bytes;
+            copy_range(&mut bytes.durable, &bytes.live, start..stop);
         }
         if failing {
             return Err(io::Error::from_raw_os_error(libc::EIO));

@@ -138,9 +138,10 @@ impl AccessGate {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         assert!(self.appending, "write to a file not in append mode");
-        let end = offset.checked_add(len).expect("write range overflows u64");
         assert!(
-            end <= self.capacity,
+            offset
+                .checked_add(len)
+                .is_some_and(|end| end <= self.capacity),
             "write {offset}+{len} past capacity {}",
             self.capacity
         );
