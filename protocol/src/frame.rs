@@ -144,11 +144,11 @@ impl FrameDecoder {
         let Some(total) = self.peek_len(buf)? else {
             return Ok(None);
         };
-        if buf.len() < total {
+        let Some(whole) = buf.get(..total) else {
             return Ok(None);
-        }
+        };
         // Validate before splitting so that an error leaves the buffer as it was.
-        let (version, command, flags, fields_len) = parse_fixed(&buf[..total])?;
+        let (version, command, flags, fields_len) = parse_fixed(whole)?;
         let mut frame = buf.split_to(total).freeze();
         frame.advance(FIXED_HEADER_LEN);
         let payload = frame.split_off(fields_len);

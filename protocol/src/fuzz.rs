@@ -11,6 +11,10 @@ use crate::{Command, FrameDecoder};
 ///
 /// # Panics
 /// When that round trip fails: a bug the fuzzer should report.
+#[allow(
+    clippy::expect_used,
+    reason = "a fuzz oracle: panicking is how it reports a failed round trip"
+)]
 pub fn frame_decode(data: &[u8]) {
     let decoder = FrameDecoder::new(1 << 20);
     let mut buf = BytesMut::from(data);

@@ -14,6 +14,8 @@
 //! that names what is wrong, and nothing is allocated on the strength of a
 //! declared length alone.
 
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
 mod command;
 mod error;
 mod field;
