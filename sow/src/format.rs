@@ -146,7 +146,10 @@ impl BadRecord {
 
 /// Decodes and checks the record at `at` in `slab` (the whole slab image).
 pub fn decode_record(slab: &[u8], at: usize) -> Result<RecordHeader, BadRecord> {
-    let Some(h) = slab.get(at..at + RECORD_HEADER_BYTES) else {
+    let Some(h) = slab
+        .get(at..)
+        .and_then(<[u8]>::first_chunk::<RECORD_HEADER_BYTES>)
+    else {
         return Err(BadRecord::End);
     };
     if h.iter().all(|&b| b == 0) {
@@ -222,7 +225,7 @@ pub fn encode_file_header(header: &FileHeader) -> [u8; FILE_HEADER_BYTES] {
 
 /// Decodes and checks a slab file header.
 pub fn decode_file_header(h: &[u8]) -> Result<FileHeader, &'static str> {
-    let Some(h) = h.get(..FILE_HEADER_BYTES) else {
+    let Some(h) = h.first_chunk::<FILE_HEADER_BYTES>() else {
         return Err("file shorter than its header");
     };
     if h.iter().all(|&b| b == 0) {
@@ -275,7 +278,9 @@ pub fn stable_hash(parts: &[&[u8]]) -> u64 {
         let rest = chunks.remainder();
         if !rest.is_empty() {
             let mut b = [0u8; 8];
-            b[..rest.len()].copy_from_slice(rest);
+            for (to, from) in b.iter_mut().zip(rest) {
+                *to = *from;
+            }
             h = (h ^ u64::from_le_bytes(b)).wrapping_mul(K);
             h ^= h >> 29;
         }

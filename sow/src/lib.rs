@@ -23,6 +23,8 @@
 //! [`SowStore::upsert`], [`SowStore::delete_key`], [`SowStore::delete_where`],
 //! [`SowStore::query`], [`SowStore::checkpoint`], [`SowStore::compact`].
 
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
 mod config;
 pub mod dump;
 mod error;
