@@ -14,8 +14,17 @@
 //! Every acknowledgement must be a success. Where acks carry a stamp
 //! (statecast's bookmark, JetStream's stream sequence) the stamps must rise
 //! in ack order and, on a server that only this run wrote to, without a gap
-//! (`--gap-free`). After the last ack the target checks what the server
-//! holds ([`Updater::check`]: Redis and JetStream read the keys back).
+//! (`--gap-free`). After the last ack the target reads the state back on a
+//! fresh connection and checks it ([`DurableTarget::read_back`], timed:
+//! statecast's one `sow` query when `--sow`, Redis's `HGETALL`, JetStream's
+//! KV watch; `--read-back count` only counts the keys).
+//!
+//! `--doc order` sends the filter bench's 1 KiB orders ([`payload::order`])
+//! instead of W2's documents — the 1M-record SOW workload, with `--keys`
+//! equal to `--count` (each key written once) and `--read-back count`.
+//! With `--server-pid`, the server's resident memory is read before the
+//! first update and after the last ack ([`Rss`]), next to the payload bytes
+//! the server should hold (the last update of every key).
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -30,9 +39,10 @@ use tokio::task::LocalSet;
 use crate::cpu::CpuMark;
 use crate::payload::{self, KeyedBuilder};
 use crate::report::{DURABLE_WORKLOAD, DurableReport, Latency, new_histogram};
+use crate::rss::Rss;
 use crate::target::{
-    DurableKind, DurableTarget, Expected, JetStream, MemUpdates, PendingUpdate, Redis,
-    StatecastUpdates, Updater,
+    DurableKind, DurableTarget, Expected, JetStream, MemUpdates, PendingUpdate, ReadBackKind,
+    Redis, StatecastUpdates, Updater,
 };
 
 /// `statecast-bench durable` options.
@@ -50,6 +60,17 @@ pub struct DurableArgs {
     /// statecast: the acknowledgement to ask for.
     #[arg(long, value_enum, default_value_t = AckKind::Persisted)]
     ack: AckKind,
+    /// statecast: `--topic` is a SOW topic keyed by the document's `id`
+    /// (`sow.topics`, key `["/id"]`), so the state can be read back with
+    /// a `sow` query.
+    #[arg(long)]
+    sow: bool,
+    /// How to read the state back after the last ack.
+    #[arg(long, value_enum, default_value_t = ReadBackKind::Full)]
+    read_back: ReadBackKind,
+    /// The documents sent.
+    #[arg(long, value_enum, default_value_t = DocKind::W2)]
+    doc: DocKind,
     /// Updates to send.
     #[arg(long, default_value_t = 200_000)]
     count: u64,
@@ -81,6 +102,25 @@ pub struct DurableArgs {
     name: Option<String>,
 }
 
+/// The documents a durable run sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DocKind {
+    /// W2's keyed update of `--size` bytes ([`KeyedBuilder`]).
+    W2,
+    /// The filter bench's order ([`payload::order`], 1,0xx bytes; `--size`
+    /// is ignored), key `ord-20261123-<key>`.
+    Order,
+}
+
+impl DocKind {
+    fn name(self) -> &'static str {
+        match self {
+            Self::W2 => "w2",
+            Self::Order => "order",
+        }
+    }
+}
+
 /// The acknowledgement a statecast update asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum AckKind {
@@ -108,6 +148,9 @@ pub fn main(args: &DurableArgs) -> anyhow::Result<()> {
     if args.window == 0 || args.keys == 0 {
         bail!("--window and --keys must be at least 1");
     }
+    if args.doc == DocKind::Order && args.read_back == ReadBackKind::Full {
+        bail!("--doc order reads back with --read-back count (or none)");
+    }
     KeyedBuilder::new(args.size)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -115,9 +158,10 @@ pub fn main(args: &DurableArgs) -> anyhow::Result<()> {
     let local = LocalSet::new();
     let report = local.block_on(&runtime, async {
         match args.target {
-            DurableKind::Mem => run(MemUpdates, args).await,
+            DurableKind::Mem => run(MemUpdates::default(), args).await,
             DurableKind::Statecast => {
-                let target = StatecastUpdates::new(&args.server, &args.topic, args.ack.ack_type());
+                let target =
+                    StatecastUpdates::new(&args.server, &args.topic, args.ack.ack_type(), args.sow);
                 run(target, args).await
             }
             DurableKind::Redis => run(Redis::new(&args.server, args.window), args).await,
@@ -196,12 +240,16 @@ async fn run<T: DurableTarget>(target: T, args: &DurableArgs) -> anyhow::Result<
         args.gap_free,
     ));
 
+    // The size of the last update of each key (what the server should hold).
+    let mut last_size = vec![0u32; usize::try_from(args.keys.min(args.count))?];
+    let server_rss_before = args.server_pid.and_then(Rss::read);
     let client_cpu = CpuMark::now(None);
     let server_cpu = args.server_pid.map(|pid| CpuMark::now(Some(pid)));
     let start = Instant::now();
     let mut errors = Vec::new();
     let mut first_ns = None;
     let mut sent = 0;
+    let mut sent_bytes = 0u64;
     while sent < args.count {
         // Closed by the collector when an ack failed.
         let Ok(permit) = permits.acquire().await else {
@@ -211,7 +259,14 @@ async fn run<T: DurableTarget>(target: T, args: &DurableArgs) -> anyhow::Result<
         let ts = payload::now_ns();
         first_ns.get_or_insert(ts);
         let key = sent % args.keys;
-        let update = builder.build(ts, sent, key);
+        let update = match args.doc {
+            DocKind::W2 => builder.build(ts, sent, key),
+            DocKind::Order => payload::order(key),
+        };
+        sent_bytes += update.len() as u64;
+        if let Some(size) = usize::try_from(key).ok().and_then(|k| last_size.get_mut(k)) {
+            *size = u32::try_from(update.len()).unwrap_or(u32::MAX);
+        }
         match updater.update(key, update).await {
             Ok(pending) => {
                 if sender.send((ts, pending)).is_err() {
@@ -231,6 +286,8 @@ async fn run<T: DurableTarget>(target: T, args: &DurableArgs) -> anyhow::Result<
     }
     let client_cpu_pct = client_cpu.percent_since();
     let server_cpu_pct = server_cpu.and_then(|mark| mark.percent_since());
+    let server_rss_after = args.server_pid.and_then(Rss::read);
+    drop(updater);
 
     // The collector has finished, so this is the last handle.
     let Ok(acks) = Rc::try_unwrap(acks).map(RefCell::into_inner) else {
@@ -247,25 +304,27 @@ async fn run<T: DurableTarget>(target: T, args: &DurableArgs) -> anyhow::Result<
         ));
     }
     let mut check = None;
+    let mut read_back = None;
     if errors.is_empty() {
-        match updater
-            .check(Expected {
-                sent,
-                keys: args.keys,
-            })
-            .await
-        {
+        let expected = Expected {
+            sent,
+            keys: args.keys,
+        };
+        match target.read_back(expected, args.read_back).await {
             Ok(what) => {
                 let stamps = match acks.stamps {
                     Some(_) if args.gap_free => "stamps rise by one in ack order; ",
                     Some(_) => "stamps rise in ack order; ",
                     None => "",
                 };
-                check = Some(format!("{stamps}{what}"));
+                check = Some(format!("{stamps}{}", what.check));
+                read_back = Some(what);
             }
-            Err(error) => errors.push(format!("check: {error:#}")),
+            Err(error) => errors.push(format!("read-back: {error:#}")),
         }
     }
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let read_back = read_back.unwrap_or_default();
     let secs = acks.last_ns.saturating_sub(first_ns.unwrap_or(0)) as f64 / 1e9;
     let updates_rate = if secs > 0.0 {
         acks.acked as f64 / secs
@@ -280,17 +339,32 @@ async fn run<T: DurableTarget>(target: T, args: &DurableArgs) -> anyhow::Result<
             .unwrap_or_else(|| args.target.name().to_owned()),
         label: args.label.clone(),
         ack: (args.target == DurableKind::Statecast).then(|| args.ack.ack_type().name().to_owned()),
-        size: args.size,
+        doc: Some(args.doc.name().to_owned()),
+        // The mean for orders (their size varies by a few bytes).
+        size: match sent_bytes.checked_div(sent) {
+            Some(mean) => usize::try_from(mean)?,
+            None => args.size,
+        },
         keys: args.keys,
         window: args.window,
         sent,
         acked: acks.acked,
         secs,
         updates_rate,
-        payload_mb_per_sec: updates_rate * args.size as f64 / 1e6,
+        payload_mb_per_sec: if sent > 0 {
+            updates_rate * sent_bytes as f64 / sent as f64 / 1e6
+        } else {
+            0.0
+        },
         ack_latency_us: Latency::from_ns(&acks.latency),
         stamps: acks.stamps,
         check,
+        readback_ms: read_back.query.map(ms),
+        readback_connect_ms: read_back.connect.map(ms),
+        readback_records: read_back.records,
+        stored_payload_bytes: Some(last_size.iter().map(|&s| u64::from(s)).sum()),
+        server_rss_before,
+        server_rss_after,
         client_cpu_pct,
         server_cpu_pct,
         wall_secs: start.elapsed().as_secs_f64(),

@@ -10,7 +10,11 @@
 //! `durable` is workload W2: 1 KiB keyed updates with a window of
 //! acknowledgements in flight (statecast's `persisted` acks, Redis with
 //! `appendfsync always`/`everysec`, NATS JetStream with file storage), the
-//! update rate and the send→acknowledgement latency.
+//! update rate and the send→acknowledgement latency, then the state read
+//! back on a fresh connection (statecast: one `sow` query on a SOW topic).
+//! `restart` is W3: a server restarted on W2's state, timed to its ready
+//! line and to the whole state read back. `sow-query` times a SOW query
+//! (a full scan with the filter bench's 5-predicate filter).
 //! The criterion micro-benchmark of the frame codec is `benches/codec.rs`.
 //!
 //! **Invariant:** this crate depends on `statecast-protocol` and
@@ -23,7 +27,10 @@ mod durable;
 mod payload;
 mod relay;
 mod report;
+mod restart;
+mod rss;
 mod run;
+mod sow_query;
 mod table;
 mod target;
 
@@ -46,6 +53,12 @@ enum Command {
     /// Runs W2 (acknowledged keyed updates) against one target and prints
     /// one JSON line.
     Durable(durable::DurableArgs),
+    /// W3: spawns a server on the state a W2 run left, times its ready line
+    /// and the whole state read back, and prints one JSON line.
+    Restart(restart::RestartArgs),
+    /// Times SOW queries (a filter over every record of a topic) and prints
+    /// one JSON line.
+    SowQuery(sow_query::SowQueryArgs),
     /// Runs the relay (null broker) until killed; prints
     /// `ready client=HOST:PORT` when it listens.
     Relay(relay::RelayArgs),
@@ -59,6 +72,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run::main(&args),
         Command::Durable(args) => durable::main(&args),
+        Command::Restart(args) => restart::main(&args),
+        Command::SowQuery(args) => sow_query::main(&args),
         Command::Relay(args) => relay::main(&args),
         Command::Table(args) => table::main(&args),
     };

@@ -18,6 +18,13 @@
 //! update's key in `id` (`"id":"k4711"`, key 4711 of 10,000) and the padding
 //! shortened by the key's extra digits, so every update is exactly `size`
 //! bytes too.
+//!
+//! The 1M-record SOW workload uses another document, [`order`]: the filter
+//! bench's 1 KiB order (`filter/benches/support/messages.rs`, included
+//! here), numbered as `sow/benches/query.rs` numbers its records, so that a
+//! full-scan query with the filter bench's 5-predicate filter
+//! ([`ORDER_FILTER`]) through the broker evaluates the same bytes as the
+//! SOW library's own scan benchmark.
 
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -183,6 +190,39 @@ pub fn parse_key(message: &[u8]) -> Option<&[u8]> {
     Some(&rest[..end])
 }
 
+// The filter bench's order message and 5-predicate filter (shared with
+// sow/benches/query.rs, which includes the same file).
+#[allow(dead_code)]
+#[path = "../../filter/benches/support/messages.rs"]
+mod orders;
+
+/// The filter bench's 5-predicate filter: `/symbol IN ('IBM','MSFT') AND
+/// /price > 100 AND /trader/desk = 'FX' AND NOT /cancelled AND /qty >= 10`.
+pub const ORDER_FILTER: &str = orders::FILTER;
+
+/// Order `key`, as `sow/benches/query.rs` builds its record `key`: the
+/// filter bench's 1 KiB order with `id` `ord-20261123-<key, 9 digits>`,
+/// symbol `IBM` when `key % 10 == 0`, `MSFT` when 1, else `S<key % 1000>`,
+/// `qty` `key % 50`. [`ORDER_FILTER`] matches 16 % of them (IBM or MSFT and
+/// qty ≥ 10).
+pub fn order(key: u64) -> Bytes {
+    let symbol = match key % 10 {
+        0 => "IBM".to_owned(),
+        1 => "MSFT".to_owned(),
+        _ => format!("S{}", key % 1000),
+    };
+    let qty = u32::try_from(key % 50).unwrap_or(0);
+    let text = String::from_utf8(orders::message(&symbol, qty)).unwrap_or_default();
+    Bytes::from(
+        text.replacen(
+            "ord-20261123-000123456",
+            &format!("ord-20261123-{key:09}"),
+            1,
+        )
+        .into_bytes(),
+    )
+}
+
 /// Right-aligns `value` in `slot`, spaces before it.
 fn write_slot(slot: &mut [u8], mut value: u64) {
     let mut i = slot.len();
@@ -282,6 +322,21 @@ mod tests {
         }
         assert!(KeyedBuilder::new(100).is_err());
         assert_eq!(parse_key(b"hello"), None);
+    }
+
+    #[test]
+    fn orders_are_the_filter_bench_s_with_their_key() {
+        let order_7 = order(7);
+        let value: serde_json::Value = serde_json::from_slice(&order_7).unwrap();
+        assert_eq!(value["id"].as_str(), Some("ord-20261123-000000007"));
+        assert_eq!(value["symbol"].as_str(), Some("S7"));
+        assert_eq!(value["qty"].as_u64(), Some(7));
+        assert!((1000..1100).contains(&order_7.len()));
+        let value: serde_json::Value = serde_json::from_slice(&order(1_000_011)).unwrap();
+        assert_eq!(value["id"].as_str(), Some("ord-20261123-001000011"));
+        assert_eq!(value["symbol"].as_str(), Some("MSFT"));
+        assert_eq!(value["qty"].as_u64(), Some(11));
+        assert!(ORDER_FILTER.contains("/trader/desk = 'FX'"));
     }
 
     #[test]

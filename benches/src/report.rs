@@ -5,6 +5,7 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use crate::payload::{self, SEQ_PUBLISHER_STRIDE};
+use crate::rss::Rss;
 
 /// Latency figures in microseconds.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -137,7 +138,11 @@ pub struct DurableReport {
     /// (statecast: `persisted` or `processed`).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub ack: Option<String>,
-    /// Update size, bytes.
+    /// The documents sent (`w2`, `order`); absent in lines from before
+    /// `order` existed (`w2`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub doc: Option<String>,
+    /// Update size, bytes (the mean, for `order` documents).
     pub size: usize,
     /// Distinct keys (update `n` is for key `n % keys`).
     pub keys: u64,
@@ -163,13 +168,122 @@ pub struct DurableReport {
     /// gap-free; the server's state read back where the target can).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub check: Option<String>,
+    /// The read-back's query on a fresh connection, ms: from sending it to
+    /// the whole state received (statecast: `sow` → `group_end`; Redis:
+    /// `HGETALL`; JetStream: KV watch until nothing is pending).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub readback_ms: Option<f64>,
+    /// Opening the read-back's connection, ms.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub readback_connect_ms: Option<f64>,
+    /// Records (keys) the read-back returned or counted.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub readback_records: Option<u64>,
+    /// Payload bytes the server should hold: the last update of each key.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub stored_payload_bytes: Option<u64>,
+    /// The server's resident memory before the first update.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub server_rss_before: Option<Rss>,
+    /// The server's resident memory after the last acknowledgement.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub server_rss_after: Option<Rss>,
     /// CPU used by this process over the run, % of one core.
     pub client_cpu_pct: Option<f64>,
     /// CPU used by `--server-pid` over the run, % of one core.
     pub server_cpu_pct: Option<f64>,
-    /// Time from the first send to the end of the check, s.
+    /// Time from the first send to the end of the read-back, s.
     pub wall_secs: f64,
     /// Errors met (sending, acknowledgements, the check); empty on a clean run.
+    pub errors: Vec<String>,
+}
+
+/// The value of [`RestartReport::workload`].
+pub const RESTART_WORKLOAD: &str = "restart";
+
+/// One W3 run's result (`statecast-bench restart`): the JSON line.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RestartReport {
+    /// Always [`RESTART_WORKLOAD`].
+    pub workload: String,
+    /// Target name (`statecast-sow`, `redis-always`, `jetstream`…).
+    pub target: String,
+    /// Free-text label from `--label`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub label: Option<String>,
+    /// How the previous server process was stopped (`--stopped-by`:
+    /// `sigterm`, `sigkill`).
+    pub stopped_by: String,
+    /// Keys the state should hold.
+    pub keys: u64,
+    /// The read-back: `full` (every key's last value checked) or `count`.
+    pub read_back: String,
+    /// From spawning the server to its ready line in its output, ms.
+    pub ready_ms: Option<f64>,
+    /// From spawning the server to the first connection that opened, ms.
+    pub connected_ms: Option<f64>,
+    /// From spawning the server to the whole state read back and checked, ms.
+    pub state_ms: Option<f64>,
+    /// The successful read-back's own query time, ms.
+    pub readback_ms: Option<f64>,
+    /// Read-back attempts (one every `--retry-ms` until one succeeds).
+    pub attempts: u64,
+    /// What the successful read-back checked.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub check: Option<String>,
+    /// The last failed attempt's error (e.g. Redis's `LOADING`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub last_retry_error: Option<String>,
+    /// The server's resident memory once the state was read back.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub server_rss: Option<Rss>,
+    /// The restarted server's process id (still running with `--stop none`).
+    pub server_pid: u32,
+    /// How the restarted server was stopped afterwards (`sigterm`, `sigkill`, `none`).
+    pub stop: String,
+    /// From the stop signal to the process's exit, ms (`sigterm`: its
+    /// graceful shutdown).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub stop_ms: Option<f64>,
+    /// Errors; empty on a clean run.
+    pub errors: Vec<String>,
+}
+
+/// The value of [`SowQueryReport::workload`].
+pub const SOW_QUERY_WORKLOAD: &str = "sow-query";
+
+/// One `statecast-bench sow-query` result: the JSON line.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SowQueryReport {
+    /// Always [`SOW_QUERY_WORKLOAD`].
+    pub workload: String,
+    /// Free-text label from `--label`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub label: Option<String>,
+    /// The SOW topic.
+    pub topic: String,
+    /// The filter.
+    pub filter: Option<String>,
+    /// `count_only` queries (nothing delivered).
+    pub count_only: bool,
+    /// The topic's records (a `count_only` query without a filter).
+    pub topic_records: u64,
+    /// That count's time, ms.
+    pub count_all_ms: f64,
+    /// Records matching the filter (`group_end`).
+    pub matched: u64,
+    /// The untimed first queries (`--warmup`), ms.
+    #[serde(default)]
+    pub first_query_ms: Vec<f64>,
+    /// Each timed query's time, send → `group_end`, ms.
+    pub query_ms: Vec<f64>,
+    /// `topic_records` ÷ the median query time: records scanned per second.
+    pub scanned_per_sec: f64,
+    /// CPU used by `--server-pid` over the queries, % of one core.
+    pub server_cpu_pct: Option<f64>,
+    /// The server's CPU time per record scanned, µs (over all the queries).
+    pub server_cpu_us_per_record: Option<f64>,
+    /// Errors; empty on a clean run.
     pub errors: Vec<String>,
 }
 

@@ -7,7 +7,11 @@
 //! W2 lines (`statecast-bench durable`) get their own table, with the ratios
 //! of statecast to Redis (`appendfsync always` and `everysec`) and JetStream
 //! and to issue 4's targets, and so do the `fio` lines `scripts/bench-peers`
-//! records next to them (the disk's figures in the same run).
+//! records next to them (the disk's figures in the same run). Issue 5's
+//! lines follow: the W2 read-back against the peers', the upsert cost (SOW
+//! topic vs journal-only topic), W3 restarts (`restart` lines), the
+//! server's memory per stored payload byte, and SOW query scans
+//! (`sow-query` lines).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -16,7 +20,10 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 
-use crate::report::{DURABLE_WORKLOAD, DurableReport, Report};
+use crate::report::{
+    DURABLE_WORKLOAD, DurableReport, RESTART_WORKLOAD, Report, RestartReport, SOW_QUERY_WORKLOAD,
+    SowQueryReport,
+};
 
 /// `statecast-bench table` options.
 #[derive(Debug, clap::Args)]
@@ -46,12 +53,19 @@ pub fn main(args: &TableArgs) -> anyhow::Result<()> {
     let mut reports: Vec<Report> = Vec::new();
     let mut durable: Vec<DurableReport> = Vec::new();
     let mut fio: Vec<FioLine> = Vec::new();
+    let mut restarts: Vec<RestartReport> = Vec::new();
+    let mut queries: Vec<SowQueryReport> = Vec::new();
     for line in text.lines() {
         let Ok(value) = serde_json::from_str::<serde_json::Value>(line.trim()) else {
             continue;
         };
-        if value.get("workload").and_then(|w| w.as_str()) == Some(DURABLE_WORKLOAD) {
+        let workload = value.get("workload").and_then(|w| w.as_str());
+        if workload == Some(DURABLE_WORKLOAD) {
             durable.extend(serde_json::from_value(value).ok());
+        } else if workload == Some(RESTART_WORKLOAD) {
+            restarts.extend(serde_json::from_value(value).ok());
+        } else if workload == Some(SOW_QUERY_WORKLOAD) {
+            queries.extend(serde_json::from_value(value).ok());
         } else if value.get("fio").is_some() {
             fio.extend(serde_json::from_value(value).ok());
         } else {
@@ -60,6 +74,7 @@ pub fn main(args: &TableArgs) -> anyhow::Result<()> {
     }
     print!("{}", render(&reports));
     print!("{}", render_durable(&durable, &fio));
+    print!("{}", render_sow(&durable, &restarts, &queries));
     Ok(())
 }
 
@@ -92,6 +107,8 @@ fn durable_rank(target: &str) -> (usize, String) {
         &[
             "statecast",
             "statecast-processed",
+            "statecast-sow",
+            "statecast-sow-1m",
             "redis-always",
             "redis-everysec",
             "jetstream",
@@ -165,8 +182,8 @@ fn render_durable(reports: &[DurableReport], fio: &[FioLine]) -> String {
     out.push_str(
         "| W2 target | ack | runs | updates/s | payload MB/s | ack p50 µs | ack p99 µs | ack p99.9 µs \
          | ack max µs | client CPU % | server CPU % | client CPU µs per update \
-         | server CPU µs per update | check |\n\
-         | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+         | server CPU µs per update | read-back ms | check |\n\
+         | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
     );
     let mut figures: BTreeMap<String, (f64, f64, f64)> = BTreeMap::new();
     // statecast's window and mean ack latency (median over runs), for the
@@ -214,7 +231,7 @@ fn render_durable(reports: &[DurableReport], fio: &[FioLine]) -> String {
         };
         let _ = writeln!(
             out,
-            "| {target} | {} | {count} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {check} |",
+            "| {target} | {} | {count} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {check} |",
             runs.first().and_then(|r| r.ack.as_deref()).unwrap_or("–"),
             rate.with_range(thousands),
             mb.with_range(|v| format!("{v:.0}")),
@@ -226,12 +243,13 @@ fn render_durable(reports: &[DurableReport], fio: &[FioLine]) -> String {
             percent(figure(&|r| r.server_cpu_pct).median),
             figure(&|r| per_update(r, r.client_cpu_pct)).with_range(|us| format!("{us:.2}")),
             figure(&|r| per_update(r, r.server_cpu_pct)).with_range(|us| format!("{us:.2}")),
+            figure(&|r| r.readback_ms).with_range(|ms| format!("{ms:.1}")),
         );
     }
     out.push('\n');
     let mut ratios = String::new();
     for (target, (rate, p99, mb)) in &figures {
-        if !target.starts_with("statecast") {
+        if !["statecast", "statecast-processed", "statecast-sow"].contains(&target.as_str()) {
             continue;
         }
         let peer = |name: &str| {
@@ -314,6 +332,353 @@ fn render_durable(reports: &[DurableReport], fio: &[FioLine]) -> String {
         out.push('\n');
     }
     out
+}
+
+/// Issue 5's targets.
+const TARGET_READBACK_SPEEDUP: f64 = 3.0;
+const TARGET_RESTART_MS: f64 = 2_000.0;
+const TARGET_MEMORY_RATIO: f64 = 1.3;
+const TARGET_SCAN_PER_CORE: f64 = 3_000_000.0;
+
+/// A figure over values.
+fn figure_of(values: &[f64]) -> Figure {
+    let values: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+    Figure {
+        median: median(&values),
+        min: values.iter().copied().fold(f64::INFINITY, f64::min),
+        max: values.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+    }
+}
+
+fn met(yes: bool) -> &'static str {
+    if yes { "met" } else { "not met" }
+}
+
+fn one_decimal(value: f64) -> String {
+    if value.is_finite() {
+        format!("{value:.1}")
+    } else {
+        "–".into()
+    }
+}
+
+/// Resident memory growth over a W2 run ÷ the payload bytes the server
+/// holds, and the growth by kind of mapping, in MiB.
+fn memory_growth(report: &DurableReport) -> Option<(f64, BTreeMap<String, f64>)> {
+    let before = report.server_rss_before.as_ref()?;
+    let after = report.server_rss_after.as_ref()?;
+    let stored = report.stored_payload_bytes.filter(|&b| b > 0)? as f64;
+    let growth = (after.vm_rss_kib as f64 - before.vm_rss_kib as f64) * 1024.0;
+    let mut parts = BTreeMap::new();
+    for kind in ["anon", "sow", "journal", "other"] {
+        let kib = |rss: &crate::rss::Rss| rss.by_mapping.get(kind).copied().unwrap_or(0) as f64;
+        parts.insert(kind.to_owned(), (kib(after) - kib(before)) / 1024.0);
+    }
+    Some((growth / stored, parts))
+}
+
+/// Issue 5's figures: the W2 read-back against the peers', the upsert cost,
+/// the server's memory per payload byte, W3 restarts and SOW query scans.
+fn render_sow(
+    durable: &[DurableReport],
+    restarts: &[RestartReport],
+    queries: &[SowQueryReport],
+) -> String {
+    let mut out = String::new();
+    let clean = |target: &str| -> Vec<&DurableReport> {
+        durable
+            .iter()
+            .filter(|r| r.target == target && r.errors.is_empty())
+            .collect()
+    };
+    // The read-back.
+    let readback = |target: &str| {
+        figure_of(
+            &clean(target)
+                .iter()
+                .filter_map(|r| r.readback_ms)
+                .collect::<Vec<_>>(),
+        )
+    };
+    let ours = readback("statecast-sow");
+    if ours.median.is_finite() {
+        out.push_str(
+            "Issue 5, W2 read-back of the whole state on a fresh connection (medians):\n\n",
+        );
+        let records = clean("statecast-sow")
+            .iter()
+            .find_map(|r| r.readback_records)
+            .unwrap_or(0);
+        let mut parts = Vec::new();
+        for peer in ["redis-always", "redis-everysec", "jetstream"] {
+            let theirs = readback(peer);
+            if theirs.median.is_finite() {
+                parts.push(format!(
+                    "{peer} {} ms ({} faster)",
+                    theirs.with_range(one_decimal),
+                    ratio(theirs.median, ours.median)
+                ));
+            }
+        }
+        let _ = writeln!(
+            out,
+            "- statecast-sow `sow` {} ms for {} records; {}",
+            ours.with_range(one_decimal),
+            thousands(records as f64),
+            parts.join(", ")
+        );
+        let redis = readback("redis-everysec").median;
+        let jetstream = readback("jetstream").median;
+        if redis.is_finite() && jetstream.is_finite() {
+            let (a, b) = (redis / ours.median, jetstream / ours.median);
+            let _ = writeln!(
+                out,
+                "- issue 5, ≥ 3× faster than Redis HGETALL (`everysec`) and the JetStream KV watch: {} ({a:.2}× and {b:.2}×)",
+                met(a >= TARGET_READBACK_SPEEDUP && b >= TARGET_READBACK_SPEEDUP)
+            );
+        }
+        out.push('\n');
+    }
+    // The upsert cost: the same workload to a SOW topic and to a journal-only
+    // topic, run by run (interleaved: run i of each).
+    let sow_runs = clean("statecast-sow");
+    let journal_runs = clean("statecast");
+    if !sow_runs.is_empty() && !journal_runs.is_empty() {
+        let rates =
+            |runs: &[&DurableReport]| -> Vec<f64> { runs.iter().map(|r| r.updates_rate).collect() };
+        let cpu = |runs: &[&DurableReport]| -> f64 {
+            median(
+                &runs
+                    .iter()
+                    .filter_map(|r| {
+                        let pct = r.server_cpu_pct?;
+                        (r.updates_rate > 0.0).then(|| pct / 100.0 / r.updates_rate * 1e6)
+                    })
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let (sow, journal) = (
+            figure_of(&rates(&sow_runs)),
+            figure_of(&rates(&journal_runs)),
+        );
+        let per_run: Vec<String> = sow_runs
+            .iter()
+            .zip(&journal_runs)
+            .map(|(s, j)| ratio(s.updates_rate, j.updates_rate))
+            .collect();
+        let _ = writeln!(
+            out,
+            "Issue 5, upsert cost: persisted W2 to the SOW topic {} updates/s vs {} to a journal-only topic = {} (per run: {}); server CPU {} vs {} µs per update\n",
+            sow.with_range(thousands),
+            journal.with_range(thousands),
+            ratio(sow.median, journal.median),
+            per_run.join(", "),
+            format_cpu(cpu(&sow_runs)),
+            format_cpu(cpu(&journal_runs)),
+        );
+    }
+    // Memory.
+    let mut memory = String::new();
+    let mut targets: Vec<&str> = durable.iter().map(|r| r.target.as_str()).collect();
+    targets.sort_by_key(|t| durable_rank(t));
+    targets.dedup();
+    for target in targets {
+        let growths: Vec<(f64, BTreeMap<String, f64>)> = clean(target)
+            .iter()
+            .filter_map(|r| memory_growth(r))
+            .collect();
+        if growths.is_empty() {
+            continue;
+        }
+        let ratio_figure = figure_of(&growths.iter().map(|g| g.0).collect::<Vec<_>>());
+        let stored = median(
+            &clean(target)
+                .iter()
+                .filter_map(|r| r.stored_payload_bytes.map(|b| b as f64 / 1_048_576.0))
+                .collect::<Vec<_>>(),
+        );
+        let parts: Vec<String> = ["anon", "sow", "journal", "other"]
+            .iter()
+            .map(|kind| {
+                let mib = median(
+                    &growths
+                        .iter()
+                        .filter_map(|g| g.1.get(*kind).copied())
+                        .collect::<Vec<_>>(),
+                );
+                format!("{kind} {mib:+.0}")
+            })
+            .collect();
+        let _ = writeln!(
+            memory,
+            "- {target}: VmRSS growth ÷ stored payload = {}× ({stored:.0} MiB stored; growth by mapping, MiB: {}){}",
+            ratio_figure.with_range(|v| format!("{v:.2}")),
+            parts.join(", "),
+            if target.starts_with("statecast-sow") {
+                format!(
+                    "; issue 5's ≤ 1.3×: {}",
+                    met(ratio_figure.median <= TARGET_MEMORY_RATIO)
+                )
+            } else {
+                String::new()
+            }
+        );
+    }
+    if !memory.is_empty() {
+        out.push_str("Server memory (medians of runs):\n\n");
+        out.push_str(&memory);
+        out.push('\n');
+    }
+    // Restarts.
+    if !restarts.is_empty() {
+        out.push_str(
+            "| W3 target | stopped by | read-back | runs | keys | ready line ms | connected ms \
+             | state read back ms | its query ms | attempts | RSS MiB | check |\n\
+             | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+        );
+        // (rank and target, stopped by, read-back)
+        type Group = ((usize, String), String, String);
+        let mut groups: BTreeMap<Group, Vec<&RestartReport>> = BTreeMap::new();
+        for report in restarts {
+            groups
+                .entry((
+                    durable_rank(&report.target),
+                    report.stopped_by.clone(),
+                    report.read_back.clone(),
+                ))
+                .or_default()
+                .push(report);
+        }
+        let mut verdicts = Vec::new();
+        for (((_, target), stopped_by, read_back), all) in &groups {
+            let runs: Vec<&RestartReport> = all
+                .iter()
+                .copied()
+                .filter(|r| r.errors.is_empty())
+                .collect();
+            let fig = |get: fn(&RestartReport) -> Option<f64>| {
+                figure_of(&runs.iter().filter_map(|r| get(r)).collect::<Vec<_>>())
+            };
+            let state = fig(|r| r.state_ms);
+            let checks: Vec<&str> = runs.iter().filter_map(|r| r.check.as_deref()).collect();
+            let _ = writeln!(
+                out,
+                "| {target} | {stopped_by} | {read_back} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                if runs.len() == all.len() {
+                    all.len().to_string()
+                } else {
+                    format!("{} of {}", runs.len(), all.len())
+                },
+                thousands(runs.first().map_or(f64::NAN, |r| r.keys as f64)),
+                fig(|r| r.ready_ms).with_range(one_decimal),
+                fig(|r| r.connected_ms).with_range(one_decimal),
+                state.with_range(one_decimal),
+                fig(|r| r.readback_ms).with_range(one_decimal),
+                fig(|r| Some(r.attempts as f64)).with_range(thousands),
+                fig(|r| r.server_rss.as_ref().map(|m| m.vm_rss_kib as f64 / 1024.0))
+                    .with_range(thousands),
+                checks.first().copied().unwrap_or("–"),
+            );
+            if target.starts_with("statecast") && runs.first().is_some_and(|r| r.keys >= 1_000_000)
+            {
+                verdicts.push(format!(
+                    "- issue 5, restart of {} records ≤ 2 s after {stopped_by}: {} ({} ms)",
+                    thousands(runs[0].keys as f64),
+                    met(state.median <= TARGET_RESTART_MS),
+                    one_decimal(state.median)
+                ));
+            }
+        }
+        out.push('\n');
+        for verdict in verdicts {
+            let _ = writeln!(out, "{verdict}");
+        }
+        let errors: Vec<String> = restarts
+            .iter()
+            .flat_map(|r| {
+                r.errors
+                    .iter()
+                    .map(move |e| format!("- W3 {}: {e}", r.target))
+            })
+            .collect();
+        if !errors.is_empty() {
+            let _ = writeln!(out, "\nW3 errors:\n\n{}", errors.join("\n"));
+        }
+        out.push('\n');
+    }
+    // Queries.
+    if !queries.is_empty() {
+        out.push_str(
+            "| SOW query | count only | records | matched | first query ms | queries | query ms \
+             | records scanned/s | server CPU µs per record | per core (records/CPU s) |\n\
+             | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+        );
+        let mut groups: BTreeMap<(String, String, bool, u64), Vec<&SowQueryReport>> =
+            BTreeMap::new();
+        for query in queries {
+            groups
+                .entry((
+                    query.label.clone().unwrap_or_else(|| query.topic.clone()),
+                    query.filter.clone().unwrap_or_default(),
+                    query.count_only,
+                    query.topic_records,
+                ))
+                .or_default()
+                .push(query);
+        }
+        let mut verdicts = Vec::new();
+        for ((label, filter, count_only, records), all) in &groups {
+            let times: Vec<f64> = all
+                .iter()
+                .flat_map(|q| q.query_ms.iter().copied())
+                .collect();
+            let time = figure_of(&times);
+            let cpu = figure_of(
+                &all.iter()
+                    .filter_map(|q| q.server_cpu_us_per_record)
+                    .collect::<Vec<_>>(),
+            );
+            let first = figure_of(
+                &all.iter()
+                    .flat_map(|q| q.first_query_ms.first().copied())
+                    .collect::<Vec<_>>(),
+            );
+            let rate = *records as f64 / (time.median / 1e3);
+            let per_core = 1e6 / cpu.median;
+            let _ = writeln!(
+                out,
+                "| {label}: `{filter}` | {count_only} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                thousands(*records as f64),
+                thousands(all.first().map_or(f64::NAN, |q| q.matched as f64)),
+                first.with_range(one_decimal),
+                times.len(),
+                time.with_range(one_decimal),
+                thousands(rate),
+                cpu.with_range(|v| format!("{v:.3}")),
+                thousands(per_core),
+            );
+            verdicts.push(format!(
+                "- issue 5, a full scan at ≥ 3,000,000 records/s per core ({label}, count only {count_only}): {} ({} per CPU second, {} per wall second)",
+                met(per_core >= TARGET_SCAN_PER_CORE),
+                thousands(per_core),
+                thousands(rate)
+            ));
+        }
+        out.push('\n');
+        for verdict in verdicts {
+            let _ = writeln!(out, "{verdict}");
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn format_cpu(us: f64) -> String {
+    if us.is_finite() {
+        format!("{us:.2}")
+    } else {
+        "–".into()
+    }
 }
 
 /// The order targets are listed in.
@@ -819,5 +1184,75 @@ mod tests {
             "{table}"
         );
         assert!(table.contains("needs ≥ 333,333 updates/s"), "{table}");
+    }
+
+    fn w2_line(target: &str, rate: f64, readback_ms: Option<f64>) -> DurableReport {
+        serde_json::from_value(serde_json::json!({
+            "workload": DURABLE_WORKLOAD, "target": target, "size": 1024, "keys": 10000,
+            "window": 1000, "sent": 200000, "acked": 200000, "secs": 2.0,
+            "updates_rate": rate, "payload_mb_per_sec": 100.0,
+            "ack_latency_us": {"count": 1, "mean": 1.0, "p50": 1.0, "p90": 1.0, "p99": 1.0,
+                "p999": 1.0, "max": 1.0},
+            "readback_ms": readback_ms, "stored_payload_bytes": 10_240_000,
+            "server_rss_before": {"vm_rss_kib": 1000, "rss_anon_kib": 0, "rss_file_kib": 0,
+                "rss_shmem_kib": 0, "by_mapping": {"sow": 0}},
+            "server_rss_after": {"vm_rss_kib": 13000, "rss_anon_kib": 0, "rss_file_kib": 0,
+                "rss_shmem_kib": 0, "by_mapping": {"sow": 10240}},
+            "client_cpu_pct": 20.0, "server_cpu_pct": 50.0, "wall_secs": 2.0, "errors": []
+        }))
+        .expect("a W2 line")
+    }
+
+    #[test]
+    fn issue_5_figures_are_compared_with_the_peers_and_the_targets() {
+        let durable = vec![
+            w2_line("statecast-sow", 100_000.0, Some(10.0)),
+            w2_line("statecast", 200_000.0, None),
+            w2_line("redis-everysec", 90_000.0, Some(40.0)),
+            w2_line("jetstream", 50_000.0, Some(60.0)),
+        ];
+        let restart: RestartReport = serde_json::from_value(serde_json::json!({
+            "workload": RESTART_WORKLOAD, "target": "statecast-sow-1m", "stopped_by": "sigkill",
+            "keys": 1_000_000, "read_back": "count", "ready_ms": 900.0, "connected_ms": 901.0,
+            "state_ms": 1_500.0, "readback_ms": 5.0, "attempts": 1, "server_pid": 1,
+            "stop": "none", "errors": []
+        }))
+        .expect("a W3 line");
+        let query: SowQueryReport = serde_json::from_value(serde_json::json!({
+            "workload": SOW_QUERY_WORKLOAD, "label": "sow-1m", "topic": "bench_sow",
+            "filter": "/qty >= 10", "count_only": true, "topic_records": 1_000_000,
+            "count_all_ms": 1.0, "matched": 160_000, "query_ms": [500.0, 400.0, 600.0],
+            "scanned_per_sec": 2_000_000.0, "server_cpu_us_per_record": 0.5, "errors": []
+        }))
+        .expect("a sow-query line");
+        let text = render_sow(&durable, &[restart], &[query]);
+        assert!(
+            text.contains(
+                "redis-everysec 40.0 ms (4.00× faster), jetstream 60.0 ms (6.00× faster)"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("the JetStream KV watch: met (4.00× and 6.00×)"),
+            "{text}"
+        );
+        assert!(text.contains("= 0.50× (per run: 0.50×)"), "{text}");
+        assert!(
+            text.contains("- statecast-sow: VmRSS growth ÷ stored payload = 1.20× (10 MiB stored; growth by mapping, MiB: anon +0, sow +10"),
+            "{text}"
+        );
+        assert!(text.contains("issue 5's ≤ 1.3×: met"), "{text}");
+        assert!(
+            text.contains("restart of 1,000,000 records ≤ 2 s after sigkill: met (1500.0 ms)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("| 500.0 (400.0–600.0) | 2,000,000 | 0.500 | 2,000,000 |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("per core (sow-1m, count only true): not met"),
+            "{text}"
+        );
     }
 }

@@ -10,18 +10,31 @@
 //!
 //! What a PubAck promises on nats-server 2.9: the message is in the file
 //! store, handed to the OS, not fsynced (see peer-baseline.md §3).
+//!
+//! The read-back is peer-baseline.md's: on a fresh connection, the bucket
+//! (`get_key_value`, which reads the stream's info) and a KV watch with
+//! history (`watch_with_history(">")`: an ordered push consumer delivering
+//! the last message of every subject), read until the consumer reports
+//! nothing pending; timed from creating the watch (the consumer's creation
+//! is the query's first round trip) to the last entry. Counting reads the
+//! stream's message count.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, stream};
 use bytes::Bytes;
+use futures::StreamExt as _;
 
-use super::{DurableTarget, Expected, PendingUpdate, Updater, seq_of_update};
+use super::{
+    DurableTarget, Expected, PendingUpdate, ReadBack, ReadBackKind, Updater, check_count,
+    check_last_values, seq_of_update,
+};
 
 /// The KV bucket.
 const BUCKET: &str = "bench";
-/// Keys spot-checked by reading their last message back.
-const SPOT_CHECKS: u64 = 100;
+/// Longest wait for the next entry of a watch.
+const WATCH_IDLE: Duration = Duration::from_secs(10);
 
 /// A nats-server with JetStream at `addr`.
 #[derive(Debug)]
@@ -45,7 +58,6 @@ impl JetStream {
 #[derive(Debug)]
 pub struct JetStreamUpdater {
     context: jetstream::Context,
-    stream: stream::Stream,
 }
 
 impl DurableTarget for JetStream {
@@ -60,7 +72,7 @@ impl DurableTarget for JetStream {
             .timeout(Duration::from_secs(30))
             .max_ack_inflight(self.window.max(1) + 1)
             .build(client);
-        let stream = context
+        context
             .get_or_create_stream(stream::Config {
                 name: format!("KV_{BUCKET}"),
                 subjects: vec![format!("$KV.{BUCKET}.>")],
@@ -75,7 +87,62 @@ impl DurableTarget for JetStream {
                 ..Default::default()
             })
             .await?;
-        Ok(JetStreamUpdater { context, stream })
+        Ok(JetStreamUpdater { context })
+    }
+
+    async fn read_back(&self, expected: Expected, kind: ReadBackKind) -> anyhow::Result<ReadBack> {
+        if kind == ReadBackKind::None {
+            return Ok(ReadBack::default());
+        }
+        let started = Instant::now();
+        let client = async_nats::ConnectOptions::new()
+            .name("bench-read-back")
+            .connect(self.addr.as_str())
+            .await?;
+        let context = jetstream::new(client);
+        if kind == ReadBackKind::Count {
+            let connect = started.elapsed();
+            let started = Instant::now();
+            let mut stream = context.get_stream(format!("KV_{BUCKET}")).await?;
+            let held = stream.info().await?.state.messages;
+            let query = started.elapsed();
+            return Ok(ReadBack {
+                check: check_count(expected, held)?,
+                connect: Some(connect),
+                query: Some(query),
+                records: Some(held),
+            });
+        }
+        let store = context.get_key_value(BUCKET).await?;
+        let connect = started.elapsed();
+        let started = Instant::now();
+        let mut watch = store.watch_with_history(">").await?;
+        let mut state: HashMap<String, Bytes> = HashMap::new();
+        loop {
+            let entry = tokio::time::timeout(WATCH_IDLE, watch.next())
+                .await
+                .map_err(|_| {
+                    anyhow::anyhow!("no watch entry for {WATCH_IDLE:?} after {}", state.len())
+                })?
+                .ok_or_else(|| {
+                    anyhow::anyhow!("the watch ended after {} entries", state.len())
+                })??;
+            let pending = entry.delta;
+            state.insert(entry.key, entry.value);
+            if pending == 0 {
+                break;
+            }
+        }
+        let query = started.elapsed();
+        let check = check_last_values(expected, state.len(), |key| {
+            seq_of_update(state.get(&format!("k{key}"))?, key)
+        })?;
+        Ok(ReadBack {
+            check,
+            connect: Some(connect),
+            query: Some(query),
+            records: Some(state.len() as u64),
+        })
     }
 }
 
@@ -86,34 +153,5 @@ impl Updater for JetStreamUpdater {
             .publish(format!("$KV.{BUCKET}.k{key}"), payload)
             .await?;
         Ok(Box::pin(async move { Ok(Some(ack.await?.sequence)) }))
-    }
-
-    async fn check(&mut self, expected: Expected) -> anyhow::Result<String> {
-        let info = self.stream.get_info().await?;
-        let keys = expected.keys_updated();
-        anyhow::ensure!(
-            info.state.messages == keys,
-            "the stream holds {} messages for {keys} keys",
-            info.state.messages
-        );
-        let step = (keys / SPOT_CHECKS).max(1);
-        let mut checked = 0;
-        for key in (0..keys).step_by(usize::try_from(step)?) {
-            let message = self
-                .stream
-                .get_last_raw_message_by_subject(&format!("$KV.{BUCKET}.k{key}"))
-                .await?;
-            let seq = seq_of_update(&message.payload, key);
-            anyhow::ensure!(
-                seq == expected.last_seq(key),
-                "key k{key} holds update {seq:?}, not its last, {:?}",
-                expected.last_seq(key)
-            );
-            checked += 1;
-        }
-        Ok(format!(
-            "{} messages for {keys} keys; {checked} keys read back hold their last update",
-            info.state.messages
-        ))
     }
 }

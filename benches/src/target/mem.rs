@@ -13,8 +13,8 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::{
-    DurableTarget, Expected, PendingUpdate, Publisher, Subscriber, Target, Updater,
-    check_last_values, seq_of_update,
+    DurableTarget, Expected, PendingUpdate, Publisher, ReadBack, ReadBackKind, Subscriber, Target,
+    Updater, check_count, check_last_values, seq_of_update,
 };
 
 /// Messages buffered per subscriber before publishers wait.
@@ -84,14 +84,17 @@ impl Subscriber for MemSubscriber {
     }
 }
 
-/// The in-process W2 target: a map of the latest update per key.
+/// The in-process W2 target: a map of the latest update per key, shared by
+/// the updater and the read-back.
 #[derive(Debug, Default)]
-pub struct MemUpdates;
+pub struct MemUpdates {
+    latest: Rc<RefCell<HashMap<u64, Bytes>>>,
+}
 
 /// The updater of [`MemUpdates`].
 #[derive(Debug, Default)]
 pub struct MemUpdater {
-    latest: HashMap<u64, Bytes>,
+    latest: Rc<RefCell<HashMap<u64, Bytes>>>,
     acked: u64,
 }
 
@@ -99,20 +102,35 @@ impl DurableTarget for MemUpdates {
     type Updater = MemUpdater;
 
     async fn updater(&self) -> anyhow::Result<MemUpdater> {
-        Ok(MemUpdater::default())
+        Ok(MemUpdater {
+            latest: Rc::clone(&self.latest),
+            acked: 0,
+        })
+    }
+
+    async fn read_back(&self, expected: Expected, kind: ReadBackKind) -> anyhow::Result<ReadBack> {
+        let latest = self.latest.borrow();
+        let started = std::time::Instant::now();
+        let check = match kind {
+            ReadBackKind::None => return Ok(ReadBack::default()),
+            ReadBackKind::Count => check_count(expected, latest.len() as u64)?,
+            ReadBackKind::Full => check_last_values(expected, latest.len(), |key| {
+                seq_of_update(latest.get(&key)?, key)
+            })?,
+        };
+        Ok(ReadBack {
+            check,
+            connect: None,
+            query: Some(started.elapsed()),
+            records: Some(latest.len() as u64),
+        })
     }
 }
 
 impl Updater for MemUpdater {
     async fn update(&mut self, key: u64, payload: Bytes) -> anyhow::Result<PendingUpdate> {
-        self.latest.insert(key, payload);
+        self.latest.borrow_mut().insert(key, payload);
         self.acked += 1;
         Ok(Box::pin(std::future::ready(Ok(Some(self.acked)))))
-    }
-
-    async fn check(&mut self, expected: Expected) -> anyhow::Result<String> {
-        check_last_values(expected, self.latest.len(), |key| {
-            seq_of_update(self.latest.get(&key)?, key)
-        })
     }
 }

@@ -10,7 +10,10 @@
 //! W2 (durable keyed updates, `durable.rs`) has its own pair of traits: a
 //! [`DurableTarget`] opens an [`Updater`], which sends keyed updates and
 //! hands back each update's acknowledgement as a future ([`PendingUpdate`]);
-//! the runner awaits those in send order. Its targets are [`DurableKind`].
+//! the runner awaits those in send order. Afterwards the target reads the
+//! state back on a fresh connection ([`DurableTarget::read_back`], timed;
+//! W3, `restart.rs`, retries it against a restarting server). Its targets
+//! are [`DurableKind`].
 //!
 //! Adding a peer (Redis pub/sub, MQTT…) is one file here: a type for each
 //! trait, plus a [`TargetKind`] (or [`DurableKind`]) variant and its arm in
@@ -31,7 +34,10 @@ mod mem;
 mod nats;
 mod raw;
 mod redis;
+mod sow;
 mod statecast;
+
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::LocalBoxFuture;
@@ -41,6 +47,7 @@ pub use mem::{Mem, MemUpdates};
 pub use nats::Nats;
 pub use raw::{FilteredSubscriptions, Raw};
 pub use redis::Redis;
+pub use sow::{SowConnection, SowRequest};
 pub use statecast::{Statecast, StatecastUpdates};
 
 /// The systems the generator can drive.
@@ -135,6 +142,33 @@ impl DurableKind {
     }
 }
 
+/// How a W2 read-back reads the server's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReadBackKind {
+    /// Every key's value, each checked to be its last update (statecast: one
+    /// `sow` query; Redis: `HGETALL`; JetStream: a KV watch with history).
+    Full,
+    /// Only the number of keys held (statecast: a `count_only` `sow`; Redis:
+    /// `HLEN`; JetStream: the stream's message count).
+    Count,
+    /// Nothing read back.
+    None,
+}
+
+/// What a read-back found, and how long it took.
+#[derive(Debug, Clone, Default)]
+pub struct ReadBack {
+    /// What was checked (e.g. "10000 of 10000 keys hold their last update").
+    pub check: String,
+    /// Opening the fresh connection (connect, handshake, and what the client
+    /// library needs before the query), when one was opened.
+    pub connect: Option<Duration>,
+    /// The query: from sending it to the whole answer received.
+    pub query: Option<Duration>,
+    /// Keys (records) the server returned or counted.
+    pub records: Option<u64>,
+}
+
 /// What an acknowledged update's reply says about its place in the server's
 /// order: statecast's bookmark, JetStream's stream sequence; `None` where the
 /// protocol has none (Redis).
@@ -162,6 +196,13 @@ impl Expected {
     pub fn last_seq(self, key: u64) -> Option<u64> {
         (key < self.keys_updated()).then(|| key + (self.sent - 1 - key) / self.keys * self.keys)
     }
+}
+
+/// Checks that the server holds as many keys as were updated.
+fn check_count(expected: Expected, held: u64) -> anyhow::Result<String> {
+    let keys = expected.keys_updated();
+    anyhow::ensure!(held == keys, "{held} keys held, {keys} updated");
+    Ok(format!("{held} keys held (counted)"))
 }
 
 /// Checks that each updated key holds its last update: `seq_of(key)` is the
@@ -197,6 +238,12 @@ pub trait DurableTarget {
 
     /// Opens the connection (and creates what the server needs: a stream…).
     async fn updater(&self) -> anyhow::Result<Self::Updater>;
+
+    /// After every update was acknowledged, on a fresh connection: reads the
+    /// state back as `kind` says, times it, and checks it against
+    /// `expected`. An `Err` is a failed read-back or check (W3 retries it
+    /// while the server restarts).
+    async fn read_back(&self, expected: Expected, kind: ReadBackKind) -> anyhow::Result<ReadBack>;
 }
 
 /// A connection that sends acknowledged keyed updates.
@@ -205,9 +252,4 @@ pub trait Updater {
     /// client library has taken it, with the acknowledgement still to come.
     /// The runner awaits acknowledgements in the order of the calls.
     async fn update(&mut self, key: u64, payload: Bytes) -> anyhow::Result<PendingUpdate>;
-
-    /// After every update was acknowledged: checks what the server holds
-    /// against `expected` and says what was checked (e.g. "10000 of 10000
-    /// keys hold their last update"). An `Err` is a failed check.
-    async fn check(&mut self, expected: Expected) -> anyhow::Result<String>;
 }

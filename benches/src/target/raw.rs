@@ -56,7 +56,7 @@ impl Raw {
 
 /// One connection's receiving side.
 #[derive(Debug)]
-struct Reader {
+pub(super) struct Reader {
     read: OwnedReadHalf,
     buf: BytesMut,
     decoder: FrameDecoder,
@@ -64,7 +64,7 @@ struct Reader {
 
 impl Reader {
     /// The next frame, `None` at end of stream.
-    async fn next_frame(&mut self) -> anyhow::Result<Option<Frame>> {
+    pub(super) async fn next_frame(&mut self) -> anyhow::Result<Option<Frame>> {
         loop {
             if let Some(frame) = self.decoder.decode(&mut self.buf)? {
                 return Ok(Some(frame));
@@ -105,7 +105,7 @@ impl Reader {
 }
 
 /// Connects and logs on.
-async fn logon(addr: &str, name: &str) -> anyhow::Result<(Reader, OwnedWriteHalf)> {
+pub(super) async fn logon(addr: &str, name: &str) -> anyhow::Result<(Reader, OwnedWriteHalf)> {
     let stream = TcpStream::connect(addr)
         .await
         .with_context(|| format!("connecting to {addr}"))?;

@@ -9,12 +9,22 @@
 //! is spawned as a task (on the runner's single thread; tasks first run in
 //! spawn order, which keeps the updates in order on the connection — the
 //! read-back check proves it).
+//!
+//! The read-back is peer-baseline.md's: `HGETALL sow:bench` on a fresh
+//! connection (`HLEN` to count only), timed from sending it to the whole
+//! reply parsed by redis-rs; while the server replays its AOF after a
+//! restart it answers `LOADING`, an error the W3 loop retries.
 
 use bytes::Bytes;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, IntoConnectionInfo as _};
 
-use super::{DurableTarget, Expected, PendingUpdate, Updater, check_last_values, seq_of_update};
+use std::time::Instant;
+
+use super::{
+    DurableTarget, Expected, PendingUpdate, ReadBack, ReadBackKind, Updater, check_count,
+    check_last_values, seq_of_update,
+};
 
 /// The hash that holds the state: field `k<key>`, value the latest document.
 const HASH: &str = "sow:bench";
@@ -50,10 +60,8 @@ impl std::fmt::Debug for RedisUpdater {
     }
 }
 
-impl DurableTarget for Redis {
-    type Updater = RedisUpdater;
-
-    async fn updater(&self) -> anyhow::Result<RedisUpdater> {
+impl Redis {
+    async fn connect(&self) -> anyhow::Result<MultiplexedConnection> {
         let info = format!("redis://{}/", self.addr)
             .into_connection_info()?
             .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
@@ -64,10 +72,56 @@ impl DurableTarget for Redis {
         let config = AsyncConnectionConfig::new()
             .set_response_timeout(None)
             .set_pipeline_buffer_size(self.window.max(1));
-        let connection = client
+        Ok(client
             .get_multiplexed_async_connection_with_config(&config)
+            .await?)
+    }
+}
+
+impl DurableTarget for Redis {
+    type Updater = RedisUpdater;
+
+    async fn updater(&self) -> anyhow::Result<RedisUpdater> {
+        Ok(RedisUpdater {
+            connection: self.connect().await?,
+        })
+    }
+
+    async fn read_back(&self, expected: Expected, kind: ReadBackKind) -> anyhow::Result<ReadBack> {
+        if kind == ReadBackKind::None {
+            return Ok(ReadBack::default());
+        }
+        let started = Instant::now();
+        let mut connection = self.connect().await?;
+        let connect = started.elapsed();
+        let started = Instant::now();
+        if kind == ReadBackKind::Count {
+            let held: u64 = redis::cmd("HLEN")
+                .arg(HASH)
+                .query_async(&mut connection)
+                .await?;
+            let query = started.elapsed();
+            return Ok(ReadBack {
+                check: check_count(expected, held)?,
+                connect: Some(connect),
+                query: Some(query),
+                records: Some(held),
+            });
+        }
+        let state: std::collections::HashMap<String, Vec<u8>> = redis::cmd("HGETALL")
+            .arg(HASH)
+            .query_async(&mut connection)
             .await?;
-        Ok(RedisUpdater { connection })
+        let query = started.elapsed();
+        let check = check_last_values(expected, state.len(), |key| {
+            seq_of_update(state.get(&format!("k{key}"))?, key)
+        })?;
+        Ok(ReadBack {
+            check,
+            connect: Some(connect),
+            query: Some(query),
+            records: Some(state.len() as u64),
+        })
     }
 }
 
@@ -88,15 +142,5 @@ impl Updater for RedisUpdater {
             task.await??;
             Ok(None)
         }))
-    }
-
-    async fn check(&mut self, expected: Expected) -> anyhow::Result<String> {
-        let state: std::collections::HashMap<String, Vec<u8>> = redis::cmd("HGETALL")
-            .arg(HASH)
-            .query_async(&mut self.connection)
-            .await?;
-        check_last_values(expected, state.len(), |key| {
-            seq_of_update(state.get(&format!("k{key}"))?, key)
-        })
     }
 }

@@ -1,17 +1,26 @@
 //! The `statecast` target: the broker through the `statecast-client` SDK,
 //! exactly as an application uses it.
 //!
-//! For W2, [`StatecastUpdates`] publishes every update on one topic (the key
-//! is the document's `id`, as a state-of-the-world topic keys it) with
+//! For W2, [`StatecastUpdates`] publishes every update on one topic with
 //! `publish_acked`, and the acknowledgement is the SDK's `PendingAck`; its
-//! bookmark is the update's stamp.
+//! bookmark is the update's stamp. When that topic is a SOW topic keyed by
+//! the document's `id` (`sow.topics`, key `["/id"]`), the read-back is one
+//! `sow` query on a fresh connection over raw frames ([`SowConnection`]),
+//! timed from writing the command to `group_end`; counting is a
+//! `count_only` query. A journal-only topic has nothing to read back.
+
+use std::collections::HashMap;
+use std::time::Instant;
 
 use bytes::Bytes;
 use futures::StreamExt;
 use statecast_client::{Client, ClientOptions, Subscription};
 use statecast_protocol::AckType;
 
-use super::{DurableTarget, Expected, PendingUpdate, Publisher, Subscriber, Target, Updater};
+use super::{
+    DurableTarget, Expected, PendingUpdate, Publisher, ReadBack, ReadBackKind, SowConnection,
+    SowRequest, Subscriber, Target, Updater, check_count, check_last_values, seq_of_update,
+};
 
 /// The statecast broker at `addr`, publishing and subscribing on `topic`.
 #[derive(Debug)]
@@ -95,21 +104,23 @@ impl Subscriber for StatecastSubscriber {
 }
 
 /// The statecast broker at `addr` taking W2 updates on `topic`, asking for
-/// `ack` acknowledgements.
+/// `ack` acknowledgements; `sow` when the topic is a SOW topic keyed by `id`.
 #[derive(Debug)]
 pub struct StatecastUpdates {
     addr: String,
     topic: String,
     ack: AckType,
+    sow: bool,
 }
 
 impl StatecastUpdates {
     /// The target.
-    pub fn new(addr: &str, topic: &str, ack: AckType) -> Self {
+    pub fn new(addr: &str, topic: &str, ack: AckType, sow: bool) -> Self {
         Self {
             addr: addr.to_owned(),
             topic: topic.to_owned(),
             ack,
+            sow,
         }
     }
 }
@@ -133,6 +144,55 @@ impl DurableTarget for StatecastUpdates {
             ack: self.ack,
         })
     }
+
+    async fn read_back(&self, expected: Expected, kind: ReadBackKind) -> anyhow::Result<ReadBack> {
+        if !self.sow || kind == ReadBackKind::None {
+            return Ok(ReadBack {
+                check: format!(
+                    "{} acks (no read-back{})",
+                    self.ack.name(),
+                    if self.sow { "" } else { ": not a SOW topic" }
+                ),
+                ..ReadBack::default()
+            });
+        }
+        let started = Instant::now();
+        let mut connection = SowConnection::connect(&self.addr, "bench-read-back").await?;
+        let connect = started.elapsed();
+        let request = SowRequest {
+            filter: None,
+            count_only: kind == ReadBackKind::Count,
+        };
+        let mut records: Vec<Bytes> = Vec::new();
+        let answer = connection
+            .query(&self.topic, &request, |payload| {
+                records.push(payload.clone())
+            })
+            .await?;
+        let check = if request.count_only {
+            check_count(expected, answer.group_records)?
+        } else {
+            let mut state: HashMap<&[u8], &Bytes> = HashMap::with_capacity(records.len());
+            for record in &records {
+                let key = crate::payload::parse_key(record)
+                    .ok_or_else(|| anyhow::anyhow!("a record that is not a W2 update"))?;
+                anyhow::ensure!(
+                    state.insert(key, record).is_none(),
+                    "two records for key {}",
+                    String::from_utf8_lossy(key)
+                );
+            }
+            check_last_values(expected, state.len(), |key| {
+                seq_of_update(state.get(format!("k{key}").as_bytes())?, key)
+            })?
+        };
+        Ok(ReadBack {
+            check: format!("{check} (sow)"),
+            connect: Some(connect),
+            query: Some(answer.elapsed),
+            records: Some(answer.group_records),
+        })
+    }
 }
 
 impl Updater for StatecastUpdater {
@@ -142,9 +202,5 @@ impl Updater for StatecastUpdater {
             .publish_acked(&self.topic, payload, self.ack)
             .await?;
         Ok(Box::pin(async move { Ok(pending.wait().await?.bookmark) }))
-    }
-
-    async fn check(&mut self, _expected: Expected) -> anyhow::Result<String> {
-        Ok(format!("{} acks (no read-back)", self.ack.name()))
     }
 }
