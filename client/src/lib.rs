@@ -36,6 +36,8 @@
 //! the application, [`Client::publish`] waits for buffer space instead of
 //! buffering without bound.
 
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
 mod bookmarks;
 mod client;
 mod error;
