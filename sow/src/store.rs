@@ -404,7 +404,7 @@ impl SowStore {
     ) -> Result<Upserted, SowError> {
         self.check_size(payload.len())?;
         let key = self.key_of(payload)?;
-        self.put(key, 0, payload, bookmark, timestamp_ns)
+        self.upsert_at(key, false, payload, bookmark, timestamp_ns)
     }
 
     /// Stores `payload` under a key the caller gives (a publisher-supplied
@@ -416,21 +416,23 @@ impl SowStore {
         bookmark: u64,
         timestamp_ns: u64,
     ) -> Result<Upserted, SowError> {
-        self.check_size(payload.len())?;
-        self.put(key, FLAG_EXPLICIT_KEY, payload, bookmark, timestamp_ns)
+        self.upsert_at(key, true, payload, bookmark, timestamp_ns)
     }
 
-    /// Stores `payload` under `key`, which the caller computed from the key
-    /// fields with [`SowStore::key_of`] (so the payload is not parsed twice).
-    pub fn upsert_keyed(
+    /// Stores `payload` under `key`: a publisher's key (`explicit`), or one
+    /// the caller computed from the key fields with [`SowStore::key_of`]
+    /// (so the payload is not parsed twice).
+    pub fn upsert_at(
         &mut self,
         key: SowKey,
+        explicit: bool,
         payload: &[u8],
         bookmark: u64,
         timestamp_ns: u64,
     ) -> Result<Upserted, SowError> {
         self.check_size(payload.len())?;
-        self.put(key, 0, payload, bookmark, timestamp_ns)
+        let flags = if explicit { FLAG_EXPLICIT_KEY } else { 0 };
+        self.put(key, flags, payload, bookmark, timestamp_ns)
     }
 
     fn check_size(&self, size: usize) -> Result<(), SowError> {

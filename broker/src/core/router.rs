@@ -420,8 +420,9 @@ impl<C: ConnHandle> TopicEntry<C> {
     }
 
     fn remove(&mut self, conn_id: u64, sub_id: u64) {
-        if let Some(index) = self.targets.iter().position(|t| t.conn_id == conn_id) {
-            let target = &mut self.targets[index];
+        if let Some(index) = self.targets.iter().position(|t| t.conn_id == conn_id)
+            && let Some(target) = self.targets.get_mut(index)
+        {
             target.sub_ids.retain(|id| *id != sub_id);
             if target.sub_ids.is_empty() {
                 // Keep insertion order: delivery order across connections is
@@ -483,8 +484,6 @@ struct MatchScratch {
     index: IndexScratch,
     /// (connection id, sub id) of the filtered subscriptions that matched.
     matches: Vec<(u64, u64)>,
-    /// Whether each connection group of `matches` was merged into a plain target.
-    merged: Vec<bool>,
     sub_ids: SmallVec<[u64; 8]>,
 }
 
@@ -1219,6 +1218,15 @@ impl<C: ConnHandle> Router<C> {
     }
 }
 
+/// The matches of one connection in a delivery.
+struct MatchGroup<'m> {
+    conn_id: u64,
+    /// (connection id, sub id), all of this connection.
+    matches: &'m [(u64, u64)],
+    /// Whether the group was merged into a plain target of the connection.
+    merged: bool,
+}
+
 /// Delivers one message to a topic's matching subscriptions, one delivery
 /// per connection naming all its matching subscriptions. Returns the number
 /// of deliveries.
@@ -1248,53 +1256,47 @@ fn deliver<C: ConnHandle>(
         return entry.targets.len() as u64;
     }
     scratch.matches.sort_unstable();
-    // Group boundaries: one group of `matches` per connection.
-    let groups: SmallVec<[(usize, usize); 16]> = {
-        let mut groups = SmallVec::new();
-        let mut start = 0;
-        for i in 1..=scratch.matches.len() {
-            if i == scratch.matches.len() || scratch.matches[i].0 != scratch.matches[start].0 {
-                groups.push((start, i));
-                start = i;
-            }
-        }
-        groups
-    };
-    scratch.merged.clear();
-    scratch.merged.resize(groups.len(), false);
+    // One group of `matches` per connection.
+    let mut groups: SmallVec<[MatchGroup<'_>; 16]> = scratch
+        .matches
+        .chunk_by(|a, b| a.0 == b.0)
+        .filter_map(|matches| {
+            Some(MatchGroup {
+                conn_id: matches.first()?.0,
+                matches,
+                merged: false,
+            })
+        })
+        .collect();
     let mut deliveries = 0;
     for target in &entry.targets {
-        let group =
-            groups.binary_search_by_key(&target.conn_id, |&(start, _)| scratch.matches[start].0);
+        let group = groups
+            .binary_search_by_key(&target.conn_id, |group| group.conn_id)
+            .ok()
+            .and_then(|g| groups.get_mut(g));
         match group {
-            Err(_) => sink.deliver(&target.conn, &target.sub_ids, message),
-            Ok(g) => {
-                let (start, end) = groups[g];
-                scratch.merged[g] = true;
+            None => sink.deliver(&target.conn, &target.sub_ids, message),
+            Some(group) => {
+                group.merged = true;
                 scratch.sub_ids.clear();
                 scratch.sub_ids.extend_from_slice(&target.sub_ids);
-                scratch.sub_ids.extend(
-                    scratch.matches[start..end]
-                        .iter()
-                        .map(|&(_, sub_id)| sub_id),
-                );
+                scratch
+                    .sub_ids
+                    .extend(group.matches.iter().map(|&(_, sub_id)| sub_id));
                 sink.deliver(&target.conn, &scratch.sub_ids, message);
             }
         }
         deliveries += 1;
     }
-    for (g, &(start, end)) in groups.iter().enumerate() {
-        if scratch.merged[g] {
+    for group in &groups {
+        if group.merged {
             continue;
         }
-        let conn_id = scratch.matches[start].0;
-        if let Some((conn, _)) = entry.filtered_conns.get(&conn_id) {
+        if let Some((conn, _)) = entry.filtered_conns.get(&group.conn_id) {
             scratch.sub_ids.clear();
-            scratch.sub_ids.extend(
-                scratch.matches[start..end]
-                    .iter()
-                    .map(|&(_, sub_id)| sub_id),
-            );
+            scratch
+                .sub_ids
+                .extend(group.matches.iter().map(|&(_, sub_id)| sub_id));
             sink.deliver(conn, &scratch.sub_ids, message);
             deliveries += 1;
         }
@@ -1833,41 +1835,27 @@ mod tests {
             );
         }
         sink.acks.clear();
-        router.handle(
-            ProcessorCommand::SowDelete {
-                conn: 5,
-                topic: Utf8::from("orders"),
-                selector: DeleteSelector::Filter(
-                    Filter::parse("/odd = true", &statecast_filter::Limits::default()).unwrap(),
-                ),
-                command_id: 3,
-                ack: AckSet::NONE,
-            },
-            1,
-            &mut sink,
-        );
-        router.handle(
-            ProcessorCommand::SowDelete {
-                conn: 5,
-                topic: Utf8::from("orders"),
-                selector: DeleteSelector::Example(Bytes::from_static(br#"{"id":4}"#)),
-                command_id: 4,
-                ack: AckSet::NONE,
-            },
-            1,
-            &mut sink,
-        );
-        router.handle(
-            ProcessorCommand::SowDelete {
-                conn: 5,
-                topic: Utf8::from("orders"),
-                selector: DeleteSelector::Example(Bytes::from_static(b"{}")),
-                command_id: 5,
-                ack: AckSet::NONE,
-            },
-            1,
-            &mut sink,
-        );
+        let filter = Filter::parse("/odd = true", &statecast_filter::Limits::default()).unwrap();
+        for (command_id, selector) in [
+            (3, DeleteSelector::Filter(filter)),
+            (
+                4,
+                DeleteSelector::Example(Bytes::from_static(br#"{"id":4}"#)),
+            ),
+            (5, DeleteSelector::Example(Bytes::from_static(b"{}"))),
+        ] {
+            router.handle(
+                ProcessorCommand::SowDelete {
+                    conn: 5,
+                    topic: Utf8::from("orders"),
+                    selector,
+                    command_id,
+                    ack: AckSet::NONE,
+                },
+                1,
+                &mut sink,
+            );
+        }
         let got: Vec<_> = sink
             .acks
             .iter()

@@ -543,13 +543,7 @@ impl Session {
         }
         let mut literal = false;
         let mut not_found = NotFound::Fail;
-        for option in subscribe
-            .options
-            .as_ref()
-            .map_or("", Utf8::as_str)
-            .split(',')
-            .map(str::trim)
-        {
+        for option in options(subscribe.options.as_ref()) {
             match option {
                 "" => {}
                 "non_regex_topic" => literal = true,
@@ -641,13 +635,7 @@ impl Session {
             self.check_topic_len(&query.topic)?;
         }
         let (mut literal, mut count_only) = (false, false);
-        for option in query
-            .options
-            .as_ref()
-            .map_or("", Utf8::as_str)
-            .split(',')
-            .map(str::trim)
-        {
+        for option in options(query.options.as_ref()) {
             match option {
                 "" => {}
                 "non_regex_topic" => literal = true,
@@ -810,6 +798,11 @@ impl Session {
             }
         }
     }
+}
+
+/// The comma-separated items of an `options` field, trimmed.
+fn options(field: Option<&Utf8>) -> impl Iterator<Item = &str> {
+    field.map_or("", Utf8::as_str).split(',').map(str::trim)
 }
 
 /// The ack types in a set, in the order acks are sent.

@@ -353,12 +353,16 @@ impl SowTopics {
         let Some(store) = self.store_mut(topic)? else {
             return Ok(());
         };
-        let result = if prepared.explicit {
-            store.upsert_with_key(prepared.key, payload, bookmark, timestamp_ns)
-        } else {
-            store.upsert_keyed(prepared.key, payload, bookmark, timestamp_ns)
-        };
-        result.map(|_| ()).map_err(|e| refusal(&e))
+        store
+            .upsert_at(
+                prepared.key,
+                prepared.explicit,
+                payload,
+                bookmark,
+                timestamp_ns,
+            )
+            .map(|_| ())
+            .map_err(|e| refusal(&e))
     }
 
     /// Applies a journaled delete; returns how many records went.

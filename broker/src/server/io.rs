@@ -489,19 +489,16 @@ impl IoThread {
                     sow_key,
                 } => {
                     let bytes = payload.len() + COMMAND_OVERHEAD_BYTES;
-                    if let Some((batch, batch_bytes)) = self.batches.get_mut(processor) {
-                        batch.push(ProcessorCommand::Publish {
-                            conn: shared,
-                            topic,
-                            payload,
-                            command_id,
-                            ack,
-                            sequence,
-                            sow_key,
-                        });
-                        *batch_bytes += bytes;
-                        self.batch_bytes += bytes;
-                    }
+                    let command = ProcessorCommand::Publish {
+                        conn: shared,
+                        topic,
+                        payload,
+                        command_id,
+                        ack,
+                        sequence,
+                        sow_key,
+                    };
+                    self.push(processor, command, bytes);
                 }
                 Action::Sow { targets, request } => {
                     let done = self.completion(targets);
@@ -518,18 +515,14 @@ impl IoThread {
                     command_id,
                     ack,
                 } => {
-                    let bytes = COMMAND_OVERHEAD_BYTES;
-                    if let Some((batch, batch_bytes)) = self.batches.get_mut(processor) {
-                        batch.push(ProcessorCommand::SowDelete {
-                            conn: shared,
-                            topic,
-                            selector,
-                            command_id,
-                            ack,
-                        });
-                        *batch_bytes += bytes;
-                        self.batch_bytes += bytes;
-                    }
+                    let command = ProcessorCommand::SowDelete {
+                        conn: shared,
+                        topic,
+                        selector,
+                        command_id,
+                        ack,
+                    };
+                    self.push(processor, command, COMMAND_OVERHEAD_BYTES);
                 }
                 Action::Subscribe {
                     targets,
@@ -620,6 +613,16 @@ impl IoThread {
         match targets {
             Targets::One(_) => Completion::single(),
             Targets::All => Completion::shared(self.processors.len()),
+        }
+    }
+
+    /// Adds a command for one processor to this iteration's batch,
+    /// counting `bytes` toward back-pressure.
+    fn push(&mut self, processor: usize, command: ProcessorCommand<Arc<ConnShared>>, bytes: usize) {
+        if let Some((batch, batch_bytes)) = self.batches.get_mut(processor) {
+            batch.push(command);
+            *batch_bytes += bytes;
+            self.batch_bytes += bytes;
         }
     }
 
