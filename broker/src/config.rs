@@ -526,6 +526,10 @@ impl Config {
     /// # Panics
     /// Never in a released build: a test checks the embedded default.
     #[must_use]
+    #[allow(
+        clippy::expect_used,
+        reason = "a startup invariant: the embedded default is a constant, and a test checks it parses and validates"
+    )]
     pub fn embedded_default() -> Self {
         Self::from_toml(DEFAULT_TOML, Path::new("<embedded default>"))
             .expect("the embedded default configuration is valid (checked by a test)")

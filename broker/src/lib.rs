@@ -8,6 +8,8 @@
 //! touch the OS. The `cli` module alone uses tokio (through the client
 //! SDK); the server's data path uses mio and std threads.
 
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
 mod affinity;
 pub mod cli;
 pub mod config;

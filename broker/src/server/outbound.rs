@@ -391,6 +391,10 @@ impl ProcessorSink {
         self.append_failures
     }
 
+    #[allow(
+        clippy::indexing_slicing,
+        reason = "slots holds indices into pending: each is inserted right after its push, and flush drains pending and clears slots together"
+    )]
     fn slot(&mut self, conn: &Arc<ConnShared>) -> &mut PendingOut {
         let index = *self.slots.entry(conn.id).or_insert_with(|| {
             self.pending.push(PendingOut {
