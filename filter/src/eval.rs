@@ -115,7 +115,7 @@ fn const_scalar(c: &Const) -> Scalar<'_> {
 /// the commonest cases done directly: string equality compares the bytes in
 /// place, and a number is compared with a numeric constant without going
 /// through the general coercions (the scanner has checked its grammar).
-#[inline]
+#[inline(always)]
 fn compare_raw(op: BinaryOp, raw: Raw, payload: &[u8], arena: &[u8], k: &Const) -> Truth {
     match (raw, k) {
         (Raw::Str { start, end }, Const::Str(key)) if matches!(op, BinaryOp::Eq | BinaryOp::Ne) => {
@@ -124,21 +124,51 @@ fn compare_raw(op: BinaryOp, raw: Raw, payload: &[u8], arena: &[u8], k: &Const) 
             if text.is_empty() || key.is_empty() {
                 return Truth::Unknown;
             }
-            Truth::from((*text == **key) == (op == BinaryOp::Eq))
+            Truth::from(bytes_equal(text, key) == (op == BinaryOp::Eq))
         }
         (Raw::Number { start, end }, Const::Int(_) | Const::Float(_)) => {
-            let number = payload.get(start..end).and_then(parse_json_number);
-            let constant = match *k {
-                Const::Int(i) => Num::Int(i),
-                Const::Float(x) => Num::Float(x),
-                _ => Num::Null,
-            };
-            match number {
-                Some(n) => comparison_truth(op, compare_numbers(n, constant)),
-                None => Truth::Unknown,
-            }
+            compare_number(op, payload.get(start..end), k)
         }
-        _ => apply_comparison(op, resolve(raw_val(raw, payload), arena), const_scalar(k)),
+        _ => compare_general(op, raw, payload, arena, k),
+    }
+}
+
+/// [`compare_raw`] for JSON number text against a numeric constant.
+#[inline(never)]
+fn compare_number(op: BinaryOp, text: Option<&[u8]>, k: &Const) -> Truth {
+    let constant = match *k {
+        Const::Int(i) => Num::Int(i),
+        Const::Float(x) => Num::Float(x),
+        _ => Num::Null,
+    };
+    match text.and_then(parse_json_number) {
+        Some(n) => comparison_truth(op, compare_numbers(n, constant)),
+        None => Truth::Unknown,
+    }
+}
+
+/// [`compare_raw`] for everything else, through the general coercions.
+#[inline(never)]
+fn compare_general(op: BinaryOp, raw: Raw, payload: &[u8], arena: &[u8], k: &Const) -> Truth {
+    apply_comparison(op, resolve(raw_val(raw, payload), arena), const_scalar(k))
+}
+
+/// Whether two byte strings are equal; strings of up to 16 bytes are
+/// compared as two overlapping words each rather than by a library call.
+#[inline(always)]
+fn bytes_equal(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    fn ends<const N: usize>(s: &[u8]) -> Option<([u8; N], [u8; N])> {
+        Some((*s.first_chunk::<N>()?, *s.last_chunk::<N>()?))
+    }
+    match a.len() {
+        0 => true,
+        1..=3 => a.first() == b.first() && a.last() == b.last() && a.get(1) == b.get(1),
+        4..=8 => ends::<4>(a) == ends::<4>(b),
+        9..=16 => ends::<8>(a) == ends::<8>(b),
+        _ => a == b,
     }
 }
 
@@ -235,12 +265,11 @@ impl<'a> Eval<'a, '_> {
     #[inline]
     fn compare_path(&self, op: BinaryOp, slot: u32, value: &Const) -> Truth {
         let (cap, payload) = (&*self.cap, self.payload());
-        match cap.count(slot) {
+        let found = cap.slot(slot);
+        match found.count {
             // Comparing NULL.
             0 => Truth::Unknown,
-            1 => cap.first(slot).map_or(Truth::Unknown, |raw| {
-                compare_raw(op, raw, payload, &cap.arena, value)
-            }),
+            1 => compare_raw(op, found.first, payload, &cap.arena, value),
             _ => {
                 let mut acc = Truth::False;
                 for raw in cap.values(slot) {
@@ -259,10 +288,24 @@ impl<'a> Eval<'a, '_> {
     fn in_path(&self, slot: u32, list: &[Const], negated: bool) -> Truth {
         let (cap, payload) = (&*self.cap, self.payload());
         let mut acc = Truth::False;
-        if cap.count(slot) == 0 {
+        let found = cap.slot(slot);
+        if found.count == 0 {
             // NULL IN (…): NULL, unless the list is empty.
             if !list.is_empty() {
                 acc = Truth::Unknown;
+            }
+        } else if found.count == 1 {
+            for item in list {
+                acc = acc.or(compare_raw(
+                    BinaryOp::Eq,
+                    found.first,
+                    payload,
+                    &cap.arena,
+                    item,
+                ));
+                if acc == Truth::True {
+                    break;
+                }
             }
         } else {
             // TRUE when any (element, item) pair is equal: OR is

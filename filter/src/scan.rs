@@ -31,16 +31,17 @@ use std::collections::HashMap;
 
 use crate::ast::{Path, Step};
 
+mod simd;
 mod skip;
 
-use skip::{Clean, Searchers, word_at};
+use skip::Searchers;
 
 /// Deepest payload nesting the scanner follows, the same as serde_json's
 /// default so that the reference interpreter accepts the same documents.
 pub const MAX_NESTING: u32 = 128;
 
-/// Above this many member names at one trie node, names are looked up in a
-/// hash map rather than compared one by one.
+/// Above this many member names of one length at one trie node, names are
+/// looked up in a hash map rather than compared one by one.
 const LINEAR_LOOKUP_MAX: usize = 8;
 
 /// A value found at a wanted path, as a range of the payload (or of the
@@ -69,12 +70,19 @@ pub(crate) enum Raw {
 
 #[derive(Clone, Debug, Default)]
 struct TrieNode {
-    /// Member names leading to wanted paths, and the child node of each.
+    /// Member names leading to wanted paths, and the child node of each,
+    /// ordered by [`length_bucket`].
     fields: Vec<FieldName>,
-    /// A perfect hash over `fields`, when one was found (nearly always).
-    table: Option<NameTable>,
-    /// The same, hashed, when there are many and no perfect hash was found.
+    /// Where each length bucket's names start in `fields` (entry 64: the
+    /// end), so that a name is compared only with the names of its length.
+    length_start: LengthStart,
+    /// The names, hashed, when one length has too many to compare one by
+    /// one.
     field_map: Option<HashMap<Box<[u8]>, u32>>,
+    /// Per length below 16, the names of that length when there are one or
+    /// two and of at most eight bytes: then comparisons of words settle a
+    /// lookup.
+    short: [ShortNames; 16],
     /// Bit `n` set when some name has `n` bytes (bit 63: 63 or more), so
     /// most unwanted names are rejected by their length alone.
     name_lengths: u64,
@@ -86,78 +94,32 @@ struct TrieNode {
     slot: Option<u32>,
 }
 
-/// Most names a [`NameTable`] is built for; its 64 buckets stay sparse.
-const TABLE_MAX_NAMES: usize = 24;
-
-/// A perfect hash of a trie node's member names: a multiplier, chosen when
-/// the filter is compiled, that sends each name's [`name_key`] to its own
-/// bucket, so a lookup is one multiply, one load and one comparison.
+/// Per length bucket, the index in [`TrieNode::fields`] of its first name.
 #[derive(Clone, Debug)]
-struct NameTable {
-    multiplier: u64,
-    /// Per bucket, the index in `fields` plus one (0: no name).
-    buckets: Box<[u8; 64]>,
-}
+struct LengthStart([u32; 65]);
 
-impl NameTable {
-    fn bucket(&self, key: u64) -> usize {
-        (key.wrapping_mul(self.multiplier) >> 58) as usize
-    }
-
-    /// A table for `fields`, if some multiplier separates all their keys.
-    fn build(fields: &[FieldName]) -> Option<NameTable> {
-        if fields.len() > TABLE_MAX_NAMES {
-            return None;
-        }
-        let keys: Vec<u64> = fields
-            .iter()
-            .map(|f| name_key(f.len, f.prefix, suffix_word(&f.name)))
-            .collect();
-        // Odd multipliers from a fixed sequence (splitmix64), so the choice
-        // is deterministic.
-        let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
-        for _ in 0..256 {
-            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            let mut table = NameTable {
-                multiplier: (z ^ (z >> 31)) | 1,
-                buckets: Box::new([0; 64]),
-            };
-            let mut ok = true;
-            for (index, &key) in keys.iter().enumerate() {
-                let bucket = table.bucket(key);
-                match table.buckets.get_mut(bucket) {
-                    Some(slot @ 0) => *slot = u8::try_from(index + 1).unwrap_or(0),
-                    _ => {
-                        ok = false;
-                        break;
-                    }
-                }
-            }
-            if ok {
-                return Some(table);
-            }
-        }
-        None
+impl Default for LengthStart {
+    fn default() -> Self {
+        LengthStart([0; 65])
     }
 }
 
-/// What a [`NameTable`] hashes: a name's length, first eight bytes and
-/// (for longer names) last eight bytes.
+/// The one or two member names of one length, of at most eight bytes.
+#[derive(Clone, Copy, Debug, Default)]
+struct ShortNames {
+    /// Whether these entries settle a lookup.
+    complete: bool,
+    /// The bytes of a word that a name of this length occupies.
+    mask: u64,
+    /// Each name as a word (zero-padded), and its child; with one name,
+    /// both entries are that name.
+    names: [(u64, u32); 2],
+}
+
+/// The bucket of a name's length: the length, or 63 for 63 and more.
 #[inline]
-fn name_key(len: usize, prefix: u64, suffix: u64) -> u64 {
-    prefix ^ suffix.rotate_left(29) ^ (len as u64).wrapping_mul(0xD6E8_FEB8_6659_FD93)
-}
-
-/// The last eight bytes of a name longer than eight bytes, else 0.
-#[inline]
-fn suffix_word(name: &[u8]) -> u64 {
-    match name.last_chunk::<8>() {
-        Some(chunk) if name.len() > 8 => u64::from_le_bytes(*chunk),
-        _ => 0,
-    }
+fn length_bucket(len: usize) -> usize {
+    len.min(63)
 }
 
 /// A member name in a trie node, with its length and first eight bytes
@@ -179,66 +141,128 @@ fn prefix_word(name: &[u8]) -> u64 {
     u64::from_le_bytes(word)
 }
 
-/// [`prefix_word`] of the `len`-byte name starting at `bytes[start]`, read
-/// as one word when the payload has eight bytes there (it nearly always
-/// does: a name is followed by at least `":` and a value).
+/// `word` with only its first `len` bytes kept: the [`prefix_word`] of a
+/// `len`-byte name whose first eight bytes (or more) `word` holds.
 #[inline]
-fn prefix_at(bytes: &[u8], start: usize, len: usize) -> u64 {
-    match bytes.get(start..).and_then(<[u8]>::first_chunk::<8>) {
-        Some(chunk) if len >= 8 => u64::from_le_bytes(*chunk),
-        Some(chunk) => u64::from_le_bytes(*chunk) & ((1_u64 << (len * 8)) - 1),
-        None => prefix_word(bytes.get(start..start + len).unwrap_or(&[])),
+fn keep_bytes(word: u64, len: usize) -> u64 {
+    if len >= 8 {
+        word
+    } else {
+        word & !(u64::MAX << (8 * len))
     }
 }
 
 impl TrieNode {
+    /// The child for member name `name`.
     fn field_child(&self, name: &[u8]) -> Option<u32> {
-        if (self.name_lengths >> name.len().min(63)) & 1 == 0 {
+        if (self.name_lengths >> length_bucket(name.len())) & 1 == 0 {
             return None;
         }
-        if self.table.is_some() {
-            return self.field_child_with_prefix(name, 0, name.len(), prefix_word(name));
-        }
-        self.field_child_slow(name, prefix_word(name))
+        self.lookup(name, 0, name.len(), prefix_word(name))
     }
 
-    /// The child for the `len`-byte member name at `bytes[start..]` (whose
-    /// [`prefix_word`] is `prefix`), by the perfect hash when there is one.
+    /// The child for the member name of `len` bytes at `bytes[start..]`,
+    /// whose first eight bytes (or more) `word` holds. The caller has
+    /// checked `name_lengths`.
     #[inline(always)]
-    fn field_child_with_prefix(
-        &self,
-        bytes: &[u8],
-        start: usize,
-        len: usize,
-        prefix: u64,
-    ) -> Option<u32> {
-        let Some(table) = &self.table else {
-            return self.field_child_slow(bytes.get(start..start + len)?, prefix);
-        };
-        let suffix = if len > 8 {
-            word_at(bytes, start + len - 8).unwrap_or(0)
-        } else {
-            0
-        };
-        let index = table
-            .buckets
-            .get(table.bucket(name_key(len, prefix, suffix)))?;
-        let field = self.fields.get(usize::from(*index).checked_sub(1)?)?;
-        let same = field.len == len
-            && field.prefix == prefix
-            && (len <= 8 || bytes.get(start..start + len) == Some(&field.name[..]));
-        same.then_some(field.child)
+    fn lookup_word(&self, bytes: &[u8], start: usize, len: usize, word: u64) -> Option<u32> {
+        match self.short.get(len) {
+            Some(short) if short.complete => {
+                let [(a, a_child), (b, b_child)] = short.names;
+                let word = word & short.mask;
+                if word == a {
+                    Some(a_child)
+                } else if word == b {
+                    Some(b_child)
+                } else {
+                    None
+                }
+            }
+            _ => self.lookup(bytes, start, len, keep_bytes(word, len)),
+        }
+    }
+
+    /// The child for the `len`-byte member name at `bytes[start..]`, whose
+    /// [`prefix_word`] is `prefix`. The caller has checked `name_lengths`.
+    #[inline(never)]
+    fn lookup(&self, bytes: &[u8], start: usize, len: usize, prefix: u64) -> Option<u32> {
+        let bucket = length_bucket(len);
+        let from = *self.length_start.0.get(bucket)? as usize;
+        let to = *self.length_start.0.get(bucket + 1)? as usize;
+        let candidates = self.fields.get(from..to)?;
+        if candidates.len() > LINEAR_LOOKUP_MAX {
+            return self.map_lookup(bytes.get(start..start + len)?);
+        }
+        candidates
+            .iter()
+            .find(|f| {
+                f.prefix == prefix
+                    && f.len == len
+                    && (len <= 8 || bytes.get(start..start + len) == Some(&f.name[..]))
+            })
+            .map(|f| f.child)
     }
 
     #[cold]
-    fn field_child_slow(&self, name: &[u8], prefix: u64) -> Option<u32> {
-        if let Some(map) = &self.field_map {
-            return map.get(name).copied();
+    fn map_lookup(&self, name: &[u8]) -> Option<u32> {
+        self.field_map.as_ref()?.get(name).copied()
+    }
+
+    /// Adds member name `name` leading to `child`.
+    fn add_field(&mut self, name: &[u8], child: u32) {
+        let bucket = length_bucket(name.len());
+        self.name_lengths |= 1 << bucket;
+        let at = self
+            .fields
+            .partition_point(|f| length_bucket(f.len) <= bucket);
+        self.fields.insert(
+            at,
+            FieldName {
+                len: name.len(),
+                prefix: prefix_word(name),
+                name: name.into(),
+                child,
+            },
+        );
+        for start in self.length_start.0.iter_mut().skip(bucket + 1) {
+            *start += 1;
         }
-        self.fields
+        let same_length: Vec<&FieldName> = self
+            .fields
             .iter()
-            .find(|f| f.len == name.len() && f.prefix == prefix && (f.len <= 8 || *f.name == *name))
-            .map(|f| f.child)
+            .filter(|f| length_bucket(f.len) == bucket)
+            .collect();
+        if let Some(short) = self.short.get_mut(bucket) {
+            let entry = |f: &FieldName| (f.prefix, f.child);
+            *short = match same_length[..] {
+                [a] if a.len <= 8 => ShortNames {
+                    complete: true,
+                    mask: keep_bytes(u64::MAX, a.len),
+                    names: [entry(a), entry(a)],
+                },
+                [a, b] if a.len <= 8 => ShortNames {
+                    complete: true,
+                    mask: keep_bytes(u64::MAX, a.len),
+                    names: [entry(a), entry(b)],
+                },
+                _ => ShortNames::default(),
+            };
+        }
+        let same_length = same_length.len();
+        match &mut self.field_map {
+            Some(map) => {
+                map.insert(name.into(), child);
+            }
+            None if same_length > LINEAR_LOOKUP_MAX => {
+                self.field_map = Some(
+                    self.fields
+                        .iter()
+                        .map(|f| (f.name.clone(), f.child))
+                        .collect(),
+                );
+            }
+            None => {}
+        }
     }
 
     fn index_child(&self, index: u32) -> Option<u32> {
@@ -297,25 +321,7 @@ impl PathSet {
                     let parent = &mut self.nodes[node];
                     parent.leaf = false;
                     match step {
-                        Step::Field(name) => {
-                            parent.name_lengths |= 1 << name.len().min(63);
-                            parent.fields.push(FieldName {
-                                len: name.len(),
-                                prefix: prefix_word(name.as_bytes()),
-                                name: name.as_bytes().into(),
-                                child: next,
-                            });
-                            parent.table = NameTable::build(&parent.fields);
-                            if parent.table.is_none() && parent.fields.len() > LINEAR_LOOKUP_MAX {
-                                parent.field_map = Some(
-                                    parent
-                                        .fields
-                                        .iter()
-                                        .map(|f| (f.name.clone(), f.child))
-                                        .collect(),
-                                );
-                            }
-                        }
+                        Step::Field(name) => parent.add_field(name.as_bytes(), next),
                         Step::Index(i) => parent.indexes.push((*i, next)),
                     }
                     next as usize
@@ -339,10 +345,8 @@ impl PathSet {
             pos: 0,
             set: self,
             cap: captures,
-            clean: Clean::default(),
             search: Searchers::default(),
         };
-        scanner.clean.refresh(payload, 0);
         scanner.pos = skip_ws(payload, 0);
         if scanner.value(0, true, true, 0).is_err() {
             scanner.cap.clear_values();
@@ -356,10 +360,8 @@ impl PathSet {
 /// allocates nothing once the buffers have grown to fit.
 #[derive(Debug, Default)]
 pub(crate) struct Captures {
-    /// Number of values found per slot.
-    counts: Vec<u32>,
-    /// First value per slot.
-    first: Vec<Raw>,
+    /// Per slot, how many values were found and the first of them.
+    slots: Vec<Slot>,
     /// Second and later values per slot.
     more: Vec<Vec<Raw>>,
     /// Per trie node, the object instance in which its name was last seen,
@@ -371,11 +373,23 @@ pub(crate) struct Captures {
     key: Vec<u8>,
 }
 
+/// The values one slot collected: how many, and the first (meaningless
+/// when there are none).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Slot {
+    pub(crate) count: u32,
+    pub(crate) first: Raw,
+}
+
+const EMPTY_SLOT: Slot = Slot {
+    count: 0,
+    first: Raw::Null,
+};
+
 impl Captures {
     fn reset(&mut self, slots: usize, nodes: usize) {
-        if self.counts.len() < slots {
-            self.counts.resize(slots, 0);
-            self.first.resize(slots, Raw::Null);
+        if self.slots.len() < slots {
+            self.slots.resize(slots, EMPTY_SLOT);
             self.more.resize_with(slots, Vec::new);
         }
         if self.seen.len() < nodes {
@@ -385,11 +399,11 @@ impl Captures {
     }
 
     fn clear_values(&mut self) {
-        for (count, more) in self.counts.iter_mut().zip(&mut self.more) {
-            if *count > 1 {
+        for (slot, more) in self.slots.iter_mut().zip(&mut self.more) {
+            if slot.count > 1 {
                 more.clear();
             }
-            *count = 0;
+            slot.count = 0;
         }
         self.arena.clear();
     }
@@ -403,32 +417,35 @@ impl Captures {
         self.instance
     }
 
+    #[inline]
     fn push(&mut self, slot: u32, raw: Raw) {
-        let slot = slot as usize;
-        let Some(count) = self.counts.get_mut(slot) else {
+        let Some(entry) = self.slots.get_mut(slot as usize) else {
             return;
         };
-        if *count == 0 {
-            if let Some(first) = self.first.get_mut(slot) {
-                *first = raw;
-            }
-        } else if let Some(more) = self.more.get_mut(slot) {
+        if entry.count == 0 {
+            entry.first = raw;
+        } else if let Some(more) = self.more.get_mut(slot as usize) {
             more.push(raw);
         }
-        *count = count.saturating_add(1);
+        entry.count = entry.count.saturating_add(1);
+    }
+
+    /// How many values slot `slot` holds, and the first.
+    #[inline]
+    pub(crate) fn slot(&self, slot: u32) -> Slot {
+        self.slots.get(slot as usize).copied().unwrap_or(EMPTY_SLOT)
     }
 
     /// How many values slot `slot` holds.
     pub(crate) fn count(&self, slot: u32) -> usize {
-        self.counts.get(slot as usize).map_or(0, |&c| c as usize)
+        self.slot(slot).count as usize
     }
 
     /// The first value of a slot, if any.
+    #[inline]
     pub(crate) fn first(&self, slot: u32) -> Option<Raw> {
-        if self.count(slot) == 0 {
-            return None;
-        }
-        self.first.get(slot as usize).copied()
+        let slot = self.slot(slot);
+        (slot.count != 0).then_some(slot.first)
     }
 
     /// Every value of a slot, in document order.
@@ -439,6 +456,17 @@ impl Captures {
         };
         self.first(slot).into_iter().chain(more.iter().copied())
     }
+}
+
+/// What an object walk needs to know about the object it is in.
+struct Walk {
+    /// Tells this object's members from those of others (duplicates).
+    instance: u32,
+    /// Wanted members not seen yet.
+    remaining: usize,
+    /// Every wanted path is complete once this object's wanted members are.
+    stop: bool,
+    depth: u32,
 }
 
 /// The payload was found malformed; every path becomes NULL.
@@ -457,8 +485,6 @@ struct Scanner<'s> {
     pos: usize,
     set: &'s PathSet,
     cap: &'s mut Captures,
-    /// Where the payload is known to hold no backslash.
-    clean: Clean,
     search: Searchers,
 }
 
@@ -601,151 +627,163 @@ impl Scanner<'_> {
 
     /// Walks the object at the cursor, at nesting level `depth`.
     ///
-    /// The loop is written for compact JSON in the clean range, where a
-    /// member costs a few dozen instructions: its name is found and
-    /// rejected (by length, then by perfect hash) from one word, and an
-    /// unwanted string or scalar value is crossed inline. Whitespace, escapes,
-    /// long strings and containers take calls.
+    /// The loop is written for compact JSON, where a member costs a few
+    /// dozen instructions: one vector mask of the 32 bytes from the name's
+    /// opening quote finds the name's end, the `:`, the value's first byte
+    /// and, for a short string value, its end; the name is rejected by its
+    /// length alone or by comparing one word. Whitespace, escapes, long
+    /// names, containers and wanted values take calls.
+    #[inline(never)]
     fn object(&mut self, node: u32, stop: bool, depth: u32) -> Result<Flow, Malformed> {
         if depth > MAX_NESTING {
             return Err(Malformed);
         }
         let (set, bytes) = (self.set, self.bytes);
         let trie = &set.nodes[node as usize];
-        let instance = self.cap.next_instance();
-        let mut remaining = trie.fields.len();
+        let mut walk = Walk {
+            instance: self.cap.next_instance(),
+            remaining: trie.fields.len(),
+            stop,
+            depth,
+        };
         let mut pos = skip_ws(bytes, self.pos + 1);
         if bytes.get(pos) == Some(&b'}') {
             self.pos = pos + 1;
             return Ok(Flow::Continue);
         }
+        let mut pad = [0; 32];
         loop {
-            if bytes.get(pos) != Some(&b'"') {
-                return Err(Malformed);
-            }
-            let start = pos + 1;
-            let (end, escaped, prefix) = match quick_name(bytes, start, &self.clean) {
-                Some((end, prefix)) => (end, false, prefix),
-                None => self.long_name(start)?,
-            };
-            pos = end + 1;
-            if bytes.get(pos) != Some(&b':') {
-                pos = skip_ws(bytes, pos);
-                if bytes.get(pos) != Some(&b':') {
-                    return Err(Malformed);
-                }
-            }
-            pos += 1;
-            if bytes.get(pos).is_some_and(|&b| b <= b' ') {
-                pos = skip_ws(bytes, pos);
-            }
-            let len = end - start;
-            // Most names are rejected by length before any lookup (an
-            // escaped name's raw length says nothing about its real one).
-            let child = if escaped {
-                self.escaped_field_child(trie, start, end)
-            } else if (trie.name_lengths >> len.min(63)) & 1 == 0 {
-                None
-            } else {
-                trie.field_child_with_prefix(bytes, start, len, prefix)
-            };
-            match child {
-                Some(child) if self.cap.seen.get(child as usize) != Some(&instance) => {
-                    if let Some(seen) = self.cap.seen.get_mut(child as usize) {
-                        *seen = instance;
-                    }
-                    remaining -= 1;
-                    let last = remaining == 0;
-                    self.pos = pos;
-                    if self.wanted_member(child, stop && last, depth)? == Flow::Stop {
-                        return Ok(Flow::Stop);
-                    }
-                    pos = self.pos;
-                }
-                _ => {
-                    pos = match bytes.get(pos) {
-                        Some(b'"') => match quick_string(bytes, pos + 1, &self.clean) {
-                            Some(end) => end + 1,
-                            None => self.string_end(pos + 1)?.0 + 1,
-                        },
-                        Some(b'{' | b'[') => self.skip_container(pos, depth + 1)?,
-                        _ => skip_scalar(bytes, pos)?,
-                    }
-                }
-            }
-            match bytes.get(pos) {
-                Some(b',') => pos += 1,
-                Some(b'}') => {
-                    self.pos = pos + 1;
-                    return Ok(Flow::Continue);
-                }
-                _ => {
-                    pos = skip_ws(bytes, pos);
-                    match bytes.get(pos) {
-                        Some(b',') => pos += 1,
-                        Some(b'}') => {
-                            self.pos = pos + 1;
-                            return Ok(Flow::Continue);
+            // `pos` should be at a member name's opening quote, the
+            // window's first byte. In compact JSON the next special bytes
+            // are the name's closing quote and, for a string value, its two
+            // quotes, unless a backslash comes first.
+            let window = window32(bytes, pos, &mut pad);
+            let specials = simd::specials32(window);
+            let any = specials.quote | specials.backslash;
+            let after_open = any & any.wrapping_sub(1);
+            let name_close = after_open & after_open.wrapping_neg();
+            let mut string_close = 0;
+            let (child, value) = if specials.quote & 1 != 0 && specials.quote & name_close != 0 {
+                let end = name_close.trailing_zeros() as usize;
+                let len = end - 1;
+                // Most names are rejected by their length alone.
+                let child = if (trie.name_lengths >> len) & 1 == 0 {
+                    None
+                } else {
+                    trie.lookup_word(bytes, pos + 1, len, name_word(window))
+                };
+                // Compact JSON: `":` and the value.
+                let value = match window.get(end + 1..end + 3) {
+                    Some(&[b':', v]) if v > b' ' => {
+                        if v == b'"' {
+                            // The value's closing quote, if in the window,
+                            // is the special after its opening one.
+                            let rest = after_open & after_open.wrapping_sub(1);
+                            let rest = rest & rest.wrapping_sub(1);
+                            string_close = rest & rest.wrapping_neg() & specials.quote;
                         }
-                        _ => return Err(Malformed),
+                        pos + end + 2
+                    }
+                    _ => value_after_name(bytes, pos + end + 1)?,
+                };
+                (child, value)
+            } else {
+                let (end, child) = self.long_name(trie, pos)?;
+                (child, value_after_name(bytes, end + 1)?)
+            };
+            let after = match child {
+                Some(child) if self.cap.seen.get(child as usize) != Some(&walk.instance) => {
+                    match self.wanted_value(&mut walk, child, value)? {
+                        Some(after) => after,
+                        None => return Ok(Flow::Stop),
                     }
                 }
-            }
-            if bytes.get(pos).is_some_and(|&b| b <= b' ') {
-                pos = skip_ws(bytes, pos);
-            }
-            if remaining == 0 {
+                _ if string_close != 0 => pos + string_close.trailing_zeros() as usize + 1,
+                _ => self.skip_value(value, depth)?,
+            };
+            // `,` and the next member, or `}`.
+            pos = match bytes.get(after) {
+                Some(b',') => after + 1,
+                _ => match self.object_end(after)? {
+                    Some(next) => next,
+                    None => return Ok(Flow::Continue),
+                },
+            };
+            if walk.remaining == 0 {
                 self.pos = self.rest_of_container(pos, b'{', depth)?;
                 return Ok(Flow::Continue);
             }
         }
     }
 
-    /// Reads the value of a member that leads to wanted paths (the cursor
-    /// is at the value). `stop`: it is the last one wanted, so the scan
-    /// stops after it. Out of line, so that the loop over the (mostly
-    /// unwanted) members stays small.
+    /// Reads the value at `value` of a member that leads to wanted paths,
+    /// `child`, and returns the position after it, or None when the scan
+    /// is over.
     #[inline(never)]
-    fn wanted_member(&mut self, child: u32, stop: bool, depth: u32) -> Result<Flow, Malformed> {
+    fn wanted_value(
+        &mut self,
+        walk: &mut Walk,
+        child: u32,
+        value: usize,
+    ) -> Result<Option<usize>, Malformed> {
+        if let Some(seen) = self.cap.seen.get_mut(child as usize) {
+            *seen = walk.instance;
+        }
+        walk.remaining -= 1;
+        let stop = walk.stop && walk.remaining == 0;
+        self.pos = value;
         let child_trie = &self.set.nodes[child as usize];
         match self.peek() {
-            // A path's last step that finds a string: record it here rather
+            // A path's last step that finds a scalar: record it here rather
             // than through the general `value`.
-            Some(b'"') if child_trie.leaf => {
-                let start = self.pos + 1;
-                let (end, escaped) = self.string_end(start)?;
-                if let Some(slot) = child_trie.slot {
-                    self.capture_string(slot, start, end, escaped);
-                }
-                self.pos = end + 1;
-            }
+            Some(b) if child_trie.leaf && b != b'{' && b != b'[' => self.scalar(child_trie.slot)?,
             _ => {
-                if self.value(child, true, stop, depth)? == Flow::Stop {
-                    return Ok(Flow::Stop);
+                if self.value(child, true, stop, walk.depth)? == Flow::Stop {
+                    return Ok(None);
                 }
             }
         }
-        Ok(if stop { Flow::Stop } else { Flow::Continue })
+        Ok((!stop).then_some(self.pos))
     }
 
-    /// A member name that one word did not settle: its end, whether it has
-    /// escapes, and its [`prefix_word`].
+    /// After a member's value at `at` where no `,` follows directly:
+    /// whitespace and then the `,` (the next member's position) or the `}`
+    /// (None, with the cursor past it).
     #[inline(never)]
-    fn long_name(&mut self, start: usize) -> Result<(usize, bool, u64), Malformed> {
-        let (end, escaped) = self.string_end(start)?;
-        Ok((end, escaped, prefix_at(self.bytes, start, end - start)))
+    fn object_end(&mut self, at: usize) -> Result<Option<usize>, Malformed> {
+        let at = skip_ws(self.bytes, at);
+        match self.bytes.get(at) {
+            Some(b',') => Ok(Some(skip_ws(self.bytes, at + 1))),
+            Some(b'}') => {
+                self.pos = at + 1;
+                Ok(None)
+            }
+            _ => Err(Malformed),
+        }
     }
 
-    /// The child for an escaped member name, looked up once unescaped.
-    #[cold]
-    fn escaped_field_child(&mut self, trie: &TrieNode, start: usize, end: usize) -> Option<u32> {
+    /// A member whose name one mask did not settle (whitespace before it,
+    /// a long or escaped name, the payload's end) at `at`: its name's end,
+    /// and the child it leads to in `trie`.
+    #[inline(never)]
+    fn long_name(&mut self, trie: &TrieNode, at: usize) -> Result<(usize, Option<u32>), Malformed> {
+        let at = skip_ws(self.bytes, at);
+        if self.bytes.get(at) != Some(&b'"') {
+            return Err(Malformed);
+        }
+        let start = at + 1;
+        let (end, escaped) = self.string_end(start)?;
         let name = self.bytes.get(start..end).unwrap_or(&[]);
+        if !escaped {
+            return Ok((end, trie.field_child(name)));
+        }
+        // An escaped name's raw length says nothing about its real one.
         let mut key = std::mem::take(&mut self.cap.key);
         key.clear();
         unescape(name, &mut key);
         let child = trie.field_child(&key);
         self.cap.key = key;
-        child
+        Ok((end, child))
     }
 
     /// Walks the array at the cursor, at nesting level `depth`.
@@ -803,6 +841,7 @@ impl Scanner<'_> {
 
     /// Skips the value at `pos`, inside `depth` containers, and returns the
     /// position after it.
+    #[inline]
     fn skip_value(&mut self, pos: usize, depth: u32) -> Result<usize, Malformed> {
         match self.bytes.get(pos) {
             Some(b'"') => Ok(self.string_end(pos + 1)?.0 + 1),
@@ -812,47 +851,47 @@ impl Scanner<'_> {
     }
 }
 
-/// In the clean range, the end of a string of at most four words whose
-/// contents start at `from`, found by word arithmetic; None when that does
-/// not settle it.
+/// The 32 bytes at `at`: in the payload, or near its end copied into
+/// `pad` and padded with zeros (which are neither quotes nor backslashes).
 #[inline(always)]
-fn quick_string(bytes: &[u8], from: usize, clean: &Clean) -> Option<usize> {
-    if from < clean.lo {
-        return None;
-    }
-    let mut at = from;
-    for _ in 0..4 {
-        let quote = skip::bytes_equal(word_at(bytes, at)?, b'"');
-        if quote != 0 {
-            let end = at + (quote.trailing_zeros() / 8) as usize;
-            return (end < clean.hi).then_some(end);
+fn window32<'a>(bytes: &'a [u8], at: usize, pad: &'a mut [u8; 32]) -> &'a [u8; 32] {
+    match bytes.get(at..).and_then(<[u8]>::first_chunk::<32>) {
+        Some(window) => window,
+        None => {
+            fill(pad, bytes.get(at..).unwrap_or(&[]));
+            pad
         }
-        at += 8;
     }
-    None
 }
 
-/// In the clean range, the end of a member name of at most fifteen bytes
-/// whose contents start at `start`, and its [`prefix_word`], from one or two
-/// words.
-#[inline(always)]
-fn quick_name(bytes: &[u8], start: usize, clean: &Clean) -> Option<(usize, u64)> {
-    if start < clean.lo {
-        return None;
+#[cold]
+#[inline(never)]
+fn fill(pad: &mut [u8; 32], tail: &[u8]) {
+    *pad = [0; 32];
+    for (p, b) in pad.iter_mut().zip(tail) {
+        *p = *b;
     }
-    let word = word_at(bytes, start)?;
-    let quote = skip::bytes_equal(word, b'"');
-    let (end, prefix) = if quote != 0 {
-        let len = (quote.trailing_zeros() / 8) as usize;
-        (start + len, word & ((1_u64 << (len * 8)) - 1))
-    } else {
-        let quote = skip::bytes_equal(word_at(bytes, start + 8)?, b'"');
-        if quote == 0 {
-            return None;
-        }
-        (start + 8 + (quote.trailing_zeros() / 8) as usize, word)
-    };
-    (end < clean.hi).then_some((end, prefix))
+}
+
+/// The eight bytes after the window's first (a member name's first eight
+/// bytes when the window starts at its opening quote).
+#[inline(always)]
+fn name_word(window: &[u8; 32]) -> u64 {
+    window
+        .get(1..9)
+        .and_then(<[u8]>::first_chunk::<8>)
+        .map_or(0, |word| u64::from_le_bytes(*word))
+}
+
+/// From just after a member name's closing quote: checks the `:` (with any
+/// whitespace around it) and returns where the value starts.
+#[inline]
+fn value_after_name(bytes: &[u8], at: usize) -> Result<usize, Malformed> {
+    let colon = skip_ws(bytes, at);
+    if bytes.get(colon) != Some(&b':') {
+        return Err(Malformed);
+    }
+    Ok(skip_ws(bytes, colon + 1))
 }
 
 /// Skips the scalar (number or literal, unchecked) at `pos`: it must not be

@@ -343,41 +343,52 @@ fn parse_simple(text: &[u8]) -> Option<Num> {
         Some((b'+', rest)) => (false, rest),
         _ => (false, text),
     };
+    // Digits accumulate with wrapping arithmetic: a number with too many
+    // digits to fit is refused by its digit count below.
     let mut mantissa: u64 = 0;
-    let mut digits = 0;
-    let mut scale = 0;
-    let mut seen_point = false;
-    for &b in body {
-        match b {
-            b'0'..=b'9' => {
-                mantissa = mantissa * 10 + u64::from(b - b'0');
-                digits += 1;
-                if seen_point {
-                    scale += 1;
-                }
-                if digits > 18 {
-                    return None;
-                }
+    let mut at = 0;
+    let digits = |at: &mut usize, mantissa: &mut u64| {
+        while let Some(d) = body
+            .get(*at)
+            .map(|b| b.wrapping_sub(b'0'))
+            .filter(|&d| d < 10)
+        {
+            *mantissa = mantissa.wrapping_mul(10).wrapping_add(u64::from(d));
+            *at += 1;
+        }
+    };
+    digits(&mut at, &mut mantissa);
+    let integer_digits = at;
+    match body.get(at) {
+        None => {
+            if integer_digits > 18 {
+                return None;
             }
-            b'.' => seen_point = true,
-            _ => return None,
+            // At most 18 digits, so it fits.
+            let n = i64::try_from(mantissa).ok()?;
+            if n == 0 && negative {
+                return Some(Num::Float(-0.0));
+            }
+            Some(Num::Int(if negative { -n } else { n }))
         }
-    }
-    if !seen_point {
-        // At most 18 digits, so it fits.
-        let n = i64::try_from(mantissa).ok()?;
-        if n == 0 && negative {
-            return Some(Num::Float(-0.0));
+        Some(b'.') => {
+            at += 1;
+            let fraction_start = at;
+            digits(&mut at, &mut mantissa);
+            if at != body.len() {
+                return None;
+            }
+            let scale = at - fraction_start;
+            if integer_digits + scale > 15 {
+                return None;
+            }
+            // At most 15 digits: below 2^53, so the conversion is exact.
+            #[allow(clippy::cast_precision_loss)]
+            let value = mantissa as f64 / *POWERS.get(scale)?;
+            Some(Num::Float(if negative { -value } else { value }))
         }
-        return Some(Num::Int(if negative { -n } else { n }));
+        Some(_) => None,
     }
-    if digits > 15 {
-        return None;
-    }
-    // At most 15 digits: below 2^53, so the conversion is exact.
-    #[allow(clippy::cast_precision_loss)]
-    let value = mantissa as f64 / *POWERS.get(scale)?;
-    Some(Num::Float(if negative { -value } else { value }))
 }
 
 /// The outcome of comparing two values.

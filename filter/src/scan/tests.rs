@@ -196,10 +196,8 @@ fn with_scanner<R>(bytes: &[u8], f: impl FnOnce(&mut Scanner<'_>) -> R) -> R {
         pos: 0,
         set: &set,
         cap: &mut cap,
-        clean: Clean::default(),
         search: Searchers::default(),
     };
-    scanner.clean.refresh(bytes, 0);
     f(&mut scanner)
 }
 
@@ -425,4 +423,140 @@ fn member_names_of_any_length_are_found_with_the_perfect_hash() {
     );
     let expected: Vec<Vec<String>> = (0..names.len()).map(|i| vec![i.to_string()]).collect();
     assert_eq!(values(&doc, &path_refs), expected, "{doc}");
+}
+
+/// Member names of every length around the 16- and 32-byte windows the
+/// object walk reads, some with characters that JSON escapes.
+fn member_name() -> impl proptest::strategy::Strategy<Value = String> {
+    use proptest::prelude::*;
+    prop_oneof![
+        3 => (1usize..40).prop_map(|len| "abcdefghijklmnopqrstuvwxyz0123456789ABCD"[..len].to_owned()),
+        1 => "[a-z\"\\\\é{}\\[\\] ]{0,20}",
+    ]
+}
+
+/// Values of every kind: strings around the window sizes (escapes and
+/// brackets included), numbers, literals, and small containers whose
+/// members reuse the names.
+fn member_value() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+    use proptest::prelude::*;
+    use serde_json::Value as Json;
+    let leaf = prop_oneof![
+        "[a-z\"\\\\{}\\[\\]:, é]{0,70}".prop_map(Json::String),
+        any::<i32>().prop_map(Json::from),
+        any::<bool>().prop_map(Json::Bool),
+        Just(Json::Null),
+    ];
+    leaf.prop_recursive(2, 12, 4, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..4).prop_map(Json::Array),
+            proptest::collection::vec((member_name(), inner), 0..4).prop_map(|members| {
+                let mut map = serde_json::Map::new();
+                for (name, value) in members {
+                    map.entry(name).or_insert(value);
+                }
+                Json::Object(map)
+            }),
+        ]
+    })
+}
+
+/// A path's values in a serde_json document, rendered as [`scan`] renders
+/// them: arrays contribute their elements (flattened), objects nothing.
+fn reference_values(value: Option<&serde_json::Value>, out: &mut Vec<String>) {
+    use serde_json::Value as Json;
+    match value {
+        None | Some(Json::Object(_)) => {}
+        Some(Json::Null) => out.push("null".to_owned()),
+        Some(Json::Bool(b)) => out.push(b.to_string()),
+        Some(Json::Number(n)) => out.push(n.to_string()),
+        Some(Json::String(s)) => out.push(s.clone()),
+        Some(Json::Array(items)) => {
+            for item in items {
+                reference_values(Some(item), out);
+            }
+        }
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1000))]
+
+    /// The object walk (names and short strings from one vector mask, the
+    /// rest by calls) finds exactly what serde_json finds, whatever the
+    /// names' and values' lengths, escapes and whitespace.
+    #[test]
+    fn object_walks_agree_with_serde_json(
+        members in proptest::collection::vec((member_name(), member_value()), 1..12),
+        spaced in proptest::collection::vec(proptest::prelude::any::<bool>(), 4),
+        picks in proptest::collection::vec(0usize..16, 1..4),
+        absent in member_name(),
+    ) {
+        let mut doc = serde_json::Map::new();
+        for (name, value) in members {
+            doc.entry(name).or_insert(value);
+        }
+        // Compact, with whitespace here and there, as chosen.
+        let mut text = String::from(if spaced[0] { "{ " } else { "{" });
+        for (i, (name, value)) in doc.iter().enumerate() {
+            if i > 0 {
+                text.push_str(if spaced[1] { " , " } else { "," });
+            }
+            text.push_str(&serde_json::to_string(name).unwrap());
+            text.push_str(if spaced[2] { " : " } else { ":" });
+            text.push_str(&serde_json::to_string(value).unwrap());
+        }
+        text.push_str(if spaced[3] { " }" } else { "}" });
+        let names: Vec<&String> = doc.keys().collect();
+        let mut paths: Vec<Vec<String>> = picks
+            .iter()
+            .filter_map(|&i| names.get(i).map(|n| vec![(*n).clone()]))
+            .collect();
+        // A second step into a picked object, and a name that is absent.
+        if let Some(first) = paths.first().cloned()
+            && let Some(serde_json::Value::Object(inner)) = doc.get(&first[0])
+            && let Some(name) = inner.keys().next()
+        {
+            paths.push(vec![first[0].clone(), name.clone()]);
+        }
+        if !doc.contains_key(&absent) {
+            paths.push(vec![absent]);
+        }
+        let mut unique: Vec<Vec<String>> = Vec::new();
+        for steps in paths {
+            if !unique.contains(&steps) {
+                unique.push(steps);
+            }
+        }
+        let paths = unique;
+        let mut set = PathSet::default();
+        for steps in &paths {
+            set.insert(&Path { steps: steps.iter().cloned().map(Step::Field).collect() });
+        }
+        let mut cap = Captures::default();
+        proptest::prop_assert!(set.scan(text.as_bytes(), &mut cap), "{} called malformed", text);
+        for (slot, steps) in paths.iter().enumerate() {
+            let mut at = Some(&serde_json::Value::Object(doc.clone()));
+            let mut expected = Vec::new();
+            for step in steps {
+                at = at.and_then(|v| v.get(step));
+            }
+            reference_values(at.map(|v| v as &serde_json::Value).as_ref().copied(), &mut expected);
+            let got: Vec<String> = cap
+                .values(slot as u32)
+                .map(|raw| match raw {
+                    Raw::Null => "null".to_owned(),
+                    Raw::True => "true".to_owned(),
+                    Raw::False => "false".to_owned(),
+                    Raw::Number { start, end } | Raw::Str { start, end } => {
+                        String::from_utf8(text.as_bytes()[start..end].to_vec()).unwrap()
+                    }
+                    Raw::Unescaped { start, end } => {
+                        String::from_utf8(cap.arena[start..end].to_vec()).unwrap()
+                    }
+                })
+                .collect();
+            proptest::prop_assert_eq!(&got, &expected, "{:?} in {}", steps, text);
+        }
+    }
 }

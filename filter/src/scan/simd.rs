@@ -1,0 +1,594 @@
+//! Byte classification with vector instructions: which bytes of a 16-, 32-
+//! or 64-byte chunk are a quote, a backslash or a given pair of brackets,
+//! as bit masks (bit `i` for byte `i`). The scanner turns those masks into
+//! name, string and container ends with integer arithmetic.
+//!
+//! It also holds the one loop that is worth compiling twice:
+//! [`skip_blocks`], which crosses a skipped container 64 bytes per step.
+//! Where the CPU has AVX2 (checked once, at run time), that loop classifies
+//! 32 bytes per instruction instead of 16.
+//!
+//! This is the crate's only `unsafe` code. On x86-64 the masks come from SSE2
+//! (`pcmpeqb`, `pmovmskb`: two instructions per class per 16 bytes), which
+//! every x86-64 CPU has and which this build enables (`target_feature =
+//! "sse2"` is part of the baseline target); calling a function compiled
+//! for a target feature is `unsafe` in Rust even when the build enables the
+//! feature, hence one `unsafe` call per entry point, justified by that cfg
+//! (or, for AVX2, by the run-time check). Elsewhere (and in the tests, as
+//! the reference) a plain loop computes the same masks.
+
+/// Which bytes of a 64-byte chunk are `"`, `\`, and the opening and
+/// closing brackets asked for: bit `i` stands for byte `i`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Classes {
+    pub(super) quote: u64,
+    pub(super) backslash: u64,
+    pub(super) open: u64,
+    pub(super) close: u64,
+}
+
+/// Which bytes of a 16- or 32-byte chunk are `"` and `\`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Specials {
+    pub(super) quote: u64,
+    pub(super) backslash: u64,
+}
+
+impl Specials {
+    /// Where the first quote at or after offset `from` is, if no backslash
+    /// comes before it: the end of a string whose contents start at `from`.
+    /// `from` must be below 64.
+    #[inline(always)]
+    pub(super) fn string_end(self, from: usize) -> Option<usize> {
+        let any = (self.quote | self.backslash) >> from;
+        let first = any & any.wrapping_neg();
+        (first & (self.quote >> from) != 0).then(|| from + first.trailing_zeros() as usize)
+    }
+}
+
+/// The bytes of `chunk` equal to `"`, `\`, `open` and `close`.
+#[inline(always)]
+pub(super) fn classify64(chunk: &[u8; 64], open: u8, close: u8) -> Classes {
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    {
+        // SAFETY: `sse2::classify64` requires only the SSE2 target feature,
+        // and this code is compiled only when the build enables it (the cfg
+        // above; every x86-64 target does).
+        unsafe { sse2::classify64(chunk, open, close) }
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+    {
+        portable::classify64(chunk, open, close)
+    }
+}
+
+/// The bytes of `chunk` equal to `"` and `\`.
+#[inline(always)]
+pub(super) fn specials16(chunk: &[u8; 16]) -> Specials {
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    {
+        // SAFETY: as in `classify64`: SSE2 is enabled for this build.
+        unsafe { sse2::specials16(chunk) }
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+    {
+        portable::specials(chunk)
+    }
+}
+
+/// The bytes of `chunk` equal to `"` and `\`.
+#[inline(always)]
+pub(super) fn specials32(chunk: &[u8; 32]) -> Specials {
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    {
+        // SAFETY: as in `classify64`: SSE2 is enabled for this build.
+        unsafe { sse2::specials32(chunk) }
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+    {
+        portable::specials(chunk)
+    }
+}
+
+/// How far a skip of a container has got: the next byte to look at, the
+/// containers of its kind still open (counting the one being skipped), and
+/// whether that byte is inside a string.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Skip {
+    pub(super) at: usize,
+    pub(super) open: u32,
+    pub(super) in_string: bool,
+}
+
+/// Why [`skip_blocks`] stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Stop {
+    /// The container closed; the position just past its closing bracket.
+    Closed(usize),
+    /// More than `max_open` containers of its kind were open at once.
+    TooDeep,
+    /// At a backslash, or at the payload's end (`skip.at`), which the
+    /// caller deals with.
+    Backslash,
+}
+
+/// Goes on with `skip` through the container whose brackets are `open` and
+/// `open + 2`, 64 bytes per step, up to the first backslash: before one, a
+/// quote always opens or closes a string, so the running parity of the
+/// quotes (a prefix XOR of their mask) says which bytes are inside strings,
+/// and the brackets outside them are counted in order.
+#[inline(never)]
+pub(super) fn skip_blocks(bytes: &[u8], skip: &mut Skip, open: u8, max_open: u32) -> Stop {
+    #[cfg(target_arch = "x86_64")]
+    if avx2::available() {
+        // SAFETY: `avx2::skip_blocks` requires the features that
+        // `available` has found on this CPU.
+        return unsafe { avx2::skip_blocks(bytes, skip, open, max_open) };
+    }
+    skip_blocks_baseline(bytes, skip, open, max_open)
+}
+
+/// [`skip_blocks`] for the build's baseline target.
+#[inline(never)]
+fn skip_blocks_baseline(bytes: &[u8], skip: &mut Skip, open: u8, max_open: u32) -> Stop {
+    skip_blocks_with(bytes, skip, open, max_open, classify64, prefix_xor)
+}
+
+/// [`skip_blocks`] with the given classification of 64 bytes. Inlined
+/// into each caller, so that it is compiled for the caller's target
+/// features.
+#[inline(always)]
+fn skip_blocks_with(
+    bytes: &[u8],
+    skip: &mut Skip,
+    open: u8,
+    max_open: u32,
+    classify: impl Fn(&[u8; 64], u8, u8) -> Classes,
+    prefix_xor: impl Fn(u64) -> u64,
+) -> Stop {
+    let close = open + 2;
+    // All ones when the previous block ended inside a string.
+    let mut carry = if skip.in_string { u64::MAX } else { 0 };
+    let mut count = skip.open;
+    let mut at = skip.at;
+    while at < bytes.len() {
+        let classes = match bytes.get(at..).and_then(<[u8]>::first_chunk::<64>) {
+            Some(chunk) => classify(chunk, open, close),
+            None => {
+                // The payload's end, padded with zeros (none of the
+                // classified bytes).
+                let mut chunk = [0; 64];
+                for (c, b) in chunk.iter_mut().zip(bytes.get(at..).unwrap_or(&[])) {
+                    *c = *b;
+                }
+                classify(&chunk, open, close)
+            }
+        };
+        // The bytes of the payload before the first backslash.
+        let span = bytes.len() - at;
+        let mut valid = if span >= 64 {
+            u64::MAX
+        } else {
+            (1 << span) - 1
+        };
+        valid &= classes.backslash.wrapping_sub(1) & !classes.backslash;
+        // Bit i: byte i is inside a string (an opening quote counts as
+        // inside, a closing one as outside; brackets are never quotes).
+        let strings = prefix_xor(classes.quote & valid) ^ carry;
+        let mut brackets = (classes.open | classes.close) & valid & !strings;
+        while brackets != 0 {
+            let bit = brackets & brackets.wrapping_neg();
+            if classes.open & bit != 0 {
+                count += 1;
+                if count > max_open {
+                    return Stop::TooDeep;
+                }
+            } else {
+                count -= 1;
+                if count == 0 {
+                    return Stop::Closed(at + bit.trailing_zeros() as usize + 1);
+                }
+            }
+            brackets ^= bit;
+        }
+        // The top bit holds the parity of every valid quote.
+        carry = ((strings as i64) >> 63) as u64;
+        if valid != u64::MAX {
+            // A backslash, or the payload's end.
+            at += valid.trailing_ones() as usize;
+            break;
+        }
+        at += 64;
+    }
+    *skip = Skip {
+        at,
+        open: count,
+        in_string: carry != 0,
+    };
+    Stop::Backslash
+}
+
+/// Bit i set when an odd number of bits at or below i are set in `x`: with
+/// `x` the quotes of a block, the bytes inside strings.
+#[inline(always)]
+fn prefix_xor(mut x: u64) -> u64 {
+    x ^= x << 1;
+    x ^= x << 2;
+    x ^= x << 4;
+    x ^= x << 8;
+    x ^= x << 16;
+    x ^= x << 32;
+    x
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::{
+        __m256i, _mm_clmulepi64_si128, _mm_cvtsi128_si64, _mm_set_epi64x, _mm_set1_epi8,
+        _mm256_cmpeq_epi8, _mm256_loadu_si256, _mm256_movemask_epi8, _mm256_set1_epi8,
+    };
+    use std::sync::atomic::{AtomicU8, Ordering};
+
+    use super::{Classes, Skip, Stop};
+
+    /// Whether this CPU runs [`skip_blocks`]: AVX2, carry-less
+    /// multiplication and the bit instructions that come with them. Checked
+    /// once; 0 until then, 1 without, 2 with.
+    #[inline]
+    pub(super) fn available() -> bool {
+        static FOUND: AtomicU8 = AtomicU8::new(0);
+        match FOUND.load(Ordering::Relaxed) {
+            0 => {
+                let found = std::is_x86_feature_detected!("avx2")
+                    && std::is_x86_feature_detected!("pclmulqdq")
+                    && std::is_x86_feature_detected!("bmi1")
+                    && std::is_x86_feature_detected!("bmi2")
+                    && std::is_x86_feature_detected!("lzcnt")
+                    && std::is_x86_feature_detected!("popcnt");
+                FOUND.store(1 + u8::from(found), Ordering::Relaxed);
+                found
+            }
+            found => found == 2,
+        }
+    }
+
+    /// [`super::prefix_xor`] as one carry-less multiplication by all ones.
+    #[target_feature(enable = "pclmulqdq")]
+    #[inline]
+    pub(super) fn prefix_xor(x: u64) -> u64 {
+        let product = _mm_clmulepi64_si128(_mm_set_epi64x(0, x as i64), _mm_set1_epi8(-1), 0);
+        _mm_cvtsi128_si64(product) as u64
+    }
+
+    /// One bit per byte of `v` equal to `byte`.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn equal(v: __m256i, byte: u8) -> u32 {
+        _mm256_movemask_epi8(_mm256_cmpeq_epi8(v, _mm256_set1_epi8(byte as i8))) as u32
+    }
+
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    pub(super) fn classify64(chunk: &[u8; 64], open: u8, close: u8) -> Classes {
+        let (lo, hi) = chunk.split_at(32);
+        let (lo, hi) = (lo.as_ptr().cast::<__m256i>(), hi.as_ptr().cast::<__m256i>());
+        // SAFETY: `lo` and `hi` each point to 32 bytes of `chunk`, and
+        // `loadu` reads them without any alignment requirement.
+        let (lo, hi) = unsafe { (_mm256_loadu_si256(lo), _mm256_loadu_si256(hi)) };
+        let both = |byte: u8| u64::from(equal(lo, byte)) | (u64::from(equal(hi, byte)) << 32);
+        Classes {
+            quote: both(b'"'),
+            backslash: both(b'\\'),
+            open: both(open),
+            close: both(close),
+        }
+    }
+
+    /// [`super::skip_blocks`] compiled for AVX2.
+    #[target_feature(enable = "avx2,pclmulqdq,bmi1,bmi2,lzcnt,popcnt")]
+    pub(super) fn skip_blocks(bytes: &[u8], skip: &mut Skip, open: u8, max_open: u32) -> Stop {
+        super::skip_blocks_with(
+            bytes,
+            skip,
+            open,
+            max_open,
+            |chunk, open, close| {
+                // Opaque to the optimiser, which otherwise takes the masks
+                // apart bit by bit.
+                std::hint::black_box(classify64(chunk, open, close))
+            },
+            |x| prefix_xor(x),
+        )
+    }
+}
+
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+mod sse2 {
+    use std::arch::x86_64::{
+        __m128i, _mm_cmpeq_epi8, _mm_movemask_epi8, _mm_set_epi64x, _mm_set1_epi8,
+    };
+
+    use super::{Classes, Specials};
+
+    /// Sixteen bytes as a vector. Built from two words (no pointer, so no
+    /// `unsafe`); the compiler emits one unaligned load.
+    #[target_feature(enable = "sse2")]
+    #[inline]
+    fn load(chunk: &[u8; 16]) -> __m128i {
+        let bits = u128::from_le_bytes(*chunk);
+        _mm_set_epi64x((bits >> 64) as i64, bits as i64)
+    }
+
+    /// One bit per byte of `v` equal to `byte`.
+    #[target_feature(enable = "sse2")]
+    #[inline]
+    fn equal(v: __m128i, byte: u8) -> u64 {
+        let mask = _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(byte as i8)));
+        // The mask has 16 bits.
+        u64::from(mask as u16)
+    }
+
+    #[target_feature(enable = "sse2")]
+    #[inline]
+    pub(super) fn classify64(chunk: &[u8; 64], open: u8, close: u8) -> Classes {
+        let mut classes = Classes {
+            quote: 0,
+            backslash: 0,
+            open: 0,
+            close: 0,
+        };
+        let (parts, _) = chunk.as_chunks::<16>();
+        for (i, part) in parts.iter().enumerate() {
+            let v = load(part);
+            let shift = 16 * i;
+            classes.quote |= equal(v, b'"') << shift;
+            classes.backslash |= equal(v, b'\\') << shift;
+            classes.open |= equal(v, open) << shift;
+            classes.close |= equal(v, close) << shift;
+        }
+        classes
+    }
+
+    #[target_feature(enable = "sse2")]
+    #[inline]
+    pub(super) fn specials16(chunk: &[u8; 16]) -> Specials {
+        let v = load(chunk);
+        Specials {
+            quote: equal(v, b'"'),
+            backslash: equal(v, b'\\'),
+        }
+    }
+
+    #[target_feature(enable = "sse2")]
+    #[inline]
+    pub(super) fn specials32(chunk: &[u8; 32]) -> Specials {
+        let (parts, _) = chunk.as_chunks::<16>();
+        let mut specials = Specials {
+            quote: 0,
+            backslash: 0,
+        };
+        for (i, part) in parts.iter().enumerate() {
+            let v = load(part);
+            specials.quote |= equal(v, b'"') << (16 * i);
+            specials.backslash |= equal(v, b'\\') << (16 * i);
+        }
+        specials
+    }
+}
+
+/// The same masks byte by byte: the fallback off x86-64, and the reference
+/// the tests hold the vector code to.
+#[cfg_attr(all(target_arch = "x86_64", target_feature = "sse2"), allow(dead_code))]
+pub(super) mod portable {
+    use super::{Classes, Specials};
+
+    fn mask(bytes: &[u8], byte: u8) -> u64 {
+        bytes
+            .iter()
+            .enumerate()
+            .fold(0, |m, (i, &b)| m | (u64::from(b == byte) << i))
+    }
+
+    pub(in crate::scan) fn classify64(chunk: &[u8; 64], open: u8, close: u8) -> Classes {
+        Classes {
+            quote: mask(chunk, b'"'),
+            backslash: mask(chunk, b'\\'),
+            open: mask(chunk, open),
+            close: mask(chunk, close),
+        }
+    }
+
+    pub(in crate::scan) fn specials(chunk: &[u8]) -> Specials {
+        Specials {
+            quote: mask(chunk, b'"'),
+            backslash: mask(chunk, b'\\'),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Bytes drawn mostly from the classified ones.
+    fn chunk<const N: usize>() -> impl Strategy<Value = [u8; N]> {
+        proptest::collection::vec(
+            prop_oneof![
+                3 => proptest::sample::select(&b"\"{}[]\\ a"[..]),
+                1 => any::<u8>(),
+            ],
+            N,
+        )
+        .prop_map(|v| {
+            let mut out = [0; N];
+            for (o, b) in out.iter_mut().zip(v) {
+                *o = b;
+            }
+            out
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn vector_masks_equal_the_byte_loop(c in chunk::<64>(), square in any::<bool>()) {
+            let (open, close) = if square { (b'[', b']') } else { (b'{', b'}') };
+            prop_assert_eq!(classify64(&c, open, close), portable::classify64(&c, open, close));
+            let (halves, _) = c.as_chunks::<32>();
+            for half in halves {
+                prop_assert_eq!(specials32(half), portable::specials(half));
+            }
+            let (quarters, _) = c.as_chunks::<16>();
+            for quarter in quarters {
+                prop_assert_eq!(specials16(quarter), portable::specials(quarter));
+            }
+        }
+
+        /// `string_end` is the first quote at or after `from` with no
+        /// backslash before it.
+        #[test]
+        fn string_end_is_the_first_quote_before_any_backslash(c in chunk::<32>(), from in 0usize..32) {
+            let expected = c
+                .iter()
+                .enumerate()
+                .skip(from)
+                .find(|&(_, &b)| b == b'"' || b == b'\\')
+                .and_then(|(i, &b)| (b == b'"').then_some(i));
+            prop_assert_eq!(specials32(&c).string_end(from), expected);
+        }
+    }
+
+    /// Text for a container body: pieces of JSON, malformed ones and
+    /// backslashes outside strings included, now and then long.
+    fn container_body() -> impl Strategy<Value = Vec<u8>> {
+        let piece = proptest::sample::select(
+            &[
+                "\"a\"",
+                "\"{\"",
+                "\"}\"",
+                "\"[\"",
+                "\"]\"",
+                "\"\\\"\"",
+                "\"\\\\\"",
+                "{",
+                "}",
+                "[",
+                "]",
+                ",",
+                ":",
+                "1",
+                " ",
+                "\"",
+                "\\",
+                "\"a string longer than a few words, with {brackets} and [more]\"",
+            ][..],
+        );
+        proptest::collection::vec(piece, 0..60).prop_map(|pieces| pieces.concat().into_bytes())
+    }
+
+    /// A way of running [`skip_blocks`].
+    type SkipFn = fn(&[u8], &mut Skip, u8, u32) -> Stop;
+
+    /// [`skip_blocks`] one byte at a time: the definition every
+    /// implementation must meet (up to the first backslash).
+    fn skip_bytes(bytes: &[u8], skip: &mut Skip, open: u8, max_open: u32) -> Stop {
+        let close = open + 2;
+        while let Some(&b) = bytes.get(skip.at) {
+            match b {
+                b'\\' => return Stop::Backslash,
+                b'"' => skip.in_string = !skip.in_string,
+                _ if skip.in_string => {}
+                _ if b == open => {
+                    skip.open += 1;
+                    if skip.open > max_open {
+                        return Stop::TooDeep;
+                    }
+                }
+                _ if b == close => {
+                    skip.open -= 1;
+                    if skip.open == 0 {
+                        return Stop::Closed(skip.at + 1);
+                    }
+                }
+                _ => {}
+            }
+            skip.at += 1;
+        }
+        Stop::Backslash
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Every implementation of the block skip (the vector one this CPU
+        /// runs, the baseline one, and one on the byte-loop masks) ends,
+        /// fails or stops exactly where the byte-by-byte definition does,
+        /// from any starting state.
+        #[test]
+        fn block_skips_agree_with_a_byte_walk(
+            body in container_body(),
+            square in any::<bool>(),
+            at in 0usize..8,
+            open in 1u32..4,
+            in_string in any::<bool>(),
+            max_open in 1u32..6,
+        ) {
+            let kind = if square { b'[' } else { b'{' };
+            let start = Skip { at: at.min(body.len()), open: open.min(max_open), in_string };
+            let mut expected_skip = start;
+            let expected = skip_bytes(&body, &mut expected_skip, kind, max_open);
+            let runs: [(&str, SkipFn); 3] = [
+                ("dispatched", skip_blocks),
+                ("baseline", skip_blocks_baseline),
+                ("portable", |b, s, k, m| skip_blocks_with(b, s, k, m, portable::classify64, prefix_xor)),
+            ];
+            for (name, run) in runs {
+                let mut skip = start;
+                let got = run(&body, &mut skip, kind, max_open);
+                prop_assert_eq!(got, expected, "{} on {:?}", name, String::from_utf8_lossy(&body));
+                if got == Stop::Backslash {
+                    prop_assert_eq!(skip, expected_skip, "{} on {:?}", name, String::from_utf8_lossy(&body));
+                }
+            }
+        }
+
+        #[test]
+        fn prefix_xor_is_the_running_parity(x in any::<u64>()) {
+            let mut parity = 0;
+            let mut expected = 0u64;
+            for i in 0..64 {
+                parity ^= (x >> i) & 1;
+                expected |= parity << i;
+            }
+            prop_assert_eq!(prefix_xor(x), expected);
+            #[cfg(target_arch = "x86_64")]
+            if avx2::available() {
+                // SAFETY: `available` found carry-less multiplication.
+                prop_assert_eq!(unsafe { avx2::prefix_xor(x) }, expected);
+            }
+        }
+    }
+
+    #[test]
+    fn every_position_and_byte_value() {
+        for at in 0..64 {
+            for byte in 0..=255u8 {
+                let mut c = [b'x'; 64];
+                if let Some(b) = c.get_mut(at) {
+                    *b = byte;
+                }
+                assert_eq!(
+                    classify64(&c, byte, b'}'),
+                    portable::classify64(&c, byte, b'}')
+                );
+                let (halves, _) = c.as_chunks::<32>();
+                for half in halves {
+                    assert_eq!(specials32(half), portable::specials(half));
+                }
+            }
+        }
+    }
+}
