@@ -239,3 +239,44 @@ fn mirror(op: BinaryOp) -> BinaryOp {
         other => other,
     }
 }
+
+/// The slots `node` reads, as a bit mask; all ones when it reads a slot
+/// numbered 64 or more (which a mask cannot name).
+pub(crate) fn slot_mask(node: &Node) -> u64 {
+    let mut mask = 0_u64;
+    for_each_slot(node, &mut |slot| {
+        mask |= 1_u64.checked_shl(slot).unwrap_or(u64::MAX);
+    });
+    mask
+}
+
+fn for_each_slot(node: &Node, f: &mut dyn FnMut(u32)) {
+    match node {
+        Node::Const(_) => {}
+        Node::Path(slot) | Node::ComparePath { slot, .. } | Node::InPath { slot, .. } => f(*slot),
+        Node::Not(inner) | Node::Neg(inner) | Node::Plus(inner) => for_each_slot(inner, f),
+        Node::And(items) | Node::Or(items) | Node::Call { args: items, .. } => {
+            for item in items.iter() {
+                for_each_slot(item, f);
+            }
+        }
+        Node::Compare { lhs, rhs, .. } | Node::Arith { lhs, rhs, .. } => {
+            for_each_slot(lhs, f);
+            for_each_slot(rhs, f);
+        }
+        Node::Between {
+            expr, low, high, ..
+        } => {
+            for_each_slot(expr, f);
+            for_each_slot(low, f);
+            for_each_slot(high, f);
+        }
+        Node::In { expr, list, .. } | Node::Affix { expr, list, .. } => {
+            for_each_slot(expr, f);
+            for item in list.iter() {
+                for_each_slot(item, f);
+            }
+        }
+        Node::Like { expr, .. } | Node::Is { expr, .. } => for_each_slot(expr, f),
+    }
+}

@@ -229,6 +229,11 @@ impl<'a> Eval<'a, '_> {
         resolve(v, &self.cap.arena)
     }
 
+    /// [`Self::term`], for the filter's early look at a top-level AND.
+    pub(crate) fn and_term(&mut self, node: &'a Node) -> Truth {
+        self.term(node)
+    }
+
     /// A term of AND or OR: the common simple predicates are evaluated
     /// here, inline in the loop, rather than through a call of the whole
     /// [`Self::truth`].

@@ -5,12 +5,12 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::ast::{Expr, Path};
-use crate::compile::{Compiler, Node};
+use crate::compile::{Compiler, Node, slot_mask};
 use crate::context::MessageContext;
 use crate::error::{ParseError, ParseErrorKind};
 use crate::eval::{Eval, EvalScratch, to_value};
 use crate::parser::{self, Limits};
-use crate::scan::{Captures, PathSet};
+use crate::scan::{Captures, PathSet, ScanEnd, Verdict};
 use crate::value::{Truth, Value};
 
 /// A parsed and compiled filter. Cheap to clone (the plan is shared), and
@@ -26,6 +26,10 @@ struct Inner {
     root: Node,
     paths: PathSet,
     deterministic: bool,
+    /// When the root is an AND whose first term reads fields (all numbered
+    /// below 64): those slots, as a bit mask (see [`slot_mask`]), so that the
+    /// term can be evaluated as soon as the scan has completed them.
+    first_slots: Option<u64>,
 }
 
 impl fmt::Debug for Filter {
@@ -77,6 +81,13 @@ impl Filter {
             .compile(&parsed.expr)
             .map_err(|kind| ParseError::new(text, 0, kind))?;
         let paths = compiler.paths;
+        let first_slots = match &root {
+            Node::And(items) => items
+                .first()
+                .map(slot_mask)
+                .filter(|&mask| mask != 0 && mask != u64::MAX),
+            _ => None,
+        };
         let deterministic = parsed.expr.is_deterministic();
         if !deterministic && !limits.allow_nondeterministic {
             // The parser refuses these at the call; this is a second line.
@@ -93,6 +104,7 @@ impl Filter {
                 root,
                 paths,
                 deterministic,
+                first_slots,
             }),
         })
     }
@@ -143,6 +155,9 @@ impl Filter {
 
     /// The filter's SQL truth value for the message.
     pub fn evaluate(&self, ctx: &MessageContext<'_>, scratch: &mut Scratch) -> Truth {
+        if let (Node::And(items), Some(first_slots)) = (&self.inner.root, self.inner.first_slots) {
+            return self.evaluate_and(items, first_slots, ctx, scratch);
+        }
         let _well_formed = self.inner.paths.scan(ctx.payload, &mut scratch.captures);
         let mut eval = Eval {
             ctx,
@@ -152,9 +167,81 @@ impl Filter {
         eval.truth(&self.inner.root)
     }
 
+    /// A top-level AND whose first term reads fields: that term is
+    /// evaluated as soon as the scan has completed them, and when it is
+    /// FALSE the scan stops there (the AND is FALSE whatever the rest).
+    /// Otherwise the scan goes on and the other terms are evaluated at its
+    /// end, in order. The result is the same as evaluating every term
+    /// after the whole scan, as nothing has side effects; only less of the
+    /// payload is read when the first term rules the message out.
+    fn evaluate_and(
+        &self,
+        items: &[Node],
+        first_slots: u64,
+        ctx: &MessageContext<'_>,
+        scratch: &mut Scratch,
+    ) -> Truth {
+        let Scratch { captures, eval } = scratch;
+        let Some((first, rest)) = items.split_first() else {
+            return Truth::True;
+        };
+        let mut first_truth = None;
+        let mut check = |cap: &mut Captures, complete: u64| {
+            if first_slots & !complete != 0 {
+                return Verdict::Continue;
+            }
+            let mut eval = Eval {
+                ctx,
+                cap,
+                scratch: &mut *eval,
+            };
+            let truth = eval.and_term(first);
+            first_truth = Some(truth);
+            if truth == Truth::False {
+                Verdict::Stop
+            } else {
+                Verdict::Done
+            }
+        };
+        match self
+            .inner
+            .paths
+            .scan_checked(ctx.payload, captures, &mut check)
+        {
+            ScanEnd::Decided => return Truth::False,
+            // The values the first term saw are gone: every field is NULL.
+            ScanEnd::Complete(false) => first_truth = None,
+            ScanEnd::Complete(true) => {}
+        }
+        let mut eval = Eval {
+            ctx,
+            cap: captures,
+            scratch: eval,
+        };
+        let mut acc = first_truth.unwrap_or_else(|| eval.and_term(first));
+        if acc == Truth::False {
+            return Truth::False;
+        }
+        for item in rest {
+            match eval.and_term(item) {
+                Truth::False => return Truth::False,
+                Truth::Unknown => acc = Truth::Unknown,
+                Truth::True => {}
+            }
+        }
+        acc
+    }
+
     /// The expression's value for the message, for expressions that are not
     /// predicates (`UPPER(/name)`, `/price * /qty`…).
     pub fn evaluate_value(&self, ctx: &MessageContext<'_>, scratch: &mut Scratch) -> Value {
+        if self.inner.first_slots.is_some() {
+            return match self.evaluate(ctx, scratch) {
+                Truth::True => Value::Bool(true),
+                Truth::False => Value::Bool(false),
+                Truth::Unknown => Value::Null,
+            };
+        }
         let _well_formed = self.inner.paths.scan(ctx.payload, &mut scratch.captures);
         let mut eval = Eval {
             ctx,

@@ -92,6 +92,8 @@ struct TrieNode {
     leaf: bool,
     /// The slot that collects values found exactly here, if this is a wanted path.
     slot: Option<u32>,
+    /// The slots below 64 at or below this node, as a bit mask.
+    subtree: u64,
 }
 
 /// Per length bucket, the index in [`TrieNode::fields`] of its first name.
@@ -305,6 +307,8 @@ impl PathSet {
         let slot = self.paths.len() as u32;
         self.paths.push(path.clone());
         let mut node = 0usize;
+        let bit = 1_u64.checked_shl(slot).unwrap_or(0);
+        self.nodes[node].subtree |= bit;
         for step in &path.steps {
             let next = self.nodes.len() as u32;
             let existing = match step {
@@ -327,6 +331,7 @@ impl PathSet {
                     next as usize
                 }
             };
+            self.nodes[node].subtree |= bit;
         }
         self.nodes[node].slot = Some(slot);
         slot
@@ -336,24 +341,76 @@ impl PathSet {
     /// Returns false (with every path empty) when the payload was found
     /// malformed.
     pub(crate) fn scan(&self, payload: &[u8], captures: &mut Captures) -> bool {
+        self.scan_with(payload, captures, None) == ScanEnd::Complete(true)
+    }
+
+    /// [`Self::scan`] that, when the payload is an object, calls `check`
+    /// after each of its members that leads to wanted paths, with the
+    /// slots complete so far (a bit mask of those below 64: no value can be
+    /// added to them any more), until it says to stop or that it is done.
+    pub(crate) fn scan_checked(
+        &self,
+        payload: &[u8],
+        captures: &mut Captures,
+        check: &mut Check<'_>,
+    ) -> ScanEnd {
+        self.scan_with(payload, captures, Some(check))
+    }
+
+    fn scan_with<'a>(
+        &'a self,
+        payload: &'a [u8],
+        captures: &'a mut Captures,
+        check: Option<&'a mut Check<'a>>,
+    ) -> ScanEnd {
         captures.reset(self.paths.len(), self.nodes.len());
         if self.paths.is_empty() {
-            return true;
+            return ScanEnd::Complete(true);
         }
         let mut scanner = Scanner {
             bytes: payload,
-            pos: 0,
+            pos: skip_ws(payload, 0),
             set: self,
             cap: captures,
             search: Searchers::default(),
+            check,
+            completed: 0,
+            decided: false,
         };
-        scanner.pos = skip_ws(payload, 0);
         if scanner.value(0, true, true, 0).is_err() {
             scanner.cap.clear_values();
-            return false;
+            return ScanEnd::Complete(false);
         }
-        true
+        if scanner.decided {
+            ScanEnd::Decided
+        } else {
+            ScanEnd::Complete(true)
+        }
     }
+}
+
+/// What [`PathSet::scan_checked`] calls.
+pub(crate) type Check<'c> = dyn FnMut(&mut Captures, u64) -> Verdict + 'c;
+
+/// What a [`Check`] says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Stop the scan.
+    Stop,
+    /// Go on, and call again.
+    Continue,
+    /// Go on, and do not call again.
+    Done,
+}
+
+/// How a scan ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ScanEnd {
+    /// It read what it needed; false when the payload was found malformed
+    /// (every path is then empty).
+    Complete(bool),
+    /// The check said to stop.
+    Decided,
 }
 
 /// Where the values of one scan go. Reused between scans so that scanning
@@ -486,6 +543,12 @@ struct Scanner<'s> {
     set: &'s PathSet,
     cap: &'s mut Captures,
     search: Searchers,
+    /// Called after each wanted member of a top-level object.
+    check: Option<&'s mut Check<'s>>,
+    /// The slots complete so far, for `check`.
+    completed: u64,
+    /// `check` stopped the scan.
+    decided: bool,
 }
 
 /// Bytes after which a scalar ends.
@@ -739,6 +802,19 @@ impl Scanner<'_> {
             Some(b) if child_trie.leaf && b != b'{' && b != b'[' => self.scalar(child_trie.slot)?,
             _ => {
                 if self.value(child, true, stop, walk.depth)? == Flow::Stop {
+                    return Ok(None);
+                }
+            }
+        }
+        if walk.depth == 1
+            && let Some(check) = self.check.as_mut()
+        {
+            self.completed |= child_trie.subtree;
+            match check(self.cap, self.completed) {
+                Verdict::Continue => {}
+                Verdict::Done => self.check = None,
+                Verdict::Stop => {
+                    self.decided = true;
                     return Ok(None);
                 }
             }

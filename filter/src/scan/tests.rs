@@ -197,6 +197,9 @@ fn with_scanner<R>(bytes: &[u8], f: impl FnOnce(&mut Scanner<'_>) -> R) -> R {
         set: &set,
         cap: &mut cap,
         search: Searchers::default(),
+        check: None,
+        completed: 0,
+        decided: false,
     };
     f(&mut scanner)
 }

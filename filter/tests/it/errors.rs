@@ -1,7 +1,7 @@
 //! Parse errors: positions, caret rendering, limits and the determinism
 //! switch; and that pathological input is refused, not crashed on.
 
-use statecast_filter::{Filter, Limits, MessageContext, ParseErrorKind, Scratch};
+use statecast_filter::{Filter, Limits, MessageContext, ParseErrorKind, Scratch, Truth};
 
 fn error(text: &str) -> statecast_filter::ParseError {
     match Filter::parse(text, &Limits::default()) {
@@ -192,4 +192,37 @@ fn built_strings_are_capped() {
     assert_eq!(value("LENGTH(REPLACE(/s, 'aa', 'b'))"), Value::Int(300_000));
     assert_eq!(value("LENGTH(REPLACE(/s, 'a', 'bb'))"), Value::Null);
     assert_eq!(value("CONCAT(/s, /s) IS NULL"), Value::Bool(true));
+}
+
+#[test]
+fn a_false_first_term_stops_the_scan() {
+    // The payload goes bad after `b`. A top-level AND whose first term is
+    // FALSE on the fields read so far is FALSE, and the scan stops there:
+    // the garbage is never looked at.
+    let payload = br#"{"a":1,"b":2, garbage"#;
+    let ctx = MessageContext::new(payload);
+    let mut scratch = Scratch::new();
+    let filter = |text: &str| Filter::parse(text, &Limits::default()).unwrap();
+    let stops = filter("/a = 2 AND /c = 1");
+    assert_eq!(stops.evaluate(&ctx, &mut scratch), Truth::False);
+    assert_eq!(
+        stops.evaluate_value(&ctx, &mut scratch),
+        statecast_filter::Value::Bool(false)
+    );
+    // A first term that holds lets the scan go on, to the garbage: every
+    // field is then NULL.
+    let goes_on = filter("/a = 1 AND /c IS NULL");
+    assert_eq!(goes_on.evaluate(&ctx, &mut scratch), Truth::Unknown);
+    assert_eq!(
+        goes_on.evaluate_value(&ctx, &mut scratch),
+        statecast_filter::Value::Null
+    );
+    // Only the first term is looked at early.
+    let later = filter("/c = 1 AND /a = 2");
+    assert_eq!(later.evaluate(&ctx, &mut scratch), Truth::Unknown);
+    // The same scratch then serves a well-formed message.
+    assert!(stops.matches_with(
+        &MessageContext::new(br#"{"a":2,"b":2,"c":1}"#),
+        &mut scratch
+    ));
 }
