@@ -3,12 +3,13 @@
 //!
 //! The paths a filter reads are merged into a trie ([`PathSet`]). The scanner
 //! walks the payload bytes once: at each object it looks the member names up
-//! in the trie node (a perfect hash of the few names the filter uses),
+//! in the trie node (rejected by length, then compared a word at a time),
 //! descends into members that lead to wanted paths, and skips every other
-//! value ([`skip`]: strings and containers are crossed with vector searches
-//! and word arithmetic, not byte by byte). Values at wanted paths are
-//! recorded as byte ranges ([`Raw`]); numbers are converted only when the
-//! evaluator asks.
+//! value. Bytes are classified with vector instructions ([`simd`]): one mask
+//! of the 32 bytes at a member gives its name's end and a short string
+//! value's end, and containers are crossed 64 bytes per step ([`skip`]).
+//! Values at wanted paths are recorded as byte ranges ([`Raw`]); numbers are
+//! converted only when the evaluator asks.
 //!
 //! Array semantics follow AMPS: a field step applied to an array applies to
 //! each element, an array at the end of a path contributes each element (so
@@ -17,7 +18,9 @@
 //!
 //! The scan stops as soon as every wanted path is complete: when the last
 //! top-level member that leads to a wanted path has been read, the rest of the
-//! payload is never looked at. Duplicate member names: the first wins.
+//! payload is never looked at. It also stops when the caller, told after each
+//! top-level member which paths are complete ([`PathSet::scan_checked`]),
+//! says the filter's result is known. Duplicate member names: the first wins.
 //!
 //! The scanner is not a validator. What it reads it checks (strings close,
 //! `:` and `,` are where they belong, wanted scalars are valid JSON literals
@@ -515,6 +518,25 @@ impl Captures {
     }
 }
 
+/// [`Scanner::object`] as a [`simd::Job`], compiled for each instruction
+/// set.
+struct ObjectWalk<'a, 's> {
+    scanner: &'a mut Scanner<'s>,
+    node: u32,
+    stop: bool,
+    depth: u32,
+}
+
+impl simd::Job for ObjectWalk<'_, '_> {
+    type Output = Result<Flow, Malformed>;
+
+    #[inline(always)]
+    fn run<V: simd::Vectors>(self, vectors: V) -> Self::Output {
+        self.scanner
+            .object_with(vectors, self.node, self.stop, self.depth)
+    }
+}
+
 /// What an object walk needs to know about the object it is in.
 struct Walk {
     /// Tells this object's members from those of others (duplicates).
@@ -698,6 +720,23 @@ impl Scanner<'_> {
     /// names, containers and wanted values take calls.
     #[inline(never)]
     fn object(&mut self, node: u32, stop: bool, depth: u32) -> Result<Flow, Malformed> {
+        simd::with_vectors(ObjectWalk {
+            scanner: self,
+            node,
+            stop,
+            depth,
+        })
+    }
+
+    /// [`Self::object`] with the vector code `vectors`.
+    #[inline(always)]
+    fn object_with<V: simd::Vectors>(
+        &mut self,
+        vectors: V,
+        node: u32,
+        stop: bool,
+        depth: u32,
+    ) -> Result<Flow, Malformed> {
         if depth > MAX_NESTING {
             return Err(Malformed);
         }
@@ -721,7 +760,7 @@ impl Scanner<'_> {
             // are the name's closing quote and, for a string value, its two
             // quotes, unless a backslash comes first.
             let window = window32(bytes, pos, &mut pad);
-            let specials = simd::specials32(window);
+            let specials = vectors.specials32(window);
             let any = specials.quote | specials.backslash;
             let after_open = any & any.wrapping_sub(1);
             let name_close = after_open & after_open.wrapping_neg();
@@ -762,7 +801,7 @@ impl Scanner<'_> {
                     }
                 }
                 _ if string_close != 0 => pos + string_close.trailing_zeros() as usize + 1,
-                _ => self.skip_value(value, depth)?,
+                _ => self.skip_value_with(vectors, value, depth)?,
             };
             // `,` and the next member, or `}`.
             pos = match bytes.get(after) {
@@ -773,7 +812,7 @@ impl Scanner<'_> {
                 },
             };
             if walk.remaining == 0 {
-                self.pos = self.rest_of_container(pos, b'{', depth)?;
+                self.pos = self.rest_of_container_with(vectors, pos, b'{', depth)?;
                 return Ok(Flow::Continue);
             }
         }
@@ -919,9 +958,20 @@ impl Scanner<'_> {
     /// position after it.
     #[inline]
     fn skip_value(&mut self, pos: usize, depth: u32) -> Result<usize, Malformed> {
+        self.skip_value_with(simd::Dispatch, pos, depth)
+    }
+
+    /// [`Self::skip_value`] with the vector code `vectors`.
+    #[inline]
+    fn skip_value_with<V: simd::Vectors>(
+        &mut self,
+        vectors: V,
+        pos: usize,
+        depth: u32,
+    ) -> Result<usize, Malformed> {
         match self.bytes.get(pos) {
             Some(b'"') => Ok(self.string_end(pos + 1)?.0 + 1),
-            Some(b'{' | b'[') => self.skip_container(pos, depth + 1),
+            Some(b'{' | b'[') => self.skip_container_with(vectors, pos, depth + 1),
             _ => skip_scalar(self.bytes, pos),
         }
     }

@@ -221,6 +221,91 @@ fn prefix_xor(mut x: u64) -> u64 {
     x
 }
 
+/// The vector operations of the object walk, for one instruction set: the
+/// walk is written once, generic over this, and compiled for each set
+/// ([`with_vectors`]).
+pub(super) trait Vectors: Copy {
+    /// [`specials32`].
+    fn specials32(self, chunk: &[u8; 32]) -> Specials;
+    /// [`skip_blocks`].
+    fn skip_blocks(self, bytes: &[u8], skip: &mut Skip, open: u8, max_open: u32) -> Stop;
+}
+
+/// Each operation chooses for itself ([`skip_blocks`] checks the CPU), for
+/// code that is compiled once.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Dispatch;
+
+impl Vectors for Dispatch {
+    #[inline(always)]
+    fn specials32(self, chunk: &[u8; 32]) -> Specials {
+        specials32(chunk)
+    }
+
+    #[inline(always)]
+    fn skip_blocks(self, bytes: &[u8], skip: &mut Skip, open: u8, max_open: u32) -> Stop {
+        skip_blocks(bytes, skip, open, max_open)
+    }
+}
+
+/// The build's baseline: SSE2 on x86-64.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Baseline;
+
+impl Vectors for Baseline {
+    #[inline(always)]
+    fn specials32(self, chunk: &[u8; 32]) -> Specials {
+        specials32(chunk)
+    }
+
+    #[inline(always)]
+    fn skip_blocks(self, bytes: &[u8], skip: &mut Skip, open: u8, max_open: u32) -> Stop {
+        skip_blocks_baseline(bytes, skip, open, max_open)
+    }
+}
+
+/// AVX2. Only [`with_vectors`] makes one, after checking that the CPU has
+/// it (the private field keeps any other code from making one).
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Avx2(());
+
+#[cfg(target_arch = "x86_64")]
+impl Vectors for Avx2 {
+    #[inline(always)]
+    fn specials32(self, chunk: &[u8; 32]) -> Specials {
+        // SAFETY: an `Avx2` exists only inside `avx2::run`, which
+        // `with_vectors` calls after `avx2::available` found AVX2.
+        unsafe { avx2::specials32(chunk) }
+    }
+
+    #[inline(always)]
+    fn skip_blocks(self, bytes: &[u8], skip: &mut Skip, open: u8, max_open: u32) -> Stop {
+        // SAFETY: as for `specials32`; `available` checked every feature
+        // `avx2::skip_blocks` requires.
+        unsafe { avx2::skip_blocks(bytes, skip, open, max_open) }
+    }
+}
+
+/// Code to compile for each instruction set: [`with_vectors`] runs it with
+/// the best one the CPU has.
+pub(super) trait Job {
+    type Output;
+    fn run<V: Vectors>(self, vectors: V) -> Self::Output;
+}
+
+/// Runs `job` with AVX2 where the CPU has it, the baseline elsewhere.
+#[inline]
+pub(super) fn with_vectors<J: Job>(job: J) -> J::Output {
+    #[cfg(target_arch = "x86_64")]
+    if avx2::available() {
+        // SAFETY: `avx2::run` requires the features that `available` has
+        // found on this CPU.
+        return unsafe { avx2::run(job) };
+    }
+    job.run(Baseline)
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::{
@@ -236,6 +321,10 @@ mod avx2 {
     /// once; 0 until then, 1 without, 2 with.
     #[inline]
     pub(super) fn available() -> bool {
+        #[cfg(test)]
+        if super::tests::BASELINE_ONLY.with(std::cell::Cell::get) {
+            return false;
+        }
         static FOUND: AtomicU8 = AtomicU8::new(0);
         match FOUND.load(Ordering::Relaxed) {
             0 => {
@@ -282,6 +371,25 @@ mod avx2 {
             open: both(open),
             close: both(close),
         }
+    }
+
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    pub(super) fn specials32(chunk: &[u8; 32]) -> super::Specials {
+        // SAFETY: `chunk` points to 32 bytes, and `loadu` reads them
+        // without any alignment requirement.
+        let v = unsafe { _mm256_loadu_si256(chunk.as_ptr().cast::<__m256i>()) };
+        super::Specials {
+            quote: u64::from(equal(v, b'"')),
+            backslash: u64::from(equal(v, b'\\')),
+        }
+    }
+
+    /// [`super::with_vectors`] for AVX2: `job` is compiled (inlined) here
+    /// with AVX2 and the bit instructions enabled.
+    #[target_feature(enable = "avx2,pclmulqdq,bmi1,bmi2,lzcnt,popcnt")]
+    pub(super) fn run<J: super::Job>(job: J) -> J::Output {
+        job.run(super::Avx2(()))
     }
 
     /// [`super::skip_blocks`] compiled for AVX2.
@@ -407,10 +515,27 @@ pub(super) mod portable {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
+    use std::cell::Cell;
+
     use proptest::prelude::*;
 
     use super::*;
+
+    thread_local! {
+        /// Set while [`baseline_only`] runs: the vector code for the build's
+        /// baseline is used even where the CPU has more.
+        pub(in crate::scan) static BASELINE_ONLY: Cell<bool> = const { Cell::new(false) };
+    }
+
+    /// Runs `f` with the baseline vector code only, so that tests cover it
+    /// on CPUs that have AVX2.
+    pub(in crate::scan) fn baseline_only<R>(f: impl FnOnce() -> R) -> R {
+        BASELINE_ONLY.with(|b| b.set(true));
+        let result = f();
+        BASELINE_ONLY.with(|b| b.set(false));
+        result
+    }
 
     /// Bytes drawn mostly from the classified ones.
     fn chunk<const N: usize>() -> impl Strategy<Value = [u8; N]> {

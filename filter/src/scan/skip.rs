@@ -19,7 +19,7 @@
 //! JSON each kind balances on its own, so the result is the same, and the
 //! scanner was never a validator of skipped values (`[1}]` passes).
 
-use super::simd::{self, Skip, Stop};
+use super::simd::{self, Dispatch, Skip, Stop, Vectors};
 use super::{MAX_NESTING, Malformed, Scanner};
 
 /// A search for either of two bytes. On x86-64 it calls `memchr`'s SSE2
@@ -126,11 +126,22 @@ impl Scanner<'_> {
     /// kind are counted; their nesting may not exceed [`MAX_NESTING`].
     #[inline]
     pub(super) fn skip_container(&self, open_at: usize, level: u32) -> Result<usize, Malformed> {
+        self.skip_container_with(Dispatch, open_at, level)
+    }
+
+    /// [`Self::skip_container`] with the vector code `vectors`.
+    #[inline]
+    pub(super) fn skip_container_with<V: Vectors>(
+        &self,
+        vectors: V,
+        open_at: usize,
+        level: u32,
+    ) -> Result<usize, Malformed> {
         let kind = match self.bytes.get(open_at) {
             Some(b'[') => b'[',
             _ => b'{',
         };
-        self.rest_of_container(open_at + 1, kind, level)
+        self.rest_of_container_with(vectors, open_at + 1, kind, level)
     }
 
     /// Skips from `from`, which is inside a container at nesting level
@@ -138,6 +149,18 @@ impl Scanner<'_> {
     /// string, to just past that container's closing bracket.
     pub(super) fn rest_of_container(
         &self,
+        from: usize,
+        kind: u8,
+        level: u32,
+    ) -> Result<usize, Malformed> {
+        self.rest_of_container_with(Dispatch, from, kind, level)
+    }
+
+    /// [`Self::rest_of_container`] with the vector code `vectors`.
+    #[inline]
+    pub(super) fn rest_of_container_with<V: Vectors>(
+        &self,
+        vectors: V,
         from: usize,
         kind: u8,
         level: u32,
@@ -150,22 +173,28 @@ impl Scanner<'_> {
         // Containers of this kind that may be open at once.
         let max_open = (MAX_NESTING + 1).saturating_sub(level);
         loop {
-            match simd::skip_blocks(self.bytes, &mut skip, kind, max_open) {
+            match vectors.skip_blocks(self.bytes, &mut skip, kind, max_open) {
                 Stop::Closed(end) => return Ok(end),
                 Stop::TooDeep => return Err(Malformed),
-                Stop::Backslash => {}
+                Stop::Backslash => self.past_backslash(&mut skip)?,
             }
-            // At a backslash (or the payload's end, which the string walk
-            // reports as malformed).
-            if skip.in_string {
-                skip.at = self.string_end_exact(skip.at)?.0 + 1;
-                skip.in_string = false;
-            } else if skip.at < self.bytes.len() {
-                // Outside strings a backslash is an ordinary byte.
-                skip.at += 1;
-            } else {
-                return Err(Malformed);
-            }
+        }
+    }
+
+    /// Moves `skip`, stopped at a backslash, past it: to the end of the
+    /// string it is in, or (outside strings, where it is an ordinary byte)
+    /// to the next byte. At the payload's end, the payload is malformed.
+    #[cold]
+    fn past_backslash(&self, skip: &mut Skip) -> Result<(), Malformed> {
+        if skip.in_string {
+            skip.at = self.string_end_exact(skip.at)?.0 + 1;
+            skip.in_string = false;
+            Ok(())
+        } else if skip.at < self.bytes.len() {
+            skip.at += 1;
+            Ok(())
+        } else {
+            Err(Malformed)
         }
     }
 }

@@ -305,8 +305,11 @@ proptest::proptest! {
     /// or not, exactly where the byte-by-byte definition does.
     #[test]
     fn skipping_containers_agrees_with_a_byte_walk(text in container_text(), level in 1u32..4) {
+        let expected = reference_skip(&text, 0, level);
         let fast = with_scanner(&text, |s| s.skip_container(0, level).ok());
-        proptest::prop_assert_eq!(fast, reference_skip(&text, 0, level), "{}", String::from_utf8_lossy(&text));
+        proptest::prop_assert_eq!(fast, expected, "{}", String::from_utf8_lossy(&text));
+        let baseline = simd::tests::baseline_only(|| with_scanner(&text, |s| s.skip_container(0, level).ok()));
+        proptest::prop_assert_eq!(baseline, expected, "baseline: {}", String::from_utf8_lossy(&text));
     }
 
     /// Strings end where the byte-by-byte walk says, at every alignment.
@@ -536,8 +539,15 @@ proptest::proptest! {
         for steps in &paths {
             set.insert(&Path { steps: steps.iter().cloned().map(Step::Field).collect() });
         }
+        // With the vector code this CPU runs, then with the baseline code.
+        for baseline in [false, true] {
         let mut cap = Captures::default();
-        proptest::prop_assert!(set.scan(text.as_bytes(), &mut cap), "{} called malformed", text);
+        let ok = if baseline {
+            simd::tests::baseline_only(|| set.scan(text.as_bytes(), &mut cap))
+        } else {
+            set.scan(text.as_bytes(), &mut cap)
+        };
+        proptest::prop_assert!(ok, "{} called malformed", text);
         for (slot, steps) in paths.iter().enumerate() {
             let mut at = Some(&serde_json::Value::Object(doc.clone()));
             let mut expected = Vec::new();
@@ -559,7 +569,8 @@ proptest::proptest! {
                     }
                 })
                 .collect();
-            proptest::prop_assert_eq!(&got, &expected, "{:?} in {}", steps, text);
+            proptest::prop_assert_eq!(&got, &expected, "{:?} in {} (baseline: {})", steps, text, baseline);
+        }
         }
     }
 }
