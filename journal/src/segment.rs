@@ -355,13 +355,21 @@ impl<'f> Window<'f> {
             self.start = offset;
         }
         let from = (offset - self.start) as usize;
-        self.bytes.get(from..from + len).ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!("read of {len} bytes at offset {offset} is past the end of the file"),
-            )
-        })
+        self.bytes
+            .get(from..from + len)
+            .ok_or_else(|| past_the_end(offset, len))
     }
+}
+
+/// The error of a window read past the end of the file (kept out of line so
+/// that [`Window::get`] stays small enough to inline into the scan loop).
+#[cold]
+#[inline(never)]
+fn past_the_end(offset: u64, len: usize) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        format!("read of {len} bytes at offset {offset} is past the end of the file"),
+    )
 }
 
 /// Walks the records of a segment from `start`, checking each one's length,
