@@ -196,6 +196,8 @@ pub enum FsMode {
 pub struct FsStorage {
     root: PathBuf,
     mode: FsMode,
+    /// Whether a created file's mapping is prefaulted (see `MmapFile::map`).
+    prefault: bool,
     _lock: Option<Flock<File>>,
 }
 
@@ -250,8 +252,21 @@ impl FsStorage {
         Ok(FsStorage {
             root: root.to_path_buf(),
             mode,
+            prefault: true,
             _lock: lock,
         })
+    }
+
+    /// Files created from now on are not prefaulted. The journal creates
+    /// its spares ahead of need, off the hot path, and wants them faulted
+    /// in; a caller that creates files on its hot path (the SOW store's
+    /// slabs, created by the processor that routes their topic) does not:
+    /// prefaulting a freshly allocated extent makes the kernel zero every
+    /// page, and writes go through `pwrite` anyway.
+    #[must_use]
+    pub fn without_prefault(mut self) -> FsStorage {
+        self.prefault = false;
+        self
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -320,7 +335,7 @@ impl Storage for FsStorage {
             let _ = std::fs::remove_file(&path);
             return Err(error);
         }
-        Ok(Box::new(MmapFile::map(file, len, true)?))
+        Ok(Box::new(MmapFile::map(file, len, self.prefault)?))
     }
 
     fn open(&self, name: &str) -> io::Result<Box<dyn SegmentFile>> {

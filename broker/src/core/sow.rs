@@ -494,7 +494,8 @@ pub fn open_store(spec: &TopicSpec, topic: &str, root: Option<&Path>) -> Result<
             write_topic_file(&folder, topic)
                 .map_err(|e| format!("SOW folder {}: {e}", folder.display()))?;
             let storage = FsStorage::open(&folder, FsMode::Exclusive)
-                .map_err(|e| format!("SOW folder {}: {e}", folder.display()))?;
+                .map_err(|e| format!("SOW folder {}: {e}", folder.display()))?
+                .without_prefault();
             Some(Arc::new(storage))
         }
         _ => None,
