@@ -962,7 +962,7 @@ impl Scanner<'_> {
     }
 
     /// [`Self::skip_value`] with the vector code `vectors`.
-    #[inline]
+    #[inline(always)]
     fn skip_value_with<V: simd::Vectors>(
         &mut self,
         vectors: V,
