@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use futures::Stream;
 use statecast_protocol::{
-    Ack, AckSet, AckType, Command, Deliver, Flush, FrameDecoder, GroupEnd, Heartbeat, Logon,
-    Publish, Status, Subscribe, Unsubscribe, Utf8,
+    Ack, AckSet, AckType, Command, Deliver, DeliverDecoder, Flush, FrameDecoder, GroupEnd,
+    Heartbeat, Logon, Publish, Status, Subscribe, Unsubscribe, Utf8,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -721,6 +721,7 @@ impl Inbox {
 
     /// The next event; `None` once the stream is finished or the reader
     /// stopped routing to it.
+    #[inline]
     pub(crate) fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Event>> {
         loop {
             if let Some(event) = self.buffered.next() {
@@ -874,6 +875,26 @@ async fn send_batches(inner: &Inner, senders: &mut Senders, batches: &mut IdMap<
     largest
 }
 
+/// Appends a delivery to the batch of each subscription it names.
+#[inline]
+fn route(batches: &mut IdMap<Batch>, batch_hint: usize, deliver: Deliver) {
+    if deliver.sub_ids.len() == 1 {
+        // The common case: one subscription, no copy.
+        let sub_id = deliver.sub_ids.first().unwrap_or_default();
+        batches
+            .entry(sub_id)
+            .or_insert_with(|| Vec::with_capacity(batch_hint))
+            .push(Event::Deliver(deliver));
+    } else {
+        for sub_id in deliver.sub_ids.iter() {
+            batches
+                .entry(sub_id)
+                .or_insert_with(|| Vec::with_capacity(batch_hint))
+                .push(Event::Deliver(deliver.clone()));
+        }
+    }
+}
+
 async fn read_frames(
     inner: &Inner,
     read: &mut OwnedReadHalf,
@@ -887,6 +908,7 @@ async fn read_frames(
     // fill.
     let mut batch_hint = BATCH_HINT_MIN;
     let mut senders = Senders::default();
+    let mut delivers = DeliverDecoder::new();
     let mut close_reason: Option<Error> = None;
     loop {
         loop {
@@ -895,24 +917,17 @@ async fn read_frames(
                 Ok(None) => break,
                 Err(error) => return error.into(),
             };
-            match Command::decode(&frame) {
-                Ok(Command::Deliver(deliver)) => {
-                    if deliver.sub_ids.len() == 1 {
-                        // The common case: one subscription, no copy.
-                        let sub_id = deliver.sub_ids.first().unwrap_or_default();
-                        batches
-                            .entry(sub_id)
-                            .or_insert_with(|| Vec::with_capacity(batch_hint))
-                            .push(Event::Deliver(deliver));
-                    } else {
-                        for sub_id in deliver.sub_ids.iter() {
-                            batches
-                                .entry(sub_id)
-                                .or_insert_with(|| Vec::with_capacity(batch_hint))
-                                .push(Event::Deliver(deliver.clone()));
-                        }
-                    }
+            // Deliveries, nearly every frame, skip the general decoder (and
+            // the revalidation of a topic seen in the frame before).
+            if let Some(deliver) = delivers.decode(&frame) {
+                match deliver {
+                    Ok(deliver) => route(&mut batches, batch_hint, deliver),
+                    Err(error) => return error.into(),
                 }
+                continue;
+            }
+            match Command::decode(&frame) {
+                Ok(Command::Deliver(deliver)) => route(&mut batches, batch_hint, deliver),
                 Ok(Command::Ack(ack)) => {
                     // Deliveries that arrived before an ack reach their
                     // streams before the ack's waiter wakes: when a flush

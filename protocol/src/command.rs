@@ -110,7 +110,7 @@ impl Utf8 {
     /// # Errors
     /// The UTF-8 error when they are not.
     pub fn from_bytes(bytes: Bytes) -> Result<Self, std::str::Utf8Error> {
-        std::str::from_utf8(&bytes)?;
+        check_utf8(&bytes)?;
         Ok(Self(bytes))
     }
 
@@ -156,6 +156,17 @@ impl Utf8 {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+}
+
+/// Checks that `bytes` are UTF-8: ASCII (what topics and names nearly
+/// always are) by the word-at-a-time ASCII test, which costs a fraction of
+/// the general validation on short strings; anything else by the general
+/// validation (ASCII is a subset of UTF-8, so the answer is the same).
+fn check_utf8(bytes: &[u8]) -> Result<(), std::str::Utf8Error> {
+    if bytes.is_ascii() {
+        return Ok(());
+    }
+    std::str::from_utf8(bytes).map(drop)
 }
 
 impl std::fmt::Debug for Utf8 {
@@ -592,13 +603,49 @@ pub enum Command {
     GroupEnd(GroupEnd),
 }
 
+/// Decodes the `deliver` frames of one connection as [`Command::decode`]
+/// does — the same [`Deliver`] for the same frame, the same errors — but
+/// remembers the last topic it found valid UTF-8, so that deliveries on
+/// the topic of the one before (nearly all, on most connections) compare
+/// its bytes instead of validating them again.
+#[derive(Debug, Clone, Default)]
+pub struct DeliverDecoder {
+    /// The last topic validated: the bytes are UTF-8 (empty before the
+    /// first, and a deliver's topic is never empty).
+    last_topic: Vec<u8>,
+}
+
+impl DeliverDecoder {
+    /// A decoder that has seen no topic yet.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Decodes `frame` when it is a `deliver`, exactly as
+    /// [`Command::decode`] would (`Command::Deliver` of the same value, or
+    /// the same error); `None` for any other command, which
+    /// [`Command::decode`] decodes.
+    pub fn decode(&mut self, frame: &Frame) -> Option<Result<Deliver, DecodeError>> {
+        if frame.command != CommandCode::Deliver as u8 {
+            return None;
+        }
+        Some(Deliver::decode_fields(frame, Some(&mut self.last_topic)))
+    }
+}
+
+/// Field tags are below 64: a `u64` of flags marks those seen.
+const _: () = assert!((FieldTag::Records as u8) < 64);
+
 impl Deliver {
     /// Decodes a deliver frame's fields with the rules of [`RawFields`]
     /// (unknown tags skipped, a known tag at most once, required fields
-    /// present and well-formed), reading only the four it uses.
-    fn decode_fields(frame: &Frame) -> Result<Self, DecodeError> {
-        // Tags are below 128 (a u128 of flags, no table to clear).
-        let mut seen = 0u128;
+    /// present and well-formed), reading only the four it uses. With
+    /// `last_topic`, a topic equal to it is known to be UTF-8, and a topic
+    /// validated here replaces it.
+    fn decode_fields(frame: &Frame, last_topic: Option<&mut Vec<u8>>) -> Result<Self, DecodeError> {
+        // Tags are below 64 (a u64 of flags, no table to clear).
+        let mut seen = 0u64;
         let (mut topic, mut sub_ids, mut bookmark, mut timestamp) = (None, None, None, None);
         let mut sow_key = None;
         for field in FieldIter::new(&frame.fields) {
@@ -606,7 +653,7 @@ impl Deliver {
             let Some(tag) = FieldTag::from_u8(field.tag) else {
                 continue;
             };
-            let bit = 1u128 << (tag as u32 % 128);
+            let bit = 1u64 << (tag as u32 % 64);
             if seen & bit != 0 {
                 return Err(DecodeError::DuplicateField { field: tag.name() });
             }
@@ -638,14 +685,22 @@ impl Deliver {
                 reason: "must not be empty",
             });
         }
-        let topic = Utf8::from_bytes(frame.fields.slice_ref(topic)).map_err(|_| {
-            DecodeError::InvalidField {
-                field: "topic",
-                reason: "not valid UTF-8",
+        match last_topic {
+            Some(last) if last.as_slice() == topic => {}
+            last => {
+                check_utf8(topic).map_err(|_| DecodeError::InvalidField {
+                    field: "topic",
+                    reason: "not valid UTF-8",
+                })?;
+                if let Some(last) = last {
+                    last.clear();
+                    last.extend_from_slice(topic);
+                }
             }
-        })?;
+        }
         Ok(Self {
-            topic,
+            // Checked above (or equal to bytes that were).
+            topic: Utf8(frame.fields.slice_ref(topic)),
             sub_ids: SubIds(frame.fields.slice_ref(sub_ids)),
             bookmark,
             timestamp: timestamp.ok_or_else(|| missing(FieldTag::Timestamp))?,
@@ -823,7 +878,7 @@ impl Command {
         if code == CommandCode::Deliver {
             // The one command a subscriber decodes per message: its own
             // pass over the fields, same rules, none of the generic table.
-            return Deliver::decode_fields(frame).map(Self::Deliver);
+            return Deliver::decode_fields(frame, None).map(Self::Deliver);
         }
         let f = RawFields::collect(&frame.fields, code.name())?;
         Ok(match code {
@@ -909,7 +964,7 @@ impl Command {
                 })
             }
             // Decoded above, without the generic table.
-            CommandCode::Deliver => Self::Deliver(Deliver::decode_fields(frame)?),
+            CommandCode::Deliver => Self::Deliver(Deliver::decode_fields(frame, None)?),
         })
     }
 
@@ -1125,7 +1180,11 @@ impl Command {
                 w.bytes(FieldTag::Topic, c.topic.as_bytes());
                 opt_text(w, FieldTag::Filter, c.filter.as_ref().map(Utf8::as_bytes));
                 opt_text(w, FieldTag::Options, c.options.as_ref().map(Utf8::as_bytes));
-                opt_text(w, FieldTag::OrderBy, c.order_by.as_ref().map(Utf8::as_bytes));
+                opt_text(
+                    w,
+                    FieldTag::OrderBy,
+                    c.order_by.as_ref().map(Utf8::as_bytes),
+                );
                 opt_u64(w, FieldTag::TopN, c.top_n);
                 opt_u64(w, FieldTag::SkipN, c.skip_n);
                 opt_text(
@@ -1443,12 +1502,99 @@ mod tests {
                 fields: area.freeze(),
                 payload: Bytes::from_static(b"payload"),
             };
-            let fast = Deliver::decode_fields(&frame);
+            let fast = Deliver::decode_fields(&frame, None);
             let slow = generic(&frame);
             match (&fast, &slow) {
                 (Ok(a), Ok(b)) => prop_assert_eq!(a, b),
                 (Err(_), Err(_)) => {}
                 _ => prop_assert!(false, "fast {:?} vs generic {:?}", fast, slow),
+            }
+        }
+
+        #[test]
+        fn a_deliver_decoder_agrees_with_command_decode_frame_by_frame(
+            frames in proptest::collection::vec((0usize..TOPICS.len(), any::<bool>(), 0u8..4), 1..24)
+        ) {
+            let mut decoder = DeliverDecoder::new();
+            for (topic, second_id, shape) in frames {
+                let frame = deliver_frame(TOPICS[topic], second_id, shape);
+                let cached = decoder.decode(&frame);
+                let plain = Command::decode(&frame);
+                match (cached, plain) {
+                    (Some(Ok(a)), Ok(Command::Deliver(b))) => prop_assert_eq!(a, b),
+                    (Some(Err(a)), Err(b)) => prop_assert_eq!(a.to_string(), b.to_string()),
+                    (a, b) => prop_assert!(false, "decoder {:?} vs Command::decode {:?}", a, b),
+                }
+            }
+        }
+    }
+
+    /// Topics a deliver decoder may see in a row: valid ones of equal
+    /// length, invalid UTF-8 of the same length as a valid one, and the
+    /// empty (refused) topic.
+    const TOPICS: &[&[u8]] = &[
+        b"orders",
+        b"trades",
+        b"\xffrders",
+        b"ord\xc3\xa9",
+        b"caf\xc3\xa9!",
+        b"",
+        b"\xc3",
+    ];
+
+    /// A deliver frame on `topic`; `shape` 1 misses its timestamp, 2
+    /// repeats the topic, 3 has a truncated sub id.
+    fn deliver_frame(topic: &[u8], second_id: bool, shape: u8) -> Frame {
+        let mut area = BytesMut::new();
+        let mut field = |tag: u8, value: &[u8]| {
+            area.put_u8(tag);
+            area.put_u16_le(u16::try_from(value.len()).unwrap());
+            area.put_slice(value);
+        };
+        field(FieldTag::Topic as u8, topic);
+        if shape == 2 {
+            field(FieldTag::Topic as u8, topic);
+        }
+        let mut ids = 1u64.to_le_bytes().to_vec();
+        if second_id {
+            ids.extend_from_slice(&7u64.to_le_bytes());
+        }
+        if shape == 3 {
+            ids.pop();
+        }
+        field(FieldTag::SubIds as u8, &ids);
+        if shape != 1 {
+            field(FieldTag::Timestamp as u8, &42u64.to_le_bytes());
+        }
+        Frame {
+            version: 1,
+            command: CommandCode::Deliver as u8,
+            flags: 0,
+            fields: area.freeze(),
+            payload: Bytes::from_static(b"payload"),
+        }
+    }
+
+    #[test]
+    fn a_deliver_decoder_leaves_other_commands_to_command_decode() {
+        let frame = Frame {
+            version: 1,
+            command: CommandCode::Heartbeat as u8,
+            flags: 0,
+            fields: Bytes::new(),
+            payload: Bytes::new(),
+        };
+        assert!(DeliverDecoder::new().decode(&frame).is_none());
+    }
+
+    #[test]
+    fn every_field_tag_has_a_bit_in_a_u64() {
+        for tag in 0..=u8::MAX {
+            if let Some(known) = FieldTag::from_u8(tag) {
+                assert!(
+                    (known as u8) < 64,
+                    "{known:?} needs a wider seen-set in Deliver::decode_fields"
+                );
             }
         }
     }
