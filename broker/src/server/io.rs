@@ -46,6 +46,9 @@ const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
 /// Approximate bytes a command costs besides its payload, for back-pressure.
 const COMMAND_OVERHEAD_BYTES: usize = 128;
 
+/// Commands a new batch has room for at most before it grows.
+const BATCH_CAPACITY_MAX: usize = 256;
+
 struct Conn {
     stream: TcpStream,
     peer: SocketAddr,
@@ -670,7 +673,7 @@ impl IoThread {
             for (batch, bytes) in &mut self.batches {
                 *bytes = 0;
                 if !batch.is_empty() {
-                    core.commands(std::mem::take(batch), now);
+                    core.commands(next_batch(batch), now);
                     any = true;
                 }
             }
@@ -690,7 +693,7 @@ impl IoThread {
             if batch.is_empty() {
                 continue;
             }
-            let commands = std::mem::take(batch);
+            let commands = next_batch(batch);
             let bytes = std::mem::take(bytes);
             let message = ProcessorMsg::Batch(Batch {
                 origin: Arc::clone(&self.shared),
@@ -939,6 +942,14 @@ impl IoThread {
         tracing::trace!(conn = conn.shared.id, why, "connection removed");
         self.totals.connections.fetch_sub(1, Ordering::AcqRel);
     }
+}
+
+/// Takes a batch of commands, leaving an empty one as large as it was
+/// (within a bound), so that the next iteration's pushes do not regrow
+/// (and copy) it step by step.
+fn next_batch<T>(batch: &mut Vec<T>) -> Vec<T> {
+    let capacity = batch.len().min(BATCH_CAPACITY_MAX);
+    std::mem::replace(batch, Vec::with_capacity(capacity))
 }
 
 /// Removes `n` written bytes from the front of `queue`, keeping

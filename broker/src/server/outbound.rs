@@ -186,7 +186,13 @@ impl ConnShared {
                 return false;
             }
             let was_empty = out.is_empty();
-            out.append(chunks);
+            if was_empty {
+                // Hand the list over whole; `chunks` gets the queue's
+                // empty one (and its capacity) back for reuse.
+                std::mem::swap(&mut *out, chunks);
+            } else {
+                out.append(chunks);
+            }
             let queued = self.queued.fetch_add(bytes, Ordering::AcqRel) + bytes;
             self.totals
                 .outbound_bytes
@@ -295,7 +301,15 @@ impl ConnShared {
     /// Takes the frames processors queued, appending them to `into`.
     pub(super) fn take_out(&self, into: &mut std::collections::VecDeque<Bytes>) {
         let mut out = self.out.lock().unwrap_or_else(PoisonError::into_inner);
-        into.extend(out.drain(..));
+        if into.is_empty() {
+            // Both conversions keep the buffer (an empty deque is
+            // contiguous): the lists trade places without copying a frame,
+            // and the queue's empty buffer is the next list's.
+            let spare = Vec::from(std::mem::take(into));
+            *into = std::collections::VecDeque::from(std::mem::replace(&mut *out, spare));
+        } else {
+            into.extend(out.drain(..));
+        }
     }
 
     /// Closes the connection for processors: later frames are dropped, and
@@ -325,6 +339,11 @@ pub struct ProcessorSink {
     pending: Vec<PendingOut>,
     slots: rustc_hash::FxHashMap<u64, usize>,
     headers: BytesMut,
+    /// The deliver header encoded last in this batch, for the next
+    /// connection that receives the same message.
+    last_deliver: Option<LastDeliver>,
+    /// Emptied chunk lists, reused for the next batch's connections.
+    spare_chunks: Vec<Vec<Bytes>>,
     wake: Vec<Arc<IoShared>>,
     encode_failures: u64,
     journal: Option<Arc<Journaling>>,
@@ -352,6 +371,8 @@ impl Default for ProcessorSink {
             pending: Vec::new(),
             slots: rustc_hash::FxHashMap::default(),
             headers: BytesMut::with_capacity(HEADER_BUFFER_BYTES),
+            last_deliver: None,
+            spare_chunks: Vec::new(),
             wake: Vec::new(),
             encode_failures: 0,
             journal: None,
@@ -366,6 +387,34 @@ impl Default for ProcessorSink {
 
 /// Topics remembered as journaled or not before the cache is reset.
 const JOURNALED_CACHE_MAX: usize = 65_536;
+
+/// Emptied chunk lists kept for reuse at most, and the largest kept (in
+/// chunks): at most 8 MiB of spare lists per processor.
+const SPARE_CHUNK_LISTS_MAX: usize = 256;
+const SPARE_CHUNK_LIST_CAPACITY_MAX: usize = 1024;
+
+/// Bytes of a header field's tag and length (SPEC.md, "Header fields").
+const FIELD_HEADER_LEN: usize = 3;
+
+/// Where the header of the last delivery is, and what it was encoded from
+/// besides the topic, sub ids and inline payload (which are compared in
+/// the header's own bytes).
+struct LastDeliver {
+    /// Its place in `pending` (valid until the flush, which clears this).
+    slot: usize,
+    chunk: usize,
+    timestamp: u64,
+    bookmark: Option<u64>,
+    sow_key: Option<u64>,
+    payload_len: usize,
+    topic_len: usize,
+    sub_ids: usize,
+}
+
+/// Where a deliver header holds its topic: after the fixed header and the
+/// topic field's tag and length (`encode_record_header` writes the topic
+/// first, then the sub ids).
+const DELIVER_TOPIC_AT: usize = statecast_protocol::FIXED_HEADER_LEN + FIELD_HEADER_LEN;
 
 impl ProcessorSink {
     /// A sink writing through `journal` (when there is one).
@@ -396,15 +445,78 @@ impl ProcessorSink {
         reason = "slots holds indices into pending: each is inserted right after its push, and flush drains pending and clears slots together"
     )]
     fn slot(&mut self, conn: &Arc<ConnShared>) -> &mut PendingOut {
-        let index = *self.slots.entry(conn.id).or_insert_with(|| {
+        let index = self.slot_index(conn);
+        &mut self.pending[index]
+    }
+
+    /// The index in `pending` of `conn`'s output, added when it has none.
+    fn slot_index(&mut self, conn: &Arc<ConnShared>) -> usize {
+        *self.slots.entry(conn.id).or_insert_with(|| {
             self.pending.push(PendingOut {
                 conn: Arc::clone(conn),
-                chunks: Vec::new(),
+                chunks: self.spare_chunks.pop().unwrap_or_default(),
                 bytes: 0,
             });
             self.pending.len() - 1
-        });
-        &mut self.pending[index]
+        })
+    }
+
+    /// The header for delivering `message` to `sub_ids`, made from the last
+    /// delivery's when that was the same message (the router delivers one
+    /// message to every matching connection in turn): the same header when
+    /// the sub ids are the same too (shared, like the payload), else a copy
+    /// with the sub ids written over. `None` when the last delivery was of
+    /// another message (or the header was not reusable): encode it.
+    fn reuse_header(
+        &mut self,
+        sub_ids: &[u64],
+        message: &Message<'_>,
+        inline: bool,
+    ) -> Option<Bytes> {
+        let last = self.last_deliver.as_ref()?;
+        let topic = message.topic.as_bytes();
+        let payload = message.payload;
+        if last.timestamp != message.timestamp
+            || last.bookmark != message.bookmark
+            || last.sow_key != message.sow_key
+            || last.payload_len != payload.len()
+            || last.topic_len != topic.len()
+            || last.sub_ids != sub_ids.len()
+        {
+            return None;
+        }
+        let previous = self.pending.get(last.slot)?.chunks.get(last.chunk)?;
+        // Same topic and (inline) payload: compared where the header holds
+        // them, so nothing about the message is kept between deliveries.
+        if previous.get(DELIVER_TOPIC_AT..DELIVER_TOPIC_AT + topic.len())? != topic {
+            return None;
+        }
+        if inline && previous.get(previous.len().checked_sub(payload.len())?..)? != payload.as_ref()
+        {
+            return None;
+        }
+        let ids_at = DELIVER_TOPIC_AT + topic.len() + FIELD_HEADER_LEN;
+        let ids = previous.get(ids_at..ids_at + sub_ids.len() * 8)?;
+        if ids
+            .chunks_exact(8)
+            .zip(sub_ids)
+            .all(|(bytes, id)| bytes == id.to_le_bytes())
+        {
+            return Some(previous.clone());
+        }
+        let len = previous.len();
+        if self.headers.capacity() - self.headers.len() < len {
+            self.headers.reserve(HEADER_BUFFER_BYTES.max(len));
+        }
+        let start = self.headers.len();
+        self.headers.extend_from_slice(previous);
+        let ids = self
+            .headers
+            .get_mut(start + ids_at..start + ids_at + sub_ids.len() * 8)?;
+        for (bytes, id) in ids.chunks_exact_mut(8).zip(sub_ids) {
+            bytes.copy_from_slice(&id.to_le_bytes());
+        }
+        Some(self.headers.split().freeze())
     }
 
     fn reserve_headers(&mut self, need: usize) {
@@ -433,8 +545,15 @@ impl ProcessorSink {
             {
                 self.wake.push(Arc::clone(&conn.io));
             }
+            if (1..=SPARE_CHUNK_LIST_CAPACITY_MAX).contains(&pending.chunks.capacity())
+                && self.spare_chunks.len() < SPARE_CHUNK_LISTS_MAX
+            {
+                pending.chunks.clear();
+                self.spare_chunks.push(std::mem::take(&mut pending.chunks));
+            }
         }
         self.slots.clear();
+        self.last_deliver = None;
         for io in self.wake.drain(..) {
             io.wake();
         }
@@ -555,38 +674,59 @@ impl Sink<Arc<ConnShared>> for ProcessorSink {
         }
         let payload = message.payload;
         let inline = payload.len() <= INLINE_PAYLOAD_BYTES_MAX;
-        let need = statecast_protocol::FIXED_HEADER_LEN
-            + 3 * 4
-            + message.topic.len()
-            + sub_ids.len() * 8
-            + 8 * 2
-            + if message.sow_key.is_some() { 11 } else { 0 }
-            + if inline { payload.len() } else { 0 };
-        self.reserve_headers(need);
-        let encoded = encode_record_header(
-            message.topic.as_bytes(),
-            sub_ids,
-            message.bookmark,
-            message.timestamp,
-            message.sow_key,
-            payload.len(),
-            &mut self.headers,
-        );
-        if encoded.is_err() {
-            self.encode_failures += 1;
+        let header = match self.reuse_header(sub_ids, message, inline) {
+            Some(header) => header,
+            None => {
+                let need = statecast_protocol::FIXED_HEADER_LEN
+                    + 3 * 4
+                    + message.topic.len()
+                    + sub_ids.len() * 8
+                    + 8 * 2
+                    + if message.sow_key.is_some() { 11 } else { 0 }
+                    + if inline { payload.len() } else { 0 };
+                self.reserve_headers(need);
+                let encoded = encode_record_header(
+                    message.topic.as_bytes(),
+                    sub_ids,
+                    message.bookmark,
+                    message.timestamp,
+                    message.sow_key,
+                    payload.len(),
+                    &mut self.headers,
+                );
+                if encoded.is_err() {
+                    self.encode_failures += 1;
+                    return;
+                }
+                if inline {
+                    self.headers.put_slice(payload);
+                }
+                self.headers.split().freeze()
+            }
+        };
+        #[cfg(debug_assertions)]
+        debug_check_header(&header, sub_ids, message, inline);
+        let index = self.slot_index(conn);
+        let Some(slot) = self.pending.get_mut(index) else {
             return;
-        }
-        if inline {
-            self.headers.put_slice(payload);
-        }
-        let header = self.headers.split().freeze();
-        let slot = self.slot(conn);
+        };
+        let chunk = slot.chunks.len();
         slot.bytes += header.len();
         slot.chunks.push(header);
         if !inline {
             slot.bytes += payload.len();
             slot.chunks.push(payload.clone());
         }
+        self.last_deliver = Some(LastDeliver {
+            slot: index,
+            chunk,
+            timestamp: message.timestamp,
+            bookmark: message.bookmark,
+            sow_key: message.sow_key,
+            payload_len: payload.len(),
+            topic_len: message.topic.len(),
+            sub_ids: sub_ids.len(),
+        });
     }
 
     fn reply(&mut self, conn: &Arc<ConnShared>, ack: Ack) {
@@ -610,5 +750,31 @@ impl Sink<Arc<ConnShared>> for ProcessorSink {
         let slot = self.slot(conn);
         slot.bytes += frame.len();
         slot.chunks.push(frame);
+    }
+}
+
+/// Checks a deliver header (reused or not) against a fresh encoding.
+#[cfg(debug_assertions)]
+fn debug_check_header(header: &Bytes, sub_ids: &[u64], message: &Message<'_>, inline: bool) {
+    let mut fresh = BytesMut::new();
+    if encode_record_header(
+        message.topic.as_bytes(),
+        sub_ids,
+        message.bookmark,
+        message.timestamp,
+        message.sow_key,
+        message.payload.len(),
+        &mut fresh,
+    )
+    .is_ok()
+    {
+        if inline {
+            fresh.put_slice(message.payload);
+        }
+        debug_assert_eq!(
+            fresh.as_ref(),
+            header.as_ref(),
+            "a reused deliver header differs from its encoding"
+        );
     }
 }
