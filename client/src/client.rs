@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use futures::Stream;
 use statecast_protocol::{
-    Ack, AckSet, AckType, Command, Deliver, DeliverDecoder, Flush, FrameDecoder, GroupEnd,
+    Ack, AckSet, AckType, Command, Decoded, Deliver, DeliverDecoder, Flush, FrameDecoder, GroupEnd,
     Heartbeat, Logon, Publish, Status, Subscribe, Unsubscribe, Utf8,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -876,7 +876,7 @@ async fn send_batches(inner: &Inner, senders: &mut Senders, batches: &mut IdMap<
 }
 
 /// Appends a delivery to the batch of each subscription it names.
-#[inline]
+#[inline(always)]
 fn route(batches: &mut IdMap<Batch>, batch_hint: usize, deliver: Deliver) {
     if deliver.sub_ids.len() == 1 {
         // The common case: one subscription, no copy.
@@ -919,13 +919,14 @@ async fn read_frames(
             };
             // Deliveries, nearly every frame, skip the general decoder (and
             // the revalidation of a topic seen in the frame before).
-            if let Some(deliver) = delivers.decode(&frame) {
-                match deliver {
-                    Ok(deliver) => route(&mut batches, batch_hint, deliver),
-                    Err(error) => return error.into(),
+            let frame = match delivers.decode(frame) {
+                Ok(Decoded::Deliver(deliver)) => {
+                    route(&mut batches, batch_hint, deliver);
+                    continue;
                 }
-                continue;
-            }
+                Ok(Decoded::Other(frame)) => frame,
+                Err(error) => return error.into(),
+            };
             match Command::decode(&frame) {
                 Ok(Command::Deliver(deliver)) => route(&mut batches, batch_hint, deliver),
                 Ok(Command::Ack(ack)) => {

@@ -605,14 +605,25 @@ pub enum Command {
 
 /// Decodes the `deliver` frames of one connection as [`Command::decode`]
 /// does — the same [`Deliver`] for the same frame, the same errors — but
-/// remembers the last topic it found valid UTF-8, so that deliveries on
-/// the topic of the one before (nearly all, on most connections) compare
-/// its bytes instead of validating them again.
+/// taking the frame by value (its buffers become the delivery's, without
+/// a reference count to raise or drop), and remembering the last topic it
+/// found valid UTF-8, so that deliveries on the topic of the one before
+/// (nearly all, on most connections) compare its bytes instead of
+/// validating them again.
 #[derive(Debug, Clone, Default)]
 pub struct DeliverDecoder {
     /// The last topic validated: the bytes are UTF-8 (empty before the
     /// first, and a deliver's topic is never empty).
     last_topic: Vec<u8>,
+}
+
+/// What [`DeliverDecoder::decode`] made of a frame.
+#[derive(Debug)]
+pub enum Decoded {
+    /// A `deliver` frame's command.
+    Deliver(Deliver),
+    /// Any other frame, untouched, for [`Command::decode`].
+    Other(Frame),
 }
 
 impl DeliverDecoder {
@@ -623,27 +634,71 @@ impl DeliverDecoder {
     }
 
     /// Decodes `frame` when it is a `deliver`, exactly as
-    /// [`Command::decode`] would (`Command::Deliver` of the same value, or
-    /// the same error); `None` for any other command, which
-    /// [`Command::decode`] decodes.
-    pub fn decode(&mut self, frame: &Frame) -> Option<Result<Deliver, DecodeError>> {
+    /// [`Command::decode`] would (`Command::Deliver` of the same value);
+    /// hands any other frame back.
+    ///
+    /// # Errors
+    /// The error [`Command::decode`] gives for the same `deliver` frame.
+    pub fn decode(&mut self, frame: Frame) -> Result<Decoded, DecodeError> {
         if frame.command != CommandCode::Deliver as u8 {
-            return None;
+            return Ok(Decoded::Other(frame));
         }
-        Some(Deliver::decode_fields(frame, Some(&mut self.last_topic)))
+        let parts = DeliverParts::parse(&frame, Some(&mut self.last_topic))?;
+        let sub_ids = parts.sub_ids(&frame.fields);
+        // The fields area, narrowed in place to the topic.
+        let mut topic = frame.fields;
+        topic.truncate(parts.topic.end);
+        bytes::Buf::advance(&mut topic, parts.topic.start);
+        Ok(Decoded::Deliver(Deliver {
+            // Checked by `parse` (or equal to bytes that were).
+            topic: Utf8(topic),
+            sub_ids,
+            bookmark: parts.bookmark,
+            timestamp: parts.timestamp,
+            sow_key: parts.sow_key,
+            payload: frame.payload,
+        }))
     }
 }
 
 /// Field tags are below 64: a `u64` of flags marks those seen.
 const _: () = assert!((FieldTag::Records as u8) < 64);
 
-impl Deliver {
-    /// Decodes a deliver frame's fields with the rules of [`RawFields`]
+/// The sub ids up to this one are shared static buffers when a delivery
+/// names just one of them: a client numbers its subscriptions from 1, so
+/// nearly every delivery does, and its `SubIds` then costs no reference
+/// count (the bytes are the same).
+const STATIC_SUB_IDS: usize = 256;
+
+static SMALL_SUB_IDS: [[u8; 8]; STATIC_SUB_IDS] = {
+    let mut ids = [[0u8; 8]; STATIC_SUB_IDS];
+    let mut rest: &mut [[u8; 8]] = &mut ids;
+    let mut id = 0u64;
+    while let Some((first, tail)) = rest.split_first_mut() {
+        *first = id.to_le_bytes();
+        id += 1;
+        rest = tail;
+    }
+    ids
+};
+
+/// A deliver frame's fields, checked: where the topic and sub ids are in
+/// the fields area, and the numbers.
+struct DeliverParts {
+    topic: std::ops::Range<usize>,
+    sub_ids: std::ops::Range<usize>,
+    bookmark: Option<u64>,
+    timestamp: u64,
+    sow_key: Option<u64>,
+}
+
+impl DeliverParts {
+    /// Reads a deliver frame's fields with the rules of [`RawFields`]
     /// (unknown tags skipped, a known tag at most once, required fields
     /// present and well-formed), reading only the four it uses. With
     /// `last_topic`, a topic equal to it is known to be UTF-8, and a topic
     /// validated here replaces it.
-    fn decode_fields(frame: &Frame, last_topic: Option<&mut Vec<u8>>) -> Result<Self, DecodeError> {
+    fn parse(frame: &Frame, last_topic: Option<&mut Vec<u8>>) -> Result<Self, DecodeError> {
         // Tags are below 64 (a u64 of flags, no table to clear).
         let mut seen = 0u64;
         let (mut topic, mut sub_ids, mut bookmark, mut timestamp) = (None, None, None, None);
@@ -699,12 +754,45 @@ impl Deliver {
             }
         }
         Ok(Self {
-            // Checked above (or equal to bytes that were).
-            topic: Utf8(frame.fields.slice_ref(topic)),
-            sub_ids: SubIds(frame.fields.slice_ref(sub_ids)),
+            topic: within(&frame.fields, topic),
+            sub_ids: within(&frame.fields, sub_ids),
             bookmark,
             timestamp: timestamp.ok_or_else(|| missing(FieldTag::Timestamp))?,
             sow_key,
+        })
+    }
+
+    /// The sub ids, sharing `fields` (or a static buffer of the same bytes).
+    fn sub_ids(&self, fields: &Bytes) -> SubIds {
+        let one = fields
+            .get(self.sub_ids.clone())
+            .and_then(|ids| <[u8; 8]>::try_from(ids).ok())
+            .and_then(|id| usize::try_from(u64::from_le_bytes(id)).ok())
+            .and_then(|id| SMALL_SUB_IDS.get(id));
+        match one {
+            Some(id) => SubIds(Bytes::from_static(id)),
+            None => SubIds(fields.slice(self.sub_ids.clone())),
+        }
+    }
+}
+
+/// Where `part`, a slice of `whole`, lies in it.
+fn within(whole: &[u8], part: &[u8]) -> std::ops::Range<usize> {
+    let start = (part.as_ptr() as usize).wrapping_sub(whole.as_ptr() as usize);
+    start..start + part.len()
+}
+
+impl Deliver {
+    /// Decodes a deliver frame's fields (see [`DeliverParts::parse`]).
+    fn decode_fields(frame: &Frame) -> Result<Self, DecodeError> {
+        let parts = DeliverParts::parse(frame, None)?;
+        Ok(Self {
+            // Checked by `parse`.
+            topic: Utf8(frame.fields.slice(parts.topic.clone())),
+            sub_ids: parts.sub_ids(&frame.fields),
+            bookmark: parts.bookmark,
+            timestamp: parts.timestamp,
+            sow_key: parts.sow_key,
             payload: frame.payload.clone(),
         })
     }
@@ -878,7 +966,7 @@ impl Command {
         if code == CommandCode::Deliver {
             // The one command a subscriber decodes per message: its own
             // pass over the fields, same rules, none of the generic table.
-            return Deliver::decode_fields(frame, None).map(Self::Deliver);
+            return Deliver::decode_fields(frame).map(Self::Deliver);
         }
         let f = RawFields::collect(&frame.fields, code.name())?;
         Ok(match code {
@@ -964,7 +1052,7 @@ impl Command {
                 })
             }
             // Decoded above, without the generic table.
-            CommandCode::Deliver => Self::Deliver(Deliver::decode_fields(frame, None)?),
+            CommandCode::Deliver => Self::Deliver(Deliver::decode_fields(frame)?),
         })
     }
 
@@ -1502,7 +1590,7 @@ mod tests {
                 fields: area.freeze(),
                 payload: Bytes::from_static(b"payload"),
             };
-            let fast = Deliver::decode_fields(&frame, None);
+            let fast = Deliver::decode_fields(&frame);
             let slow = generic(&frame);
             match (&fast, &slow) {
                 (Ok(a), Ok(b)) => prop_assert_eq!(a, b),
@@ -1513,16 +1601,27 @@ mod tests {
 
         #[test]
         fn a_deliver_decoder_agrees_with_command_decode_frame_by_frame(
-            frames in proptest::collection::vec((0usize..TOPICS.len(), any::<bool>(), 0u8..4), 1..24)
+            frames in proptest::collection::vec(
+                (
+                    0usize..TOPICS.len(),
+                    prop_oneof![Just(0u64), Just(1), Just(255), Just(256), any::<u64>()],
+                    any::<bool>(),
+                    0u8..4,
+                ),
+                1..24,
+            )
         ) {
             let mut decoder = DeliverDecoder::new();
-            for (topic, second_id, shape) in frames {
-                let frame = deliver_frame(TOPICS[topic], second_id, shape);
-                let cached = decoder.decode(&frame);
+            for (topic, first_id, second_id, shape) in frames {
+                let frame = deliver_frame(TOPICS[topic], first_id, second_id, shape);
                 let plain = Command::decode(&frame);
+                let cached = decoder.decode(frame);
                 match (cached, plain) {
-                    (Some(Ok(a)), Ok(Command::Deliver(b))) => prop_assert_eq!(a, b),
-                    (Some(Err(a)), Err(b)) => prop_assert_eq!(a.to_string(), b.to_string()),
+                    (Ok(Decoded::Deliver(a)), Ok(Command::Deliver(b))) => {
+                        prop_assert_eq!(a.sub_ids.iter().collect::<Vec<_>>(), b.sub_ids.iter().collect::<Vec<_>>());
+                        prop_assert_eq!(a, b);
+                    }
+                    (Err(a), Err(b)) => prop_assert_eq!(a.to_string(), b.to_string()),
                     (a, b) => prop_assert!(false, "decoder {:?} vs Command::decode {:?}", a, b),
                 }
             }
@@ -1544,7 +1643,7 @@ mod tests {
 
     /// A deliver frame on `topic`; `shape` 1 misses its timestamp, 2
     /// repeats the topic, 3 has a truncated sub id.
-    fn deliver_frame(topic: &[u8], second_id: bool, shape: u8) -> Frame {
+    fn deliver_frame(topic: &[u8], first_id: u64, second_id: bool, shape: u8) -> Frame {
         let mut area = BytesMut::new();
         let mut field = |tag: u8, value: &[u8]| {
             area.put_u8(tag);
@@ -1555,7 +1654,7 @@ mod tests {
         if shape == 2 {
             field(FieldTag::Topic as u8, topic);
         }
-        let mut ids = 1u64.to_le_bytes().to_vec();
+        let mut ids = first_id.to_le_bytes().to_vec();
         if second_id {
             ids.extend_from_slice(&7u64.to_le_bytes());
         }
@@ -1584,7 +1683,25 @@ mod tests {
             fields: Bytes::new(),
             payload: Bytes::new(),
         };
-        assert!(DeliverDecoder::new().decode(&frame).is_none());
+        let back = DeliverDecoder::new().decode(frame.clone());
+        assert!(matches!(back, Ok(Decoded::Other(other)) if other == frame));
+    }
+
+    #[test]
+    fn a_single_sub_id_decodes_to_itself_static_or_not() {
+        for id in (0..=STATIC_SUB_IDS as u64 + 8).chain([u64::MAX]) {
+            let frame = deliver_frame(b"orders", id, false, 0);
+            let Ok(Command::Deliver(plain)) = Command::decode(&frame) else {
+                panic!("sub id {id} did not decode");
+            };
+            let Ok(Decoded::Deliver(taken)) = DeliverDecoder::new().decode(frame) else {
+                panic!("sub id {id} did not decode");
+            };
+            for deliver in [plain, taken] {
+                assert_eq!(deliver.sub_ids.iter().collect::<Vec<_>>(), [id]);
+                assert_eq!(deliver.sub_ids.as_bytes(), id.to_le_bytes());
+            }
+        }
     }
 
     #[test]

@@ -24,9 +24,10 @@ pub mod fuzz;
 mod reason;
 
 pub use command::{
-    Ack, AckSet, AckType, Command, CommandCode, Deliver, DeliverDecoder, Flush, GroupBegin,
-    GroupEnd, Heartbeat, Logon, Publish, SowDelete, SowQuery, Status, SubIds, Subscribe,
-    Unsubscribe, Utf8, encode_deliver_header, encode_publish, encode_record_header, publish_len,
+    Ack, AckSet, AckType, Command, CommandCode, Decoded, Deliver, DeliverDecoder, Flush,
+    GroupBegin, GroupEnd, Heartbeat, Logon, Publish, SowDelete, SowQuery, Status, SubIds,
+    Subscribe, Unsubscribe, Utf8, encode_deliver_header, encode_publish, encode_record_header,
+    publish_len,
 };
 pub use error::{DecodeError, EncodeError};
 pub use field::{Field, FieldIter, FieldTag, FieldWriter};
