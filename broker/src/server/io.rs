@@ -37,6 +37,10 @@ const READ_BUDGET_BYTES: usize = 1 << 20;
 /// Each read asks the kernel for up to this much.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 
+/// The least room a connection's buffer is given for a read: reads ask for
+/// twice what the last one brought, within this and [`READ_CHUNK_BYTES`].
+const READ_ROOM_MIN_BYTES: usize = 2 * 1024;
+
 /// Slices per vectored write (well under Linux's IOV_MAX of 1024).
 const WRITE_SLICES_MAX: usize = 512;
 
@@ -55,6 +59,9 @@ struct Conn {
     session: Session,
     shared: Arc<ConnShared>,
     read_buf: BytesMut,
+    /// The room the next read gets in `read_buf` (twice the last read's
+    /// size, within bounds): a trickle does not hold a whole chunk.
+    read_room: usize,
     write_queue: VecDeque<Bytes>,
     last_sent: Instant,
     last_progress: Instant,
@@ -119,8 +126,6 @@ pub struct IoThread {
     totals: Arc<Totals>,
     next_conn_id: Arc<std::sync::atomic::AtomicU64>,
     want_read: Vec<usize>,
-    /// Where reads land before being copied to a connection's buffer.
-    scratch: Box<[u8]>,
     /// Connections being closed, checked every iteration until removed.
     closing: Vec<usize>,
     actions: Vec<Action>,
@@ -187,7 +192,6 @@ impl IoThread {
             totals,
             next_conn_id,
             want_read: Vec::new(),
-            scratch: vec![0u8; READ_CHUNK_BYTES].into_boxed_slice(),
             closing: Vec::new(),
             actions: Vec::new(),
             ready: Vec::new(),
@@ -368,6 +372,7 @@ impl IoThread {
                 session: Session::new(Arc::clone(&self.settings.limits), now),
                 shared,
                 read_buf: BytesMut::new(),
+                read_room: READ_ROOM_MIN_BYTES,
                 write_queue: VecDeque::new(),
                 last_sent: now,
                 last_progress: now,
@@ -417,10 +422,16 @@ impl IoThread {
             // The session's decoder rejects a frame longer than the limit as
             // soon as its length prefix arrives, so the buffer never holds
             // more than one permitted frame plus one read chunk.
-            // Reading through a zeroed scratch buffer and copying what
-            // arrived costs a copy of the bytes read; resizing the receive
-            // buffer instead would zero a whole chunk on every read.
-            let n = match conn.stream.read(&mut self.scratch[..]) {
+            // The kernel writes straight into the buffer's room (no
+            // scratch buffer, no copy); a buffer with less than half the
+            // room this read should get is given it first (its frames
+            // still held elsewhere keep the old allocation alive).
+            let room = conn.read_buf.capacity() - conn.read_buf.len();
+            if room < conn.read_room / 2 {
+                conn.read_buf.reserve(conn.read_room);
+            }
+            let n = match super::recv::read_into(&conn.stream, &mut conn.read_buf, READ_CHUNK_BYTES)
+            {
                 Ok(0) => {
                     conn.eof = true;
                     break;
@@ -434,8 +445,7 @@ impl IoThread {
                     break;
                 }
             };
-            conn.read_buf
-                .extend_from_slice(self.scratch.get(..n).unwrap_or_default());
+            conn.read_room = (2 * n).clamp(READ_ROOM_MIN_BYTES, READ_CHUNK_BYTES);
             budget = budget.saturating_sub(n);
             conn.session
                 .on_bytes(&mut conn.read_buf, now, &mut self.actions);

@@ -16,6 +16,7 @@ mod journaling;
 mod names;
 mod outbound;
 mod processor;
+mod recv;
 mod replayer;
 mod sow;
 
