@@ -782,6 +782,80 @@ fn within(whole: &[u8], part: &[u8]) -> std::ops::Range<usize> {
     start..start + part.len()
 }
 
+impl Publish {
+    /// Decodes a publish frame's fields with the rules of [`RawFields`]
+    /// (unknown tags skipped, a known tag at most once, then each field
+    /// checked in the generic decoder's order), reading only the five it
+    /// uses.
+    fn decode_fields(frame: &Frame) -> Result<Self, DecodeError> {
+        let mut seen = 0u64;
+        let (mut command_id, mut topic, mut ack, mut sequence, mut sow_key) =
+            (None, None, None, None, None);
+        for field in FieldIter::new(&frame.fields) {
+            let field = field?;
+            let Some(tag) = FieldTag::from_u8(field.tag) else {
+                continue;
+            };
+            let bit = 1u64 << (tag as u32 % 64);
+            if seen & bit != 0 {
+                return Err(DecodeError::DuplicateField { field: tag.name() });
+            }
+            seen |= bit;
+            match tag {
+                FieldTag::CommandId => command_id = Some(field.value),
+                FieldTag::Topic => topic = Some(field.value),
+                FieldTag::AckType => ack = Some(field.value),
+                FieldTag::Sequence => sequence = Some(field.value),
+                FieldTag::SowKey => sow_key = Some(field.value),
+                _ => {}
+            }
+        }
+        let command_id = command_id
+            .map(|v| read_u64(FieldTag::CommandId, v))
+            .transpose()?;
+        let ack = ack
+            .map(|v| read_u8(FieldTag::AckType, v))
+            .transpose()?
+            .map(AckSet::from_u8)
+            .transpose()?
+            .unwrap_or_default();
+        if !ack.is_empty() && command_id.is_none() {
+            return Err(DecodeError::MissingField {
+                command: "publish",
+                field: "command_id",
+            });
+        }
+        let Some(topic) = topic else {
+            return Err(DecodeError::MissingField {
+                command: "publish",
+                field: FieldTag::Topic.name(),
+            });
+        };
+        check_utf8(topic).map_err(|_| DecodeError::InvalidField {
+            field: FieldTag::Topic.name(),
+            reason: "not valid UTF-8",
+        })?;
+        if topic.is_empty() {
+            return Err(DecodeError::InvalidField {
+                field: FieldTag::Topic.name(),
+                reason: "must not be empty",
+            });
+        }
+        let sequence = sequence
+            .map(|v| read_u64(FieldTag::Sequence, v))
+            .transpose()?;
+        Ok(Self {
+            command_id,
+            // Checked above.
+            topic: Utf8(frame.fields.slice(within(&frame.fields, topic))),
+            ack,
+            sequence,
+            sow_key: sow_key.map(|key| frame.fields.slice(within(&frame.fields, key))),
+            payload: frame.payload.clone(),
+        })
+    }
+}
+
 impl Deliver {
     /// Decodes a deliver frame's fields (see [`DeliverParts::parse`]).
     fn decode_fields(frame: &Frame) -> Result<Self, DecodeError> {
@@ -968,6 +1042,10 @@ impl Command {
             // pass over the fields, same rules, none of the generic table.
             return Deliver::decode_fields(frame).map(Self::Deliver);
         }
+        if code == CommandCode::Publish {
+            // Likewise the one the broker decodes per message.
+            return Publish::decode_fields(frame).map(Self::Publish);
+        }
         let f = RawFields::collect(&frame.fields, code.name())?;
         Ok(match code {
             CommandCode::Logon => Self::Logon(Logon {
@@ -977,24 +1055,7 @@ impl Command {
                 heartbeat_ms: f.u32(FieldTag::HeartbeatMs)?,
             }),
             CommandCode::Heartbeat => Self::Heartbeat(Heartbeat),
-            CommandCode::Publish => {
-                let command_id = f.u64(FieldTag::CommandId)?;
-                let ack = f.ack_set()?;
-                if !ack.is_empty() && command_id.is_none() {
-                    return Err(DecodeError::MissingField {
-                        command: "publish",
-                        field: "command_id",
-                    });
-                }
-                Self::Publish(Publish {
-                    command_id,
-                    topic: f.non_empty_utf8(FieldTag::Topic)?,
-                    ack,
-                    sequence: f.u64(FieldTag::Sequence)?,
-                    sow_key: f.bytes(FieldTag::SowKey),
-                    payload: frame.payload.clone(),
-                })
-            }
+            CommandCode::Publish => Self::Publish(Publish::decode_fields(frame)?),
             CommandCode::Sow => Self::Sow(f.sow_query()?),
             CommandCode::SowAndSubscribe => Self::SowAndSubscribe(f.sow_query()?),
             CommandCode::SowDelete => Self::SowDelete(SowDelete {
@@ -1574,7 +1635,74 @@ mod tests {
         proptest::collection::vec((tag, value), 0..7)
     }
 
+    /// The generic decoding of a publish frame, which
+    /// `Publish::decode_fields` must agree with.
+    fn generic_publish(frame: &Frame) -> Result<Publish, DecodeError> {
+        let f = RawFields::collect(&frame.fields, "publish")?;
+        let command_id = f.u64(FieldTag::CommandId)?;
+        let ack = f.ack_set()?;
+        if !ack.is_empty() && command_id.is_none() {
+            return Err(DecodeError::MissingField {
+                command: "publish",
+                field: "command_id",
+            });
+        }
+        Ok(Publish {
+            command_id,
+            topic: f.non_empty_utf8(FieldTag::Topic)?,
+            ack,
+            sequence: f.u64(FieldTag::Sequence)?,
+            sow_key: f.bytes(FieldTag::SowKey),
+            payload: frame.payload.clone(),
+        })
+    }
+
+    /// Fields of a publish frame: mostly its own tags with plausible
+    /// values, sometimes wrong sizes, duplicates, other and unknown tags.
+    fn publish_fields() -> impl Strategy<Value = Vec<(u8, Vec<u8>)>> {
+        let tag = prop_oneof![
+            3 => Just(1u8),
+            4 => Just(2u8),
+            3 => Just(9u8),
+            3 => Just(16u8),
+            2 => Just(23u8),
+            1 => 0u8..=30,
+            1 => any::<u8>(),
+        ];
+        let value = prop_oneof![
+            3 => proptest::collection::vec(any::<u8>(), 8..=8),
+            2 => proptest::collection::vec(0u8..8, 1..=1),
+            2 => "[a-z/]{0,6}".prop_map(String::into_bytes),
+            1 => proptest::collection::vec(any::<u8>(), 0..12),
+        ];
+        proptest::collection::vec((tag, value), 0..7)
+    }
+
     proptest! {
+        #[test]
+        fn the_publish_fast_path_agrees_with_the_generic_decoder(fields in publish_fields()) {
+            let mut area = BytesMut::new();
+            for (tag, value) in &fields {
+                area.put_u8(*tag);
+                area.put_u16_le(u16::try_from(value.len()).unwrap());
+                area.put_slice(value);
+            }
+            let frame = Frame {
+                version: 1,
+                command: CommandCode::Publish as u8,
+                flags: 0,
+                fields: area.freeze(),
+                payload: Bytes::from_static(b"payload"),
+            };
+            let fast = Publish::decode_fields(&frame);
+            let slow = generic_publish(&frame);
+            match (&fast, &slow) {
+                (Ok(a), Ok(b)) => prop_assert_eq!(a, b),
+                (Err(a), Err(b)) => prop_assert_eq!(a.to_string(), b.to_string()),
+                _ => prop_assert!(false, "fast {:?} vs generic {:?}", fast, slow),
+            }
+        }
+
         #[test]
         fn the_deliver_fast_path_agrees_with_the_generic_decoder(fields in fields()) {
             let mut area = BytesMut::new();
