@@ -50,8 +50,9 @@ const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
 /// Approximate bytes a command costs besides its payload, for back-pressure.
 const COMMAND_OVERHEAD_BYTES: usize = 128;
 
-/// Commands a new batch has room for at most before it grows.
-const BATCH_CAPACITY_MAX: usize = 256;
+/// Bytes of commands a new batch has room for at most before it grows
+/// (below the allocator's usual threshold for mapping memory).
+const BATCH_CAPACITY_BYTES_MAX: usize = 96 * 1024;
 
 struct Conn {
     stream: TcpStream,
@@ -958,7 +959,9 @@ impl IoThread {
 /// (within a bound), so that the next iteration's pushes do not regrow
 /// (and copy) it step by step.
 fn next_batch<T>(batch: &mut Vec<T>) -> Vec<T> {
-    let capacity = batch.len().min(BATCH_CAPACITY_MAX);
+    let capacity = batch
+        .len()
+        .min(BATCH_CAPACITY_BYTES_MAX / std::mem::size_of::<T>().max(1));
     std::mem::replace(batch, Vec::with_capacity(capacity))
 }
 

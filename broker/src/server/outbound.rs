@@ -304,8 +304,12 @@ impl ConnShared {
         if into.is_empty() {
             // Both conversions keep the buffer (an empty deque is
             // contiguous): the lists trade places without copying a frame,
-            // and the queue's empty buffer is the next list's.
-            let spare = Vec::from(std::mem::take(into));
+            // and the queue's empty buffer is the next list's (unless it is
+            // too large to keep idle).
+            let mut spare = Vec::from(std::mem::take(into));
+            if spare.capacity() > CHUNK_LIST_CAPACITY_KEPT_MAX {
+                spare = Vec::new();
+            }
             *into = std::collections::VecDeque::from(std::mem::replace(&mut *out, spare));
         } else {
             into.extend(out.drain(..));
@@ -328,6 +332,8 @@ impl ConnShared {
 }
 
 struct PendingOut {
+    /// `conn.id`, read without following the pointer.
+    conn_id: u64,
     conn: Arc<ConnShared>,
     chunks: Vec<Bytes>,
     bytes: usize,
@@ -344,6 +350,8 @@ pub struct ProcessorSink {
     last_deliver: Option<LastDeliver>,
     /// Emptied chunk lists, reused for the next batch's connections.
     spare_chunks: Vec<Vec<Bytes>>,
+    /// The index in `pending` of the output used last.
+    last_slot: usize,
     wake: Vec<Arc<IoShared>>,
     encode_failures: u64,
     journal: Option<Arc<Journaling>>,
@@ -373,6 +381,7 @@ impl Default for ProcessorSink {
             headers: BytesMut::with_capacity(HEADER_BUFFER_BYTES),
             last_deliver: None,
             spare_chunks: Vec::new(),
+            last_slot: 0,
             wake: Vec::new(),
             encode_failures: 0,
             journal: None,
@@ -388,10 +397,13 @@ impl Default for ProcessorSink {
 /// Topics remembered as journaled or not before the cache is reset.
 const JOURNALED_CACHE_MAX: usize = 65_536;
 
-/// Emptied chunk lists kept for reuse at most, and the largest kept (in
-/// chunks): at most 8 MiB of spare lists per processor.
-const SPARE_CHUNK_LISTS_MAX: usize = 256;
-const SPARE_CHUNK_LIST_CAPACITY_MAX: usize = 1024;
+/// Emptied chunk lists a processor keeps for reuse at most.
+const SPARE_CHUNK_LISTS_MAX: usize = 64;
+
+/// The largest chunk list kept empty for reuse (a processor's spare list, a
+/// connection's idle queue), in chunks: 128 KiB of `Bytes` handles, so at
+/// most 8 MiB of spare lists per processor.
+const CHUNK_LIST_CAPACITY_KEPT_MAX: usize = 4096;
 
 /// Bytes of a header field's tag and length (SPEC.md, "Header fields").
 const FIELD_HEADER_LEN: usize = 3;
@@ -451,14 +463,32 @@ impl ProcessorSink {
 
     /// The index in `pending` of `conn`'s output, added when it has none.
     fn slot_index(&mut self, conn: &Arc<ConnShared>) -> usize {
-        *self.slots.entry(conn.id).or_insert_with(|| {
+        // A topic's targets come in the same order for every message, so
+        // after the first message of a batch the output a delivery goes to
+        // is nearly always the one after the last (or the first): checked
+        // before the map.
+        let next = self.last_slot.wrapping_add(1);
+        for guess in [next, 0] {
+            if self
+                .pending
+                .get(guess)
+                .is_some_and(|pending| pending.conn_id == conn.id)
+            {
+                self.last_slot = guess;
+                return guess;
+            }
+        }
+        let index = *self.slots.entry(conn.id).or_insert_with(|| {
             self.pending.push(PendingOut {
+                conn_id: conn.id,
                 conn: Arc::clone(conn),
                 chunks: self.spare_chunks.pop().unwrap_or_default(),
                 bytes: 0,
             });
             self.pending.len() - 1
-        })
+        });
+        self.last_slot = index;
+        index
     }
 
     /// The header for delivering `message` to `sub_ids`, made from the last
@@ -545,7 +575,7 @@ impl ProcessorSink {
             {
                 self.wake.push(Arc::clone(&conn.io));
             }
-            if (1..=SPARE_CHUNK_LIST_CAPACITY_MAX).contains(&pending.chunks.capacity())
+            if (1..=CHUNK_LIST_CAPACITY_KEPT_MAX).contains(&pending.chunks.capacity())
                 && self.spare_chunks.len() < SPARE_CHUNK_LISTS_MAX
             {
                 pending.chunks.clear();
