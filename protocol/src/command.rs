@@ -699,11 +699,104 @@ impl DeliverParts {
     /// `last_topic`, a topic equal to it is known to be UTF-8, and a topic
     /// validated here replaces it.
     fn parse(frame: &Frame, last_topic: Option<&mut Vec<u8>>) -> Result<Self, DecodeError> {
+        Self::parse_with(frame, last_topic, true)
+    }
+
+    /// [`Self::parse`], trying the broker's layout first or not (the tests
+    /// check that both ways agree).
+    fn parse_with(
+        frame: &Frame,
+        last_topic: Option<&mut Vec<u8>>,
+        layout_first: bool,
+    ) -> Result<Self, DecodeError> {
+        let canonical = if layout_first {
+            Self::canonical(&frame.fields)
+        } else {
+            None
+        };
+        let fields = match canonical {
+            Some(fields) => fields,
+            None => Self::any_order(&frame.fields)?,
+        };
+        match last_topic {
+            Some(last) if same_bytes(last, fields.topic) => {}
+            last => {
+                check_utf8(fields.topic).map_err(|_| DecodeError::InvalidField {
+                    field: "topic",
+                    reason: "not valid UTF-8",
+                })?;
+                if let Some(last) = last {
+                    last.clear();
+                    last.extend_from_slice(fields.topic);
+                }
+            }
+        }
+        Ok(Self {
+            topic: within(&frame.fields, fields.topic),
+            sub_ids: within(&frame.fields, fields.sub_ids),
+            bookmark: fields.bookmark,
+            timestamp: fields.timestamp.ok_or(DecodeError::MissingField {
+                command: "deliver",
+                field: FieldTag::Timestamp.name(),
+            })?,
+            sow_key: fields.sow_key,
+        })
+    }
+
+    /// The fields as the broker writes them (`encode_record_header`): topic,
+    /// sub ids, bookmark (optional), timestamp, SowKey (optional), each
+    /// well-formed, nothing else. `None` for any other layout, which
+    /// [`Self::any_order`] reads (and finds the same values in, or the
+    /// error): for these bytes it could only fail on the topic's UTF-8,
+    /// which [`Self::parse`] checks after either.
+    fn canonical(fields: &[u8]) -> Option<DeliverFields<'_>> {
+        fn field(fields: &[u8], tag: FieldTag) -> Option<(&[u8], &[u8])> {
+            let (&[found, len_lo, len_hi], rest) = fields.split_first_chunk::<3>()?;
+            if found != tag as u8 {
+                return None;
+            }
+            rest.split_at_checked(usize::from(u16::from_le_bytes([len_lo, len_hi])))
+        }
+        fn number(value: &[u8]) -> Option<u64> {
+            <[u8; 8]>::try_from(value).ok().map(u64::from_le_bytes)
+        }
+        let (topic, rest) = field(fields, FieldTag::Topic)?;
+        let (sub_ids, mut rest) = field(rest, FieldTag::SubIds)?;
+        if topic.is_empty() || sub_ids.len() % 8 != 0 {
+            return None;
+        }
+        let mut bookmark = None;
+        if let Some((value, after)) = field(rest, FieldTag::Bookmark) {
+            bookmark = Some(number(value)?);
+            rest = after;
+        }
+        let (value, mut rest) = field(rest, FieldTag::Timestamp)?;
+        let timestamp = number(value)?;
+        let mut sow_key = None;
+        if let Some((value, after)) = field(rest, FieldTag::SowKeys) {
+            sow_key = Some(number(value)?);
+            rest = after;
+        }
+        rest.is_empty().then_some(DeliverFields {
+            topic,
+            sub_ids,
+            bookmark,
+            timestamp: Some(timestamp),
+            sow_key,
+        })
+    }
+
+    /// The fields in any order, with the rules of [`RawFields`] (unknown
+    /// tags skipped, a known tag at most once, required fields present and
+    /// well-formed), reading only the five it uses; all but the topic's
+    /// UTF-8 and the timestamp's presence checked, in the generic
+    /// decoder's order ([`Self::parse`] does those two, in that order).
+    fn any_order(fields: &[u8]) -> Result<DeliverFields<'_>, DecodeError> {
         // Tags are below 64 (a u64 of flags, no table to clear).
         let mut seen = 0u64;
         let (mut topic, mut sub_ids, mut bookmark, mut timestamp) = (None, None, None, None);
         let mut sow_key = None;
-        for field in FieldIter::new(&frame.fields) {
+        for field in FieldIter::new(fields) {
             let field = field?;
             let Some(tag) = FieldTag::from_u8(field.tag) else {
                 continue;
@@ -740,24 +833,11 @@ impl DeliverParts {
                 reason: "must not be empty",
             });
         }
-        match last_topic {
-            Some(last) if last.as_slice() == topic => {}
-            last => {
-                check_utf8(topic).map_err(|_| DecodeError::InvalidField {
-                    field: "topic",
-                    reason: "not valid UTF-8",
-                })?;
-                if let Some(last) = last {
-                    last.clear();
-                    last.extend_from_slice(topic);
-                }
-            }
-        }
-        Ok(Self {
-            topic: within(&frame.fields, topic),
-            sub_ids: within(&frame.fields, sub_ids),
+        Ok(DeliverFields {
+            topic,
+            sub_ids,
             bookmark,
-            timestamp: timestamp.ok_or_else(|| missing(FieldTag::Timestamp))?,
+            timestamp,
             sow_key,
         })
     }
@@ -773,6 +853,30 @@ impl DeliverParts {
             Some(id) => SubIds(Bytes::from_static(id)),
             None => SubIds(fields.slice(self.sub_ids.clone())),
         }
+    }
+}
+
+/// A deliver frame's fields, found (the topic not yet checked for UTF-8,
+/// the timestamp not yet for presence).
+struct DeliverFields<'a> {
+    topic: &'a [u8],
+    sub_ids: &'a [u8],
+    bookmark: Option<u64>,
+    timestamp: Option<u64>,
+    sow_key: Option<u64>,
+}
+
+/// Whether two byte strings are equal: from 8 to 16 bytes (most topics)
+/// as two overlapping 8-byte words, without a call to `memcmp`.
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    match (a.first_chunk::<8>(), a.last_chunk::<8>()) {
+        (Some(a_first), Some(a_last)) if a.len() <= 16 => {
+            b.first_chunk::<8>() == Some(a_first) && b.last_chunk::<8>() == Some(a_last)
+        }
+        _ => a == b,
     }
 }
 
@@ -1704,6 +1808,66 @@ mod tests {
         }
 
         #[test]
+        fn the_broker_s_layout_and_near_misses_decode_as_the_generic_decoder_does(
+            topic in prop_oneof![
+                4 => "[a-z/]{1,6}".prop_map(String::into_bytes),
+                1 => proptest::collection::vec(any::<u8>(), 0..4),
+            ],
+            ids in prop_oneof![
+                4 => proptest::collection::vec(any::<u8>(), 8..=8),
+                1 => proptest::collection::vec(any::<u8>(), 0..20),
+            ],
+            bookmark in proptest::option::of(proptest::collection::vec(any::<u8>(), 7..=9)),
+            timestamp in proptest::option::of(proptest::collection::vec(any::<u8>(), 7..=9)),
+            sow_key in proptest::option::of(proptest::collection::vec(any::<u8>(), 7..=9)),
+            extra in proptest::option::of((0usize..6, any::<u8>(), proptest::collection::vec(any::<u8>(), 0..9))),
+        ) {
+            let mut fields: Vec<(u8, Vec<u8>)> = vec![(2, topic), (4, ids)];
+            fields.extend(bookmark.map(|v| (5, v)));
+            fields.extend(timestamp.map(|v| (6, v)));
+            fields.extend(sow_key.map(|v| (24, v)));
+            if let Some((at, tag, value)) = extra {
+                fields.insert(at.min(fields.len()), (tag, value));
+            }
+            let mut area = BytesMut::new();
+            for (tag, value) in &fields {
+                area.put_u8(*tag);
+                area.put_u16_le(u16::try_from(value.len()).unwrap());
+                area.put_slice(value);
+            }
+            let frame = Frame {
+                version: 1,
+                command: CommandCode::Deliver as u8,
+                flags: 0,
+                fields: area.freeze(),
+                payload: Bytes::from_static(b"payload"),
+            };
+            // The layout's shortcut changes nothing, errors included.
+            let mut last = Vec::new();
+            let shortcut = DeliverParts::parse_with(&frame, Some(&mut last), true);
+            let mut last = Vec::new();
+            let any_order = DeliverParts::parse_with(&frame, Some(&mut last), false);
+            match (&shortcut, &any_order) {
+                (Ok(a), Ok(b)) => {
+                    prop_assert_eq!((&a.topic, &a.sub_ids), (&b.topic, &b.sub_ids));
+                    prop_assert_eq!((a.bookmark, a.timestamp, a.sow_key), (b.bookmark, b.timestamp, b.sow_key));
+                }
+                (Err(a), Err(b)) => prop_assert_eq!(a.to_string(), b.to_string()),
+                _ => prop_assert!(false, "shortcut {:?} vs any order {:?}", shortcut.is_ok(), any_order.is_ok()),
+            }
+            // And decoding agrees with the generic decoder (on errors only
+            // in that there is one: the fast path reports a malformed
+            // number as it meets it, the generic decoder field by field).
+            let fast = Deliver::decode_fields(&frame);
+            let slow = generic(&frame);
+            match (&fast, &slow) {
+                (Ok(a), Ok(b)) => prop_assert_eq!(a, b),
+                (Err(_), Err(_)) => {}
+                _ => prop_assert!(false, "fast {:?} vs generic {:?}", fast, slow),
+            }
+        }
+
+        #[test]
         fn the_deliver_fast_path_agrees_with_the_generic_decoder(fields in fields()) {
             let mut area = BytesMut::new();
             for (tag, value) in &fields {
@@ -1828,6 +1992,27 @@ mod tests {
             for deliver in [plain, taken] {
                 assert_eq!(deliver.sub_ids.iter().collect::<Vec<_>>(), [id]);
                 assert_eq!(deliver.sub_ids.as_bytes(), id.to_le_bytes());
+            }
+        }
+    }
+
+    #[test]
+    fn same_bytes_is_equality() {
+        let texts: Vec<Vec<u8>> = (0..=20)
+            .flat_map(|len| {
+                let base: Vec<u8> = (0..len).map(|i| b'a' + i).collect();
+                let mut changed = Vec::new();
+                for at in 0..len as usize {
+                    let mut other = base.clone();
+                    other[at] ^= 1;
+                    changed.push(other);
+                }
+                std::iter::once(base).chain(changed)
+            })
+            .collect();
+        for a in &texts {
+            for b in &texts {
+                assert_eq!(same_bytes(a, b), a == b, "{a:?} vs {b:?}");
             }
         }
     }
