@@ -282,8 +282,7 @@ fn container_text() -> impl Strategy<Value = Vec<u8>> {
         .prop_map(|(array, pieces, filler)| {
             let mut text = String::from(if array { "[" } else { "{" });
             for (i, piece) in pieces.iter().enumerate() {
-                // Now and then a string long enough to cross the window
-                // in which backslashes are searched for.
+                // Now and then a string that takes many 64-byte steps.
                 if filler.is_some_and(|at| at % 40 == i) {
                     text.push('"');
                     text.push_str(&"x".repeat(filler.unwrap_or(0)));
@@ -324,8 +323,8 @@ proptest::proptest! {
 
 #[test]
 fn escapes_straddle_word_and_vector_boundaries() {
-    // An escaped quote or backslash at every offset across the first four
-    // words (searched by arithmetic) and into the vector search.
+    // An escaped quote or backslash at every offset across the 16-, 32-
+    // and 64-byte masks the scanner reads.
     for pad in 0..48 {
         for escape in [r#"\""#, r"\\", r"\u0022", r"\/"] {
             let contents = format!("{}{escape}{}", "a".repeat(pad), "b".repeat(pad % 7));
@@ -345,9 +344,9 @@ fn escapes_straddle_word_and_vector_boundaries() {
 }
 
 #[test]
-fn long_strings_and_containers_cross_the_backslash_window() {
-    // Longer than the window searched for backslashes at a time, with and
-    // without a backslash beyond it.
+fn long_strings_and_containers_with_a_late_backslash() {
+    // Strings and containers of many steps, with and without a backslash
+    // far in.
     for tail in ["", r"\n", r#"\""#] {
         let long = format!("{}{tail}{}", "x".repeat(5000), "y".repeat(100));
         let doc = format!(r#"{{"s":"{long}","z":{{"t":"{long}","u":[1,"]"]}},"a":"{long}"}}"#);
@@ -363,8 +362,8 @@ fn long_strings_and_containers_cross_the_backslash_window() {
 
 #[test]
 fn a_backslash_early_does_not_slow_or_break_what_follows() {
-    // The clean range restarts after a backslash: what follows is skipped
-    // by the fast path again, and correctly.
+    // After a backslash the fast path takes over again: what follows is
+    // skipped by it, and correctly.
     let doc = r#"{"e":"a\\b","z":{"k":"}","l":["]"]},"y":[{"m":"{"}],"a":2}"#;
     assert_eq!(values(doc, &["/a"]), vec![vec!["2"]]);
     let doc = r#"{"z":{"k":"\"}","l":"\\"},"y":["\"]",[]],"a":3}"#;
@@ -408,9 +407,9 @@ fn malformed_skipped_values_never_panic() {
 }
 
 #[test]
-fn member_names_of_any_length_are_found_with_the_perfect_hash() {
-    // Many names at one node (the hash), names sharing their first and
-    // last eight bytes, and names of 8 to 16 bytes (read from two words).
+fn member_names_of_any_length_are_found_among_many() {
+    // Many names at one node (more than one word comparison settles), names
+    // sharing their first and last eight bytes, and names of 8 to 16 bytes.
     let names: Vec<String> = (0..20)
         .map(|i| format!("name_{i:02}_{}", "x".repeat(i % 12)))
         .chain(["abcdefgh1ijklmnop".into(), "abcdefgh2ijklmnop".into()])
@@ -572,5 +571,28 @@ proptest::proptest! {
             proptest::prop_assert_eq!(&got, &expected, "{:?} in {} (baseline: {})", steps, text, baseline);
         }
         }
+    }
+}
+
+#[test]
+fn many_names_of_one_length_are_found_by_hash() {
+    // More names of one length than are compared one by one, short and
+    // long, at the top and one level down.
+    for width in [3, 11] {
+        let names: Vec<String> = (0..12).map(|i| format!("{i:0width$}")).collect();
+        let paths: Vec<String> = names.iter().map(|n| format!("/{n}")).collect();
+        let nested: Vec<String> = names.iter().map(|n| format!("/o/{n}")).collect();
+        let all: Vec<&str> = paths.iter().chain(&nested).map(String::as_str).collect();
+        let members: Vec<String> = names
+            .iter()
+            .enumerate()
+            .rev()
+            .map(|(i, n)| format!(r#""{n}x":-1,"{n}":{i}"#))
+            .collect();
+        let doc = format!(r#"{{{},"o":{{{}}}}}"#, members.join(","), members.join(","));
+        let expected: Vec<Vec<String>> = (0..2)
+            .flat_map(|_| (0..names.len()).map(|i| vec![i.to_string()]))
+            .collect();
+        assert_eq!(values(&doc, &all), expected, "{doc}");
     }
 }
