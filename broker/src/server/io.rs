@@ -50,9 +50,8 @@ const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
 /// Approximate bytes a command costs besides its payload, for back-pressure.
 const COMMAND_OVERHEAD_BYTES: usize = 128;
 
-/// Bytes of commands a new batch has room for at most before it grows
-/// (below the allocator's usual threshold for mapping memory).
-const BATCH_CAPACITY_BYTES_MAX: usize = 96 * 1024;
+/// Bytes of commands a new batch has room for at most before it grows.
+const BATCH_CAPACITY_BYTES_MAX: usize = 1024 * 1024;
 
 struct Conn {
     stream: TcpStream,

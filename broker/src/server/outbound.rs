@@ -122,6 +122,9 @@ pub struct ConnShared {
     /// The owning I/O thread.
     pub io: Arc<IoShared>,
     out: Mutex<Vec<Bytes>>,
+    /// How many chunks a processor batch last queued for this connection:
+    /// the next batch's list starts that large (a hint; no ordering).
+    chunks_hint: AtomicUsize,
     queued: AtomicUsize,
     closed: AtomicBool,
     slow: AtomicBool,
@@ -153,6 +156,7 @@ impl ConnShared {
             token,
             io,
             out: Mutex::new(Vec::new()),
+            chunks_hint: AtomicUsize::new(0),
             queued: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
             slow: AtomicBool::new(false),
@@ -398,12 +402,12 @@ impl Default for ProcessorSink {
 const JOURNALED_CACHE_MAX: usize = 65_536;
 
 /// Emptied chunk lists a processor keeps for reuse at most.
-const SPARE_CHUNK_LISTS_MAX: usize = 64;
+const SPARE_CHUNK_LISTS_MAX: usize = 16;
 
 /// The largest chunk list kept empty for reuse (a processor's spare list, a
-/// connection's idle queue), in chunks: 128 KiB of `Bytes` handles, so at
-/// most 8 MiB of spare lists per processor.
-const CHUNK_LIST_CAPACITY_KEPT_MAX: usize = 4096;
+/// connection's idle queue) or started with, in chunks: 512 KiB of `Bytes`
+/// handles, so at most 8 MiB of spare lists per processor.
+const CHUNK_LIST_CAPACITY_KEPT_MAX: usize = 16 * 1024;
 
 /// Bytes of a header field's tag and length (SPEC.md, "Header fields").
 const FIELD_HEADER_LEN: usize = 3;
@@ -479,10 +483,21 @@ impl ProcessorSink {
             }
         }
         let index = *self.slots.entry(conn.id).or_insert_with(|| {
+            // A spare list, unless this connection's last batch would
+            // outgrow it: growing copies, a new list of the right size
+            // does not.
+            let hint = conn
+                .chunks_hint
+                .load(Ordering::Relaxed)
+                .min(CHUNK_LIST_CAPACITY_KEPT_MAX);
+            let mut chunks = self.spare_chunks.pop().unwrap_or_default();
+            if chunks.capacity() < hint {
+                chunks = Vec::with_capacity(hint);
+            }
             self.pending.push(PendingOut {
                 conn_id: conn.id,
                 conn: Arc::clone(conn),
-                chunks: self.spare_chunks.pop().unwrap_or_default(),
+                chunks,
                 bytes: 0,
             });
             self.pending.len() - 1
@@ -565,6 +580,8 @@ impl ProcessorSink {
     pub fn flush(&mut self) {
         for mut pending in self.pending.drain(..) {
             let conn = &pending.conn;
+            conn.chunks_hint
+                .store(pending.chunks.len(), Ordering::Relaxed);
             let local = self
                 .local_io
                 .as_ref()
