@@ -1006,6 +1006,16 @@ async fn read_frames(
         let largest = send_batches(inner, &mut senders, &mut batches).await;
         if largest > 0 {
             batch_hint = largest.clamp(BATCH_HINT_MIN, BATCH_HINT_MAX);
+            // Let the streams just handed a batch take it before reading
+            // more. Otherwise, on a runtime shared with the consumers, the
+            // reader runs ahead by up to `subscription_buffer_batches`
+            // batches per stream: every payload is read back from memory
+            // long after it arrived, and the allocator keeps returning and
+            // re-faulting the pages (W1 fan-out-4 with the load generator:
+            // 12,600-26,800 page faults per 400,000 deliveries without this,
+            // 3,100 with it, and half the generator's CPU time;
+            // benches/RESULTS.md).
+            tokio::task::yield_now().await;
         }
         if buf.capacity() - buf.len() < 16 * 1024 {
             buf.reserve(64 * 1024);
