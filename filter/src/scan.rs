@@ -552,6 +552,16 @@ struct Walk {
 #[derive(Debug)]
 struct Malformed;
 
+/// What [`Scanner::leaf_value`] did.
+enum Leaf {
+    /// Recorded the value; the member ends here.
+    After(usize),
+    /// Recorded the value, the last the scan needed.
+    Stop,
+    /// Nothing: [`Scanner::wanted_value`] reads this one.
+    Other,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Flow {
     Continue,
@@ -795,9 +805,13 @@ impl Scanner<'_> {
             };
             let after = match child {
                 Some(child) if self.cap.seen.get(child as usize) != Some(&walk.instance) => {
-                    match self.wanted_value(&mut walk, child, value)? {
-                        Some(after) => after,
-                        None => return Ok(Flow::Stop),
+                    match self.leaf_value(&mut walk, child, value, pos, string_close)? {
+                        Leaf::After(after) => after,
+                        Leaf::Stop => return Ok(Flow::Stop),
+                        Leaf::Other => match self.wanted_value(&mut walk, child, value)? {
+                            Some(after) => after,
+                            None => return Ok(Flow::Stop),
+                        },
                     }
                 }
                 _ if string_close != 0 => pos + string_close.trailing_zeros() as usize + 1,
@@ -816,6 +830,71 @@ impl Scanner<'_> {
                 return Ok(Flow::Continue);
             }
         }
+    }
+
+    /// [`Self::wanted_value`] inlined into the object walk for its
+    /// commonest case: a path's last step that finds a string (whose
+    /// closing quote the walk's mask found: `string_close`, a bit of the
+    /// window at `window`), a number or a literal, where no check is due
+    /// after the member. Anything else is [`Leaf::Other`], with nothing
+    /// done.
+    #[inline(always)]
+    fn leaf_value(
+        &mut self,
+        walk: &mut Walk,
+        child: u32,
+        value: usize,
+        window: usize,
+        string_close: u64,
+    ) -> Result<Leaf, Malformed> {
+        let bytes = self.bytes;
+        let child_trie = &self.set.nodes[child as usize];
+        if !child_trie.leaf || (walk.depth == 1 && self.check.is_some()) {
+            return Ok(Leaf::Other);
+        }
+        let (raw, after) = match bytes.get(value) {
+            Some(b'"') if string_close != 0 => {
+                let end = window + string_close.trailing_zeros() as usize;
+                (
+                    Raw::Str {
+                        start: value + 1,
+                        end,
+                    },
+                    end + 1,
+                )
+            }
+            Some(b'-' | b'0'..=b'9') => {
+                let end = number_end(bytes, value)?;
+                (Raw::Number { start: value, end }, end)
+            }
+            Some(&b) if matches!(b, b't' | b'f' | b'n') => {
+                let (word, raw): (&[u8], Raw) = match b {
+                    b't' => (b"true", Raw::True),
+                    b'f' => (b"false", Raw::False),
+                    _ => (b"null", Raw::Null),
+                };
+                let end = value + word.len();
+                if bytes.get(value..end) != Some(word)
+                    || bytes.get(end).is_some_and(|&b| !is_delimiter(b))
+                {
+                    return Err(Malformed);
+                }
+                (raw, end)
+            }
+            _ => return Ok(Leaf::Other),
+        };
+        if let Some(seen) = self.cap.seen.get_mut(child as usize) {
+            *seen = walk.instance;
+        }
+        if let Some(slot) = child_trie.slot {
+            self.cap.push(slot, raw);
+        }
+        walk.remaining -= 1;
+        if walk.stop && walk.remaining == 0 {
+            self.pos = after;
+            return Ok(Leaf::Stop);
+        }
+        Ok(Leaf::After(after))
     }
 
     /// Reads the value at `value` of a member that leads to wanted paths,
