@@ -1049,7 +1049,7 @@ impl Scanner<'_> {
         depth: u32,
     ) -> Result<usize, Malformed> {
         match self.bytes.get(pos) {
-            Some(b'"') => Ok(self.string_end(pos + 1)?.0 + 1),
+            Some(b'"') => Ok(self.string_end_with(vectors, pos + 1)? + 1),
             Some(b'{' | b'[') => self.skip_container_with(vectors, pos, depth + 1),
             _ => skip_scalar(self.bytes, pos),
         }

@@ -279,11 +279,28 @@ impl Vectors for Avx2 {
         unsafe { avx2::specials32(chunk) }
     }
 
+    /// The block loop itself, inlined into the caller (the object walk,
+    /// compiled for AVX2 in `avx2::run`) rather than called.
     #[inline(always)]
     fn skip_blocks(self, bytes: &[u8], skip: &mut Skip, open: u8, max_open: u32) -> Stop {
-        // SAFETY: as for `specials32`; `available` checked every feature
-        // `avx2::skip_blocks` requires.
-        unsafe { avx2::skip_blocks(bytes, skip, open, max_open) }
+        skip_blocks_with(
+            bytes,
+            skip,
+            open,
+            max_open,
+            |chunk, open, close| {
+                // SAFETY: as for `specials32`.
+                let classes = unsafe { avx2::classify64(chunk, open, close) };
+                // Opaque to the optimiser, which otherwise takes the masks
+                // apart bit by bit.
+                std::hint::black_box(classes)
+            },
+            |x| {
+                // SAFETY: as for `specials32`; `available` found carry-less
+                // multiplication too.
+                unsafe { avx2::prefix_xor(x) }
+            },
+        )
     }
 }
 
