@@ -302,6 +302,14 @@ impl Default for PathSet {
 }
 
 impl PathSet {
+    /// Trie node `node`. The scanner only follows numbers the trie gave
+    /// it, so this always finds one; were it not to, the scan would end
+    /// as on a malformed payload rather than panic.
+    #[inline(always)]
+    fn node(&self, node: u32) -> Result<&TrieNode, Malformed> {
+        self.nodes.get(node as usize).ok_or(Malformed)
+    }
+
     /// Adds a path (once) and returns its slot number.
     pub(crate) fn insert(&mut self, path: &Path) -> u32 {
         if let Some(slot) = self.paths.iter().position(|p| p == path) {
@@ -309,15 +317,19 @@ impl PathSet {
         }
         let slot = self.paths.len() as u32;
         self.paths.push(path.clone());
-        let mut node = 0usize;
         let bit = 1_u64.checked_shl(slot).unwrap_or(0);
-        self.nodes[node].subtree |= bit;
+        // Node numbers come from the trie itself, so every `get` below finds
+        // its node.
+        let mut node = 0usize;
+        if let Some(root) = self.nodes.get_mut(node) {
+            root.subtree |= bit;
+        }
         for step in &path.steps {
             let next = self.nodes.len() as u32;
-            let existing = match step {
-                Step::Field(name) => self.nodes[node].field_child(name.as_bytes()),
-                Step::Index(i) => self.nodes[node].index_child(*i),
-            };
+            let existing = self.nodes.get(node).and_then(|n| match step {
+                Step::Field(name) => n.field_child(name.as_bytes()),
+                Step::Index(i) => n.index_child(*i),
+            });
             node = match existing {
                 Some(child) => child as usize,
                 None => {
@@ -325,18 +337,23 @@ impl PathSet {
                         leaf: true,
                         ..TrieNode::default()
                     });
-                    let parent = &mut self.nodes[node];
-                    parent.leaf = false;
-                    match step {
-                        Step::Field(name) => parent.add_field(name.as_bytes(), next),
-                        Step::Index(i) => parent.indexes.push((*i, next)),
+                    if let Some(parent) = self.nodes.get_mut(node) {
+                        parent.leaf = false;
+                        match step {
+                            Step::Field(name) => parent.add_field(name.as_bytes(), next),
+                            Step::Index(i) => parent.indexes.push((*i, next)),
+                        }
                     }
                     next as usize
                 }
             };
-            self.nodes[node].subtree |= bit;
+            if let Some(n) = self.nodes.get_mut(node) {
+                n.subtree |= bit;
+            }
         }
-        self.nodes[node].slot = Some(slot);
+        if let Some(n) = self.nodes.get_mut(node) {
+            n.slot = Some(slot);
+        }
         slot
     }
 
@@ -586,10 +603,13 @@ struct Scanner<'s> {
 /// Bytes after which a scalar ends.
 #[inline]
 fn is_delimiter(b: u8) -> bool {
-    DELIMITERS[usize::from(b)]
+    // 256 entries: every byte has one (and the check compiles away).
+    DELIMITERS.get(usize::from(b)).copied().unwrap_or(false)
 }
 
 /// [`is_delimiter`] as a table: one load per byte of a skipped scalar.
+// Indexing in a constant: an index out of bounds fails the build.
+#[allow(clippy::indexing_slicing)]
 static DELIMITERS: [bool; 256] = {
     let mut table = [false; 256];
     table[b',' as usize] = true;
@@ -628,7 +648,7 @@ impl Scanner<'_> {
         depth: u32,
     ) -> Result<Flow, Malformed> {
         let set = self.set;
-        let trie = &set.nodes[node as usize];
+        let trie = set.node(node)?;
         match self.peek() {
             Some(b'{') => {
                 if trie.fields.is_empty() {
@@ -751,7 +771,7 @@ impl Scanner<'_> {
             return Err(Malformed);
         }
         let (set, bytes) = (self.set, self.bytes);
-        let trie = &set.nodes[node as usize];
+        let trie = set.node(node)?;
         let mut walk = Walk {
             instance: self.cap.next_instance(),
             remaining: trie.fields.len(),
@@ -848,7 +868,7 @@ impl Scanner<'_> {
         string_close: u64,
     ) -> Result<Leaf, Malformed> {
         let bytes = self.bytes;
-        let child_trie = &self.set.nodes[child as usize];
+        let child_trie = self.set.node(child)?;
         if !child_trie.leaf || (walk.depth == 1 && self.check.is_some()) {
             return Ok(Leaf::Other);
         }
@@ -913,7 +933,7 @@ impl Scanner<'_> {
         walk.remaining -= 1;
         let stop = walk.stop && walk.remaining == 0;
         self.pos = value;
-        let child_trie = &self.set.nodes[child as usize];
+        let child_trie = self.set.node(child)?;
         match self.peek() {
             // A path's last step that finds a scalar: record it here rather
             // than through the general `value`.
@@ -986,7 +1006,7 @@ impl Scanner<'_> {
             return Err(Malformed);
         }
         let set = self.set;
-        let trie = &set.nodes[node as usize];
+        let trie = set.node(node)?;
         // Field steps and the path's own values apply to every element.
         let flatten = trie.slot.is_some() || !trie.fields.is_empty();
         let last_index = if allow_index { trie.max_index() } else { None };
