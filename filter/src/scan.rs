@@ -137,6 +137,18 @@ struct FieldName {
     child: u32,
 }
 
+/// Whether `name`, of more than eight bytes whose first eight equal
+/// `known`'s, equals `known`: up to 16 bytes by comparing the last eight
+/// as a word rather than by a library call.
+#[inline(always)]
+fn same_tail(name: Option<&[u8]>, known: &[u8]) -> bool {
+    let Some(name) = name else { return false };
+    match (name.len(), name.last_chunk::<8>(), known.last_chunk::<8>()) {
+        (9..=16, Some(a), Some(b)) => a == b && name.len() == known.len(),
+        _ => name == known,
+    }
+}
+
 /// The first eight bytes of `name` (zero-padded), as a little-endian word.
 fn prefix_word(name: &[u8]) -> u64 {
     let mut word = [0u8; 8];
@@ -203,7 +215,7 @@ impl TrieNode {
             .find(|f| {
                 f.prefix == prefix
                     && f.len == len
-                    && (len <= 8 || bytes.get(start..start + len) == Some(&f.name[..]))
+                    && (len <= 8 || same_tail(bytes.get(start..start + len), &f.name))
             })
             .map(|f| f.child)
     }
@@ -855,9 +867,9 @@ impl Scanner<'_> {
     /// [`Self::wanted_value`] inlined into the object walk for its
     /// commonest case: a path's last step that finds a string (whose
     /// closing quote the walk's mask found: `string_close`, a bit of the
-    /// window at `window`), a number or a literal, where no check is due
-    /// after the member. Anything else is [`Leaf::Other`], with nothing
-    /// done.
+    /// window at `window`), a number or a literal; the check after a
+    /// top-level member included. Anything else is [`Leaf::Other`], with
+    /// nothing done.
     #[inline(always)]
     fn leaf_value(
         &mut self,
@@ -869,7 +881,7 @@ impl Scanner<'_> {
     ) -> Result<Leaf, Malformed> {
         let bytes = self.bytes;
         let child_trie = self.set.node(child)?;
-        if !child_trie.leaf || (walk.depth == 1 && self.check.is_some()) {
+        if !child_trie.leaf {
             return Ok(Leaf::Other);
         }
         let (raw, after) = match bytes.get(value) {
@@ -910,6 +922,19 @@ impl Scanner<'_> {
             self.cap.push(slot, raw);
         }
         walk.remaining -= 1;
+        if walk.depth == 1
+            && let Some(check) = self.check.as_mut()
+        {
+            self.completed |= child_trie.subtree;
+            match check(self.cap, self.completed) {
+                Verdict::Continue => {}
+                Verdict::Done => self.check = None,
+                Verdict::Stop => {
+                    self.decided = true;
+                    return Ok(Leaf::Stop);
+                }
+            }
+        }
         if walk.stop && walk.remaining == 0 {
             self.pos = after;
             return Ok(Leaf::Stop);
