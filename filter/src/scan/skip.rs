@@ -3,8 +3,9 @@
 //!
 //! - A **string** ends at the first quote if no backslash comes before it:
 //!   one 16-byte mask of quotes and backslashes settles most strings, longer
-//!   ones take a mask per 16 bytes. From the first backslash on, the string
-//!   is walked honouring escapes.
+//!   ones take a mask per 16 bytes (a skipped one in the object walk, a
+//!   mask per 32). From the first backslash on, the string is walked
+//!   honouring escapes.
 //! - A **container** ends at the first bracket of its own kind that is
 //!   outside every string and balances it. Each step classifies 64 bytes
 //!   into quote, backslash and bracket masks; up to the first backslash a
