@@ -15,8 +15,8 @@ use crate::context::MessageContext;
 use crate::functions::{self, FnOut, Function, TextBuffers};
 use crate::scan::{Captures, Raw};
 use crate::value::{
-    Num, Scalar, Truth, apply_comparison, arithmetic, compare_numbers, comparison_truth, negate,
-    parse_json_number,
+    Comparison, Num, Scalar, Truth, apply_comparison, arithmetic, compare_numbers,
+    comparison_truth, negate, parse_json_number,
 };
 
 /// A value during evaluation: like [`Scalar`], but strings built by
@@ -134,8 +134,83 @@ fn compare_raw(op: BinaryOp, raw: Raw, payload: &[u8], arena: &[u8], k: &Const) 
 }
 
 /// [`compare_raw`] for JSON number text against a numeric constant.
-#[inline(never)]
+#[inline(always)]
 fn compare_number(op: BinaryOp, text: Option<&[u8]>, k: &Const) -> Truth {
+    if let (Some(text), Const::Int(k)) = (text, k)
+        && let Some(ordering) = order_decimal_int(text, *k)
+    {
+        return comparison_truth(op, Comparison::Ordered(ordering));
+    }
+    compare_number_parsed(op, text, k)
+}
+
+/// How the JSON number `text` (grammar already checked) orders against the
+/// integer `k`, exactly, for the commonest numbers: at most 15 digits and
+/// no exponent. None for any other.
+///
+/// The parsed path gives the same answer: such a number parses to an
+/// integer, or to the double nearest its decimal value, which is never
+/// an integer nor on the other side of one when its fraction is not
+/// zero (15 significant digits leave it at least 10^-15 of its size from
+/// the nearest integer, where doubles are 2^-52 of it apart).
+#[inline(always)]
+fn order_decimal_int(text: &[u8], k: i64) -> Option<std::cmp::Ordering> {
+    use std::cmp::Ordering;
+    let (negative, body) = match text.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, text),
+    };
+    let mut whole: i64 = 0;
+    let mut at = 0;
+    while let Some(d) = body
+        .get(at)
+        .map(|b| b.wrapping_sub(b'0'))
+        .filter(|&d| d < 10)
+    {
+        whole = whole * 10 + i64::from(d);
+        at += 1;
+        if at > 15 {
+            return None;
+        }
+    }
+    // A fraction: whether any of its digits is not zero.
+    let mut fraction = false;
+    match body.get(at) {
+        None => {}
+        Some(b'.') => {
+            at += 1;
+            while let Some(&b) = body.get(at) {
+                if !b.is_ascii_digit() {
+                    return None;
+                }
+                fraction |= b != b'0';
+                at += 1;
+            }
+            if at > 16 {
+                return None;
+            }
+        }
+        Some(_) => return None,
+    }
+    Some(if !negative {
+        // whole + fraction against k.
+        match whole.cmp(&k) {
+            Ordering::Equal if fraction => Ordering::Greater,
+            other => other,
+        }
+    } else if !fraction {
+        (-whole).cmp(&k)
+    } else if k >= -whole {
+        // Strictly between -whole - 1 and -whole.
+        Ordering::Less
+    } else {
+        Ordering::Greater
+    })
+}
+
+/// [`compare_number`] through the general parse.
+#[inline(never)]
+fn compare_number_parsed(op: BinaryOp, text: Option<&[u8]>, k: &Const) -> Truth {
     let constant = match *k {
         Const::Int(i) => Num::Int(i),
         Const::Float(x) => Num::Float(x),
@@ -613,4 +688,60 @@ impl<'a> Eval<'a, '_> {
 /// Copies a value out of the evaluation.
 pub(crate) fn to_value(v: Val<'_>, cap: &Captures) -> crate::value::Value {
     resolve(v, &cap.arena).to_value()
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::{BinaryOp, Const, compare_number, compare_number_parsed};
+
+    /// JSON number text without an exponent, with few or many digits, and
+    /// fractions that are zero, tiny or close to the next integer.
+    fn decimal_text() -> impl Strategy<Value = String> {
+        (
+            any::<bool>(),
+            prop_oneof![
+                Just("0".to_owned()),
+                "[1-9][0-9]{0,3}",
+                "[1-9][0-9]{10,17}",
+                Just("999999999999999".to_owned()),
+            ],
+            prop_oneof![
+                Just(String::new()),
+                "\\.[0-9]{1,4}",
+                "\\.0{1,14}[1-9]?",
+                "\\.9{1,16}",
+            ],
+        )
+            .prop_map(|(negative, whole, fraction)| {
+                format!("{}{whole}{fraction}", if negative { "-" } else { "" })
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4000))]
+
+        /// Comparing number text with an integer constant without parsing
+        /// it gives what the parsed comparison gives, for every operator.
+        #[test]
+        fn decimal_against_integer_agrees_with_the_parse(
+            text in decimal_text(),
+            k in prop_oneof![-1000i64..1000, any::<i64>(), Just(999_999_999_999_999), Just(-1_000_000_000_000_000)],
+            near in any::<bool>(),
+        ) {
+            // Constants next to the number's own integer part, where the
+            // fraction decides.
+            let k = if near {
+                text.split('.').next().and_then(|w| w.parse::<i64>().ok()).map_or(k, |w| w + k.rem_euclid(3) - 1)
+            } else {
+                k
+            };
+            for op in [BinaryOp::Eq, BinaryOp::Ne, BinaryOp::Lt, BinaryOp::Le, BinaryOp::Gt, BinaryOp::Ge] {
+                let fast = compare_number(op, Some(text.as_bytes()), &Const::Int(k));
+                let parsed = compare_number_parsed(op, Some(text.as_bytes()), &Const::Int(k));
+                prop_assert_eq!(fast, parsed, "{} {:?} {}", text, op, k);
+            }
+        }
+    }
 }

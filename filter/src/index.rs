@@ -157,13 +157,15 @@ impl<K: Clone + Eq + Hash> SubscriptionIndex<K> {
         let placement = match index_term(filter.expr()) {
             Some((path, keys)) => {
                 let field = self.field_for(&path);
-                let entry_field = &mut self.fields[field];
-                entry_field.users += 1;
-                for s in &keys.strings {
-                    entry_field.strings.entry(s.clone()).or_default().push(id);
-                }
-                for n in &keys.numbers {
-                    entry_field.numbers.entry(*n).or_default().push(id);
+                // `field_for` returns a field that exists.
+                if let Some(entry_field) = self.fields.get_mut(field) {
+                    entry_field.users += 1;
+                    for s in &keys.strings {
+                        entry_field.strings.entry(s.clone()).or_default().push(id);
+                    }
+                    for n in &keys.numbers {
+                        entry_field.numbers.entry(*n).or_default().push(id);
+                    }
                 }
                 Placement::Indexed { field, keys }
             }
@@ -173,11 +175,14 @@ impl<K: Clone + Eq + Hash> SubscriptionIndex<K> {
             }
         };
         self.by_key.insert(key.clone(), id);
-        self.entries[id as usize] = Some(Entry {
-            key,
-            filter,
-            placement,
-        });
+        // `id` was pushed above or freed by `remove`: its entry exists.
+        if let Some(slot) = self.entries.get_mut(id as usize) {
+            *slot = Some(Entry {
+                key,
+                filter,
+                placement,
+            });
+        }
         old
     }
 
@@ -188,7 +193,10 @@ impl<K: Clone + Eq + Hash> SubscriptionIndex<K> {
         self.free.push(id);
         match entry.placement {
             Placement::Indexed { field, keys } => {
-                let f = &mut self.fields[field];
+                // An entry's field exists while the entry does.
+                let Some(f) = self.fields.get_mut(field) else {
+                    return Some(entry.filter);
+                };
                 for s in &keys.strings {
                     if let Some(ids) = f.strings.get_mut(s) {
                         ids.retain(|&i| i != id);

@@ -137,6 +137,18 @@ struct FieldName {
     child: u32,
 }
 
+/// Whether `name`, of more than eight bytes whose first eight equal
+/// `known`'s, equals `known`: up to 16 bytes by comparing the last eight
+/// as a word rather than by a library call.
+#[inline(always)]
+fn same_tail(name: Option<&[u8]>, known: &[u8]) -> bool {
+    let Some(name) = name else { return false };
+    match (name.len(), name.last_chunk::<8>(), known.last_chunk::<8>()) {
+        (9..=16, Some(a), Some(b)) => a == b && name.len() == known.len(),
+        _ => name == known,
+    }
+}
+
 /// The first eight bytes of `name` (zero-padded), as a little-endian word.
 fn prefix_word(name: &[u8]) -> u64 {
     let mut word = [0u8; 8];
@@ -203,7 +215,7 @@ impl TrieNode {
             .find(|f| {
                 f.prefix == prefix
                     && f.len == len
-                    && (len <= 8 || bytes.get(start..start + len) == Some(&f.name[..]))
+                    && (len <= 8 || same_tail(bytes.get(start..start + len), &f.name))
             })
             .map(|f| f.child)
     }
@@ -302,6 +314,14 @@ impl Default for PathSet {
 }
 
 impl PathSet {
+    /// Trie node `node`. The scanner only follows numbers the trie gave
+    /// it, so this always finds one; were it not to, the scan would end
+    /// as on a malformed payload rather than panic.
+    #[inline(always)]
+    fn node(&self, node: u32) -> Result<&TrieNode, Malformed> {
+        self.nodes.get(node as usize).ok_or(Malformed)
+    }
+
     /// Adds a path (once) and returns its slot number.
     pub(crate) fn insert(&mut self, path: &Path) -> u32 {
         if let Some(slot) = self.paths.iter().position(|p| p == path) {
@@ -309,15 +329,19 @@ impl PathSet {
         }
         let slot = self.paths.len() as u32;
         self.paths.push(path.clone());
-        let mut node = 0usize;
         let bit = 1_u64.checked_shl(slot).unwrap_or(0);
-        self.nodes[node].subtree |= bit;
+        // Node numbers come from the trie itself, so every `get` below finds
+        // its node.
+        let mut node = 0usize;
+        if let Some(root) = self.nodes.get_mut(node) {
+            root.subtree |= bit;
+        }
         for step in &path.steps {
             let next = self.nodes.len() as u32;
-            let existing = match step {
-                Step::Field(name) => self.nodes[node].field_child(name.as_bytes()),
-                Step::Index(i) => self.nodes[node].index_child(*i),
-            };
+            let existing = self.nodes.get(node).and_then(|n| match step {
+                Step::Field(name) => n.field_child(name.as_bytes()),
+                Step::Index(i) => n.index_child(*i),
+            });
             node = match existing {
                 Some(child) => child as usize,
                 None => {
@@ -325,18 +349,23 @@ impl PathSet {
                         leaf: true,
                         ..TrieNode::default()
                     });
-                    let parent = &mut self.nodes[node];
-                    parent.leaf = false;
-                    match step {
-                        Step::Field(name) => parent.add_field(name.as_bytes(), next),
-                        Step::Index(i) => parent.indexes.push((*i, next)),
+                    if let Some(parent) = self.nodes.get_mut(node) {
+                        parent.leaf = false;
+                        match step {
+                            Step::Field(name) => parent.add_field(name.as_bytes(), next),
+                            Step::Index(i) => parent.indexes.push((*i, next)),
+                        }
                     }
                     next as usize
                 }
             };
-            self.nodes[node].subtree |= bit;
+            if let Some(n) = self.nodes.get_mut(node) {
+                n.subtree |= bit;
+            }
         }
-        self.nodes[node].slot = Some(slot);
+        if let Some(n) = self.nodes.get_mut(node) {
+            n.slot = Some(slot);
+        }
         slot
     }
 
@@ -552,6 +581,16 @@ struct Walk {
 #[derive(Debug)]
 struct Malformed;
 
+/// What [`Scanner::leaf_value`] did.
+enum Leaf {
+    /// Recorded the value; the member ends here.
+    After(usize),
+    /// Recorded the value, the last the scan needed.
+    Stop,
+    /// Nothing: [`Scanner::wanted_value`] reads this one.
+    Other,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Flow {
     Continue,
@@ -576,10 +615,13 @@ struct Scanner<'s> {
 /// Bytes after which a scalar ends.
 #[inline]
 fn is_delimiter(b: u8) -> bool {
-    DELIMITERS[usize::from(b)]
+    // 256 entries: every byte has one (and the check compiles away).
+    DELIMITERS.get(usize::from(b)).copied().unwrap_or(false)
 }
 
 /// [`is_delimiter`] as a table: one load per byte of a skipped scalar.
+// Indexing in a constant: an index out of bounds fails the build.
+#[allow(clippy::indexing_slicing)]
 static DELIMITERS: [bool; 256] = {
     let mut table = [false; 256];
     table[b',' as usize] = true;
@@ -618,7 +660,7 @@ impl Scanner<'_> {
         depth: u32,
     ) -> Result<Flow, Malformed> {
         let set = self.set;
-        let trie = &set.nodes[node as usize];
+        let trie = set.node(node)?;
         match self.peek() {
             Some(b'{') => {
                 if trie.fields.is_empty() {
@@ -741,7 +783,7 @@ impl Scanner<'_> {
             return Err(Malformed);
         }
         let (set, bytes) = (self.set, self.bytes);
-        let trie = &set.nodes[node as usize];
+        let trie = set.node(node)?;
         let mut walk = Walk {
             instance: self.cap.next_instance(),
             remaining: trie.fields.len(),
@@ -795,9 +837,13 @@ impl Scanner<'_> {
             };
             let after = match child {
                 Some(child) if self.cap.seen.get(child as usize) != Some(&walk.instance) => {
-                    match self.wanted_value(&mut walk, child, value)? {
-                        Some(after) => after,
-                        None => return Ok(Flow::Stop),
+                    match self.leaf_value(&mut walk, child, value, pos, string_close)? {
+                        Leaf::After(after) => after,
+                        Leaf::Stop => return Ok(Flow::Stop),
+                        Leaf::Other => match self.wanted_value(&mut walk, child, value)? {
+                            Some(after) => after,
+                            None => return Ok(Flow::Stop),
+                        },
                     }
                 }
                 _ if string_close != 0 => pos + string_close.trailing_zeros() as usize + 1,
@@ -818,6 +864,84 @@ impl Scanner<'_> {
         }
     }
 
+    /// [`Self::wanted_value`] inlined into the object walk for its
+    /// commonest case: a path's last step that finds a string (whose
+    /// closing quote the walk's mask found: `string_close`, a bit of the
+    /// window at `window`), a number or a literal; the check after a
+    /// top-level member included. Anything else is [`Leaf::Other`], with
+    /// nothing done.
+    #[inline(always)]
+    fn leaf_value(
+        &mut self,
+        walk: &mut Walk,
+        child: u32,
+        value: usize,
+        window: usize,
+        string_close: u64,
+    ) -> Result<Leaf, Malformed> {
+        let bytes = self.bytes;
+        let child_trie = self.set.node(child)?;
+        if !child_trie.leaf {
+            return Ok(Leaf::Other);
+        }
+        let (raw, after) = match bytes.get(value) {
+            Some(b'"') if string_close != 0 => {
+                let end = window + string_close.trailing_zeros() as usize;
+                (
+                    Raw::Str {
+                        start: value + 1,
+                        end,
+                    },
+                    end + 1,
+                )
+            }
+            Some(b'-' | b'0'..=b'9') => {
+                let end = number_end(bytes, value)?;
+                (Raw::Number { start: value, end }, end)
+            }
+            Some(&b) if matches!(b, b't' | b'f' | b'n') => {
+                let (word, raw): (&[u8], Raw) = match b {
+                    b't' => (b"true", Raw::True),
+                    b'f' => (b"false", Raw::False),
+                    _ => (b"null", Raw::Null),
+                };
+                let end = value + word.len();
+                if bytes.get(value..end) != Some(word)
+                    || bytes.get(end).is_some_and(|&b| !is_delimiter(b))
+                {
+                    return Err(Malformed);
+                }
+                (raw, end)
+            }
+            _ => return Ok(Leaf::Other),
+        };
+        if let Some(seen) = self.cap.seen.get_mut(child as usize) {
+            *seen = walk.instance;
+        }
+        if let Some(slot) = child_trie.slot {
+            self.cap.push(slot, raw);
+        }
+        walk.remaining -= 1;
+        if walk.depth == 1
+            && let Some(check) = self.check.as_mut()
+        {
+            self.completed |= child_trie.subtree;
+            match check(self.cap, self.completed) {
+                Verdict::Continue => {}
+                Verdict::Done => self.check = None,
+                Verdict::Stop => {
+                    self.decided = true;
+                    return Ok(Leaf::Stop);
+                }
+            }
+        }
+        if walk.stop && walk.remaining == 0 {
+            self.pos = after;
+            return Ok(Leaf::Stop);
+        }
+        Ok(Leaf::After(after))
+    }
+
     /// Reads the value at `value` of a member that leads to wanted paths,
     /// `child`, and returns the position after it, or None when the scan
     /// is over.
@@ -834,7 +958,7 @@ impl Scanner<'_> {
         walk.remaining -= 1;
         let stop = walk.stop && walk.remaining == 0;
         self.pos = value;
-        let child_trie = &self.set.nodes[child as usize];
+        let child_trie = self.set.node(child)?;
         match self.peek() {
             // A path's last step that finds a scalar: record it here rather
             // than through the general `value`.
@@ -907,7 +1031,7 @@ impl Scanner<'_> {
             return Err(Malformed);
         }
         let set = self.set;
-        let trie = &set.nodes[node as usize];
+        let trie = set.node(node)?;
         // Field steps and the path's own values apply to every element.
         let flatten = trie.slot.is_some() || !trie.fields.is_empty();
         let last_index = if allow_index { trie.max_index() } else { None };
@@ -970,7 +1094,7 @@ impl Scanner<'_> {
         depth: u32,
     ) -> Result<usize, Malformed> {
         match self.bytes.get(pos) {
-            Some(b'"') => Ok(self.string_end(pos + 1)?.0 + 1),
+            Some(b'"') => Ok(self.string_end_with(vectors, pos + 1)? + 1),
             Some(b'{' | b'[') => self.skip_container_with(vectors, pos, depth + 1),
             _ => skip_scalar(self.bytes, pos),
         }

@@ -481,6 +481,7 @@ pub fn apply_comparison(op: BinaryOp, a: Scalar<'_>, b: Scalar<'_>) -> Truth {
 }
 
 /// What a comparison operator says about a [`Comparison`].
+#[inline]
 pub fn comparison_truth(op: BinaryOp, c: Comparison) -> Truth {
     match c {
         Comparison::Null => Truth::Unknown,

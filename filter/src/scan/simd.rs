@@ -6,7 +6,8 @@
 //! It also holds the one loop that is worth compiling twice:
 //! [`skip_blocks`], which crosses a skipped container 64 bytes per step.
 //! Where the CPU has AVX2 (checked once, at run time), that loop classifies
-//! 32 bytes per instruction instead of 16.
+//! 32 bytes per instruction instead of 16; the object walk's AVX2 build
+//! inlines it.
 //!
 //! This is the crate's only `unsafe` code. On x86-64 the masks come from SSE2
 //! (`pcmpeqb`, `pmovmskb`: two instructions per class per 16 bytes), which
@@ -279,11 +280,28 @@ impl Vectors for Avx2 {
         unsafe { avx2::specials32(chunk) }
     }
 
+    /// The block loop itself, inlined into the caller (the object walk,
+    /// compiled for AVX2 in `avx2::run`) rather than called.
     #[inline(always)]
     fn skip_blocks(self, bytes: &[u8], skip: &mut Skip, open: u8, max_open: u32) -> Stop {
-        // SAFETY: as for `specials32`; `available` checked every feature
-        // `avx2::skip_blocks` requires.
-        unsafe { avx2::skip_blocks(bytes, skip, open, max_open) }
+        skip_blocks_with(
+            bytes,
+            skip,
+            open,
+            max_open,
+            |chunk, open, close| {
+                // SAFETY: as for `specials32`.
+                let classes = unsafe { avx2::classify64(chunk, open, close) };
+                // Opaque to the optimiser, which otherwise takes the masks
+                // apart bit by bit.
+                std::hint::black_box(classes)
+            },
+            |x| {
+                // SAFETY: as for `specials32`; `available` found carry-less
+                // multiplication too.
+                unsafe { avx2::prefix_xor(x) }
+            },
+        )
     }
 }
 

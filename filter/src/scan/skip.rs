@@ -3,8 +3,9 @@
 //!
 //! - A **string** ends at the first quote if no backslash comes before it:
 //!   one 16-byte mask of quotes and backslashes settles most strings, longer
-//!   ones take a mask per 16 bytes. From the first backslash on, the string
-//!   is walked honouring escapes.
+//!   ones take a mask per 16 bytes (a skipped one in the object walk, a
+//!   mask per 32). From the first backslash on, the string is walked
+//!   honouring escapes.
 //! - A **container** ends at the first bracket of its own kind that is
 //!   outside every string and balances it. Each step classifies 64 bytes
 //!   into quote, backslash and bracket masks; up to the first backslash a
@@ -104,6 +105,31 @@ impl Scanner<'_> {
         self.string_end_exact(at)
     }
 
+    /// The end of the string whose contents start at `from` (its closing
+    /// quote), for a string that is skipped: a mask of `vectors`' widest
+    /// per step up to the first quote or backslash, then from a backslash
+    /// (or near the end of the payload) the exact walk.
+    #[inline(always)]
+    pub(super) fn string_end_with<V: Vectors>(
+        &self,
+        vectors: V,
+        from: usize,
+    ) -> Result<usize, Malformed> {
+        let mut at = from;
+        while let Some(chunk) = self.bytes.get(at..).and_then(<[u8]>::first_chunk::<32>) {
+            let specials = vectors.specials32(chunk);
+            if specials.quote | specials.backslash != 0 {
+                if let Some(end) = specials.string_end(0) {
+                    return Ok(at + end);
+                }
+                break;
+            }
+            at += 32;
+        }
+        // No backslash before `at`, so it is not inside an escape.
+        Ok(self.string_end_exact(at)?.0)
+    }
+
     /// [`Self::string_end`] honouring escapes.
     fn string_end_exact(&self, from: usize) -> Result<(usize, bool), Malformed> {
         let mut at = from;
@@ -130,7 +156,7 @@ impl Scanner<'_> {
     }
 
     /// [`Self::skip_container`] with the vector code `vectors`.
-    #[inline]
+    #[inline(always)]
     pub(super) fn skip_container_with<V: Vectors>(
         &self,
         vectors: V,
@@ -156,8 +182,9 @@ impl Scanner<'_> {
         self.rest_of_container_with(Dispatch, from, kind, level)
     }
 
-    /// [`Self::rest_of_container`] with the vector code `vectors`.
-    #[inline]
+    /// [`Self::rest_of_container`] with the vector code `vectors`. Inlined,
+    /// so that the object walk's AVX2 build inlines the block loop too.
+    #[inline(always)]
     pub(super) fn rest_of_container_with<V: Vectors>(
         &self,
         vectors: V,

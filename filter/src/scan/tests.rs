@@ -596,3 +596,48 @@ fn many_names_of_one_length_are_found_by_hash() {
         assert_eq!(values(&doc, &all), expected, "{doc}");
     }
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1000))]
+
+    /// Skipped string values cross 32 bytes per mask: whatever the string's
+    /// length and wherever its escaped quotes, backslashes and brackets
+    /// fall against those steps (and the name before it shifts them), the
+    /// member after it is found, with AVX2 and with the baseline code.
+    #[test]
+    fn skipped_strings_end_where_serde_json_ends_them(
+        name_len in 1usize..40,
+        pieces in proptest::collection::vec(
+            proptest::sample::select(
+                &[
+                    "a",
+                    "plain text longer than one mask..",
+                    "sixteen bytes ok",
+                    "\\\"",
+                    "\\\\",
+                    "]",
+                    "}",
+                    "{",
+                    "\\u0041",
+                    " ",
+                    "\"x",
+                ][..],
+            ),
+            0..40,
+        ),
+        spaced in proptest::prelude::any::<bool>(),
+    ) {
+        // A lone `"x` piece would end the string: keep the text a string.
+        let body: String = pieces.concat().replace("\"x", "\\\"x");
+        let name = "n".repeat(name_len);
+        let sep = if spaced { " " } else { "" };
+        // A member after `a`, so that a mask's 32 bytes fit past any end.
+        let pad = "p".repeat(40);
+        let text = format!(r#"{{"{name}":{sep}"{body}"{sep},"a":1,"pad":"{pad}"}}"#);
+        proptest::prop_assume!(serde_json::from_str::<serde_json::Value>(&text).is_ok());
+        let got = values(&text, &["/a"]);
+        proptest::prop_assert_eq!(&got, &vec![vec!["1".to_owned()]], "{}", text);
+        let baseline = simd::tests::baseline_only(|| values(&text, &["/a"]));
+        proptest::prop_assert_eq!(&baseline, &vec![vec!["1".to_owned()]], "baseline: {}", text);
+    }
+}
