@@ -230,6 +230,14 @@ impl Inner {
         len: usize,
         encode: impl Fn(&mut BytesMut) -> Result<(), statecast_protocol::EncodeError>,
     ) -> Result<(), Error> {
+        // A send that finds room never waits, so a task publishing in a
+        // loop would keep the runtime from every other task (the streams
+        // of this very client among them) until the write buffer filled:
+        // megabytes. Spending the cooperative budget makes it give way
+        // every 128 sends, as tokio's own resources do (without this, W1
+        // fan-out-4 with publisher and subscribers on one thread lost its
+        // subscribers to the broker's slow-client limit in 3 runs of 3).
+        tokio::task::consume_budget().await;
         loop {
             let space = self.write_space.notified();
             {
@@ -1012,9 +1020,10 @@ async fn read_frames(
             // batches per stream: every payload is read back from memory
             // long after it arrived, and the allocator keeps returning and
             // re-faulting the pages (W1 fan-out-4 with the load generator:
-            // 12,600-26,800 page faults per 400,000 deliveries without this,
-            // 3,100 with it, and half the generator's CPU time;
-            // benches/RESULTS.md).
+            // 7,600-32,000 page faults per 800,000 deliveries without this,
+            // 1,500-3,100 with it; benches/RESULTS.md). Publishers spend
+            // the task budget (`send_with`), so this does not hand the
+            // runtime to a publishing loop.
             tokio::task::yield_now().await;
         }
         if buf.capacity() - buf.len() < 16 * 1024 {
