@@ -1090,21 +1090,34 @@ impl<C: ConnHandle> Router<C> {
                 }
                 continue;
             };
-            let record = self
-                .sow
-                .store(topic.as_bytes())
-                .and_then(|store| cursor.next_record(store));
-            match record {
-                Some(Ok(record)) => {
-                    sink.deliver_record(&stream.conn, stream.request.sub_id, topic, &record);
-                    stream.sent += 1;
-                    budget = budget.saturating_sub(record.payload.len() + topic.len() + 64);
+            // The store is looked up once per piece, not per record.
+            let mut exhausted = true;
+            if let Some(store) = self.sow.store(topic.as_bytes()) {
+                while let Some(record) = cursor.next_record(store) {
+                    match record {
+                        Ok(record) => {
+                            sink.deliver_record(
+                                &stream.conn,
+                                stream.request.sub_id,
+                                topic,
+                                &record,
+                            );
+                            stream.sent += 1;
+                            budget = budget.saturating_sub(record.payload.len() + topic.len() + 64);
+                        }
+                        Err(error) => {
+                            stream.failure.get_or_insert_with(|| error.to_string());
+                            break;
+                        }
+                    }
+                    if budget == 0 {
+                        exhausted = cursor.remaining() == 0;
+                        break;
+                    }
                 }
-                Some(Err(error)) => {
-                    stream.failure.get_or_insert_with(|| error.to_string());
-                    stream.current = None;
-                }
-                None => stream.current = None,
+            }
+            if exhausted {
+                stream.current = None;
             }
             gone = gone || (budget == 0 && sink.is_closed(&stream.conn));
         }
