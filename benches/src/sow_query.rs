@@ -11,6 +11,8 @@
 //! broker scans every record, so records scanned per second = the topic's
 //! records ÷ the query time. `--count-only` keeps the matching records on
 //! the broker (the scan alone); without it they are delivered too.
+//! `--no-filter` asks for every record: W2's read-back, repeated (to
+//! profile it).
 
 use tokio::task::LocalSet;
 
@@ -29,8 +31,11 @@ pub struct SowQueryArgs {
     #[arg(long, default_value = "bench_sow")]
     topic: String,
     /// The filter (default: the filter bench's 5 predicates).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "no_filter")]
     filter: Option<String>,
+    /// No filter: every record (W2's read-back, repeated).
+    #[arg(long)]
+    no_filter: bool,
     /// Ask for the count of matching records only.
     #[arg(long)]
     count_only: bool,
@@ -71,10 +76,11 @@ pub fn main(args: &SowQueryArgs) -> anyhow::Result<()> {
 
 async fn run(args: &SowQueryArgs) -> anyhow::Result<SowQueryReport> {
     let mut connection = SowConnection::connect(&args.server, "bench-sow-query").await?;
-    let filter = args
-        .filter
-        .clone()
-        .unwrap_or_else(|| payload::ORDER_FILTER.to_owned());
+    let filter = (!args.no_filter).then(|| {
+        args.filter
+            .clone()
+            .unwrap_or_else(|| payload::ORDER_FILTER.to_owned())
+    });
     let mut errors = Vec::new();
     let all = connection
         .query(
@@ -87,7 +93,7 @@ async fn run(args: &SowQueryArgs) -> anyhow::Result<SowQueryReport> {
         )
         .await?;
     let request = SowRequest {
-        filter: Some(filter.clone()),
+        filter: filter.clone(),
         count_only: args.count_only,
     };
     let mut first_query_ms = Vec::with_capacity(args.warmup);
@@ -133,7 +139,7 @@ async fn run(args: &SowQueryArgs) -> anyhow::Result<SowQueryReport> {
         workload: SOW_QUERY_WORKLOAD.to_owned(),
         label: args.label.clone(),
         topic: args.topic.clone(),
-        filter: Some(filter),
+        filter,
         count_only: args.count_only,
         topic_records: scanned,
         count_all_ms: all.elapsed.as_secs_f64() * 1e3,

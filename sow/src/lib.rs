@@ -43,8 +43,8 @@ pub use config::{
 };
 pub use error::{ConfigError, KeyError, OpenError, SowError};
 pub use key::SowKey;
-pub use query::{Matches, OrderBy, Plan, Query};
+pub use query::{Cursor, Matches, OrderBy, Plan, Query};
 pub use store::{
-    CompactReport, Damage, QUARANTINE_FOLDER, RebuildReason, Recovery, RecoveryReport, SowRecord,
-    SowStore, StoreStats, Upserted, topic_folder,
+    CompactReport, Damage, QUARANTINE_FOLDER, RebuildReason, RecordRef, Recovery, RecoveryReport,
+    SowRecord, SowStore, StoreStats, Upserted, topic_folder,
 };

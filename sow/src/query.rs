@@ -14,7 +14,7 @@ use crate::format::RECORD_HEADER_BYTES;
 use crate::index::index_terms;
 use crate::key::SowKey;
 use crate::range::{RangeIndex, range_terms};
-use crate::store::{Entry, SowRecord, SowStore};
+use crate::store::{Entry, RecordRef, SowRecord, SowStore};
 
 /// One `order_by` field.
 #[derive(Debug, Clone, PartialEq)]
@@ -197,6 +197,36 @@ impl Matches<'_> {
         self.hits.iter().map(|h| SowKey(h.key)).collect()
     }
 
+    /// The next record, its payload borrowed until the next call (no copy
+    /// of it is made here), its CRC checked. After an error the query is
+    /// over: `None` follows.
+    pub fn next_record(&mut self) -> Option<Result<RecordRef<'_>, SowError>> {
+        let hit = self.hits.get(self.pos)?;
+        self.pos += 1;
+        let store = self.store;
+        let record = store.record_ref(hit.key, &hit.entry, &mut self.buf);
+        if record.is_err() {
+            self.pos = self.hits.len();
+        }
+        Some(record)
+    }
+
+    /// The remaining results, detached from the store so that they can be
+    /// read a few at a time (a large answer sent in pieces) with
+    /// [`Cursor::next_record`].
+    pub fn into_cursor(self) -> Cursor {
+        Cursor {
+            hits: self
+                .hits
+                .into_iter()
+                .skip(self.pos)
+                .map(|h| (h.key, h.entry))
+                .collect(),
+            pos: 0,
+            buf: self.buf,
+        }
+    }
+
     /// Every remaining record in one vector.
     pub fn collect_all(self) -> Result<Vec<SowRecord>, SowError> {
         let mut out = Vec::with_capacity(self.hits.len());
@@ -227,6 +257,41 @@ impl Iterator for Matches<'_> {
         }
         self.pos = end;
         Some(Ok(batch))
+    }
+}
+
+/// A query's results detached from the store ([`Matches::into_cursor`]):
+/// where each record was when the query ran. Read it before the store is
+/// written again: a write may compact a slab away, and reading a record of
+/// a slab that is gone is an error (a record's bytes never change while
+/// its slab exists, so a cursor never returns anything but what the query
+/// found, or an error).
+#[derive(Debug)]
+pub struct Cursor {
+    hits: Vec<(u64, Entry)>,
+    pos: usize,
+    buf: Vec<u8>,
+}
+
+impl Cursor {
+    /// Records not yet read.
+    pub fn remaining(&self) -> usize {
+        self.hits.len() - self.pos
+    }
+
+    /// The next record of `store` (the store the query ran on), as
+    /// [`Matches::next_record`]. After an error the cursor is at its end.
+    pub fn next_record<'a>(
+        &'a mut self,
+        store: &'a SowStore,
+    ) -> Option<Result<RecordRef<'a>, SowError>> {
+        let (key, entry) = *self.hits.get(self.pos)?;
+        self.pos += 1;
+        let record = store.record_ref(key, &entry, &mut self.buf);
+        if record.is_err() {
+            self.pos = self.hits.len();
+        }
+        Some(record)
     }
 }
 
@@ -376,6 +441,13 @@ impl SowStore {
         hits.drain(..skip);
         if let Some(n) = query.top_n {
             hits.truncate(n);
+        }
+        if query.order_by.is_empty() {
+            // No order was asked for: read the records in slab order, so a
+            // large answer walks its slabs front to back (page cache
+            // read-ahead, neighbouring records in the same pages) instead
+            // of in the key index's hash order.
+            hits.sort_unstable_by_key(|h| (h.entry.seq, h.entry.off));
         }
         Ok(Matches {
             store: self,

@@ -85,8 +85,14 @@ impl Slab {
                 .get(off as usize..off as usize + len)
                 .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "record out of range")),
             Body::File(file) => {
-                buf.clear();
-                buf.resize(len, 0);
+                // Every byte is overwritten by the read: only growth is
+                // zero-filled (`clear` + `resize` zeroed every record
+                // before copying it).
+                if buf.len() < len {
+                    buf.resize(len, 0);
+                } else {
+                    buf.truncate(len);
+                }
                 file.read_at(u64::from(off), buf)?;
                 Ok(buf.as_slice())
             }

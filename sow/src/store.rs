@@ -75,6 +75,22 @@ pub struct SowRecord {
     pub payload: Vec<u8>,
 }
 
+/// One record as [`crate::Matches::next_record`] lends it: the payload is
+/// borrowed (from the store's memory or the query's read buffer) until the
+/// next record is read, so a caller that copies it once (into an outbound
+/// frame) copies it only once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordRef<'a> {
+    /// Its key.
+    pub key: SowKey,
+    /// Journal bookmark of the message that set it.
+    pub bookmark: u64,
+    /// Timestamp of that message (ns since the Unix epoch).
+    pub timestamp_ns: u64,
+    /// The payload.
+    pub payload: &'a [u8],
+}
+
 /// What an upsert did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Upserted {
@@ -1042,6 +1058,23 @@ impl SowStore {
         entry: &Entry,
         buf: &mut Vec<u8>,
     ) -> Result<SowRecord, SowError> {
+        let record = self.record_ref(key, entry, buf)?;
+        Ok(SowRecord {
+            key: record.key,
+            bookmark: record.bookmark,
+            timestamp_ns: record.timestamp_ns,
+            payload: record.payload.to_vec(),
+        })
+    }
+
+    /// The record of `key` at `entry`, its payload borrowed from the slab
+    /// or `buf`, with its CRC checked.
+    pub(crate) fn record_ref<'a>(
+        &'a self,
+        key: u64,
+        entry: &Entry,
+        buf: &'a mut Vec<u8>,
+    ) -> Result<RecordRef<'a>, SowError> {
         let bytes = self.record_bytes(entry, buf)?;
         let damaged = |what: &str| SowError::Damaged {
             topic: self.topic.clone(),
@@ -1058,11 +1091,11 @@ impl SowStore {
         if crc != header.crc || header.key != key {
             return Err(damaged("CRC32C mismatch"));
         }
-        Ok(SowRecord {
+        Ok(RecordRef {
             key: SowKey(key),
             bookmark: header.bookmark,
             timestamp_ns: header.timestamp_ns,
-            payload: payload.to_vec(),
+            payload,
         })
     }
 

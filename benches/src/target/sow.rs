@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail, ensure};
 use bytes::Bytes;
-use statecast_protocol::{Command, SowQuery, Status, Utf8};
+use statecast_protocol::{Command, Decoded, DeliverDecoder, SowQuery, Status, Utf8};
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::tcp::OwnedWriteHalf;
 
@@ -93,11 +93,19 @@ impl SowConnection {
         let mut acked = false;
         let mut begun = false;
         let mut received = 0u64;
+        // Records are decoded as the SDK decodes deliveries (one pass, the
+        // topic compared with the last one instead of revalidated); any
+        // other frame by the generic decoder.
+        let mut deliveries = DeliverDecoder::new();
         loop {
             let frame = self.reader.next_frame().await?.with_context(|| {
                 format!("the broker closed the connection after {received} records")
             })?;
-            match Command::decode(&frame)? {
+            let command = match deliveries.decode(frame)? {
+                Decoded::Deliver(record) => Command::Deliver(record),
+                Decoded::Other(frame) => Command::decode(&frame)?,
+            };
+            match command {
                 Command::Heartbeat(_) => {}
                 Command::Ack(ack) => {
                     ensure!(

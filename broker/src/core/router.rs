@@ -308,6 +308,39 @@ pub enum LogOutcome {
 pub trait Sink<C> {
     /// Deliver `message` to `conn`, naming its matching subscriptions.
     fn deliver(&mut self, conn: &C, sub_ids: &[u64], message: &Message<'_>);
+    /// Deliver a SOW query's record to `conn` (query `sub_id`, on `topic`).
+    /// Its payload is borrowed from the store's read: a sink copies it once,
+    /// next to the frame's header. This default copies it into a `Bytes`
+    /// first.
+    fn deliver_record(
+        &mut self,
+        conn: &C,
+        sub_id: u64,
+        topic: &Utf8,
+        record: &statecast_sow::RecordRef<'_>,
+    ) {
+        let payload = Bytes::copy_from_slice(record.payload);
+        self.deliver(
+            conn,
+            &[sub_id],
+            &Message {
+                topic,
+                payload: &payload,
+                timestamp: record.timestamp_ns,
+                bookmark: Some(record.bookmark),
+                sow_key: Some(record.key.0),
+            },
+        );
+    }
+    /// Whether `conn` is closed (what is sent to it is dropped).
+    fn is_closed(&mut self, _conn: &C) -> bool {
+        false
+    }
+    /// Bytes queued for `conn` and not yet written to it, this sink's
+    /// pending output included.
+    fn queued(&mut self, _conn: &C) -> usize {
+        0
+    }
     /// Send an ack to `conn`.
     fn reply(&mut self, conn: &C, ack: Ack);
     /// Send any other frame to `conn`.
@@ -503,6 +536,38 @@ pub struct Router<C> {
     sow: SowTopics,
     /// When a refused publish was last logged (ns), to log at most one a second.
     refusal_logged_ns: u64,
+    /// Send SOW answers in pieces of about this many bytes (`None`: whole,
+    /// in the step that runs the query).
+    sow_piece_bytes: Option<usize>,
+    /// The SOW answer being sent in pieces, if any.
+    sow_stream: Option<SowStream<C>>,
+}
+
+/// A SOW answer being sent in pieces ([`Router::set_sow_pieces`]). While
+/// it lasts its processor runs nothing else (the driver holds every other
+/// command back): the stores do not change, so the answer is the state at
+/// the moment the query ran, no other frame of this processor reaches the
+/// client inside the group, and a `sow_and_subscribe`'s subscription is
+/// registered after the last record with no publish in between.
+struct SowStream<C> {
+    conn: C,
+    request: Arc<SowRequest>,
+    done: Completion,
+    /// Stores still to query.
+    topics: std::vec::IntoIter<Utf8>,
+    /// The store being read and its results.
+    current: Option<(Utf8, statecast_sow::Cursor)>,
+    sent: u64,
+    failure: Option<String>,
+}
+
+impl<C> std::fmt::Debug for SowStream<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SowStream")
+            .field("sub_id", &self.request.sub_id)
+            .field("sent", &self.sent)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<C: ConnHandle> Default for Router<C> {
@@ -517,6 +582,8 @@ impl<C: ConnHandle> Default for Router<C> {
             last_appended: 0,
             sow: SowTopics::default(),
             refusal_logged_ns: 0,
+            sow_piece_bytes: None,
+            sow_stream: None,
         }
     }
 }
@@ -546,11 +613,25 @@ impl<C: ConnHandle> Router<C> {
     /// Checkpoints the durable SOW stores whose records the journal has
     /// persisted; returns how many.
     pub fn checkpoint_sow(&mut self, sink: &mut impl Sink<C>) -> usize {
+        if self.sow_streaming() {
+            // A checkpoint appends, which may roll and compact slabs under
+            // the open answer's cursor: it waits for the answer's end.
+            return 0;
+        }
         self.sow.checkpoint(|bookmark| sink.persisted(bookmark))
     }
 
     /// Checkpoints and closes the SOW stores (clean shutdown).
     pub fn close_sow(&mut self, sink: &mut impl Sink<C>) {
+        if let Some(stream) = self.sow_stream.as_mut() {
+            // The stores close under it: the answer ends here, failed.
+            stream.topics = Vec::new().into_iter();
+            stream.current = None;
+            stream.failure.get_or_insert_with(|| {
+                "the broker is shutting down: the answer stops here".to_owned()
+            });
+            self.sow_piece(1, sink);
+        }
         self.sow.close(|bookmark| sink.persisted(bookmark));
     }
 
@@ -654,7 +735,7 @@ impl<C: ConnHandle> Router<C> {
                 conn,
                 request,
                 done,
-            } => self.sow_query(&conn, &request, &done, sink),
+            } => self.sow_query(&conn, request, done, sink),
             ProcessorCommand::SowDelete {
                 conn,
                 topic,
@@ -874,25 +955,67 @@ impl<C: ConnHandle> Router<C> {
         }
     }
 
+    /// Has SOW answers (other than counts) sent in pieces of about `bytes`
+    /// ([`Router::sow_piece`]) instead of whole in one step; `None` turns
+    /// it off. A driver that sets it must hold every other command back
+    /// while [`Router::sow_streaming`] and drive the pieces.
+    pub fn set_sow_pieces(&mut self, bytes: Option<usize>) {
+        self.sow_piece_bytes = bytes;
+    }
+
+    /// Whether a SOW answer is being sent in pieces.
+    #[must_use]
+    pub fn sow_streaming(&self) -> bool {
+        self.sow_stream.is_some()
+    }
+
+    /// The connection of the SOW answer being sent in pieces, if any.
+    #[must_use]
+    pub fn sow_stream_conn(&self) -> Option<&C> {
+        self.sow_stream.as_ref().map(|stream| &stream.conn)
+    }
+
     /// Runs a SOW query over this processor's stores that `request` names,
     /// sending each record, then (for `sow_and_subscribe`) registers the
     /// subscription in the same step: no publish can fall between the two.
+    /// With pieces on ([`Router::set_sow_pieces`]) only the first piece is
+    /// sent here and the query stays open ([`Router::sow_piece`]).
     fn sow_query(
         &mut self,
         conn: &C,
-        request: &SowRequest,
-        done: &Completion,
+        request: Arc<SowRequest>,
+        done: Completion,
         sink: &mut impl Sink<C>,
     ) {
         let topic_matches = |topic: &[u8]| match &request.topic {
             TopicSpec::Exact(name) => topic == name.as_bytes(),
             TopicSpec::Pattern(pattern) => pattern.matches(topic),
         };
+        if let Some(piece) = self.sow_piece_bytes
+            && !request.count_only
+        {
+            let topics: Vec<Utf8> = self
+                .sow
+                .stores_matching(topic_matches)
+                .map(|store| Utf8::from(store.topic()))
+                .collect();
+            self.sow_stream = Some(SowStream {
+                conn: conn.clone(),
+                request,
+                done,
+                topics: topics.into_iter(),
+                current: None,
+                sent: 0,
+                failure: None,
+            });
+            self.sow_piece(piece, sink);
+            return;
+        }
         let mut sent = 0u64;
         let mut failure = None;
         for store in self.sow.stores_matching(topic_matches) {
             let topic = Utf8::from(store.topic());
-            let matches = match store.query(&request.query) {
+            let mut matches = match store.query(&request.query) {
                 Ok(matches) => matches,
                 Err(error) => {
                     failure.get_or_insert_with(|| error.to_string());
@@ -918,31 +1041,121 @@ impl<C: ConnHandle> Router<C> {
                 });
                 continue;
             }
-            for batch in matches {
-                let records = match batch {
-                    Ok(records) => records,
+            while let Some(record) = matches.next_record() {
+                match record {
+                    Ok(record) => {
+                        sink.deliver_record(conn, request.sub_id, &topic, &record);
+                        sent += 1;
+                    }
                     Err(error) => {
                         failure.get_or_insert_with(|| error.to_string());
                         break;
                     }
-                };
-                for record in records {
-                    let payload = Bytes::from(record.payload);
-                    sink.deliver(
-                        conn,
-                        &[request.sub_id],
-                        &Message {
-                            topic: &topic,
-                            payload: &payload,
-                            timestamp: record.timestamp_ns,
-                            bookmark: Some(record.bookmark),
-                            sow_key: Some(record.key.0),
-                        },
-                    );
-                    sent += 1;
                 }
             }
         }
+        self.finish_sow_query(conn, &request, &done, sent, failure, sink);
+    }
+
+    /// Sends the next piece (about `bytes`, at least one record) of the SOW
+    /// answer being sent in pieces; after its last record, ends it as
+    /// [`Router::sow_query`] would have (subscription, `group_end`). An
+    /// answer whose client is gone is dropped. Returns whether the answer
+    /// is still open.
+    pub fn sow_piece(&mut self, bytes: usize, sink: &mut impl Sink<C>) -> bool {
+        let Some(stream) = self.sow_stream.as_mut() else {
+            return false;
+        };
+        let mut gone = sink.is_closed(&stream.conn);
+        let mut budget = bytes;
+        let mut finished = false;
+        while !gone && budget > 0 {
+            let Some((topic, cursor)) = stream.current.as_mut() else {
+                let Some(topic) = stream.topics.next() else {
+                    finished = true;
+                    break;
+                };
+                // A store is queried when its turn comes: the stores do not
+                // change while the answer is open.
+                match self
+                    .sow
+                    .store(topic.as_bytes())
+                    .map(|store| store.query(&stream.request.query))
+                {
+                    Some(Ok(matches)) => stream.current = Some((topic, matches.into_cursor())),
+                    Some(Err(error)) => {
+                        stream.failure.get_or_insert_with(|| error.to_string());
+                    }
+                    None => {}
+                }
+                continue;
+            };
+            // The store is looked up once per piece, not per record.
+            let mut exhausted = true;
+            if let Some(store) = self.sow.store(topic.as_bytes()) {
+                while let Some(record) = cursor.next_record(store) {
+                    match record {
+                        Ok(record) => {
+                            sink.deliver_record(
+                                &stream.conn,
+                                stream.request.sub_id,
+                                topic,
+                                &record,
+                            );
+                            stream.sent += 1;
+                            budget = budget.saturating_sub(record.payload.len() + topic.len() + 64);
+                        }
+                        Err(error) => {
+                            stream.failure.get_or_insert_with(|| error.to_string());
+                            break;
+                        }
+                    }
+                    if budget == 0 {
+                        exhausted = cursor.remaining() == 0;
+                        break;
+                    }
+                }
+            }
+            if exhausted {
+                stream.current = None;
+            }
+            gone = gone || (budget == 0 && sink.is_closed(&stream.conn));
+        }
+        if !finished && !gone {
+            return true;
+        }
+        let Some(stream) = self.sow_stream.take() else {
+            return false;
+        };
+        if gone {
+            // Nobody to answer: no subscription, and the group_end (if this
+            // processor is the last) goes nowhere.
+            stream.done.finish(sink);
+            return false;
+        }
+        self.finish_sow_query(
+            &stream.conn,
+            &stream.request,
+            &stream.done,
+            stream.sent,
+            stream.failure,
+            sink,
+        );
+        false
+    }
+
+    /// Ends this processor's part of a SOW query: its count and first error
+    /// recorded, the subscription of a `sow_and_subscribe` registered, and
+    /// (by the last processor) the `group_end`.
+    fn finish_sow_query(
+        &mut self,
+        conn: &C,
+        request: &SowRequest,
+        done: &Completion,
+        sent: u64,
+        failure: Option<String>,
+        sink: &mut impl Sink<C>,
+    ) {
         request.records.fetch_add(sent, Ordering::AcqRel);
         if let Some(text) = failure {
             let mut first = request
@@ -1821,6 +2034,62 @@ mod tests {
             .map(|d| String::from_utf8(d.3.clone()).unwrap())
             .collect();
         assert_eq!(to_5, [r#"{"id":1,"v":1}"#, r#"{"id":1,"v":2}"#]);
+    }
+
+    /// With pieces on, the query sends its first piece, stays open until
+    /// `sow_piece` has sent the last record, and only then registers the
+    /// subscription and sends `group_end`; a query whose client is gone is
+    /// dropped without either.
+    #[test]
+    fn a_sow_answer_in_pieces_ends_and_subscribes_after_its_last_record() {
+        let (mut router, mut sink) = (sow_router(), Recorder::default());
+        for id in 0..5 {
+            publish_acked(
+                &mut router,
+                &mut sink,
+                "orders",
+                &format!(r#"{{"id":{id}}}"#),
+            );
+        }
+        // Each record is over one byte: one record per piece.
+        router.set_sow_pieces(Some(1));
+        let before = sink.deliveries.len();
+        router.handle(
+            ProcessorCommand::Sow {
+                conn: 5,
+                request: sow_request("orders", true, None),
+                done: Completion::single(),
+            },
+            1,
+            &mut sink,
+        );
+        let records = |sink: &Recorder| sink.deliveries.len() - before;
+        let ended = |sink: &Recorder| {
+            sink.frames
+                .iter()
+                .any(|(conn, f)| *conn == 5 && matches!(f, Command::GroupEnd(_)))
+        };
+        assert_eq!(records(&sink), 1);
+        assert!(router.sow_streaming() && !ended(&sink));
+        assert_eq!(router.sow_stream_conn(), Some(&5));
+        let mut open = true;
+        while open {
+            assert!(!ended(&sink), "group_end before the last record");
+            assert!(!router.conns.contains_key(&5), "subscribed before the end");
+            open = router.sow_piece(1, &mut sink);
+        }
+        assert_eq!(records(&sink), 5);
+        assert!(!router.sow_streaming() && ended(&sink));
+        let end = sink.frames.iter().rev().find_map(|(_, f)| match f {
+            Command::GroupEnd(end) => Some(end.clone()),
+            _ => None,
+        });
+        assert_eq!(
+            end.map(|e| (e.records, e.status)),
+            Some((5, Status::Success))
+        );
+        publish_acked(&mut router, &mut sink, "orders", r#"{"id":1,"v":2}"#);
+        assert_eq!(records(&sink), 6, "subscribed once the answer ended");
     }
 
     #[test]

@@ -217,10 +217,21 @@ impl IoThread {
         let mut next_tick = Instant::now() + tick;
         let mut draining: Option<Instant> = None;
         loop {
-            let timeout = if self.want_read.is_empty() {
-                next_tick.saturating_duration_since(Instant::now())
-            } else {
-                Duration::ZERO
+            // While a SOW answer is sent in pieces nothing is read (below),
+            // and the loop waits only while its client has no room.
+            let streaming = self
+                .inline
+                .as_ref()
+                .map(|(core, _)| (core.sow_streaming(), core.sow_stream_ready()));
+            let timeout = match streaming {
+                Some((true, ready)) if !ready => {
+                    next_tick.saturating_duration_since(Instant::now())
+                }
+                Some((true, _)) => Duration::ZERO,
+                _ if self.want_read.is_empty() => {
+                    next_tick.saturating_duration_since(Instant::now())
+                }
+                _ => Duration::ZERO,
             };
             if let Err(error) = self.poll.poll(&mut events, Some(timeout))
                 && error.kind() != io::ErrorKind::Interrupted
@@ -390,6 +401,19 @@ impl IoThread {
     /// Reads a connection until `WouldBlock`, its budget, or back-pressure,
     /// handing every complete frame to its session as it arrives.
     fn read(&mut self, token: usize, now: Instant) {
+        if self
+            .inline
+            .as_ref()
+            .is_some_and(|(core, _)| core.sow_streaming())
+        {
+            // A SOW answer is being sent in pieces: no command may reach
+            // the processor (nor a reply get between the pieces) until it
+            // is complete; reading resumes then.
+            if !self.want_read.contains(&token) {
+                self.want_read.push(token);
+            }
+            return;
+        }
         let mut budget = READ_BUDGET_BYTES;
         loop {
             let Some(conn) = self.conns.get_mut(token) else {
@@ -673,6 +697,17 @@ impl IoThread {
     /// Hands this iteration's commands to the processors.
     fn send_batches(&mut self) {
         if let Some((core, inbox)) = &mut self.inline {
+            if core.sow_streaming() {
+                // Its next piece (written by this iteration's
+                // `drain_ready`); everything else waits for the end.
+                let now = super::processor::now_ns();
+                if core.sow_stream(now) {
+                    core.flush();
+                }
+                if core.sow_streaming() {
+                    return;
+                }
+            }
             // The processor runs here: no hand-off, no back-pressure count.
             while let Ok(message) = inbox.try_recv() {
                 core.control(message);
@@ -822,6 +857,10 @@ impl IoThread {
 
     /// Runs every session's timers and the stall check.
     fn tick(&mut self, now: Instant) {
+        let streaming = self
+            .inline
+            .as_ref()
+            .is_some_and(|(core, _)| core.sow_streaming());
         let tokens: Vec<usize> = self.conns.iter().map(|(t, _)| t).collect();
         for token in tokens {
             let Some(conn) = self.conns.get_mut(token) else {
@@ -848,6 +887,11 @@ impl IoThread {
                     command_id: None,
                 };
                 self.begin_close(token, Some(reason), now);
+                continue;
+            }
+            if streaming {
+                // Nothing is read while a SOW answer is sent in pieces: a
+                // client's silence says nothing then.
                 continue;
             }
             conn.session.on_tick(now, conn.last_sent, &mut self.actions);

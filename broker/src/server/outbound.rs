@@ -776,6 +776,62 @@ impl Sink<Arc<ConnShared>> for ProcessorSink {
         });
     }
 
+    fn deliver_record(
+        &mut self,
+        conn: &Arc<ConnShared>,
+        sub_id: u64,
+        topic: &Utf8,
+        record: &statecast_sow::RecordRef<'_>,
+    ) {
+        if conn.is_closed() {
+            return;
+        }
+        // Header and payload in one chunk: the payload is copied once, from
+        // the store's read straight into the frame (no `Bytes` of its own,
+        // one iovec per record).
+        let payload = record.payload;
+        let need = statecast_protocol::FIXED_HEADER_LEN
+            + 3 * 4
+            + topic.len()
+            + 8
+            + 8 * 2
+            + 11
+            + payload.len();
+        self.reserve_headers(need);
+        if encode_record_header(
+            topic.as_bytes(),
+            &[sub_id],
+            Some(record.bookmark),
+            record.timestamp_ns,
+            Some(record.key.0),
+            payload.len(),
+            &mut self.headers,
+        )
+        .is_err()
+        {
+            self.encode_failures += 1;
+            return;
+        }
+        self.headers.put_slice(payload);
+        let frame = self.headers.split().freeze();
+        let slot = self.slot(conn);
+        slot.bytes += frame.len();
+        slot.chunks.push(frame);
+    }
+
+    fn is_closed(&mut self, conn: &Arc<ConnShared>) -> bool {
+        conn.is_closed()
+    }
+
+    fn queued(&mut self, conn: &Arc<ConnShared>) -> usize {
+        let pending = self
+            .slots
+            .get(&conn.id)
+            .and_then(|&index| self.pending.get(index))
+            .map_or(0, |slot| slot.bytes);
+        conn.queued() + pending
+    }
+
     fn reply(&mut self, conn: &Arc<ConnShared>, ack: Ack) {
         self.send(conn, Command::Ack(ack));
     }

@@ -55,6 +55,15 @@ pub enum ProcessorMsg {
 /// behind still flushes regularly.
 const BATCHES_PER_FLUSH_MAX: usize = 16;
 
+/// A SOW answer run inline is sent in pieces of about this many bytes, one
+/// per I/O-loop iteration, so that the loop writes each to the socket (and
+/// the client reads it) while the next is read from the store. 512 KiB:
+/// 10 MB read back in 64-256 KiB pieces took 8-9 ms warm against 6-8 ms in
+/// 512 KiB-2 MiB ones (each piece wakes the client once more); the first
+/// answer on a fresh connection took 14-21 ms with any of them
+/// (benches/RESULTS.md, 2026-12-04).
+const SOW_PIECE_BYTES: usize = 512 * 1024;
+
 /// Now, in ns since the Unix epoch: the time stamped on messages.
 pub(super) fn now_ns() -> u64 {
     SystemTime::now()
@@ -72,6 +81,9 @@ pub struct ProcessorCore {
     replayer: Option<crossbeam_channel::Sender<super::replayer::ReplayerMsg>>,
     checkpoint_interval: Duration,
     last_checkpoint: Instant,
+    /// Commands that came after a SOW answer being sent in pieces: run
+    /// once it is complete.
+    held: std::collections::VecDeque<ProcessorCommand<Arc<ConnShared>>>,
 }
 
 impl std::fmt::Debug for ProcessorCore {
@@ -94,15 +106,25 @@ impl ProcessorCore {
         local_io: Option<Arc<IoShared>>,
         sow: ProcessorSow,
     ) -> Self {
+        let mut router = Router::with_sow(sow.topics);
+        if local_io.is_some() {
+            // Inline, the I/O loop drives the pieces (`sow_stream`) and
+            // reads nothing meanwhile, and no other processor exists: the
+            // answer stays atomic for its client. A processor thread
+            // sends an answer whole (its client could get another
+            // processor's frames between pieces).
+            router.set_sow_pieces(Some(SOW_PIECE_BYTES));
+        }
         let mut sink = ProcessorSink::new(journal, replayer.clone());
         sink.set_local_io(local_io);
         Self {
             index,
-            router: Router::with_sow(sow.topics),
+            router,
             sink,
             replayer,
             checkpoint_interval: sow.checkpoint_interval,
             last_checkpoint: Instant::now(),
+            held: std::collections::VecDeque::new(),
         }
     }
 
@@ -164,9 +186,63 @@ impl ProcessorCore {
 
     /// Routes a batch of commands; frames wait in the sink until [`Self::flush`].
     pub fn commands(&mut self, commands: Vec<ProcessorCommand<Arc<ConnShared>>>, now: u64) {
-        for command in commands {
-            self.router.handle(command, now, &mut self.sink);
+        let mut commands = commands.into_iter();
+        if self.held.is_empty() {
+            for command in commands.by_ref() {
+                self.router.handle(command, now, &mut self.sink);
+                if self.router.sow_streaming() {
+                    break;
+                }
+            }
         }
+        self.held.extend(commands);
+    }
+
+    /// Whether a SOW answer is being sent in pieces ([`Self::sow_stream`]
+    /// sends them); meanwhile nothing else may be handed to this processor.
+    #[must_use]
+    pub fn sow_streaming(&self) -> bool {
+        self.router.sow_streaming()
+    }
+
+    /// Whether the SOW answer being sent in pieces can take its next piece
+    /// now: its client is gone, or has room for it under
+    /// `limits.client_outbound_bytes_max` (a piece may pass its size by
+    /// one record, hence twice), or nothing queued. A client that reads
+    /// keeps far below the limit (a piece is written as soon as it is
+    /// made), so the processor waits only for one that has let its queue
+    /// fill, and not past the stall timer (`client_outbound_stall_ms`),
+    /// which closes it; until then the rest of this processor's work waits
+    /// too, as it did behind a whole answer.
+    #[must_use]
+    pub fn sow_stream_ready(&self) -> bool {
+        match self.router.sow_stream_conn() {
+            None => false,
+            Some(conn) => {
+                conn.is_closed() || conn.queued() == 0 || conn.room() >= 2 * SOW_PIECE_BYTES
+            }
+        }
+    }
+
+    /// Sends the next piece of the SOW answer being sent in pieces, when its
+    /// client can take it; once the answer is complete, runs the commands
+    /// held behind it (until one starts another answer in pieces). Frames
+    /// wait in the sink until [`Self::flush`]. Returns whether it did
+    /// anything.
+    pub fn sow_stream(&mut self, now: u64) -> bool {
+        if !self.sow_stream_ready() {
+            return false;
+        }
+        if self.router.sow_piece(SOW_PIECE_BYTES, &mut self.sink) {
+            return true;
+        }
+        while let Some(command) = self.held.pop_front() {
+            self.router.handle(command, now, &mut self.sink);
+            if self.router.sow_streaming() {
+                break;
+            }
+        }
+        true
     }
 
     /// Hands the frames of the batches handled so far to their connections.

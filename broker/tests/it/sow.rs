@@ -464,8 +464,22 @@ fn a_transient_pattern_topic_is_rebuilt_from_the_journal() {
 /// snapshot (if the key existed) and then every later version exactly once,
 /// in order, up to the last.
 fn snapshot_then_stream_is_exact(config: &str, topics: &[&str], query_topic: &str) {
-    const KEYS: u64 = 50;
+    snapshot_then_stream_is_exact_with(config, topics, query_topic, 50, 0);
+}
+
+/// [`snapshot_then_stream_is_exact`] over `keys` keys whose messages carry
+/// `pad` bytes of padding.
+fn snapshot_then_stream_is_exact_with(
+    config: &str,
+    topics: &[&str],
+    query_topic: &str,
+    keys: u64,
+    pad: usize,
+) {
+    #[allow(non_snake_case)]
+    let KEYS: u64 = keys;
     const UPDATES: u64 = 6_000;
+    let pad = "p".repeat(pad);
     let broker = Broker::start_with(config);
     let client = broker.client.clone();
     let topics: Vec<String> = topics.iter().map(|t| (*t).to_owned()).collect();
@@ -473,12 +487,13 @@ fn snapshot_then_stream_is_exact(config: &str, topics: &[&str], query_topic: &st
     let (asked_tx, asked_rx) = std::sync::mpsc::channel::<()>();
     let publisher = {
         let topics = topics.clone();
+        let pad = pad.clone();
         std::thread::spawn(move || {
             let mut raw = Raw::logged_on(&client, "pub", None);
             for n in 0..UPDATES {
                 let key = n % KEYS;
                 let topic = &topics[(key as usize) % topics.len()];
-                let body = format!(r#"{{"id":{key},"sym":"k{key}","v":{n}}}"#);
+                let body = format!(r#"{{"id":{key},"sym":"k{key}","v":{n},"pad":"{pad}"}}"#);
                 raw.send(&publish_frame(topic, body.as_bytes(), None, AckSet::NONE));
                 if n == UPDATES / 2 {
                     // Half published: the query goes out now, and the rest
@@ -566,6 +581,16 @@ fn sow_and_subscribe_sees_every_update_once_under_a_concurrent_publisher() {
     snapshot_then_stream_is_exact(CONFIG, &["orders"], "orders");
 }
 
+/// The same with the processor inline, where an answer larger than a piece
+/// (128 KiB) is sent over several loop iterations: 1,000 keys of ~1 KiB
+/// (about 8 pieces), with updates pouring in while they go out.
+#[test]
+fn a_sow_and_subscribe_answered_in_pieces_sees_every_update_once() {
+    let config =
+        format!("[threads]\npin = false\nio = 1\nprocessors = 1\ninline = \"always\"\n{CONFIG}");
+    snapshot_then_stream_is_exact_with(&config, &["orders"], "orders", 1_000, 1_000);
+}
+
 #[test]
 fn a_pattern_sow_and_subscribe_across_processors_sees_every_update_once() {
     let config = format!("[threads]\npin = false\nprocessors = 3\ninline = \"never\"\n{CONFIG}");
@@ -637,13 +662,14 @@ fn after_sigkill_the_sow_holds_every_persisted_value() {
     );
 }
 
-/// A query whose results would not fit in the client's outbound limit is
-/// refused whole, with a reason that says what to do, and the connection
-/// stays up (rather than being cut as slow halfway through).
+/// With processor threads (an answer is queued whole), a query whose
+/// results would not fit in the client's outbound limit is refused whole,
+/// with a reason that says what to do, and the connection stays up (rather
+/// than being cut as slow halfway through).
 #[test]
 fn a_result_larger_than_the_client_limit_is_refused_not_cut() {
     let broker = Broker::start_with(&format!(
-        "[limits]\nclient_outbound_bytes_max = \"16 MiB\"\n{CONFIG}"
+        "[threads]\npin = false\nio = 1\nprocessors = 1\ninline = \"never\"\n[limits]\nclient_outbound_bytes_max = \"16 MiB\"\n{CONFIG}"
     ));
     let mut raw = Raw::logged_on(&broker.client, "big", None);
     let pad = "x".repeat(1000);
@@ -677,5 +703,55 @@ fn a_result_larger_than_the_client_limit_is_refused_not_cut() {
         200,
         "the same connection pages through"
     );
+    assert_eq!(first.end.unwrap().status, Status::Success);
+}
+
+/// With the processor inline, an answer is sent in pieces as the client
+/// reads them: one larger than the client's outbound limit arrives whole
+/// (every record once, `group_end` counting them), and the connection then
+/// carries on.
+#[test]
+fn a_result_larger_than_the_client_limit_is_streamed_whole_when_inline() {
+    const RECORDS: u64 = 18_000;
+    let broker = Broker::start_with(&format!(
+        "[threads]\npin = false\nio = 1\nprocessors = 1\ninline = \"always\"\n[limits]\nclient_outbound_bytes_max = \"16 MiB\"\n{CONFIG}"
+    ));
+    let mut raw = Raw::logged_on(&broker.client, "big", None);
+    let pad = "x".repeat(1000);
+    for id in 0..RECORDS {
+        let body = format!(r#"{{"id":{id},"pad":"{pad}"}}"#);
+        raw.send(&publish_frame(
+            "orders",
+            body.as_bytes(),
+            None,
+            AckSet::NONE,
+        ));
+    }
+    raw.send(&Command::Flush(Flush { command_id: 3 }));
+    assert!(matches!(raw.recv(), Some(Command::Ack(a)) if a.command_id == Some(3)));
+    let all = sow(&mut raw, query("orders", 1));
+    let end = all.end.unwrap();
+    assert_eq!(end.status, Status::Success, "{end:?}");
+    assert_eq!(end.records, RECORDS);
+    let bytes: usize = all.records.iter().map(|r| r.payload.len()).sum();
+    assert!(
+        bytes > 16 << 20,
+        "the answer ({bytes} bytes) is over the limit"
+    );
+    let mut ids: Vec<u64> = all
+        .records
+        .iter()
+        .map(|r| {
+            let v: serde_json::Value = serde_json::from_slice(&r.payload).unwrap();
+            v["id"].as_u64().unwrap()
+        })
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, (0..RECORDS).collect::<Vec<_>>(), "every record once");
+    let mut page = query("orders", 2);
+    page.order_by = Some(Utf8::from("/id"));
+    page.top_n = Some(200);
+    let first = sow(&mut raw, page);
+    assert_eq!(first.records.len(), 200, "the connection carries on");
     assert_eq!(first.end.unwrap().status, Status::Success);
 }
