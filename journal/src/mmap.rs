@@ -134,6 +134,11 @@ impl MmapFile {
                     }
                     offset += chunk;
                 }
+                // The zeroed pages stay in the page cache (what prefaulting
+                // is for: `pwrite` then finds them there); only this
+                // process's mapping of them goes, so a 128 MiB spare does
+                // not count 128 MiB in the broker's resident memory.
+                release_mapped_pages(&map);
             }
             Some(map)
         };
@@ -178,6 +183,16 @@ impl MmapFile {
         unsafe {
             ptr::copy_nonoverlapping(base.add(offset as usize), buf.as_mut_ptr(), buf.len());
         }
+        Ok(())
+    }
+
+    /// Frees the staging buffer's capacity once nothing is staged: a file
+    /// that will not be written again (a sealed slab or segment) keeps no
+    /// megabyte of spare room. The next write, if any, grows a new one.
+    fn release_staging(&self) -> io::Result<()> {
+        let mut staged = self.staged();
+        self.write_staged(&mut staged)?;
+        staged.bytes = Vec::new();
         Ok(())
     }
 
@@ -266,6 +281,31 @@ impl SegmentFile for MmapFile {
         // The whole file's written data: a superset of the range.
         self.file.sync_data()
     }
+
+    fn release_write_buffer(&self) -> io::Result<()> {
+        self.release_staging()
+    }
+
+    fn release_pages(&self) {
+        if let Some(map) = &self.map {
+            release_mapped_pages(map);
+        }
+    }
+}
+
+/// Drops this process's page-table entries for the whole mapping
+/// (`MADV_DONTNEED`): the pages leave the process's resident set, stay in
+/// the page cache, and a later read through the mapping faults them back
+/// in with the file's bytes. Failing only leaves them resident.
+fn release_mapped_pages(map: &MmapRaw) {
+    // SAFETY: `MADV_DONTNEED` zero-fills pages only in *private* mappings;
+    // this one is `MAP_SHARED` (`map_raw_read_only`), where it just unmaps
+    // the pages and the next access reads the file's current bytes from the
+    // page cache — the same bytes, since nothing is written through the
+    // mapping (module doc). No Rust reference into the mapping exists
+    // (copies go through raw pointers), so nothing can observe the pages
+    // going away; a concurrent `copy_from_map` faults them back in.
+    let _ = unsafe { map.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
 }
 
 impl Drop for MmapFile {
