@@ -25,6 +25,7 @@
 
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+mod background;
 mod config;
 pub mod dump;
 mod error;
@@ -37,6 +38,7 @@ mod range;
 mod slab;
 mod store;
 
+pub use background::{JobSink, SowJob};
 pub use config::{
     DEFAULT_COMPACT_BELOW, DEFAULT_SLAB_SIZE, Durability, MAX_SLAB_SIZE, MIN_SLAB_SIZE,
     SowTopicConfig, TopicSelector, TopicSpec,

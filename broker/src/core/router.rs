@@ -549,6 +549,15 @@ impl<C: ConnHandle> Router<C> {
         self.sow.checkpoint(|bookmark| sink.persisted(bookmark))
     }
 
+    /// Moves the SOW's background checkpoints on, if any is in progress.
+    pub fn poll_sow_checkpoints(&mut self, sink: &mut impl Sink<C>) -> usize {
+        if !self.sow.checkpoint_in_flight() {
+            return 0;
+        }
+        self.sow
+            .poll_checkpoints(|bookmark| sink.persisted(bookmark))
+    }
+
     /// Checkpoints and closes the SOW stores (clean shutdown).
     pub fn close_sow(&mut self, sink: &mut impl Sink<C>) {
         self.sow.close(|bookmark| sink.persisted(bookmark));

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use statecast_journal::Start;
-use statecast_sow::{Durability, TopicSelector, TopicSpec};
+use statecast_sow::{Durability, JobSink, SowJob, TopicSelector, TopicSpec};
 
 use super::journaling::Journaling;
 use crate::core::sow::{SowTopics, open_store, read_topic_file};
@@ -91,7 +91,7 @@ pub fn recover(
         }
     }
     let Some(journaling) = journaling else {
-        return Ok(sets);
+        return with_file_worker(sets);
     };
     let start = if from_start || oldest_checkpoint == u64::MAX {
         Start::Epoch
@@ -166,5 +166,35 @@ pub fn recover(
         duration_ms = started.elapsed().as_millis(),
         "SOW recovered"
     );
+    with_file_worker(sets)
+}
+
+/// Starts the `sow-files` thread, which runs the durable stores' file work
+/// (next slab files, syncs of sealed slabs and checkpoints, removals) off
+/// the processors, and hands every set its sink. The thread ends once every
+/// set (every sender) is dropped, after the jobs already sent.
+fn with_file_worker(mut sets: Vec<SowTopics>) -> Result<Vec<SowTopics>, String> {
+    if !sets.iter().any(SowTopics::is_configured) {
+        return Ok(sets);
+    }
+    let (sender, receiver) = crossbeam_channel::unbounded::<SowJob>();
+    std::thread::Builder::new()
+        .name("sow-files".into())
+        .spawn(move || {
+            for job in receiver {
+                job.run();
+            }
+        })
+        .map_err(|e| format!("starting the sow-files thread: {e}"))?;
+    let sink = JobSink::new(move |job| {
+        // Fails only if the thread is gone (it does not exit while a
+        // sender lives): then the job runs here, so nothing waits forever.
+        if let Err(unsent) = sender.send(job) {
+            unsent.into_inner().run();
+        }
+    });
+    for set in &mut sets {
+        set.set_job_sink(sink.clone());
+    }
     Ok(sets)
 }
