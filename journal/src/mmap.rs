@@ -328,3 +328,54 @@ impl Drop for MmapFile {
 fn pwrite_all(file: &File, offset: u64, bytes: &[u8]) -> io::Result<()> {
     std::os::unix::fs::FileExt::write_all_at(file, bytes, offset)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+mod tests {
+    use std::fs::OpenOptions;
+
+    use super::*;
+
+    fn mapped(dir: &tempfile::TempDir, len: u64) -> MmapFile {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(dir.path().join("f"))
+            .unwrap();
+        allocate(&file, len).unwrap();
+        MmapFile::map(file, len, true).unwrap()
+    }
+
+    #[test]
+    fn a_released_file_keeps_no_staging_capacity_and_still_reads_its_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut file = mapped(&dir, 1 << 16);
+        file.begin_append(0);
+        let bytes: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+        file.write_at(0, &[&bytes]).unwrap();
+        file.publish(bytes.len() as u64);
+        assert!(file.staged().bytes.capacity() >= bytes.len());
+
+        file.release_write_buffer().unwrap();
+        assert_eq!(file.staged().bytes.capacity(), 0);
+        assert_eq!(file.staged_from.load(Ordering::Acquire), u64::MAX);
+        let mut back = vec![0u8; bytes.len()];
+        file.read_at(0, &mut back).unwrap();
+        assert_eq!(back, bytes, "written out before the buffer went");
+
+        // Pages dropped from the process fault back in with the same bytes.
+        file.release_pages();
+        let mut again = vec![0u8; bytes.len()];
+        file.read_at(0, &mut again).unwrap();
+        assert_eq!(again, bytes);
+
+        // A later write still works.
+        file.write_at(5000, &[b"tail"]).unwrap();
+        file.publish(5004);
+        let mut tail = [0u8; 4];
+        file.read_at(5000, &mut tail).unwrap();
+        assert_eq!(&tail, b"tail");
+    }
+}

@@ -835,7 +835,7 @@ impl SowStore {
         self.spare.is_ready(self.next_seq)
     }
 
-    /// Bytes of write buffers held by sealed slabs (tests): none.
+    /// Sealed slabs whose background sync has completed (tests).
     #[doc(hidden)]
     pub fn sealed_slabs_synced_in_background(&self) -> usize {
         self.slabs

@@ -16,6 +16,11 @@ use crate::support::{Rec, key, open, payload, spec};
 struct Outcome {
     torn_reported: bool,
     discarded: usize,
+    /// Background checkpoints that completed.
+    completed_in_background: usize,
+    /// Recoveries that found a background checkpoint the store had not yet
+    /// seen complete.
+    recovered_unconfirmed: usize,
 }
 
 /// Cycles of (random writes, power cut, recovery) per seed: later cycles
@@ -87,6 +92,8 @@ fn run_seed_with(seed: u64, jobs: Option<&Jobs>) -> Result<Outcome, String> {
     let mut outcome = Outcome {
         torn_reported: false,
         discarded: 0,
+        completed_in_background: 0,
+        recovered_unconfirmed: 0,
     };
     for cycle in 0..CYCLES {
         let steps = 30 + rng.below(250);
@@ -119,6 +126,7 @@ fn run_seed_with(seed: u64, jobs: Option<&Jobs>) -> Result<Outcome, String> {
                                 durable = state;
                                 durable_bookmark = covered;
                                 candidates.clear();
+                                outcome.completed_in_background += 1;
                             }
                         })
                     };
@@ -198,6 +206,7 @@ fn run_seed_with(seed: u64, jobs: Option<&Jobs>) -> Result<Outcome, String> {
         {
             durable = state;
             durable_bookmark = at;
+            outcome.recovered_unconfirmed += 1;
         }
         check(seed, cycle, &recovered, report, &durable, durable_bookmark)?;
         // A second open of the same image (the recovery's own writes were
@@ -314,11 +323,15 @@ fn power_loss_with_file_work_and_checkpoints_in_the_background_recovers_the_last
         .and_then(|s| s.parse().ok())
         .unwrap_or(300u64);
     let mut failures = Vec::new();
-    let mut discarded = 0;
+    let (mut discarded, mut completed, mut unconfirmed) = (0, 0, 0);
     for seed in 0..seeds {
         let jobs = Jobs::default();
         match run_seed_with(seed, Some(&jobs)) {
-            Ok(outcome) => discarded += outcome.discarded,
+            Ok(outcome) => {
+                discarded += outcome.discarded;
+                completed += outcome.completed_in_background;
+                unconfirmed += outcome.recovered_unconfirmed;
+            }
             Err(e) => failures.push(e),
         }
     }
@@ -329,4 +342,86 @@ fn power_loss_with_file_work_and_checkpoints_in_the_background_recovers_the_last
         failures.join("\n")
     );
     assert!(discarded > 0, "no run had writes after its last checkpoint");
+    assert!(completed > 0, "no background checkpoint completed");
+    assert!(
+        unconfirmed > 0,
+        "no power cut fell between a background checkpoint's record and its confirmation"
+    );
+}
+
+/// With a job sink, the writer's thread makes no file system call that
+/// waits for the disk when its slab fills: the next slab was made ahead by
+/// a job, and the sealed one is synced by a job.
+#[test]
+fn with_a_job_sink_a_full_slab_is_replaced_by_the_spare_without_a_sync_on_the_writer() {
+    let spec = spec(Durability::Durable, &[]);
+    let disk = SimStorage::new();
+    let (mut store, _) = open(&spec, &disk);
+    let jobs = Jobs::default();
+    store.set_job_sink(jobs.sink());
+    assert!(!store.spare_ready(), "asked for, not made yet");
+    jobs.run_all();
+    assert!(store.spare_ready(), "the job made the next slab");
+
+    let rec = |bookmark| Rec {
+        price: 1,
+        region: 0,
+        pad: 900,
+        bookmark,
+    };
+    let slabs_before = store.stats().slabs;
+    let syncs_before = disk.sync_count();
+    let mut bookmark = 0;
+    while store.stats().slabs == slabs_before {
+        bookmark += 1;
+        store
+            .upsert(&payload(bookmark, &rec(bookmark)), bookmark, 0)
+            .expect("upsert");
+    }
+    assert_eq!(
+        disk.sync_count(),
+        syncs_before,
+        "rolling to the next slab synced nothing on the writer's thread"
+    );
+    assert!(!store.spare_ready(), "the spare was used");
+    assert_eq!(store.sealed_slabs_synced_in_background(), 0);
+    jobs.run_all();
+    assert!(store.spare_ready(), "and the next one asked for");
+    assert_eq!(
+        store.sealed_slabs_synced_in_background(),
+        1,
+        "the sealed slab was synced by a job"
+    );
+
+    // A background checkpoint: nothing is synced on the writer's thread,
+    // and it counts only once its jobs ran and the journal persisted it.
+    let syncs = disk.sync_count();
+    store.begin_checkpoint().expect("begin");
+    assert!(store.checkpoint_in_progress());
+    assert_eq!(store.poll_checkpoint(|_| true).expect("poll"), None);
+    jobs.run_all();
+    assert_eq!(
+        store.poll_checkpoint(|_| false).expect("poll"),
+        None,
+        "the journal has not persisted its bookmark"
+    );
+    assert_eq!(store.poll_checkpoint(|_| true).expect("poll"), None);
+    assert_eq!(disk.sync_count(), syncs + 1, "only the job's data sync ran");
+    jobs.run_all();
+    assert_eq!(
+        store.poll_checkpoint(|_| true).expect("poll"),
+        Some(bookmark)
+    );
+    assert_eq!(store.checkpoint_bookmark(), bookmark);
+    assert!(!store.checkpoint_in_progress());
+
+    // And a power cut now recovers it.
+    let image = disk.crash_image(&mut SimRng::new(7));
+    drop(store);
+    let (recovered, recovery) = open(&spec, &image);
+    let Recovery::Resumed(report) = recovery else {
+        panic!("expected a resume, got {recovery:?}");
+    };
+    assert_eq!(report.checkpoint, bookmark);
+    assert_eq!(recovered.len() as u64, bookmark);
 }
