@@ -308,6 +308,9 @@ pub struct SowTopicEntry {
     /// Fields with a hash index.
     #[serde(default)]
     pub hash_indexes: Vec<String>,
+    /// Fields with a range index built at start (else on first use).
+    #[serde(default)]
+    pub range_indexes: Vec<String>,
     /// Live fraction under which a slab is compacted.
     #[serde(default = "default_compact_below")]
     pub compact_below: f64,
@@ -371,6 +374,7 @@ impl SowTopicEntry {
             durability,
             slab_size: self.slab_size.0,
             hash_indexes: self.hash_indexes.clone(),
+            range_indexes: self.range_indexes.clone(),
             compact_below: self.compact_below,
         }
         .validate()

@@ -224,6 +224,15 @@ enum CheckpointRun {
     },
 }
 
+/// Empty range indexes on the fields `spec` declares (`range_indexes`),
+/// filled by recovery and every write.
+fn declared_ranges(spec: &TopicSpec) -> Vec<RangeIndex> {
+    spec.range_indexes
+        .iter()
+        .map(|(path, text)| RangeIndex::new(path.clone(), text.clone()))
+        .collect()
+}
+
 /// The store of one SOW topic. Single writer: the processor that owns the
 /// topic calls every method; nothing inside locks.
 #[derive(Debug)]
@@ -317,7 +326,7 @@ impl SowStore {
                 .iter()
                 .map(|(p, t)| HashIndex::new(p.clone(), t.clone()))
                 .collect(),
-            ranges: RefCell::new(Vec::new()),
+            ranges: RefCell::new(declared_ranges(spec)),
             last_bookmark: 0,
             checkpoint: 0,
             pending_removal: Vec::new(),
@@ -1777,11 +1786,12 @@ impl SowStore {
         }
         files.retain(|seq, _| listed.contains_key(seq));
 
-        // Hash indexes from the live records.
-        if !self.indexes.is_empty() {
+        // Hash indexes and declared range indexes from the live records.
+        if !self.indexes.is_empty() || !self.ranges.get_mut().is_empty() {
             let mut buf = Vec::new();
             let live: Vec<(u64, Entry)> = self.live_entries().map(|(k, e)| (k, *e)).collect();
             let mut indexes = std::mem::take(&mut self.indexes);
+            let mut ranges = std::mem::take(self.ranges.get_mut());
             let mut values = std::mem::take(&mut self.values);
             for (key, entry) in live {
                 if let Ok(bytes) = self.record_bytes(&entry, &mut buf) {
@@ -1789,9 +1799,13 @@ impl SowStore {
                     for index in &mut indexes {
                         index.insert(key, payload, &mut values);
                     }
+                    for range in &mut ranges {
+                        range.insert(key, payload, &mut values);
+                    }
                 }
             }
             self.indexes = indexes;
+            *self.ranges.get_mut() = ranges;
             self.values = values;
         }
         report.records = self.live;
@@ -1867,7 +1881,7 @@ impl SowStore {
         let stamp = files.keys().next_back().copied().unwrap_or(0);
         self.slabs.clear();
         self.keys.clear();
-        self.ranges.get_mut().clear();
+        *self.ranges.get_mut() = declared_ranges(&self.spec);
         self.live = 0;
         self.payload_bytes = 0;
         for name in files.values() {
