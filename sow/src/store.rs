@@ -949,6 +949,10 @@ impl SowStore {
             Ok(moved) => {
                 drop(file_image);
                 if let Body::File(file) = slab.body {
+                    // Nothing reads it again: the pages its image faulted
+                    // in leave the process now, not when a checkpoint
+                    // (one or two intervals later) removes the file.
+                    file.release_pages();
                     self.pending_removal.push((seq, file));
                 }
                 Ok(Some(moved))
