@@ -132,13 +132,14 @@ impl MmapFile {
                     {
                         break;
                     }
+                    // The zeroed pages stay in the page cache (what
+                    // prefaulting is for: `pwrite` then finds them there);
+                    // only this process's mapping of them goes, step by
+                    // step, so a 128 MiB spare never counts in the broker's
+                    // resident memory, even while it is being made.
+                    release_mapped_range(&map, offset, chunk);
                     offset += chunk;
                 }
-                // The zeroed pages stay in the page cache (what prefaulting
-                // is for: `pwrite` then finds them there); only this
-                // process's mapping of them goes, so a 128 MiB spare does
-                // not count 128 MiB in the broker's resident memory.
-                release_mapped_pages(&map);
             }
             Some(map)
         };
@@ -298,6 +299,11 @@ impl SegmentFile for MmapFile {
 /// the page cache, and a later read through the mapping faults them back
 /// in with the file's bytes. Failing only leaves them resident.
 fn release_mapped_pages(map: &MmapRaw) {
+    release_mapped_range(map, 0, map.len());
+}
+
+/// [`release_mapped_pages`] for `len` bytes at `offset` (page-aligned).
+fn release_mapped_range(map: &MmapRaw, offset: usize, len: usize) {
     // SAFETY: `MADV_DONTNEED` zero-fills pages only in *private* mappings;
     // this one is `MAP_SHARED` (`map_raw_read_only`), where it just unmaps
     // the pages and the next access reads the file's current bytes from the
@@ -305,7 +311,7 @@ fn release_mapped_pages(map: &MmapRaw) {
     // mapping (module doc). No Rust reference into the mapping exists
     // (copies go through raw pointers), so nothing can observe the pages
     // going away; a concurrent `copy_from_map` faults them back in.
-    let _ = unsafe { map.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
+    let _ = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, len) };
 }
 
 impl Drop for MmapFile {
