@@ -310,7 +310,9 @@ fn release_mapped_range(map: &MmapRaw, offset: usize, len: usize) {
     // page cache — the same bytes, since nothing is written through the
     // mapping (module doc). No Rust reference into the mapping exists
     // (copies go through raw pointers), so nothing can observe the pages
-    // going away; a concurrent `copy_from_map` faults them back in.
+    // going away; a concurrent `copy_from_map` faults them back in. The
+    // callers pass a range inside this mapping (a populate step, or all of
+    // it), so no other mapping of the process is touched.
     let _ = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, len) };
 }
 
