@@ -339,6 +339,11 @@ pub trait Sink<C> {
         let _ = bookmark;
         true
     }
+    /// Whether the persisted watermark covers `bookmark` now, without
+    /// waiting (a background SOW checkpoint asks on every loop).
+    fn persisted_now(&mut self, bookmark: u64) -> bool {
+        self.persisted(bookmark)
+    }
     /// Send `ack` to `conn` once every bookmark up to `bookmark` is
     /// persisted. Only called after [`Sink::append`] journaled something.
     fn ack_when_persisted(&mut self, bookmark: u64, conn: &C, ack: Ack) {
@@ -555,7 +560,7 @@ impl<C: ConnHandle> Router<C> {
             return 0;
         }
         self.sow
-            .poll_checkpoints(|bookmark| sink.persisted(bookmark))
+            .poll_checkpoints(|bookmark| sink.persisted_now(bookmark))
     }
 
     /// Checkpoints and closes the SOW stores (clean shutdown).
