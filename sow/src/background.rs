@@ -286,6 +286,14 @@ impl SowJob {
         }
     }
 
+    /// Whether to run it before the jobs already waiting: a spare slab is
+    /// needed by the next roll, and a writer that finds it not started
+    /// creates the file itself, on its own thread. The others (syncs,
+    /// removals) only delay a checkpoint's completion.
+    pub fn is_urgent(&self) -> bool {
+        matches!(self.kind, JobKind::Spare { .. })
+    }
+
     /// Does the work (blocking on the disk). Results go back to the store
     /// that asked; a store that is gone leaves at most an empty spare slab
     /// file, which the next recovery removes.
