@@ -955,6 +955,30 @@ mod tests {
     }
 
     #[test]
+    fn sow_topics_declare_range_indexes() {
+        let config =
+            load("[[sow.topics]]\ntopic = \"t\"\nkey = [\"/id\"]\nrange_indexes = [\"/price\"]\n")
+                .unwrap();
+        assert_eq!(
+            config.sow.topics[0].range_indexes,
+            vec!["/price".to_owned()]
+        );
+        assert_eq!(config.sow.specs().unwrap().len(), 1);
+        let bad = SowSection {
+            topics: vec![SowTopicEntry {
+                range_indexes: vec!["price".into()],
+                ..config.sow.topics[0].clone()
+            }],
+            ..config.sow.clone()
+        };
+        let err = bad.specs().unwrap_err().to_string();
+        assert!(
+            err.contains("sow.topics[0]") && err.contains("`range_indexes` entry `price`"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn syntax_errors_name_the_file() {
         let err = load("[limits\n").unwrap_err().to_string();
         assert!(err.contains("test.toml is not valid TOML"), "{err}");

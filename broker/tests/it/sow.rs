@@ -14,8 +14,7 @@ use statecast_protocol::{
 use crate::support::{Broker, Raw};
 
 /// SOW topics of these tests: `orders` (durable, keyed by /id, a hash
-/// index on /symbol, a range index on /qty declared, so built at start),
-/// `prices.*` (transient, keyed by /sym), `blobs`
+/// index on /symbol), `prices.*` (transient, keyed by /sym), `blobs`
 /// (durable, explicit keys, the smallest slab), with checkpoints often
 /// enough that the tests cross several.
 const CONFIG: &str = r#"
@@ -25,7 +24,6 @@ checkpoint_interval_ms = 50
 topic = "orders"
 key = ["/id"]
 hash_indexes = ["/symbol"]
-range_indexes = ["/qty"]
 [[sow.topics]]
 pattern = 'prices\..*'
 key = ["/sym"]
