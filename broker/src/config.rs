@@ -308,6 +308,9 @@ pub struct SowTopicEntry {
     /// Fields with a hash index.
     #[serde(default)]
     pub hash_indexes: Vec<String>,
+    /// Fields with a range index built at start (else on first use).
+    #[serde(default)]
+    pub range_indexes: Vec<String>,
     /// Live fraction under which a slab is compacted.
     #[serde(default = "default_compact_below")]
     pub compact_below: f64,
@@ -371,6 +374,7 @@ impl SowTopicEntry {
             durability,
             slab_size: self.slab_size.0,
             hash_indexes: self.hash_indexes.clone(),
+            range_indexes: self.range_indexes.clone(),
             compact_below: self.compact_below,
         }
         .validate()
@@ -948,6 +952,30 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("logging.level"), "{err}");
+    }
+
+    #[test]
+    fn sow_topics_declare_range_indexes() {
+        let config =
+            load("[[sow.topics]]\ntopic = \"t\"\nkey = [\"/id\"]\nrange_indexes = [\"/price\"]\n")
+                .unwrap();
+        assert_eq!(
+            config.sow.topics[0].range_indexes,
+            vec!["/price".to_owned()]
+        );
+        assert_eq!(config.sow.specs().unwrap().len(), 1);
+        let bad = SowSection {
+            topics: vec![SowTopicEntry {
+                range_indexes: vec!["price".into()],
+                ..config.sow.topics[0].clone()
+            }],
+            ..config.sow.clone()
+        };
+        let err = bad.specs().unwrap_err().to_string();
+        assert!(
+            err.contains("sow.topics[0]") && err.contains("`range_indexes` entry `price`"),
+            "{err}"
+        );
     }
 
     #[test]

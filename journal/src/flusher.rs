@@ -195,6 +195,20 @@ impl Flusher {
             if !sealed {
                 break;
             }
+            // Sealed and synced to its end: it is never written again. Its
+            // staging buffer (up to 1 MiB) and any pages readers faulted in
+            // leave the process; the bytes stay in the file and page cache.
+            if let Err(error) = segment.file.release_write_buffer() {
+                // Nothing was staged after the sync above; an error here
+                // would mean bytes written after the seal — a bug.
+                let failure = Failure(format!(
+                    "releasing the write buffer of sealed {} failed: {error}",
+                    segment.name
+                ));
+                self.shared.latch(failure.clone());
+                return Err(failure);
+            }
+            segment.file.release_pages();
             // Go on with the successor, from byte 0 (its header page).
             let Some(successor) = self.shared.segment_by_index(segment.index + 1) else {
                 let failure = Failure(format!(

@@ -132,6 +132,12 @@ impl MmapFile {
                     {
                         break;
                     }
+                    // The zeroed pages stay in the page cache (what
+                    // prefaulting is for: `pwrite` then finds them there);
+                    // only this process's mapping of them goes, step by
+                    // step, so a 128 MiB spare never counts in the broker's
+                    // resident memory, even while it is being made.
+                    release_mapped_range(&map, offset, chunk);
                     offset += chunk;
                 }
             }
@@ -178,6 +184,16 @@ impl MmapFile {
         unsafe {
             ptr::copy_nonoverlapping(base.add(offset as usize), buf.as_mut_ptr(), buf.len());
         }
+        Ok(())
+    }
+
+    /// Frees the staging buffer's capacity once nothing is staged: a file
+    /// that will not be written again (a sealed slab or segment) keeps no
+    /// megabyte of spare room. The next write, if any, grows a new one.
+    fn release_staging(&self) -> io::Result<()> {
+        let mut staged = self.staged();
+        self.write_staged(&mut staged)?;
+        staged.bytes = Vec::new();
         Ok(())
     }
 
@@ -266,6 +282,38 @@ impl SegmentFile for MmapFile {
         // The whole file's written data: a superset of the range.
         self.file.sync_data()
     }
+
+    fn release_write_buffer(&self) -> io::Result<()> {
+        self.release_staging()
+    }
+
+    fn release_pages(&self) {
+        if let Some(map) = &self.map {
+            release_mapped_pages(map);
+        }
+    }
+}
+
+/// Drops this process's page-table entries for the whole mapping
+/// (`MADV_DONTNEED`): the pages leave the process's resident set, stay in
+/// the page cache, and a later read through the mapping faults them back
+/// in with the file's bytes. Failing only leaves them resident.
+fn release_mapped_pages(map: &MmapRaw) {
+    release_mapped_range(map, 0, map.len());
+}
+
+/// [`release_mapped_pages`] for `len` bytes at `offset` (page-aligned).
+fn release_mapped_range(map: &MmapRaw, offset: usize, len: usize) {
+    // SAFETY: `MADV_DONTNEED` zero-fills pages only in *private* mappings;
+    // this one is `MAP_SHARED` (`map_raw_read_only`), where it just unmaps
+    // the pages and the next access reads the file's current bytes from the
+    // page cache — the same bytes, since nothing is written through the
+    // mapping (module doc). No Rust reference into the mapping exists
+    // (copies go through raw pointers), so nothing can observe the pages
+    // going away; a concurrent `copy_from_map` faults them back in. The
+    // callers pass a range inside this mapping (a populate step, or all of
+    // it), so no other mapping of the process is touched.
+    let _ = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, len) };
 }
 
 impl Drop for MmapFile {
@@ -287,4 +335,55 @@ impl Drop for MmapFile {
 /// and interrupts).
 fn pwrite_all(file: &File, offset: u64, bytes: &[u8]) -> io::Result<()> {
     std::os::unix::fs::FileExt::write_all_at(file, bytes, offset)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+mod tests {
+    use std::fs::OpenOptions;
+
+    use super::*;
+
+    fn mapped(dir: &tempfile::TempDir, len: u64) -> MmapFile {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(dir.path().join("f"))
+            .unwrap();
+        allocate(&file, len).unwrap();
+        MmapFile::map(file, len, true).unwrap()
+    }
+
+    #[test]
+    fn a_released_file_keeps_no_staging_capacity_and_still_reads_its_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut file = mapped(&dir, 1 << 16);
+        file.begin_append(0);
+        let bytes: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+        file.write_at(0, &[&bytes]).unwrap();
+        file.publish(bytes.len() as u64);
+        assert!(file.staged().bytes.capacity() >= bytes.len());
+
+        file.release_write_buffer().unwrap();
+        assert_eq!(file.staged().bytes.capacity(), 0);
+        assert_eq!(file.staged_from.load(Ordering::Acquire), u64::MAX);
+        let mut back = vec![0u8; bytes.len()];
+        file.read_at(0, &mut back).unwrap();
+        assert_eq!(back, bytes, "written out before the buffer went");
+
+        // Pages dropped from the process fault back in with the same bytes.
+        file.release_pages();
+        let mut again = vec![0u8; bytes.len()];
+        file.read_at(0, &mut again).unwrap();
+        assert_eq!(again, bytes);
+
+        // A later write still works.
+        file.write_at(5000, &[b"tail"]).unwrap();
+        file.publish(5004);
+        let mut tail = [0u8; 4];
+        file.read_at(5000, &mut tail).unwrap();
+        assert_eq!(&tail, b"tail");
+    }
 }

@@ -105,6 +105,12 @@ impl Segment {
         scan: &ScanResult,
         sealed: bool,
     ) -> Arc<Segment> {
+        if sealed {
+            // Recovery read it through the mapping; nothing writes it again,
+            // and keeping it resident would count a whole segment of page
+            // cache in the broker's memory until a reader wants it.
+            file.release_pages();
+        }
         let segment = Segment::new(header, file, sealed, true);
         segment.end.store(scan.end, Ordering::Release);
         segment
@@ -183,6 +189,9 @@ impl Segment {
             self.last_timestamp_ns
                 .store(scan.last_timestamp_ns, Ordering::Release);
             *lock(&self.index_entries) = scan.index.clone();
+            // The scan faulted the sealed segment in; readers that need its
+            // bytes fault them back from the page cache.
+            self.file.release_pages();
             let expected_last = self.last_bookmark.load(Ordering::Acquire);
             *state = match scan.stop {
                 ScanStop::Damaged {

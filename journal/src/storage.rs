@@ -58,6 +58,16 @@ pub trait SegmentFile: Send + Sync + fmt::Debug {
     /// Makes every byte written in `offset..offset + len` durable. An error is
     /// fatal for the journal: the pages may have been dropped.
     fn sync_range(&self, offset: u64, len: u64) -> io::Result<()>;
+    /// No more writes are coming (the file is full or sealed): writes out
+    /// anything buffered (durable only once synced) and frees the buffer
+    /// kept for writing. A later write still works; it allocates again.
+    fn release_write_buffer(&self) -> io::Result<()> {
+        Ok(())
+    }
+    /// Lets go of this process's resident copy of the file's pages, if it
+    /// keeps one (a mapping): the bytes stay in the file and the page cache
+    /// and reads still see them. A hint; nothing is lost if it does nothing.
+    fn release_pages(&self) {}
 }
 
 /// A folder of files: the journal directory. See the module doc for which

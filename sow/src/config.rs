@@ -50,6 +50,10 @@ pub struct SowTopicConfig {
     pub slab_size: u64,
     /// Fields with a hash index, used by `=` and `IN` terms.
     pub hash_indexes: Vec<String>,
+    /// Fields with a range index declared ahead: built when the store
+    /// opens (from its records, at recovery) and kept up to date, so that
+    /// no query pays for building it. Other fields get one on first use.
+    pub range_indexes: Vec<String>,
     /// A slab whose live bytes fall below this fraction of its size is
     /// compacted when the store opens a new slab.
     pub compact_below: f64,
@@ -64,6 +68,7 @@ impl SowTopicConfig {
             durability: Durability::Durable,
             slab_size: DEFAULT_SLAB_SIZE,
             hash_indexes: Vec::new(),
+            range_indexes: Vec::new(),
             compact_below: DEFAULT_COMPACT_BELOW,
         }
     }
@@ -116,6 +121,16 @@ impl SowTopicConfig {
                 hash_indexes.push((path, text.clone()));
             }
         }
+        let mut range_indexes = Vec::new();
+        for text in &self.range_indexes {
+            let path = parse_path(&topic_text, "range_indexes", text)?;
+            if !range_indexes
+                .iter()
+                .any(|(p, _): &(Path, String)| *p == path)
+            {
+                range_indexes.push((path, text.clone()));
+            }
+        }
         if self.slab_size < min_slab
             || self.slab_size > MAX_SLAB_SIZE
             || !self.slab_size.is_multiple_of(4096)
@@ -142,6 +157,7 @@ impl SowTopicConfig {
             durability: self.durability,
             slab_size: self.slab_size,
             hash_indexes,
+            range_indexes,
             compact_below: self.compact_below,
         })
     }
@@ -170,6 +186,7 @@ pub struct TopicSpec {
     pub(crate) durability: Durability,
     pub(crate) slab_size: u64,
     pub(crate) hash_indexes: Vec<(Path, String)>,
+    pub(crate) range_indexes: Vec<(Path, String)>,
     pub(crate) compact_below: f64,
 }
 

@@ -25,7 +25,7 @@ pub enum ConfigError {
     BadPath {
         /// Topic being configured.
         topic: String,
-        /// `key` or `hash_indexes`.
+        /// `key`, `hash_indexes` or `range_indexes`.
         setting: &'static str,
         /// The entry given.
         value: String,

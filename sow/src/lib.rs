@@ -4,7 +4,7 @@
 //! computed from configured key fields or given by the publisher), kept as
 //! records in slabs of `slab_size` bytes (files through the journal crate's
 //! storage seam for durable topics, memory for transient ones); the key
-//! index, hash indexes and range indexes (built on first use) in memory;
+//! index, hash indexes and range indexes (declared ones built at open, others on first use) in memory;
 //! queries with content filters,
 //! `order_by`, `top_n`/`skip_n`, SowKeys, count-only and batches; deletes by
 //! key, example and filter; compaction that gives dead space back;
@@ -25,6 +25,7 @@
 
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+mod background;
 mod config;
 pub mod dump;
 mod error;
@@ -37,6 +38,7 @@ mod range;
 mod slab;
 mod store;
 
+pub use background::{JobSink, SowJob};
 pub use config::{
     DEFAULT_COMPACT_BELOW, DEFAULT_SLAB_SIZE, Durability, MAX_SLAB_SIZE, MIN_SLAB_SIZE,
     SowTopicConfig, TopicSelector, TopicSpec,

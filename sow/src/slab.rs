@@ -3,14 +3,18 @@
 //! (transient topics). Offsets are 32-bit (slabs are at most 1 GiB).
 
 use std::io;
+use std::sync::Arc;
 
 use statecast_journal::storage::SegmentFile;
+
+use crate::background::Done;
 
 use crate::format::{BadRecord, FILE_HEADER_BYTES, Kind, RecordHeader, decode_record, le_u64};
 
 pub(crate) enum Body {
     Mem(Vec<u8>),
-    File(Box<dyn SegmentFile>),
+    // Shared with background syncs (see `background.rs`).
+    File(Arc<dyn SegmentFile>),
 }
 
 impl std::fmt::Debug for Body {
@@ -33,6 +37,8 @@ pub(crate) struct Slab {
     /// Bytes of records that are current (live records and needed tombstones).
     pub(crate) live_bytes: u64,
     pub(crate) body: Body,
+    /// A background sync of the slab up to `.0`, started when it was sealed.
+    pub(crate) sealed_sync: Option<(u32, Arc<Done>)>,
 }
 
 impl Slab {
@@ -46,6 +52,7 @@ impl Slab {
             synced: FILE_HEADER_BYTES as u32,
             live_bytes: 0,
             body: Body::Mem(bytes),
+            sealed_sync: None,
         }
     }
 
@@ -107,13 +114,34 @@ impl Slab {
     }
 
     pub(crate) fn sync(&mut self) -> io::Result<()> {
-        if let Body::File(file) = &self.body
-            && self.synced < self.end
-        {
+        if self.synced >= self.end {
+            return Ok(());
+        }
+        if let Some(done) = self.sealed_sync_covering() {
+            // Done here if the job has not started (its thread may be
+            // behind, or there is none: tests), else waited for rather than
+            // repeated: a sync after a failed one can succeed with the
+            // failed pages dropped.
+            if done.claim()
+                && let Body::File(file) = &self.body
+            {
+                done.finish(crate::background::sync_files(std::slice::from_ref(file)));
+            }
+            done.wait()?;
+        } else if let Body::File(file) = &self.body {
             file.sync_range(u64::from(self.synced), u64::from(self.end - self.synced))?;
         }
         self.synced = self.end;
         Ok(())
+    }
+
+    /// The background sync started when the slab was sealed, if it covers
+    /// everything written.
+    pub(crate) fn sealed_sync_covering(&self) -> Option<Arc<Done>> {
+        match &self.sealed_sync {
+            Some((end, done)) if *end == self.end => Some(Arc::clone(done)),
+            _ => None,
+        }
     }
 }
 

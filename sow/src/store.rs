@@ -10,12 +10,13 @@ use rustc_hash::FxHashMap;
 use statecast_filter::Value;
 use statecast_journal::storage::{SegmentFile, Storage};
 
+use crate::background::{Done, JobSink, SowJob, SpareSlot, create_slab_file};
 use crate::config::{Durability, MAX_SLAB_SIZE, TopicSpec, max_payload_for};
 use crate::error::{KeyError, OpenError, SowError};
 use crate::format::{
-    FILE_HEADER_BYTES, FLAG_EXPLICIT_KEY, FileHeader, Kind, RECORD_HEADER_BYTES,
-    decode_file_header, decode_header_unchecked, encode_file_header, encode_record_header,
-    parse_slab_name, record_span, slab_name, stable_hash,
+    FILE_HEADER_BYTES, FLAG_EXPLICIT_KEY, Kind, RECORD_HEADER_BYTES, decode_file_header,
+    decode_header_unchecked, encode_record_header, parse_slab_name, record_span, slab_name,
+    stable_hash,
 };
 use crate::index::HashIndex;
 use crate::key::{KeyScratch, SowKey, compute_key};
@@ -215,6 +216,39 @@ pub struct StoreStats {
     pub checkpoint: u64,
 }
 
+/// A checkpoint whose syncs run on another thread (`background.rs`): first
+/// every byte it covers is synced, then its record is appended and synced;
+/// only then does it count.
+#[derive(Debug, Default)]
+enum CheckpointRun {
+    #[default]
+    Idle,
+    /// Syncing every slab up to `ends` (the slabs at the start).
+    Data {
+        bookmark: u64,
+        ends: BTreeMap<u64, u32>,
+        waits: Vec<Arc<Done>>,
+        removals: Vec<(u64, Arc<dyn SegmentFile>)>,
+    },
+    /// The record is appended in slab `seq`, ending at `end`; syncing it.
+    Record {
+        bookmark: u64,
+        seq: u64,
+        end: u32,
+        done: Arc<Done>,
+        removals: Vec<(u64, Arc<dyn SegmentFile>)>,
+    },
+}
+
+/// Empty range indexes on the fields `spec` declares (`range_indexes`),
+/// filled by recovery and every write.
+fn declared_ranges(spec: &TopicSpec) -> Vec<RangeIndex> {
+    spec.range_indexes
+        .iter()
+        .map(|(path, text)| RangeIndex::new(path.clone(), text.clone()))
+        .collect()
+}
+
 /// The store of one SOW topic. Single writer: the processor that owns the
 /// topic calls every method; nothing inside locks.
 #[derive(Debug)]
@@ -235,8 +269,17 @@ pub struct SowStore {
     pub(crate) ranges: RefCell<Vec<RangeIndex>>,
     last_bookmark: u64,
     checkpoint: u64,
-    pending_removal: Vec<(u64, Box<dyn SegmentFile>)>,
+    pending_removal: Vec<(u64, Arc<dyn SegmentFile>)>,
     failed: Option<String>,
+    /// Where file work goes to run off this thread (`background.rs`);
+    /// `None`: done in line.
+    jobs: Option<JobSink>,
+    /// The next slab file, made by a job (with `jobs`).
+    spare: Arc<SpareSlot>,
+    /// A checkpoint whose syncs run in the background.
+    run: CheckpointRun,
+    /// The last removal of compacted slabs handed to a job.
+    removing: Option<Arc<Done>>,
     compacting: bool,
     written_since_checkpoint: bool,
     key_scratch: KeyScratch,
@@ -299,11 +342,15 @@ impl SowStore {
                 .iter()
                 .map(|(p, t)| HashIndex::new(p.clone(), t.clone()))
                 .collect(),
-            ranges: RefCell::new(Vec::new()),
+            ranges: RefCell::new(declared_ranges(spec)),
             last_bookmark: 0,
             checkpoint: 0,
             pending_removal: Vec::new(),
             failed: None,
+            jobs: None,
+            spare: Arc::default(),
+            run: CheckpointRun::Idle,
+            removing: None,
             compacting: false,
             written_since_checkpoint: false,
             key_scratch: KeyScratch::default(),
@@ -728,13 +775,17 @@ impl SowStore {
     }
 
     fn new_slab(&mut self) -> Result<(), SowError> {
+        self.seal_active()?;
         let seq = self.next_seq;
         self.next_seq += 1;
         let capacity = self.spec.slab_size as u32;
         let slab = match self.storage.clone() {
             None => Slab::mem(seq, capacity),
             Some(storage) => {
-                let file = self.create_slab_file(&*storage, seq, capacity);
+                let file = match self.spare.take(seq) {
+                    Some(file) => Ok(file),
+                    None => create_slab_file(&*storage, seq, capacity, self.topic_hash),
+                };
                 let file = self.latch("creating a slab file", file)?;
                 Slab {
                     seq,
@@ -742,36 +793,84 @@ impl SowStore {
                     end: FILE_HEADER_BYTES as u32,
                     synced: FILE_HEADER_BYTES as u32,
                     live_bytes: 0,
-                    body: Body::File(file),
+                    body: Body::File(Arc::from(file)),
+                    sealed_sync: None,
                 }
             }
         };
         self.slabs.insert(seq, slab);
         self.active = seq;
+        self.want_spare();
         Ok(())
     }
 
-    /// Creates slab file `seq` with its header durable and its directory
-    /// entry synced.
-    fn create_slab_file(
-        &self,
-        storage: &dyn Storage,
-        seq: u64,
-        capacity: u32,
-    ) -> io::Result<Box<dyn SegmentFile>> {
-        let name = slab_name(seq);
-        let mut file = storage.create(&name, u64::from(capacity))?;
-        file.begin_append(0);
-        let header = encode_file_header(&FileHeader {
-            seq,
-            capacity: u64::from(capacity),
-            topic_hash: self.topic_hash,
-        });
-        file.write_at(0, &[&header])?;
-        file.publish(FILE_HEADER_BYTES as u64);
-        file.sync_range(0, FILE_HEADER_BYTES as u64)?;
-        storage.sync_dir("")?;
-        Ok(file)
+    /// The active slab will not be written again: its write buffer goes
+    /// (a megabyte per slab otherwise, kept for the life of the store), and
+    /// with a job sink its sync starts now, off this thread, so that the
+    /// next checkpoint finds it done.
+    fn seal_active(&mut self) -> Result<(), SowError> {
+        let Some(slab) = self.slabs.get_mut(&self.active) else {
+            return Ok(());
+        };
+        let Body::File(file) = &slab.body else {
+            return Ok(());
+        };
+        let file = Arc::clone(file);
+        let released = file.release_write_buffer();
+        self.latch("writing out a sealed slab", released)?;
+        if let (Some(jobs), Some(slab)) = (&self.jobs, self.slabs.get_mut(&self.active))
+            && slab.synced < slab.end
+        {
+            let done = Done::new();
+            slab.sealed_sync = Some((slab.end, Arc::clone(&done)));
+            jobs.send(SowJob::sync(vec![file], done));
+        }
+        Ok(())
+    }
+
+    /// Asks the job sink for the next slab file, made ahead of need.
+    fn want_spare(&mut self) {
+        if let (Some(jobs), Some(storage)) = (&self.jobs, &self.storage) {
+            let seq = self.next_seq;
+            self.spare.want(seq);
+            jobs.send(SowJob::spare(
+                Arc::clone(&self.spare),
+                Arc::clone(storage),
+                seq,
+                self.spec.slab_size as u32,
+                self.topic_hash,
+            ));
+        }
+    }
+
+    /// From now on the store hands its file work (next slab files, syncs of
+    /// sealed slabs and checkpoints, removals) to `jobs`, whose owner runs
+    /// them on another thread; see [`SowStore::begin_checkpoint`]. Only
+    /// durable stores have such work.
+    pub fn set_job_sink(&mut self, jobs: JobSink) {
+        if self.durable() {
+            self.jobs = Some(jobs);
+            self.want_spare();
+        }
+    }
+
+    /// Whether the next slab file was made ahead of need (tests).
+    #[doc(hidden)]
+    pub fn spare_ready(&self) -> bool {
+        self.spare.is_ready(self.next_seq)
+    }
+
+    /// Sealed slabs whose background sync has completed (tests).
+    #[doc(hidden)]
+    pub fn sealed_slabs_synced_in_background(&self) -> usize {
+        self.slabs
+            .values()
+            .filter(|s| {
+                s.sealed_sync
+                    .as_ref()
+                    .is_some_and(|(_, done)| matches!(done.poll(), Some(Ok(()))))
+            })
+            .count()
     }
 
     // ---- compaction ---------------------------------------------------
@@ -866,6 +965,10 @@ impl SowStore {
             Ok(moved) => {
                 drop(file_image);
                 if let Body::File(file) = slab.body {
+                    // Nothing reads it again: the pages its image faulted
+                    // in leave the process now, not when a checkpoint
+                    // (one or two intervals later) removes the file.
+                    file.release_pages();
                     self.pending_removal.push((seq, file));
                 }
                 Ok(Some(moved))
@@ -944,6 +1047,8 @@ impl SowStore {
             return Ok(self.checkpoint);
         }
         self.check_writable()?;
+        self.abandon_run()?;
+        self.check_removing()?;
         if !self.written_since_checkpoint
             && self.last_bookmark == self.checkpoint
             && self.pending_removal.is_empty()
@@ -1013,6 +1118,281 @@ impl SowStore {
             }
         }
         Ok(bookmark)
+    }
+
+    /// Drops a background checkpoint in progress (a checkpoint in line
+    /// follows): its removals wait for the next checkpoint that completes.
+    ///
+    /// Its syncs are settled first: one not started is called off, one
+    /// running is waited for, and a failed one fails the store — a sync
+    /// after a failed one can succeed with the failed pages dropped, so the
+    /// checkpoint in line must not trust its own.
+    fn abandon_run(&mut self) -> Result<(), SowError> {
+        // The run's own job is the last of a data phase's waits; the others
+        // are sealed slabs' syncs, which `Slab::sync` settles (it must not
+        // take them as done).
+        let (own, removals) = match std::mem::take(&mut self.run) {
+            CheckpointRun::Idle => return Ok(()),
+            CheckpointRun::Data {
+                mut waits,
+                removals,
+                ..
+            } => (waits.pop(), removals),
+            CheckpointRun::Record { done, removals, .. } => (Some(done), removals),
+        };
+        self.pending_removal.extend(removals);
+        self.written_since_checkpoint = true;
+        if let Some(done) = own {
+            if done.claim() {
+                done.finish(Ok(()));
+            }
+            let settled = done.wait();
+            self.latch("syncing slabs for a checkpoint", settled)?;
+        }
+        Ok(())
+    }
+
+    /// Latches the failure of the last background removal, if any.
+    fn check_removing(&mut self) -> Result<(), SowError> {
+        match self.removing.as_ref().and_then(|done| done.poll()) {
+            Some(result) => {
+                self.removing = None;
+                self.latch("removing a compacted slab", result)
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Whether a background checkpoint is in progress (poll it with
+    /// [`SowStore::poll_checkpoint`]).
+    pub fn checkpoint_in_progress(&self) -> bool {
+        !matches!(self.run, CheckpointRun::Idle)
+    }
+
+    /// Starts a checkpoint of everything applied so far, its syncs run by
+    /// the job sink; [`SowStore::poll_checkpoint`] finishes it. Without a
+    /// job sink it is [`SowStore::checkpoint`], done in line. Does nothing
+    /// when one is in progress or nothing changed since the last.
+    ///
+    /// The caller need not wait for the journal to persist the store's last
+    /// bookmark first: `poll_checkpoint` asks before it writes the record.
+    ///
+    /// # Errors
+    /// The store's write failure (the store is then failed).
+    pub fn begin_checkpoint(&mut self) -> Result<(), SowError> {
+        let Some(jobs) = self.jobs.clone() else {
+            return self.checkpoint().map(|_| ());
+        };
+        if self.checkpoint_in_progress() {
+            return Ok(());
+        }
+        self.check_writable()?;
+        self.check_removing()?;
+        if !self.written_since_checkpoint
+            && self.last_bookmark == self.checkpoint
+            && self.pending_removal.is_empty()
+        {
+            return Ok(());
+        }
+        let mut ends = BTreeMap::new();
+        let mut waits = Vec::new();
+        let mut files = Vec::new();
+        for slab in self.slabs.values() {
+            ends.insert(slab.seq, slab.end);
+            if slab.synced >= slab.end {
+                continue;
+            }
+            if let Some(done) = slab.sealed_sync_covering() {
+                waits.push(done);
+            } else if let Body::File(file) = &slab.body {
+                files.push(Arc::clone(file));
+            }
+        }
+        let done = Done::new();
+        waits.push(Arc::clone(&done));
+        jobs.send(SowJob::sync(files, done));
+        self.run = CheckpointRun::Data {
+            bookmark: self.last_bookmark,
+            ends,
+            waits,
+            removals: std::mem::take(&mut self.pending_removal),
+        };
+        self.written_since_checkpoint = false;
+        Ok(())
+    }
+
+    /// Moves a background checkpoint on: once the bytes it covers are
+    /// synced and `persisted(bookmark)` says the journal holds every record
+    /// up to the checkpoint's bookmark durably, appends the checkpoint
+    /// record and has it synced; once that is synced, the checkpoint counts
+    /// and the slabs compaction emptied before it began are removed (by a
+    /// job). Returns the bookmark of a checkpoint that completed now.
+    ///
+    /// The record lists the slabs as they were when the checkpoint began
+    /// (with their lengths then), plus slabs opened since, empty: recovery
+    /// loads exactly the state at its bookmark and replays the journal
+    /// after it. A slab compacted since it began is listed and kept (its
+    /// removal waits for a checkpoint that does not list it).
+    ///
+    /// # Errors
+    /// A failed sync or write (the store is then failed).
+    pub fn poll_checkpoint(
+        &mut self,
+        persisted: impl FnOnce(u64) -> bool,
+    ) -> Result<Option<u64>, SowError> {
+        match &self.run {
+            CheckpointRun::Idle => Ok(None),
+            CheckpointRun::Data {
+                bookmark, waits, ..
+            } => {
+                let bookmark = *bookmark;
+                for wait in waits {
+                    match wait.poll() {
+                        None => return Ok(None),
+                        Some(Ok(())) => {}
+                        Some(Err(e)) => {
+                            self.run = CheckpointRun::Idle;
+                            return self.latch("syncing slabs for a checkpoint", Err(e));
+                        }
+                    }
+                }
+                if !persisted(bookmark) {
+                    return Ok(None);
+                }
+                let CheckpointRun::Data { ends, removals, .. } = std::mem::take(&mut self.run)
+                else {
+                    return Ok(None);
+                };
+                self.run = CheckpointRun::Data {
+                    bookmark,
+                    ends: BTreeMap::new(),
+                    waits: Vec::new(),
+                    removals,
+                };
+                let appended = self.append_checkpoint_record(bookmark, &ends);
+                let CheckpointRun::Data { removals, .. } = std::mem::take(&mut self.run) else {
+                    return Ok(None);
+                };
+                let (seq, end, file) = match appended {
+                    Ok(at) => at,
+                    Err(e) => {
+                        self.pending_removal.extend(removals);
+                        return Err(e);
+                    }
+                };
+                let done = Done::new();
+                if let Some(jobs) = &self.jobs {
+                    jobs.send(SowJob::sync(vec![file], Arc::clone(&done)));
+                }
+                self.run = CheckpointRun::Record {
+                    bookmark,
+                    seq,
+                    end,
+                    done,
+                    removals,
+                };
+                Ok(None)
+            }
+            CheckpointRun::Record { done, .. } => {
+                match done.poll() {
+                    None => return Ok(None),
+                    Some(Ok(())) => {}
+                    Some(Err(e)) => {
+                        self.run = CheckpointRun::Idle;
+                        return self.latch("syncing a checkpoint", Err(e));
+                    }
+                }
+                let CheckpointRun::Record {
+                    bookmark,
+                    seq,
+                    end,
+                    removals,
+                    ..
+                } = std::mem::take(&mut self.run)
+                else {
+                    return Ok(None);
+                };
+                if let Some(slab) = self.slabs.get_mut(&seq) {
+                    slab.synced = slab.synced.max(end);
+                }
+                self.checkpoint = bookmark;
+                if !removals.is_empty()
+                    && let (Some(jobs), Some(storage)) = (&self.jobs, &self.storage)
+                {
+                    let mut removals = removals;
+                    removals.sort_by_key(|(seq, _)| *seq);
+                    let done = Done::new();
+                    self.removing = Some(Arc::clone(&done));
+                    jobs.send(SowJob::remove(Arc::clone(storage), removals, done));
+                }
+                Ok(Some(bookmark))
+            }
+        }
+    }
+
+    /// Appends the record of a background checkpoint of `bookmark` whose
+    /// slabs were synced up to `ends`; returns where it ended and its file.
+    fn append_checkpoint_record(
+        &mut self,
+        bookmark: u64,
+        ends: &BTreeMap<u64, u32>,
+    ) -> Result<(u64, u32, Arc<dyn SegmentFile>), SowError> {
+        for (seq, end) in ends {
+            if let Some(slab) = self.slabs.get_mut(seq) {
+                slab.synced = slab.synced.max(*end);
+            }
+        }
+        let written = self.written_since_checkpoint;
+        let listed = |slabs: &BTreeMap<u64, Slab>| {
+            let mut list: BTreeMap<u64, u32> = ends.clone();
+            for seq in slabs.keys() {
+                list.entry(*seq).or_insert(FILE_HEADER_BYTES as u32);
+            }
+            list
+        };
+        let payload_len = 4 + 12 * (listed(&self.slabs).len() + 1);
+        // Records appended to the active slab since the checkpoint began
+        // are not synced yet: the record must not follow them in the same
+        // file, where a power cut could keep its page and lose theirs (a
+        // valid checkpoint after missing records is damage to recovery).
+        // It then starts a new slab instead; the old one's tail stays
+        // unused until compaction.
+        let unsynced_before = self.slabs.get(&self.active).is_some_and(|s| {
+            s.end
+                > ends
+                    .get(&s.seq)
+                    .copied()
+                    .unwrap_or(FILE_HEADER_BYTES as u32)
+        });
+        if unsynced_before
+            || self
+                .slabs
+                .get(&self.active)
+                .is_none_or(|s| s.room() < record_span(payload_len))
+        {
+            let was = self.compacting;
+            self.compacting = true;
+            let rolled = self.roll();
+            self.compacting = was;
+            rolled?;
+        }
+        let list: Vec<(u64, u32)> = listed(&self.slabs).into_iter().collect();
+        let payload = encode_checkpoint(&list);
+        let header = encode_record_header(Kind::Checkpoint, 0, 0, bookmark, 0, &payload);
+        let (seq, _) = self.append(&header, &payload)?;
+        // The record is not a change the next checkpoint must cover.
+        self.written_since_checkpoint = written;
+        match self.slabs.get(&seq) {
+            Some(Slab {
+                end,
+                body: Body::File(file),
+                ..
+            }) => Ok((seq, *end, Arc::clone(file))),
+            _ => self.latch(
+                "appending a checkpoint",
+                Err(io::Error::other("checkpoint record not in a file slab")),
+            ),
+        }
     }
 
     /// Checkpoints and closes the store.
@@ -1401,24 +1781,25 @@ impl SowStore {
                 end,
                 synced: end,
                 live_bytes: 0,
-                body: Body::File(file),
+                body: Body::Mem(Vec::new()),
+                sealed_sync: None,
             };
+            let mut file = file;
             if seq == ckpt_seq {
                 // Continue after the checkpoint record; zero whatever was
                 // written after it (it is dropped), durably, so that nothing
                 // stale can be read as a record later.
                 slab.end = ckpt_end as u32;
                 slab.synced = ckpt_end as u32;
-                if let Body::File(file) = &mut slab.body {
-                    file.begin_append(ckpt_end as u64);
-                    if dirty_tail {
-                        let zeros = vec![0u8; (capacity as usize).saturating_sub(ckpt_end)];
-                        file.write_at(ckpt_end as u64, &[&zeros])
-                            .and_then(|()| file.sync_range(ckpt_end as u64, zeros.len() as u64))
-                            .map_err(open_err(&topic, format!("clearing the tail of {name}")))?;
-                    }
+                file.begin_append(ckpt_end as u64);
+                if dirty_tail {
+                    let zeros = vec![0u8; (capacity as usize).saturating_sub(ckpt_end)];
+                    file.write_at(ckpt_end as u64, &[&zeros])
+                        .and_then(|()| file.sync_range(ckpt_end as u64, zeros.len() as u64))
+                        .map_err(open_err(&topic, format!("clearing the tail of {name}")))?;
                 }
             }
+            slab.body = Body::File(Arc::from(file));
             self.slabs.insert(seq, slab);
             for rec in &scan.records {
                 self.replay(seq, rec.off, &rec.header);
@@ -1442,11 +1823,12 @@ impl SowStore {
         }
         files.retain(|seq, _| listed.contains_key(seq));
 
-        // Hash indexes from the live records.
-        if !self.indexes.is_empty() {
+        // Hash indexes and declared range indexes from the live records.
+        if !self.indexes.is_empty() || !self.ranges.get_mut().is_empty() {
             let mut buf = Vec::new();
             let live: Vec<(u64, Entry)> = self.live_entries().map(|(k, e)| (k, *e)).collect();
             let mut indexes = std::mem::take(&mut self.indexes);
+            let mut ranges = std::mem::take(self.ranges.get_mut());
             let mut values = std::mem::take(&mut self.values);
             for (key, entry) in live {
                 if let Ok(bytes) = self.record_bytes(&entry, &mut buf) {
@@ -1454,9 +1836,13 @@ impl SowStore {
                     for index in &mut indexes {
                         index.insert(key, payload, &mut values);
                     }
+                    for range in &mut ranges {
+                        range.insert(key, payload, &mut values);
+                    }
                 }
             }
             self.indexes = indexes;
+            *self.ranges.get_mut() = ranges;
             self.values = values;
         }
         report.records = self.live;
@@ -1532,7 +1918,7 @@ impl SowStore {
         let stamp = files.keys().next_back().copied().unwrap_or(0);
         self.slabs.clear();
         self.keys.clear();
-        self.ranges.get_mut().clear();
+        *self.ranges.get_mut() = declared_ranges(&self.spec);
         self.live = 0;
         self.payload_bytes = 0;
         for name in files.values() {

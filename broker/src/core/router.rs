@@ -372,6 +372,11 @@ pub trait Sink<C> {
         let _ = bookmark;
         true
     }
+    /// Whether the persisted watermark covers `bookmark` now, without
+    /// waiting (a background SOW checkpoint asks on every loop).
+    fn persisted_now(&mut self, bookmark: u64) -> bool {
+        self.persisted(bookmark)
+    }
     /// Send `ack` to `conn` once every bookmark up to `bookmark` is
     /// persisted. Only called after [`Sink::append`] journaled something.
     fn ack_when_persisted(&mut self, bookmark: u64, conn: &C, ack: Ack) {
@@ -619,6 +624,17 @@ impl<C: ConnHandle> Router<C> {
             return 0;
         }
         self.sow.checkpoint(|bookmark| sink.persisted(bookmark))
+    }
+
+    /// Moves the SOW's background checkpoints on, if any is in progress.
+    pub fn poll_sow_checkpoints(&mut self, sink: &mut impl Sink<C>) -> usize {
+        if !self.sow.checkpoint_in_flight() || self.sow_streaming() {
+            // As in `checkpoint_sow`: finishing a checkpoint appends (and
+            // may roll slabs) under the open answer's cursor.
+            return 0;
+        }
+        self.sow
+            .poll_checkpoints(|bookmark| sink.persisted_now(bookmark))
     }
 
     /// Checkpoints and closes the SOW stores (clean shutdown).

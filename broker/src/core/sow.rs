@@ -21,7 +21,7 @@ use rustc_hash::FxHashMap;
 use statecast_filter::Filter;
 use statecast_journal::storage::{FsMode, FsStorage, Storage};
 use statecast_protocol::ReasonCode;
-use statecast_sow::{Durability, KeyError, SowError, SowKey, SowStore, TopicSpec};
+use statecast_sow::{Durability, JobSink, KeyError, SowError, SowKey, SowStore, TopicSpec};
 
 /// Journal flag: the record is a SOW delete ([`DeleteOp`]), not a message.
 pub const FLAG_SOW_DELETE: u16 = 1;
@@ -185,6 +185,10 @@ pub struct SowTopics {
     root: Option<PathBuf>,
     stores: FxHashMap<Bytes, SowStore>,
     spec_of: FxHashMap<Bytes, Option<usize>>,
+    /// Where durable stores send their file work (`None`: done in line).
+    jobs: Option<JobSink>,
+    /// Stores with a checkpoint in progress in the background.
+    in_flight: usize,
 }
 
 impl std::fmt::Debug for SowTopics {
@@ -212,7 +216,26 @@ impl SowTopics {
             root,
             stores: FxHashMap::default(),
             spec_of: FxHashMap::default(),
+            jobs: None,
+            in_flight: 0,
         }
+    }
+
+    /// Durable stores, open and opened later, hand their file work to
+    /// `jobs` (run on the server's `sow-files` thread) and checkpoint in the
+    /// background.
+    pub fn set_job_sink(&mut self, jobs: JobSink) {
+        for store in self.stores.values_mut() {
+            store.set_job_sink(jobs.clone());
+        }
+        self.jobs = Some(jobs);
+    }
+
+    /// Whether a background checkpoint waits to be moved on
+    /// ([`SowTopics::poll_checkpoints`]).
+    #[must_use]
+    pub fn checkpoint_in_flight(&self) -> bool {
+        self.in_flight > 0
     }
 
     /// Whether any SOW topic is configured.
@@ -222,7 +245,10 @@ impl SowTopics {
     }
 
     /// Adds a store opened elsewhere (start-up recovery).
-    pub fn adopt(&mut self, store: SowStore) {
+    pub fn adopt(&mut self, mut store: SowStore) {
+        if let Some(jobs) = &self.jobs {
+            store.set_job_sink(jobs.clone());
+        }
         self.stores
             .insert(Bytes::copy_from_slice(store.topic().as_bytes()), store);
     }
@@ -270,8 +296,11 @@ impl SowTopics {
             };
             let name = std::str::from_utf8(topic)
                 .map_err(|_| (ReasonCode::InvalidTopic, "topic is not UTF-8".to_owned()))?;
-            let store = open_store(&spec, name, self.root.as_deref())
+            let mut store = open_store(&spec, name, self.root.as_deref())
                 .map_err(|e| (ReasonCode::SowError, e))?;
+            if let Some(jobs) = &self.jobs {
+                store.set_job_sink(jobs.clone());
+            }
             self.stores.insert(topic.clone(), store);
         }
         Ok(self.stores.get_mut(topic))
@@ -444,13 +473,29 @@ impl SowTopics {
     /// provided `persisted` (the journal's watermark) covers them: a
     /// checkpoint must never hold a message the journal could still lose.
     /// Returns the stores checkpointed.
+    ///
+    /// With a job sink a checkpoint runs in the background: it starts here
+    /// (no wait for the journal), [`SowTopics::poll_checkpoints`] moves it
+    /// on, and its record is written only once `persisted` covers its
+    /// bookmark. Returns the stores whose checkpoint completed.
     pub fn checkpoint(&mut self, mut persisted: impl FnMut(u64) -> bool) -> usize {
-        let mut done = 0;
+        let mut done = self.poll_checkpoints(&mut persisted);
+        let background = self.jobs.is_some();
         for store in self.stores.values_mut() {
             if store.spec().durability() != Durability::Durable
+                || store.checkpoint_in_progress()
                 || store.last_bookmark() <= store.checkpoint_bookmark()
-                || !persisted(store.last_bookmark())
             {
+                continue;
+            }
+            if background {
+                match store.begin_checkpoint() {
+                    Ok(()) => self.in_flight += usize::from(store.checkpoint_in_progress()),
+                    Err(error) => tracing::error!("SOW checkpoint failed: {error}"),
+                }
+                continue;
+            }
+            if !persisted(store.last_bookmark()) {
                 continue;
             }
             match store.checkpoint() {
@@ -461,9 +506,34 @@ impl SowTopics {
         done
     }
 
+    /// Moves the background checkpoints in progress on (see
+    /// [`SowStore::poll_checkpoint`]); cheap when none is. Returns the
+    /// stores whose checkpoint completed.
+    pub fn poll_checkpoints(&mut self, mut persisted: impl FnMut(u64) -> bool) -> usize {
+        if self.in_flight == 0 {
+            return 0;
+        }
+        let mut done = 0;
+        let mut in_flight = 0;
+        for store in self.stores.values_mut() {
+            if !store.checkpoint_in_progress() {
+                continue;
+            }
+            match store.poll_checkpoint(&mut persisted) {
+                Ok(Some(_)) => done += 1,
+                Ok(None) => {}
+                Err(error) => tracing::error!("SOW checkpoint failed: {error}"),
+            }
+            in_flight += usize::from(store.checkpoint_in_progress());
+        }
+        self.in_flight = in_flight;
+        done
+    }
+
     /// Checkpoints and closes every store (clean shutdown), once
     /// `persisted` covers its records.
     pub fn close(&mut self, mut persisted: impl FnMut(u64) -> bool) {
+        self.in_flight = 0;
         for (_, store) in self.stores.drain() {
             if store.spec().durability() == Durability::Durable
                 && store.last_bookmark() > store.checkpoint_bookmark()

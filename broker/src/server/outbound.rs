@@ -708,6 +708,14 @@ impl Sink<Arc<ConnShared>> for ProcessorSink {
         }
     }
 
+    fn persisted_now(&mut self, bookmark: u64) -> bool {
+        // Asked on every processor loop while a SOW checkpoint waits for
+        // it: waiting here would stall the processor each time.
+        self.journal
+            .as_ref()
+            .is_none_or(|journal| journal.journal().persisted() >= bookmark)
+    }
+
     fn ack_when_persisted(&mut self, bookmark: u64, conn: &Arc<ConnShared>, ack: Ack) {
         match &self.journal {
             Some(journal) => journal.ack_when_persisted(bookmark, conn, ack),

@@ -141,9 +141,13 @@ impl ProcessorCore {
     /// Checkpoints the durable SOW stores when the interval has passed.
     /// It may wait (bounded) for the journal to persist their last records.
     pub fn maybe_checkpoint(&mut self, now: Instant) {
-        if !self.router.sow().is_configured()
-            || now.saturating_duration_since(self.last_checkpoint) < self.checkpoint_interval
-        {
+        if !self.router.sow().is_configured() {
+            return;
+        }
+        if now.saturating_duration_since(self.last_checkpoint) < self.checkpoint_interval {
+            // A background checkpoint moves on as soon as its syncs are
+            // done, not a whole interval later.
+            self.router.poll_sow_checkpoints(&mut self.sink);
             return;
         }
         self.last_checkpoint = now;

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use statecast_journal::Start;
-use statecast_sow::{Durability, TopicSelector, TopicSpec};
+use statecast_sow::{Durability, JobSink, SowJob, TopicSelector, TopicSpec};
 
 use super::journaling::Journaling;
 use crate::core::sow::{SowTopics, open_store, read_topic_file};
@@ -91,7 +91,7 @@ pub fn recover(
         }
     }
     let Some(journaling) = journaling else {
-        return Ok(sets);
+        return with_file_worker(sets);
     };
     let start = if from_start || oldest_checkpoint == u64::MAX {
         Start::Epoch
@@ -166,5 +166,58 @@ pub fn recover(
         duration_ms = started.elapsed().as_millis(),
         "SOW recovered"
     );
+    with_file_worker(sets)
+}
+
+/// Starts the `sow-files` thread, which runs the durable stores' file work
+/// (next slab files, syncs of sealed slabs and checkpoints, removals) off
+/// the processors, and hands every set its sink. The thread ends once every
+/// set (every sender) is dropped, after the jobs already sent.
+fn with_file_worker(mut sets: Vec<SowTopics>) -> Result<Vec<SowTopics>, String> {
+    if !sets.iter().any(SowTopics::is_configured) {
+        return Ok(sets);
+    }
+    // Spare slabs go first (`SowJob::is_urgent`): behind a queue of syncs
+    // one came too late for its roll in 4 of 61 cases (benches/RESULTS.md).
+    let (urgent, urgent_jobs) = crossbeam_channel::unbounded::<SowJob>();
+    let (sender, jobs) = crossbeam_channel::unbounded::<SowJob>();
+    std::thread::Builder::new()
+        .name("sow-files".into())
+        .spawn(move || {
+            loop {
+                if let Ok(job) = urgent_jobs.try_recv() {
+                    job.run();
+                    continue;
+                }
+                let job = crossbeam_channel::select! {
+                    recv(urgent_jobs) -> job => job,
+                    recv(jobs) -> job => job,
+                };
+                match job {
+                    Ok(job) => job.run(),
+                    // Both senders live in the one sink: gone together.
+                    Err(_) => break,
+                }
+            }
+            for job in urgent_jobs.try_iter().chain(jobs.try_iter()) {
+                job.run();
+            }
+        })
+        .map_err(|e| format!("starting the sow-files thread: {e}"))?;
+    let sink = JobSink::new(move |job| {
+        let sent = if job.is_urgent() {
+            urgent.send(job)
+        } else {
+            sender.send(job)
+        };
+        // Fails only if the thread is gone (it does not exit while a
+        // sender lives): then the job runs here, so nothing waits forever.
+        if let Err(unsent) = sent {
+            unsent.into_inner().run();
+        }
+    });
+    for set in &mut sets {
+        set.set_job_sink(sink.clone());
+    }
     Ok(sets)
 }

@@ -5,16 +5,22 @@
 //! durable, at its latest covered version, and nothing else; every record
 //! served passes its CRC; torn tails are reported. A failure names its seed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
 
 use statecast_journal::sim::{SimRng, SimStorage};
-use statecast_sow::{Durability, Query, Recovery, SowKey};
+use statecast_sow::{Durability, JobSink, Query, Recovery, SowJob, SowKey, SowStore};
 
 use crate::support::{Rec, key, open, payload, spec};
 
 struct Outcome {
     torn_reported: bool,
     discarded: usize,
+    /// Background checkpoints that completed.
+    completed_in_background: usize,
+    /// Recoveries that found a background checkpoint the store had not yet
+    /// seen complete.
+    recovered_unconfirmed: usize,
 }
 
 /// Cycles of (random writes, power cut, recovery) per seed: later cycles
@@ -22,11 +28,63 @@ struct Outcome {
 /// itself cut by the next power loss.
 const CYCLES: usize = 3;
 
+/// The background thread of a store's file work, played by the test: jobs
+/// wait in a queue and run (in order) when the seed says so, so a power cut
+/// can fall before, between or after them.
+#[derive(Clone, Default)]
+struct Jobs(Arc<Mutex<VecDeque<SowJob>>>);
+
+impl Jobs {
+    fn sink(&self) -> JobSink {
+        let queue = Arc::clone(&self.0);
+        JobSink::new(move |job| queue.lock().expect("queue").push_back(job))
+    }
+
+    /// Runs up to `n` queued jobs.
+    fn run(&self, n: u64) {
+        for _ in 0..n {
+            let job = self.0.lock().expect("queue").pop_front();
+            match job {
+                Some(job) => job.run(),
+                None => break,
+            }
+        }
+    }
+
+    fn run_all(&self) {
+        self.run(u64::MAX);
+    }
+
+    /// A power cut: the thread never ran what was still queued.
+    fn clear(&self) {
+        self.0.lock().expect("queue").clear();
+    }
+}
+
+fn attach(store: &mut SowStore, jobs: Option<&Jobs>) {
+    if let Some(jobs) = jobs {
+        store.set_job_sink(jobs.sink());
+    }
+}
+
 fn run_seed(seed: u64) -> Result<Outcome, String> {
+    run_seed_with(seed, None)
+}
+
+/// One seed; with `jobs`, the store hands its file work to the queue and
+/// also checkpoints in the background (begun, polled, its jobs run at
+/// seeded moments).
+fn run_seed_with(seed: u64, jobs: Option<&Jobs>) -> Result<Outcome, String> {
     let mut rng = SimRng::new(seed);
     let spec = spec(Durability::Durable, &["/region"]);
     let mut disk = SimStorage::new();
     let (mut store, _) = open(&spec, &disk);
+    attach(&mut store, jobs);
+    // Background checkpoints begun since the last one that completed, with
+    // the state each covers: once its record is appended, a power cut may
+    // keep it before the store learns it was synced, so recovery may find
+    // any of them (the newest whose record survived).
+    let mut candidates: Vec<(BTreeMap<u64, Rec>, u64)> = Vec::new();
     let mut model: BTreeMap<u64, Rec> = BTreeMap::new();
     let mut durable: BTreeMap<u64, Rec> = BTreeMap::new();
     let mut durable_bookmark = 0;
@@ -34,6 +92,8 @@ fn run_seed(seed: u64) -> Result<Outcome, String> {
     let mut outcome = Outcome {
         torn_reported: false,
         discarded: 0,
+        completed_in_background: 0,
+        recovered_unconfirmed: 0,
     };
     for cycle in 0..CYCLES {
         let steps = 30 + rng.below(250);
@@ -46,7 +106,45 @@ fn run_seed(seed: u64) -> Result<Outcome, String> {
             if Some(step) == fail_at {
                 disk.fail_sync_number(1 + rng.below(3));
             }
-            let result = match rng.below(20) {
+            if let Some(jobs) = jobs {
+                if rng.chance(1, 3) {
+                    jobs.run(1 + rng.below(3));
+                }
+                if rng.chance(1, 4) {
+                    let result = if rng.chance(1, 2) || !store.checkpoint_in_progress() {
+                        let was = store.checkpoint_in_progress();
+                        store.begin_checkpoint().map(|()| {
+                            if store.checkpoint_in_progress() && !was {
+                                candidates.push((model.clone(), bookmark));
+                            }
+                        })
+                    } else {
+                        store.poll_checkpoint(|_| true).map(|completed| {
+                            if let Some(covered) = completed {
+                                let (state, at) = candidates.pop().unwrap_or_default();
+                                assert_eq!(covered, at, "seed {seed}: background coverage");
+                                durable = state;
+                                durable_bookmark = covered;
+                                candidates.clear();
+                                outcome.completed_in_background += 1;
+                            }
+                        })
+                    };
+                    if result.is_err() {
+                        break;
+                    }
+                }
+            }
+            let op = rng.below(20);
+            if op >= 17
+                && let Some(jobs) = jobs
+            {
+                // A checkpoint in line waits for the sealed slabs' syncs,
+                // which the thread would have run meanwhile; it replaces a
+                // background checkpoint in progress.
+                jobs.run_all();
+            }
+            let result = match op {
                 0..=13 => {
                     bookmark += 1;
                     let id = rng.below(60);
@@ -75,10 +173,12 @@ fn run_seed(seed: u64) -> Result<Outcome, String> {
                     assert_eq!(covered, bookmark, "seed {seed}: checkpoint coverage");
                     durable = model.clone();
                     durable_bookmark = covered;
+                    candidates.clear();
                 }),
                 _ => store.compact().map(|_| {
                     durable = model.clone();
                     durable_bookmark = bookmark;
+                    candidates.clear();
                 }),
             };
             if result.is_err() {
@@ -88,6 +188,9 @@ fn run_seed(seed: u64) -> Result<Outcome, String> {
             }
         }
         let image = disk.crash_image(&mut rng);
+        if let Some(jobs) = jobs {
+            jobs.clear();
+        }
         drop(store);
         let (recovered, recovery) = open(&spec, &image);
         let Recovery::Resumed(report) = &recovery else {
@@ -97,11 +200,19 @@ fn run_seed(seed: u64) -> Result<Outcome, String> {
         };
         outcome.torn_reported |= report.torn_tail.is_some();
         outcome.discarded += report.discarded_after_checkpoint;
+        if let Some((state, at)) = candidates
+            .drain(..)
+            .find(|(_, at)| *at == report.checkpoint && *at != durable_bookmark)
+        {
+            durable = state;
+            durable_bookmark = at;
+            outcome.recovered_unconfirmed += 1;
+        }
         check(seed, cycle, &recovered, report, &durable, durable_bookmark)?;
         // A second open of the same image (the recovery's own writes were
         // synced) finds the same state.
         drop(recovered);
-        let (recovered, _) = open(&spec, &image);
+        let (mut recovered, _) = open(&spec, &image);
         if recovered.len() != durable.len() {
             return Err(format!(
                 "seed {seed} cycle {cycle}: second open has {} records",
@@ -110,6 +221,7 @@ fn run_seed(seed: u64) -> Result<Outcome, String> {
         }
         // The broker would replay the journal here; the test goes on from
         // the checkpoint state.
+        attach(&mut recovered, jobs);
         store = recovered;
         disk = image;
         model = durable.clone();
@@ -202,4 +314,114 @@ fn power_loss_at_seeded_points_recovers_the_last_checkpoint_exactly() {
         "no run produced a torn tail: the fault model was not exercised"
     );
     assert!(discarded > 0, "no run had writes after its last checkpoint");
+}
+
+#[test]
+fn power_loss_with_file_work_and_checkpoints_in_the_background_recovers_the_last_checkpoint() {
+    let seeds = std::env::var("SOW_CRASH_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(300u64);
+    let mut failures = Vec::new();
+    let (mut discarded, mut completed, mut unconfirmed) = (0, 0, 0);
+    for seed in 0..seeds {
+        let jobs = Jobs::default();
+        match run_seed_with(seed, Some(&jobs)) {
+            Ok(outcome) => {
+                discarded += outcome.discarded;
+                completed += outcome.completed_in_background;
+                unconfirmed += outcome.recovered_unconfirmed;
+            }
+            Err(e) => failures.push(e),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failing seeds:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    assert!(discarded > 0, "no run had writes after its last checkpoint");
+    assert!(completed > 0, "no background checkpoint completed");
+    assert!(
+        unconfirmed > 0,
+        "no power cut fell between a background checkpoint's record and its confirmation"
+    );
+}
+
+/// With a job sink, the writer's thread makes no file system call that
+/// waits for the disk when its slab fills: the next slab was made ahead by
+/// a job, and the sealed one is synced by a job.
+#[test]
+fn with_a_job_sink_a_full_slab_is_replaced_by_the_spare_without_a_sync_on_the_writer() {
+    let spec = spec(Durability::Durable, &[]);
+    let disk = SimStorage::new();
+    let (mut store, _) = open(&spec, &disk);
+    let jobs = Jobs::default();
+    store.set_job_sink(jobs.sink());
+    assert!(!store.spare_ready(), "asked for, not made yet");
+    jobs.run_all();
+    assert!(store.spare_ready(), "the job made the next slab");
+
+    let rec = |bookmark| Rec {
+        price: 1,
+        region: 0,
+        pad: 900,
+        bookmark,
+    };
+    let slabs_before = store.stats().slabs;
+    let syncs_before = disk.sync_count();
+    let mut bookmark = 0;
+    while store.stats().slabs == slabs_before {
+        bookmark += 1;
+        store
+            .upsert(&payload(bookmark, &rec(bookmark)), bookmark, 0)
+            .expect("upsert");
+    }
+    assert_eq!(
+        disk.sync_count(),
+        syncs_before,
+        "rolling to the next slab synced nothing on the writer's thread"
+    );
+    assert!(!store.spare_ready(), "the spare was used");
+    assert_eq!(store.sealed_slabs_synced_in_background(), 0);
+    jobs.run_all();
+    assert!(store.spare_ready(), "and the next one asked for");
+    assert_eq!(
+        store.sealed_slabs_synced_in_background(),
+        1,
+        "the sealed slab was synced by a job"
+    );
+
+    // A background checkpoint: nothing is synced on the writer's thread,
+    // and it counts only once its jobs ran and the journal persisted it.
+    let syncs = disk.sync_count();
+    store.begin_checkpoint().expect("begin");
+    assert!(store.checkpoint_in_progress());
+    assert_eq!(store.poll_checkpoint(|_| true).expect("poll"), None);
+    jobs.run_all();
+    assert_eq!(
+        store.poll_checkpoint(|_| false).expect("poll"),
+        None,
+        "the journal has not persisted its bookmark"
+    );
+    assert_eq!(store.poll_checkpoint(|_| true).expect("poll"), None);
+    assert_eq!(disk.sync_count(), syncs + 1, "only the job's data sync ran");
+    jobs.run_all();
+    assert_eq!(
+        store.poll_checkpoint(|_| true).expect("poll"),
+        Some(bookmark)
+    );
+    assert_eq!(store.checkpoint_bookmark(), bookmark);
+    assert!(!store.checkpoint_in_progress());
+
+    // And a power cut now recovers it.
+    let image = disk.crash_image(&mut SimRng::new(7));
+    drop(store);
+    let (recovered, recovery) = open(&spec, &image);
+    let Recovery::Resumed(report) = recovery else {
+        panic!("expected a resume, got {recovery:?}");
+    };
+    assert_eq!(report.checkpoint, bookmark);
+    assert_eq!(recovered.len() as u64, bookmark);
 }
