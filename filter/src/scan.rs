@@ -837,14 +837,28 @@ impl Scanner<'_> {
             };
             let after = match child {
                 Some(child) if self.cap.seen.get(child as usize) != Some(&walk.instance) => {
-                    match self.leaf_value(&mut walk, child, value, pos, string_close)? {
+                    let after = match self.leaf_value(&mut walk, child, value, pos, string_close)? {
                         Leaf::After(after) => after,
                         Leaf::Stop => return Ok(Flow::Stop),
                         Leaf::Other => match self.wanted_value(&mut walk, child, value)? {
                             Some(after) => after,
                             None => return Ok(Flow::Stop),
                         },
+                    };
+                    // Only a wanted member changes `remaining`, so only
+                    // here can the rest of the object be unwanted.
+                    if walk.remaining == 0 {
+                        let next = match bytes.get(after) {
+                            Some(b',') => after + 1,
+                            _ => match self.object_end(after)? {
+                                Some(next) => next,
+                                None => return Ok(Flow::Continue),
+                            },
+                        };
+                        self.pos = self.rest_of_container_with(vectors, next, b'{', depth)?;
+                        return Ok(Flow::Continue);
                     }
+                    after
                 }
                 _ if string_close != 0 => pos + string_close.trailing_zeros() as usize + 1,
                 _ => self.skip_value_with(vectors, value, depth)?,
@@ -857,10 +871,6 @@ impl Scanner<'_> {
                     None => return Ok(Flow::Continue),
                 },
             };
-            if walk.remaining == 0 {
-                self.pos = self.rest_of_container_with(vectors, pos, b'{', depth)?;
-                return Ok(Flow::Continue);
-            }
         }
     }
 
