@@ -155,25 +155,23 @@ fn skip_blocks_with(
     let mut count = skip.open;
     let mut at = skip.at;
     while at < bytes.len() {
-        let classes = match bytes.get(at..).and_then(<[u8]>::first_chunk::<64>) {
-            Some(chunk) => classify(chunk, open, close),
+        // The bytes of the payload (all 64 but near its end, a case kept
+        // off the path of full blocks).
+        let (classes, mut valid) = match bytes.get(at..).and_then(<[u8]>::first_chunk::<64>) {
+            Some(chunk) => (classify(chunk, open, close), u64::MAX),
             None => {
                 // The payload's end, padded with zeros (none of the
                 // classified bytes).
                 let mut chunk = [0; 64];
-                for (c, b) in chunk.iter_mut().zip(bytes.get(at..).unwrap_or(&[])) {
+                let tail = bytes.get(at..).unwrap_or(&[]);
+                for (c, b) in chunk.iter_mut().zip(tail) {
                     *c = *b;
                 }
-                classify(&chunk, open, close)
+                // `tail` is shorter than 64 bytes.
+                (classify(&chunk, open, close), (1 << tail.len()) - 1)
             }
         };
-        // The bytes of the payload before the first backslash.
-        let span = bytes.len() - at;
-        let mut valid = if span >= 64 {
-            u64::MAX
-        } else {
-            (1 << span) - 1
-        };
+        // Those before the first backslash.
         valid &= classes.backslash.wrapping_sub(1) & !classes.backslash;
         // Bit i: byte i is inside a string (an opening quote counts as
         // inside, a closing one as outside; brackets are never quotes).
