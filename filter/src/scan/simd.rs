@@ -441,11 +441,7 @@ mod avx2 {
             skip,
             open,
             max_open,
-            |chunk, open, close| {
-                // Opaque to the optimiser, which otherwise takes the masks
-                // apart bit by bit.
-                std::hint::black_box(classify64(chunk, open, close))
-            },
+            |chunk, open, close| super::opaque(classify64(chunk, open, close)),
             |x| prefix_xor(x),
         )
     }
