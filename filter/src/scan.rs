@@ -861,7 +861,17 @@ impl Scanner<'_> {
                     after
                 }
                 _ if string_close != 0 => pos + string_close.trailing_zeros() as usize + 1,
-                _ => self.skip_value_with(vectors, value, depth)?,
+                // The value's first byte is in the window unless whitespace
+                // or a long name came first.
+                _ => match window.get(value.wrapping_sub(pos)) {
+                    Some(b'{') => {
+                        self.rest_of_container_with(vectors, value + 1, b'{', depth + 1)?
+                    }
+                    Some(b'[') => {
+                        self.rest_of_container_with(vectors, value + 1, b'[', depth + 1)?
+                    }
+                    _ => self.skip_value_with(vectors, value, depth)?,
+                },
             };
             // `,` and the next member, or `}`.
             pos = match bytes.get(after) {
