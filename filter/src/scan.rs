@@ -870,7 +870,9 @@ impl Scanner<'_> {
                     Some(b'[') => {
                         self.rest_of_container_with(vectors, value + 1, b'[', depth + 1)?
                     }
-                    _ => self.skip_value_with(vectors, value, depth)?,
+                    Some(b'"') => self.string_end_with(vectors, value + 1)? + 1,
+                    Some(_) => skip_scalar(bytes, value)?,
+                    None => self.skip_value_with(vectors, value, depth)?,
                 },
             };
             // `,` and the next member, or `}`.
