@@ -758,8 +758,11 @@ impl Scanner<'_> {
     /// dozen instructions: one vector mask of the 32 bytes from the name's
     /// opening quote finds the name's end, the `:`, the value's first byte
     /// and, for a short string value, its end; the name is rejected by its
-    /// length alone or by comparing one word. Whitespace, escapes, long
-    /// names, containers and wanted values take calls.
+    /// length alone or by comparing one word. A skipped value is crossed
+    /// from its first byte in that window: a container by the block loop,
+    /// inlined here, a longer string 32 bytes per mask. Whitespace,
+    /// escapes, long names and wanted values other than scalars take
+    /// calls.
     #[inline(never)]
     fn object(&mut self, node: u32, stop: bool, depth: u32) -> Result<Flow, Malformed> {
         simd::with_vectors(ObjectWalk {
