@@ -758,8 +758,11 @@ impl Scanner<'_> {
     /// dozen instructions: one vector mask of the 32 bytes from the name's
     /// opening quote finds the name's end, the `:`, the value's first byte
     /// and, for a short string value, its end; the name is rejected by its
-    /// length alone or by comparing one word. Whitespace, escapes, long
-    /// names, containers and wanted values take calls.
+    /// length alone or by comparing one word. A skipped value is crossed
+    /// from its first byte in that window: a container by the block loop,
+    /// inlined here, a longer string 32 bytes per mask. Whitespace,
+    /// escapes, long names and wanted values other than scalars take
+    /// calls.
     #[inline(never)]
     fn object(&mut self, node: u32, stop: bool, depth: u32) -> Result<Flow, Malformed> {
         simd::with_vectors(ObjectWalk {
@@ -837,17 +840,43 @@ impl Scanner<'_> {
             };
             let after = match child {
                 Some(child) if self.cap.seen.get(child as usize) != Some(&walk.instance) => {
-                    match self.leaf_value(&mut walk, child, value, pos, string_close)? {
+                    let after = match self.leaf_value(&mut walk, child, value, pos, string_close)? {
                         Leaf::After(after) => after,
                         Leaf::Stop => return Ok(Flow::Stop),
                         Leaf::Other => match self.wanted_value(&mut walk, child, value)? {
                             Some(after) => after,
                             None => return Ok(Flow::Stop),
                         },
+                    };
+                    // Only a wanted member changes `remaining`, so only
+                    // here can the rest of the object be unwanted.
+                    if walk.remaining == 0 {
+                        let next = match bytes.get(after) {
+                            Some(b',') => after + 1,
+                            _ => match self.object_end(after)? {
+                                Some(next) => next,
+                                None => return Ok(Flow::Continue),
+                            },
+                        };
+                        self.pos = self.rest_of_container_with(vectors, next, b'{', depth)?;
+                        return Ok(Flow::Continue);
                     }
+                    after
                 }
                 _ if string_close != 0 => pos + string_close.trailing_zeros() as usize + 1,
-                _ => self.skip_value_with(vectors, value, depth)?,
+                // The value's first byte is in the window unless whitespace
+                // or a long name came first.
+                _ => match window.get(value.wrapping_sub(pos)) {
+                    Some(b'{') => {
+                        self.rest_of_container_with(vectors, value + 1, b'{', depth + 1)?
+                    }
+                    Some(b'[') => {
+                        self.rest_of_container_with(vectors, value + 1, b'[', depth + 1)?
+                    }
+                    Some(b'"') => self.string_end_with(vectors, value + 1)? + 1,
+                    Some(_) => skip_scalar(bytes, value)?,
+                    None => self.skip_value_with(vectors, value, depth)?,
+                },
             };
             // `,` and the next member, or `}`.
             pos = match bytes.get(after) {
@@ -857,10 +886,6 @@ impl Scanner<'_> {
                     None => return Ok(Flow::Continue),
                 },
             };
-            if walk.remaining == 0 {
-                self.pos = self.rest_of_container_with(vectors, pos, b'{', depth)?;
-                return Ok(Flow::Continue);
-            }
         }
     }
 

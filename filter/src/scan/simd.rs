@@ -15,8 +15,10 @@
 //! "sse2"` is part of the baseline target); calling a function compiled
 //! for a target feature is `unsafe` in Rust even when the build enables the
 //! feature, hence one `unsafe` call per entry point, justified by that cfg
-//! (or, for AVX2, by the run-time check). Elsewhere (and in the tests, as
-//! the reference) a plain loop computes the same masks.
+//! (or, for AVX2, by the run-time check). One empty `asm!` block keeps
+//! the optimiser from taking the AVX2 block loop's masks apart, without
+//! the stores and reloads of `black_box` ([`opaque`]). Elsewhere (and in
+//! the tests, as the reference) a plain loop computes the same masks.
 
 /// Which bytes of a 64-byte chunk are `"`, `\`, and the opening and
 /// closing brackets asked for: bit `i` stands for byte `i`.
@@ -153,25 +155,23 @@ fn skip_blocks_with(
     let mut count = skip.open;
     let mut at = skip.at;
     while at < bytes.len() {
-        let classes = match bytes.get(at..).and_then(<[u8]>::first_chunk::<64>) {
-            Some(chunk) => classify(chunk, open, close),
+        // The bytes of the payload (all 64 but near its end, a case kept
+        // off the path of full blocks).
+        let (classes, mut valid) = match bytes.get(at..).and_then(<[u8]>::first_chunk::<64>) {
+            Some(chunk) => (classify(chunk, open, close), u64::MAX),
             None => {
                 // The payload's end, padded with zeros (none of the
                 // classified bytes).
                 let mut chunk = [0; 64];
-                for (c, b) in chunk.iter_mut().zip(bytes.get(at..).unwrap_or(&[])) {
+                let tail = bytes.get(at..).unwrap_or(&[]);
+                for (c, b) in chunk.iter_mut().zip(tail) {
                     *c = *b;
                 }
-                classify(&chunk, open, close)
+                // `tail` is shorter than 64 bytes.
+                (classify(&chunk, open, close), (1 << tail.len()) - 1)
             }
         };
-        // The bytes of the payload before the first backslash.
-        let span = bytes.len() - at;
-        let mut valid = if span >= 64 {
-            u64::MAX
-        } else {
-            (1 << span) - 1
-        };
+        // Those before the first backslash.
         valid &= classes.backslash.wrapping_sub(1) & !classes.backslash;
         // Bit i: byte i is inside a string (an opening quote counts as
         // inside, a closing one as outside; brackets are never quotes).
@@ -220,6 +220,29 @@ fn prefix_xor(mut x: u64) -> u64 {
     x ^= x << 16;
     x ^= x << 32;
     x
+}
+
+/// `classes`, opaque to the optimiser but left in registers: without a
+/// barrier it takes the masks of [`skip_blocks_with`] apart bit by bit
+/// (twice the instructions), and `black_box` stores and reloads all four
+/// (nine instructions per 64-byte block).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn opaque(mut classes: Classes) -> Classes {
+    // SAFETY: the assembly is empty: it reads and writes only the four
+    // registers it is given, touches no memory and no stack, and has no
+    // other effect.
+    unsafe {
+        std::arch::asm!(
+            "/* {0} {1} {2} {3} */",
+            inout(reg) classes.quote,
+            inout(reg) classes.backslash,
+            inout(reg) classes.open,
+            inout(reg) classes.close,
+            options(pure, nomem, nostack, preserves_flags),
+        );
+    }
+    classes
 }
 
 /// The vector operations of the object walk, for one instruction set: the
@@ -293,8 +316,8 @@ impl Vectors for Avx2 {
                 // SAFETY: as for `specials32`.
                 let classes = unsafe { avx2::classify64(chunk, open, close) };
                 // Opaque to the optimiser, which otherwise takes the masks
-                // apart bit by bit.
-                std::hint::black_box(classes)
+                // apart bit by bit; unlike `black_box`, in registers.
+                opaque(classes)
             },
             |x| {
                 // SAFETY: as for `specials32`; `available` found carry-less
@@ -418,11 +441,7 @@ mod avx2 {
             skip,
             open,
             max_open,
-            |chunk, open, close| {
-                // Opaque to the optimiser, which otherwise takes the masks
-                // apart bit by bit.
-                std::hint::black_box(classify64(chunk, open, close))
-            },
+            |chunk, open, close| super::opaque(classify64(chunk, open, close)),
             |x| prefix_xor(x),
         )
     }

@@ -641,3 +641,58 @@ proptest::proptest! {
         proptest::prop_assert_eq!(&baseline, &vec![vec!["1".to_owned()]], "baseline: {}", text);
     }
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1000))]
+
+    /// Containers crossed by the object walk's own block loop (the AVX2
+    /// build inlines it, with its masks kept in registers and the last,
+    /// shorter block of the payload handled apart): skipped as a member's
+    /// value, or in the rest of an object whose wanted members are all
+    /// read, ending a byte before the payload does. Whatever the strings'
+    /// brackets and escapes and wherever the 64-byte steps fall, the scan
+    /// finds what serde_json finds, and calls the payload malformed once
+    /// its last one or two bytes are cut off.
+    #[test]
+    fn containers_crossed_in_the_walk_end_where_serde_json_ends_them(
+        name_len in 1usize..40,
+        items in proptest::collection::vec(
+            proptest::prop_oneof![
+                "[a-z\"\\\\{}\\[\\] ]{0,90}".prop_map(serde_json::Value::String),
+                proptest::prelude::any::<i32>().prop_map(serde_json::Value::from),
+            ],
+            0..10,
+        ),
+        object in proptest::prelude::any::<bool>(),
+        skipped_first in proptest::prelude::any::<bool>(),
+    ) {
+        let container = if object {
+            serde_json::Value::Object(
+                items.into_iter().enumerate().map(|(i, v)| (format!("k{i}"), v)).collect(),
+            )
+        } else {
+            serde_json::Value::Array(items)
+        };
+        let member = format!("\"{}\":{}", "n".repeat(name_len), container);
+        let text = if skipped_first {
+            format!(r#"{{"o":{{{member},"a":1}}}}"#)
+        } else {
+            format!(r#"{{"o":{{"a":1,{member}}}}}"#)
+        };
+        let expected = vec![vec!["1".to_owned()], vec![]];
+        for baseline in [false, true] {
+            let run = |text: &str| {
+                if baseline {
+                    simd::tests::baseline_only(|| scan(text, &["/o/a", "/z"]))
+                } else {
+                    scan(text, &["/o/a", "/z"])
+                }
+            };
+            proptest::prop_assert_eq!(run(&text), (true, expected.clone()), "{} (baseline: {})", text, baseline);
+            for cut in 1..=2 {
+                let short = &text[..text.len() - cut];
+                proptest::prop_assert!(!run(short).0, "{} called well-formed (baseline: {})", short, baseline);
+            }
+        }
+    }
+}
