@@ -367,6 +367,11 @@ pub struct ProcessorSink {
     journaled: HashMap<Bytes, bool>,
     append_failures: u64,
     append_failure_logged: Option<std::time::Instant>,
+    /// Persisted acks of this batch, handed to the journal only after the
+    /// flush: the journal sends a due ack straight to the connection, and
+    /// it must not overtake what this batch queued before it (the same
+    /// command's processed ack).
+    parked: Vec<(u64, Arc<ConnShared>, Ack)>,
 }
 
 impl std::fmt::Debug for ProcessorSink {
@@ -394,6 +399,7 @@ impl Default for ProcessorSink {
             journaled: HashMap::new(),
             append_failures: 0,
             append_failure_logged: None,
+            parked: Vec::new(),
         }
     }
 }
@@ -601,6 +607,11 @@ impl ProcessorSink {
         }
         self.slots.clear();
         self.last_deliver = None;
+        if let Some(journal) = &self.journal {
+            for (bookmark, conn, ack) in self.parked.drain(..) {
+                journal.ack_when_persisted(bookmark, &conn, ack);
+            }
+        }
         for io in self.wake.drain(..) {
             io.wake();
         }
@@ -718,7 +729,7 @@ impl Sink<Arc<ConnShared>> for ProcessorSink {
 
     fn ack_when_persisted(&mut self, bookmark: u64, conn: &Arc<ConnShared>, ack: Ack) {
         match &self.journal {
-            Some(journal) => journal.ack_when_persisted(bookmark, conn, ack),
+            Some(_) => self.parked.push((bookmark, Arc::clone(conn), ack)),
             None => self.reply(conn, ack),
         }
     }

@@ -158,3 +158,50 @@ async fn the_reliable_publisher_delivers_exactly_once_across_broker_kills() {
         );
     }
 }
+
+/// A command's acks reach the client in the order processed, then
+/// persisted — also for a duplicate, whose persisted ack is due at once
+/// (the journal persisted it long ago) while its processed ack is still
+/// in the processor's output for the batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_processed_ack_comes_before_the_persisted_ack_of_the_same_publish() {
+    let broker = Broker::start();
+    let (mut raw, _) = Raw::logon_ack(&broker.client, "ordered-acks");
+    for sequence in 1..=3 {
+        assert_eq!(
+            publish_persisted(&mut raw, sequence).status,
+            Status::Success
+        );
+    }
+    // Resends (duplicates) and new publishes, each asking for both acks.
+    let mut highest = 3;
+    for (round, sequence) in [1, 2, 3, 4, 2, 5, 3, 6].into_iter().enumerate() {
+        let command_id = 5000 + round as u64;
+        let resent = sequence <= highest;
+        highest = highest.max(sequence);
+        raw.send(&Command::Publish(Publish {
+            command_id: Some(command_id),
+            topic: Utf8::from("payments"),
+            ack: AckSet::only(AckType::Processed).with(AckType::Persisted),
+            sequence: Some(sequence),
+            sow_key: None,
+            payload: format!("order {sequence}").into(),
+        }));
+        let mut kinds = Vec::new();
+        while kinds.len() < 2 {
+            match raw.recv() {
+                Some(Command::Ack(ack)) if ack.command_id == Some(command_id) => {
+                    assert_eq!(ack.status, Status::Success, "{ack:?}");
+                    kinds.push(ack.ack_type);
+                }
+                Some(_) => {}
+                None => panic!("connection closed while waiting for the acks of {command_id}"),
+            }
+        }
+        assert_eq!(
+            kinds,
+            [AckType::Processed, AckType::Persisted],
+            "sequence {sequence} (resent: {resent})"
+        );
+    }
+}
