@@ -452,7 +452,10 @@ impl Client {
     }
 
     /// Publishes without asking for an ack. Returns once the message is in
-    /// the write buffer.
+    /// the write buffer. Like tokio's own I/O, it spends the task's
+    /// cooperative budget, so a loop of publishes gives the runtime's other
+    /// tasks (this client's subscription streams among them) a turn every
+    /// 128 sends even while the buffer has room.
     ///
     /// # Errors
     /// When the connection is closed or the topic cannot be encoded.
