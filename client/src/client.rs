@@ -1023,8 +1023,8 @@ async fn read_frames(
             // batches per stream: every payload is read back from memory
             // long after it arrived, and the allocator keeps returning and
             // re-faulting the pages (W1 fan-out-4 with the load generator:
-            // 7,600-32,000 page faults per 800,000 deliveries without this,
-            // 1,500-3,100 with it; benches/RESULTS.md). Publishers spend
+            // 7,600-17,800 page faults per 800,000 deliveries without this,
+            // 1,500-2,000 with it and the send budget; benches/RESULTS.md). Publishers spend
             // the task budget (`send_with`), so this does not hand the
             // runtime to a publishing loop.
             tokio::task::yield_now().await;

@@ -947,24 +947,36 @@ impl Scanner<'_> {
             self.cap.push(slot, raw);
         }
         walk.remaining -= 1;
-        if walk.depth == 1
-            && let Some(check) = self.check.as_mut()
-        {
-            self.completed |= child_trie.subtree;
-            match check(self.cap, self.completed) {
-                Verdict::Continue => {}
-                Verdict::Done => self.check = None,
-                Verdict::Stop => {
-                    self.decided = true;
-                    return Ok(Leaf::Stop);
-                }
-            }
+        if walk.depth == 1 && self.top_level_done(child_trie.subtree) {
+            return Ok(Leaf::Stop);
         }
         if walk.stop && walk.remaining == 0 {
             self.pos = after;
             return Ok(Leaf::Stop);
         }
         Ok(Leaf::After(after))
+    }
+
+    /// After a top-level member that completed the paths in `subtree`:
+    /// tells the caller's check, and returns whether it has decided the
+    /// filter's result (the scan stops there).
+    #[inline(always)]
+    fn top_level_done(&mut self, subtree: u64) -> bool {
+        let Some(check) = self.check.as_mut() else {
+            return false;
+        };
+        self.completed |= subtree;
+        match check(self.cap, self.completed) {
+            Verdict::Continue => false,
+            Verdict::Done => {
+                self.check = None;
+                false
+            }
+            Verdict::Stop => {
+                self.decided = true;
+                true
+            }
+        }
     }
 
     /// Reads the value at `value` of a member that leads to wanted paths,
@@ -994,18 +1006,8 @@ impl Scanner<'_> {
                 }
             }
         }
-        if walk.depth == 1
-            && let Some(check) = self.check.as_mut()
-        {
-            self.completed |= child_trie.subtree;
-            match check(self.cap, self.completed) {
-                Verdict::Continue => {}
-                Verdict::Done => self.check = None,
-                Verdict::Stop => {
-                    self.decided = true;
-                    return Ok(None);
-                }
-            }
+        if walk.depth == 1 && self.top_level_done(child_trie.subtree) {
+            return Ok(None);
         }
         Ok((!stop).then_some(self.pos))
     }

@@ -111,26 +111,8 @@ impl SowTopicConfig {
             }
             key.push((path, text.clone()));
         }
-        let mut hash_indexes = Vec::new();
-        for text in &self.hash_indexes {
-            let path = parse_path(&topic_text, "hash_indexes", text)?;
-            if !hash_indexes
-                .iter()
-                .any(|(p, _): &(Path, String)| *p == path)
-            {
-                hash_indexes.push((path, text.clone()));
-            }
-        }
-        let mut range_indexes = Vec::new();
-        for text in &self.range_indexes {
-            let path = parse_path(&topic_text, "range_indexes", text)?;
-            if !range_indexes
-                .iter()
-                .any(|(p, _): &(Path, String)| *p == path)
-            {
-                range_indexes.push((path, text.clone()));
-            }
-        }
+        let hash_indexes = index_paths(&topic_text, "hash_indexes", &self.hash_indexes)?;
+        let range_indexes = index_paths(&topic_text, "range_indexes", &self.range_indexes)?;
         if self.slab_size < min_slab
             || self.slab_size > MAX_SLAB_SIZE
             || !self.slab_size.is_multiple_of(4096)
@@ -161,6 +143,23 @@ impl SowTopicConfig {
             compact_below: self.compact_below,
         })
     }
+}
+
+/// The paths of an index setting, each once (a repeat is ignored), with
+/// the text it was given as.
+fn index_paths(
+    topic: &str,
+    setting: &'static str,
+    texts: &[String],
+) -> Result<Vec<(Path, String)>, ConfigError> {
+    let mut paths: Vec<(Path, String)> = Vec::new();
+    for text in texts {
+        let path = parse_path(topic, setting, text)?;
+        if !paths.iter().any(|(p, _)| *p == path) {
+            paths.push((path, text.clone()));
+        }
+    }
+    Ok(paths)
 }
 
 fn parse_path(topic: &str, setting: &'static str, text: &str) -> Result<Path, ConfigError> {

@@ -752,6 +752,16 @@ impl SowStore {
         Ok((active, off))
     }
 
+    /// Opens a new active slab without compacting (room for a checkpoint
+    /// record: compaction would write records after it is planned).
+    fn roll_without_compacting(&mut self) -> Result<(), SowError> {
+        let was = self.compacting;
+        self.compacting = true;
+        let rolled = self.roll();
+        self.compacting = was;
+        rolled
+    }
+
     /// Opens a new active slab, then compacts slabs whose live fraction fell
     /// below `compact_below`.
     fn roll(&mut self) -> Result<(), SowError> {
@@ -1072,11 +1082,7 @@ impl SowStore {
             .get(&self.active)
             .is_none_or(|s| s.room() < record_span(payload_len))
         {
-            let was = self.compacting;
-            self.compacting = true;
-            let rolled = self.roll();
-            self.compacting = was;
-            rolled?;
+            self.roll_without_compacting()?;
         }
         let active_end = self.slabs.get(&self.active).map_or(0, |s| s.end);
         let list: Vec<(u64, u32)> = self
@@ -1370,11 +1376,7 @@ impl SowStore {
                 .get(&self.active)
                 .is_none_or(|s| s.room() < record_span(payload_len))
         {
-            let was = self.compacting;
-            self.compacting = true;
-            let rolled = self.roll();
-            self.compacting = was;
-            rolled?;
+            self.roll_without_compacting()?;
         }
         let list: Vec<(u64, u32)> = listed(&self.slabs).into_iter().collect();
         let payload = encode_checkpoint(&list);

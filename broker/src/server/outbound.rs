@@ -581,6 +581,14 @@ impl ProcessorSink {
         self.encode_failures
     }
 
+    /// Bytes this batch holds for `conn`, not yet in its queue.
+    fn pending_bytes(&self, conn: &ConnShared) -> usize {
+        self.slots
+            .get(&conn.id)
+            .and_then(|&index| self.pending.get(index))
+            .map_or(0, |slot| slot.bytes)
+    }
+
     /// Appends every pending frame to its connection's queue, schedules the
     /// connections and wakes their I/O threads.
     pub fn flush(&mut self) {
@@ -698,12 +706,7 @@ impl Sink<Arc<ConnShared>> for ProcessorSink {
     }
 
     fn outbound_room(&mut self, conn: &Arc<ConnShared>) -> usize {
-        let pending = self
-            .slots
-            .get(&conn.id)
-            .and_then(|&index| self.pending.get(index))
-            .map_or(0, |slot| slot.bytes);
-        conn.room().saturating_sub(pending)
+        conn.room().saturating_sub(self.pending_bytes(conn))
     }
 
     fn persisted(&mut self, bookmark: u64) -> bool {
@@ -843,12 +846,7 @@ impl Sink<Arc<ConnShared>> for ProcessorSink {
     }
 
     fn queued(&mut self, conn: &Arc<ConnShared>) -> usize {
-        let pending = self
-            .slots
-            .get(&conn.id)
-            .and_then(|&index| self.pending.get(index))
-            .map_or(0, |slot| slot.bytes);
-        conn.queued() + pending
+        conn.queued() + self.pending_bytes(conn)
     }
 
     fn reply(&mut self, conn: &Arc<ConnShared>, ack: Ack) {

@@ -662,18 +662,16 @@ fn after_sigkill_the_sow_holds_every_persisted_value() {
     );
 }
 
-/// With processor threads (an answer is queued whole), a query whose
-/// results would not fit in the client's outbound limit is refused whole,
-/// with a reason that says what to do, and the connection stays up (rather
-/// than being cut as slow halfway through).
-#[test]
-fn a_result_larger_than_the_client_limit_is_refused_not_cut() {
+/// A broker with one processor (`inline` as given) and a 16 MiB client
+/// outbound limit, holding `records` orders of ~1 KiB, and a connection
+/// to it that has seen them all processed.
+fn broker_with_big_orders(inline: &str, records: u64) -> (Broker, Raw) {
     let broker = Broker::start_with(&format!(
-        "[threads]\npin = false\nio = 1\nprocessors = 1\ninline = \"never\"\n[limits]\nclient_outbound_bytes_max = \"16 MiB\"\n{CONFIG}"
+        "[threads]\npin = false\nio = 1\nprocessors = 1\ninline = \"{inline}\"\n[limits]\nclient_outbound_bytes_max = \"16 MiB\"\n{CONFIG}"
     ));
     let mut raw = Raw::logged_on(&broker.client, "big", None);
     let pad = "x".repeat(1000);
-    for id in 0..18_000 {
+    for id in 0..records {
         let body = format!(r#"{{"id":{id},"pad":"{pad}"}}"#);
         raw.send(&publish_frame(
             "orders",
@@ -684,6 +682,16 @@ fn a_result_larger_than_the_client_limit_is_refused_not_cut() {
     }
     raw.send(&Command::Flush(Flush { command_id: 3 }));
     assert!(matches!(raw.recv(), Some(Command::Ack(a)) if a.command_id == Some(3)));
+    (broker, raw)
+}
+
+/// With processor threads (an answer is queued whole), a query whose
+/// results would not fit in the client's outbound limit is refused whole,
+/// with a reason that says what to do, and the connection stays up (rather
+/// than being cut as slow halfway through).
+#[test]
+fn a_result_larger_than_the_client_limit_is_refused_not_cut() {
+    let (_broker, mut raw) = broker_with_big_orders("never", 18_000);
     let all = sow(&mut raw, query("orders", 1));
     let end = all.end.unwrap();
     assert_eq!(end.status, Status::Failure);
@@ -713,22 +721,7 @@ fn a_result_larger_than_the_client_limit_is_refused_not_cut() {
 #[test]
 fn a_result_larger_than_the_client_limit_is_streamed_whole_when_inline() {
     const RECORDS: u64 = 18_000;
-    let broker = Broker::start_with(&format!(
-        "[threads]\npin = false\nio = 1\nprocessors = 1\ninline = \"always\"\n[limits]\nclient_outbound_bytes_max = \"16 MiB\"\n{CONFIG}"
-    ));
-    let mut raw = Raw::logged_on(&broker.client, "big", None);
-    let pad = "x".repeat(1000);
-    for id in 0..RECORDS {
-        let body = format!(r#"{{"id":{id},"pad":"{pad}"}}"#);
-        raw.send(&publish_frame(
-            "orders",
-            body.as_bytes(),
-            None,
-            AckSet::NONE,
-        ));
-    }
-    raw.send(&Command::Flush(Flush { command_id: 3 }));
-    assert!(matches!(raw.recv(), Some(Command::Ack(a)) if a.command_id == Some(3)));
+    let (_broker, mut raw) = broker_with_big_orders("always", RECORDS);
     let all = sow(&mut raw, query("orders", 1));
     let end = all.end.unwrap();
     assert_eq!(end.status, Status::Success, "{end:?}");

@@ -285,12 +285,17 @@ fn check(
     Ok(())
 }
 
-#[test]
-fn power_loss_at_seeded_points_recovers_the_last_checkpoint_exactly() {
-    let seeds = std::env::var("SOW_CRASH_SEEDS")
+/// Seeds per power-loss test: `SOW_CRASH_SEEDS`, or 300.
+fn crash_seeds() -> u64 {
+    std::env::var("SOW_CRASH_SEEDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(300u64);
+        .unwrap_or(300)
+}
+
+#[test]
+fn power_loss_at_seeded_points_recovers_the_last_checkpoint_exactly() {
+    let seeds = crash_seeds();
     let mut torn = 0;
     let mut discarded = 0;
     let mut failures = Vec::new();
@@ -318,10 +323,7 @@ fn power_loss_at_seeded_points_recovers_the_last_checkpoint_exactly() {
 
 #[test]
 fn power_loss_with_file_work_and_checkpoints_in_the_background_recovers_the_last_checkpoint() {
-    let seeds = std::env::var("SOW_CRASH_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(300u64);
+    let seeds = crash_seeds();
     let mut failures = Vec::new();
     let (mut discarded, mut completed, mut unconfirmed) = (0, 0, 0);
     for seed in 0..seeds {
