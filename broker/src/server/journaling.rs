@@ -274,7 +274,7 @@ impl Journaling {
     }
 
     /// Sends `ack` to `conn` once `bookmark` is persisted.
-    pub fn ack_when_persisted(&self, bookmark: u64, conn: &Arc<ConnShared>, ack: Ack) {
+    pub fn ack_when_persisted(&self, bookmark: u64, conn: Arc<ConnShared>, ack: Ack) {
         let order = self.parked_order.fetch_add(1, Ordering::Relaxed);
         self.pending
             .lock()
@@ -282,7 +282,7 @@ impl Journaling {
             .push(Reverse(Parked {
                 bookmark,
                 order,
-                conn: Arc::clone(conn),
+                conn,
                 ack,
             }));
         let persisted = self.journal.persisted();

@@ -617,7 +617,7 @@ impl ProcessorSink {
         self.last_deliver = None;
         if let Some(journal) = &self.journal {
             for (bookmark, conn, ack) in self.parked.drain(..) {
-                journal.ack_when_persisted(bookmark, &conn, ack);
+                journal.ack_when_persisted(bookmark, conn, ack);
             }
         }
         for io in self.wake.drain(..) {
