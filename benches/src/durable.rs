@@ -100,6 +100,10 @@ pub struct DurableArgs {
     /// (e.g. `redis-always`).
     #[arg(long)]
     name: Option<String>,
+    /// statecast: records per frame of the read-back's answer (1: one
+    /// `deliver` per record).
+    #[arg(long, default_value_t = crate::target::READ_BACK_BATCH_SIZE)]
+    sow_batch_size: u32,
 }
 
 /// The documents a durable run sends.
@@ -161,7 +165,8 @@ pub fn main(args: &DurableArgs) -> anyhow::Result<()> {
             DurableKind::Mem => run(MemUpdates::default(), args).await,
             DurableKind::Statecast => {
                 let target =
-                    StatecastUpdates::new(&args.server, &args.topic, args.ack.ack_type(), args.sow);
+                    StatecastUpdates::new(&args.server, &args.topic, args.ack.ack_type(), args.sow)
+                        .with_batch_size(args.sow_batch_size);
                 run(target, args).await
             }
             DurableKind::Redis => run(Redis::new(&args.server, args.window), args).await,

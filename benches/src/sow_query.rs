@@ -88,6 +88,7 @@ async fn run(args: &SowQueryArgs) -> anyhow::Result<SowQueryReport> {
             &SowRequest {
                 filter: None,
                 count_only: true,
+                batch_size: None,
             },
             |_| {},
         )
@@ -95,6 +96,7 @@ async fn run(args: &SowQueryArgs) -> anyhow::Result<SowQueryReport> {
     let request = SowRequest {
         filter: filter.clone(),
         count_only: args.count_only,
+        batch_size: None,
     };
     let mut first_query_ms = Vec::with_capacity(args.warmup);
     for _ in 0..args.warmup {

@@ -120,6 +120,8 @@ impl SubscribeOptions {
 pub(crate) enum Event {
     /// A delivery: a live message, or a SOW record (it carries a key).
     Deliver(Deliver),
+    /// Several records of a SOW query (its `batch_size` was above 1).
+    SowBatch(statecast_protocol::SowBatch),
     /// The end of a SOW query's records.
     GroupEnd(GroupEnd),
     /// The stream ends with this error.
@@ -828,8 +830,8 @@ impl Stream for Subscription {
                     self.inbox.finish();
                     Poll::Ready(Some(Err(error)))
                 }
-                // Only SOW queries have groups.
-                Poll::Ready(Some(Event::GroupEnd(_))) => continue,
+                // Only SOW queries have groups and batches.
+                Poll::Ready(Some(Event::GroupEnd(_) | Event::SowBatch(_))) => continue,
                 Poll::Ready(None) => Poll::Ready(None),
                 Poll::Pending => Poll::Pending,
             };
@@ -992,6 +994,12 @@ async fn read_frames(
                     }
                 }
                 Ok(Command::Heartbeat(_) | Command::GroupBegin(_)) => {}
+                Ok(Command::SowBatch(batch)) => {
+                    batches
+                        .entry(batch.sub_id)
+                        .or_insert_with(|| Vec::with_capacity(batch_hint))
+                        .push(Event::SowBatch(batch));
+                }
                 Ok(Command::GroupEnd(end)) => {
                     // After the query's records; a one-shot query's stream
                     // ends with it (a sow_and_subscribe goes on live).

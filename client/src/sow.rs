@@ -15,8 +15,8 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use statecast_protocol::{
-    AckSet, AckType, Command, DecodeError, Deliver, GroupEnd, SowDelete, SowQuery, Status, SubIds,
-    Utf8,
+    AckSet, AckType, Command, DecodeError, Deliver, GroupEnd, SowBatch, SowBatchRecords, SowDelete,
+    SowQuery, Status, SubIds, Utf8,
 };
 
 use crate::client::{Event, Inbox, StreamEnd};
@@ -44,6 +44,10 @@ pub struct SowOptions {
     pub count_only: bool,
     /// The topic is literal even if it looks like a regular expression.
     pub non_regex_topic: bool,
+    /// The most records per frame of the answer (`None`: the broker's
+    /// default, 1 — one `deliver` per record). Batches change only how the
+    /// records travel: the stream yields the same records either way.
+    pub batch_size: Option<u32>,
 }
 
 impl SowOptions {
@@ -106,6 +110,16 @@ impl SowOptions {
         self
     }
 
+    /// Up to `n` records per frame of the answer (`sow_batch` frames,
+    /// SPEC.md section 4.14): fewer frames to decode for a large answer.
+    /// The broker accepts 1 to [`statecast_protocol::SOW_BATCH_SIZE_MAX`]
+    /// and refuses anything else with `invalid_field`.
+    #[must_use]
+    pub fn batch_size(mut self, n: u32) -> Self {
+        self.batch_size = Some(n);
+        self
+    }
+
     /// The wire command's fields (`sub_id` doubles as the command id).
     fn query(&self, sub_id: u64) -> SowQuery {
         let options: Vec<&str> = [
@@ -125,6 +139,7 @@ impl SowOptions {
             top_n: self.top_n,
             skip_n: self.skip_n,
             sow_keys: (!self.sow_keys.is_empty()).then(|| SubIds::from_ids(&self.sow_keys)),
+            batch_size: self.batch_size,
         }
     }
 }
@@ -161,6 +176,37 @@ impl SowItem {
     }
 }
 
+/// The records of one `sow_batch` still to hand out, with their topic.
+#[derive(Debug)]
+struct BatchRecords {
+    topic: Utf8,
+    records: SowBatchRecords,
+}
+
+impl BatchRecords {
+    fn new(batch: SowBatch) -> Self {
+        Self {
+            topic: batch.topic.clone(),
+            records: batch.into_iter(),
+        }
+    }
+
+    /// The next record as a [`SowRecord`], its payload a slice of the
+    /// frame (no copy); `None` once the batch is done.
+    fn next_record(&mut self) -> Option<Result<SowRecord, Error>> {
+        Some(match self.records.next()? {
+            Ok(record) => Ok(SowRecord {
+                topic: self.topic.clone(),
+                key: record.key,
+                bookmark: record.bookmark,
+                timestamp: record.timestamp,
+                payload: record.payload,
+            }),
+            Err(error) => Err(Error::from(error)),
+        })
+    }
+}
+
 /// The error a failed `group_end` stands for.
 fn group_failure(end: &GroupEnd) -> Option<Error> {
     (end.status == Status::Failure).then(|| Error::Failed {
@@ -181,6 +227,8 @@ fn group_failure(end: &GroupEnd) -> Option<Error> {
 pub struct SowResults {
     inbox: Inbox,
     records: Option<u64>,
+    /// The `sow_batch` being handed out.
+    batch: Option<BatchRecords>,
 }
 
 impl SowResults {
@@ -228,6 +276,12 @@ impl Stream for SowResults {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         loop {
+            if let Some(batch) = &mut self.batch {
+                match batch.next_record() {
+                    Some(record) => return Poll::Ready(Some(record)),
+                    None => self.batch = None,
+                }
+            }
             let was_done = self.inbox.is_done();
             return match self.inbox.poll_event(cx) {
                 Poll::Pending => Poll::Pending,
@@ -238,6 +292,10 @@ impl Stream for SowResults {
                         // should name it.
                         _ => continue,
                     }
+                }
+                Poll::Ready(Some(Event::SowBatch(batch))) => {
+                    self.batch = Some(BatchRecords::new(batch));
+                    continue;
                 }
                 Poll::Ready(Some(Event::GroupEnd(end))) => {
                     self.records = Some(end.records);
@@ -287,6 +345,8 @@ pub enum SowItem {
 #[derive(Debug)]
 pub struct SowSubscription {
     inbox: Inbox,
+    /// The `sow_batch` being handed out.
+    batch: Option<BatchRecords>,
 }
 
 impl SowSubscription {
@@ -310,25 +370,37 @@ impl Stream for SowSubscription {
     type Item = Result<SowItem, Error>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        Poll::Ready(match std::task::ready!(self.inbox.poll_event(cx)) {
-            Some(Event::Deliver(deliver)) => Some(Ok(SowItem::from_deliver(deliver))),
-            Some(Event::GroupEnd(end)) => match group_failure(&end) {
-                None => Some(Ok(SowItem::EndOfSnapshot {
-                    records: end.records,
-                })),
-                Some(error) => {
-                    // The snapshot is incomplete: following the updates
-                    // would build a wrong state.
+        loop {
+            if let Some(batch) = &mut self.batch {
+                match batch.next_record() {
+                    Some(record) => return Poll::Ready(Some(record.map(SowItem::Record))),
+                    None => self.batch = None,
+                }
+            }
+            return Poll::Ready(match std::task::ready!(self.inbox.poll_event(cx)) {
+                Some(Event::Deliver(deliver)) => Some(Ok(SowItem::from_deliver(deliver))),
+                Some(Event::SowBatch(batch)) => {
+                    self.batch = Some(BatchRecords::new(batch));
+                    continue;
+                }
+                Some(Event::GroupEnd(end)) => match group_failure(&end) {
+                    None => Some(Ok(SowItem::EndOfSnapshot {
+                        records: end.records,
+                    })),
+                    Some(error) => {
+                        // The snapshot is incomplete: following the updates
+                        // would build a wrong state.
+                        self.inbox.finish();
+                        Some(Err(error))
+                    }
+                },
+                Some(Event::Failed(error)) => {
                     self.inbox.finish();
                     Some(Err(error))
                 }
-            },
-            Some(Event::Failed(error)) => {
-                self.inbox.finish();
-                Some(Err(error))
-            }
-            None => None,
-        })
+                None => None,
+            });
+        }
     }
 }
 
@@ -360,6 +432,7 @@ impl Client {
         Ok(SowResults {
             inbox,
             records: None,
+            batch: None,
         })
     }
 
@@ -375,7 +448,7 @@ impl Client {
         let inbox = self.open_inbox(sub_id, StreamEnd::Unsubscribe)?;
         self.request(sub_id, Command::SowAndSubscribe(options.query(sub_id)))
             .await?;
-        Ok(SowSubscription { inbox })
+        Ok(SowSubscription { inbox, batch: None })
     }
 
     /// Deletes records of the SOW topic `topic` (literal), asking for one

@@ -3,6 +3,7 @@
 
 use bytes::{BufMut, Bytes};
 
+use crate::batch::{SowBatch, sow_batch_fields_len, write_sow_batch_fields};
 use crate::error::{DecodeError, EncodeError};
 use crate::field::{FieldIter, FieldTag, FieldWriter, check_value_len, fixed_len};
 use crate::field::{read_u8, read_u16, read_u32, read_u64};
@@ -40,6 +41,8 @@ pub enum CommandCode {
     GroupBegin = 0x16,
     /// Broker → client: the records of a query are complete.
     GroupEnd = 0x17,
+    /// Broker → client: several records of a query in one frame.
+    SowBatch = 0x18,
 }
 
 /// Reserved command codes and their future names.
@@ -70,6 +73,7 @@ impl CommandCode {
             0x12 => Self::SowDelete,
             0x16 => Self::GroupBegin,
             0x17 => Self::GroupEnd,
+            0x18 => Self::SowBatch,
             _ => {
                 return Err(match RESERVED.iter().find(|(c, _)| *c == code) {
                     Some((_, name)) => DecodeError::UnsupportedCommand { code, name },
@@ -96,6 +100,7 @@ impl CommandCode {
             Self::SowDelete => "sow_delete",
             Self::GroupBegin => "group_begin",
             Self::GroupEnd => "group_end",
+            Self::SowBatch => "sow_batch",
         }
     }
 }
@@ -376,6 +381,10 @@ pub struct SowQuery {
     pub skip_n: Option<u64>,
     /// Only these SowKeys.
     pub sow_keys: Option<SubIds>,
+    /// The most records one frame of the answer carries: absent or 1, one
+    /// `deliver` per record; above 1, `sow_batch` frames of up to this
+    /// many (at most [`crate::SOW_BATCH_SIZE_MAX`]).
+    pub batch_size: Option<u32>,
 }
 
 /// `sow_delete`: remove records of one SOW topic, chosen by a filter, by
@@ -601,6 +610,8 @@ pub enum Command {
     GroupBegin(GroupBegin),
     /// See [`GroupEnd`].
     GroupEnd(GroupEnd),
+    /// See [`SowBatch`].
+    SowBatch(SowBatch),
 }
 
 /// Decodes the `deliver` frames of one connection as [`Command::decode`]
@@ -662,7 +673,7 @@ impl DeliverDecoder {
 }
 
 /// Field tags are below 64: a `u64` of flags marks those seen.
-const _: () = assert!((FieldTag::Records as u8) < 64);
+const _: () = assert!((FieldTag::BatchSize as u8) < 64);
 
 /// The sub ids up to this one are shared static buffers when a delivery
 /// names just one of them: a client numbers its subscriptions from 1, so
@@ -979,13 +990,13 @@ impl Deliver {
 /// The known fields of one frame, each at most once.
 struct RawFields<'a> {
     fields: &'a Bytes,
-    values: [Option<&'a [u8]>; 26],
+    values: [Option<&'a [u8]>; 27],
     command: &'static str,
 }
 
 impl<'a> RawFields<'a> {
     fn collect(fields: &'a Bytes, command: &'static str) -> Result<Self, DecodeError> {
-        let mut values: [Option<&'a [u8]>; 26] = [None; 26];
+        let mut values: [Option<&'a [u8]>; 27] = [None; 27];
         for field in FieldIter::new(fields) {
             let field = field?;
             let Some(tag) = FieldTag::from_u8(field.tag) else {
@@ -1098,6 +1109,7 @@ impl<'a> RawFields<'a> {
             top_n: self.u64(FieldTag::TopN)?,
             skip_n: self.u64(FieldTag::SkipN)?,
             sow_keys: self.u64_list(FieldTag::SowKeys)?,
+            batch_size: self.u32(FieldTag::BatchSize)?,
         })
     }
 
@@ -1131,6 +1143,7 @@ impl Command {
             Self::SowDelete(_) => CommandCode::SowDelete,
             Self::GroupBegin(_) => CommandCode::GroupBegin,
             Self::GroupEnd(_) => CommandCode::GroupEnd,
+            Self::SowBatch(_) => CommandCode::SowBatch,
         }
     }
 
@@ -1216,6 +1229,12 @@ impl Command {
                     records: f.u64(FieldTag::Records)?,
                 })
             }
+            CommandCode::SowBatch => Self::SowBatch(SowBatch::from_parts(
+                f.non_empty_utf8(FieldTag::Topic)?,
+                f.required(FieldTag::SubId, f.u64(FieldTag::SubId)?)?,
+                f.required(FieldTag::Records, f.u64(FieldTag::Records)?)?,
+                frame.payload.clone(),
+            )?),
             // Decoded above, without the generic table.
             CommandCode::Deliver => Self::Deliver(Deliver::decode_fields(frame)?),
         })
@@ -1252,6 +1271,7 @@ impl Command {
                     + opt_u64(c.top_n)
                     + opt_u64(c.skip_n)
                     + opt_text(FieldTag::SowKeys, c.sow_keys.as_ref().map(SubIds::as_bytes))?
+                    + opt_u32(c.batch_size)
             }
             Self::SowDelete(c) => {
                 fixed_len(8)
@@ -1319,6 +1339,7 @@ impl Command {
                 deliver_fields_len(c.topic.as_bytes(), c.sub_ids.len(), c.bookmark)?
                     + opt_u64(c.sow_key)
             }
+            Self::SowBatch(c) => sow_batch_fields_len(c.topic.as_bytes())?,
         })
     }
 
@@ -1327,6 +1348,7 @@ impl Command {
             Self::Publish(c) => &c.payload,
             Self::Deliver(c) => &c.payload,
             Self::SowDelete(c) => &c.payload,
+            Self::SowBatch(c) => &c.payload,
             _ => &[],
         }
     }
@@ -1445,6 +1467,7 @@ impl Command {
                     FieldTag::SowKeys,
                     c.sow_keys.as_ref().map(SubIds::as_bytes),
                 );
+                opt_u32(w, FieldTag::BatchSize, c.batch_size);
             }
             Self::SowDelete(c) => {
                 w.u64(FieldTag::CommandId, c.command_id);
@@ -1526,6 +1549,9 @@ impl Command {
                     c.timestamp,
                 );
                 opt_u64(w, FieldTag::SowKeys, c.sow_key);
+            }
+            Self::SowBatch(c) => {
+                write_sow_batch_fields(w, c.topic.as_bytes(), c.sub_id, c.records);
             }
         }
     }

@@ -86,6 +86,15 @@ pub enum DecodeError {
         /// The repeated field.
         field: &'static str,
     },
+    /// A `sow_batch` payload does not hold exactly its declared records.
+    #[error("sow_batch record {record} (counting from 0) is malformed: {reason}")]
+    MalformedBatch {
+        /// The index of the record found wrong (the declared count when
+        /// bytes remain after the last record).
+        record: u64,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
 }
 
 /// Why a command could not be encoded.
@@ -105,6 +114,12 @@ pub enum EncodeError {
     FrameTooLarge {
         /// The frame's size.
         len: usize,
+    },
+    /// A `sow_batch` must carry 1 to `SOW_BATCH_SIZE_MAX` records.
+    #[error("a sow_batch carries 1 to 10,000 records, not {records}")]
+    BatchSize {
+        /// The records given.
+        records: usize,
     },
     /// The caller's buffer is too small.
     #[error("buffer of {have} bytes is too small for a frame of {need} bytes")]

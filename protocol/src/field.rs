@@ -66,8 +66,12 @@ pub enum FieldTag {
     /// Array of `u64`: SowKeys (of records to query or delete; on a
     /// delivered SOW record, that record's key).
     SowKeys = 24,
-    /// `u64`: a number of records (a query's group end, a delete's ack).
+    /// `u64`: a number of records (a query's group end, a delete's ack,
+    /// the records of one `sow_batch`).
     Records = 25,
+    /// `u32`: on a SOW query, the most records one frame of its answer
+    /// carries (`sow_batch`).
+    BatchSize = 26,
 }
 
 impl FieldTag {
@@ -100,6 +104,7 @@ impl FieldTag {
             Self::SowKey => "sow_key",
             Self::SowKeys => "sow_keys",
             Self::Records => "records",
+            Self::BatchSize => "batch_size",
         }
     }
 
@@ -132,6 +137,7 @@ impl FieldTag {
             23 => Self::SowKey,
             24 => Self::SowKeys,
             25 => Self::Records,
+            26 => Self::BatchSize,
             _ => return None,
         })
     }

@@ -16,6 +16,7 @@
 
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+mod batch;
 mod command;
 mod error;
 mod field;
@@ -23,6 +24,10 @@ mod frame;
 pub mod fuzz;
 mod reason;
 
+pub use batch::{
+    SOW_BATCH_RECORD_HEADER_LEN, SOW_BATCH_SIZE_MAX, SowBatch, SowBatchRecord, SowBatchRecords,
+    encode_sow_batch_header, encode_sow_batch_record_header, sow_batch_header_len,
+};
 pub use command::{
     Ack, AckSet, AckType, Command, CommandCode, Decoded, Deliver, DeliverDecoder, Flush,
     GroupBegin, GroupEnd, Heartbeat, Logon, Publish, SowDelete, SowQuery, Status, SubIds,

@@ -9,8 +9,10 @@ use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
 use statecast_protocol::{
     Ack, AckSet, AckType, Command, CommandCode, DecodeError, Deliver, Flush, FrameDecoder,
-    GroupBegin, GroupEnd, Heartbeat, Logon, Publish, REASONS, ReasonCode, SowDelete, SowQuery,
-    Status, SubIds, Subscribe, Unsubscribe, Utf8, encode_deliver_header, encode_record_header,
+    GroupBegin, GroupEnd, Heartbeat, Logon, Publish, REASONS, ReasonCode,
+    SOW_BATCH_RECORD_HEADER_LEN, SowBatch, SowBatchRecord, SowDelete, SowQuery, Status, SubIds,
+    Subscribe, Unsubscribe, Utf8, encode_deliver_header, encode_record_header,
+    encode_sow_batch_header, encode_sow_batch_record_header, sow_batch_header_len,
 };
 
 const MAX: usize = 1 << 20;
@@ -125,6 +127,7 @@ fn vectors() -> Vec<(&'static str, Command)> {
                 top_n: Some(2),
                 skip_n: None,
                 sow_keys: None,
+                batch_size: None,
             }),
         ),
         (
@@ -139,6 +142,7 @@ fn vectors() -> Vec<(&'static str, Command)> {
                 top_n: Some(100),
                 skip_n: Some(100),
                 sow_keys: Some(SubIds::from_ids(&[KEY_1])),
+                batch_size: None,
             }),
         ),
         (
@@ -213,6 +217,45 @@ fn vectors() -> Vec<(&'static str, Command)> {
                 reason_code: ReasonCode::SowError,
                 reason: Some(Utf8::from("orders: damaged record in slab 3")),
             }),
+        ),
+        (
+            "sow_batched",
+            Command::Sow(SowQuery {
+                command_id: Some(15),
+                sub_id: 7,
+                topic: Utf8::from("orders"),
+                filter: None,
+                options: None,
+                order_by: None,
+                top_n: None,
+                skip_n: None,
+                sow_keys: None,
+                batch_size: Some(100),
+            }),
+        ),
+        (
+            "sow_batch",
+            Command::SowBatch(
+                SowBatch::from_records(
+                    Utf8::from("orders"),
+                    7,
+                    &[
+                        SowBatchRecord {
+                            key: KEY_1,
+                            bookmark: Some(1234),
+                            timestamp: 1_700_000_000_000_000_000,
+                            payload: Bytes::from_static(b"{\"id\":1,\"qty\":20}"),
+                        },
+                        SowBatchRecord {
+                            key: KEY_2,
+                            bookmark: Some(1240),
+                            timestamp: 1_700_000_000_000_000_600,
+                            payload: Bytes::from_static(b"{\"id\":2}"),
+                        },
+                    ],
+                )
+                .unwrap(),
+            ),
         ),
         (
             "ack_sow_delete",
@@ -765,9 +808,21 @@ fn sow_query() -> impl Strategy<Value = SowQuery> {
         any::<Option<u64>>(),
         any::<Option<u64>>(),
         proptest::option::of(u64s()),
+        any::<Option<u32>>(),
     )
         .prop_map(
-            |(command_id, sub_id, topic, filter, options, order_by, top_n, skip_n, sow_keys)| {
+            |(
+                command_id,
+                sub_id,
+                topic,
+                filter,
+                options,
+                order_by,
+                top_n,
+                skip_n,
+                sow_keys,
+                batch_size,
+            )| {
                 SowQuery {
                     command_id,
                     sub_id,
@@ -778,9 +833,38 @@ fn sow_query() -> impl Strategy<Value = SowQuery> {
                     top_n,
                     skip_n,
                     sow_keys,
+                    batch_size,
                 }
             },
         )
+}
+
+/// One record of a `sow_batch` (a bookmark of 0 is the wire's "none").
+fn batch_record() -> impl Strategy<Value = SowBatchRecord> {
+    (
+        any::<u64>(),
+        proptest::option::of(1u64..),
+        any::<u64>(),
+        payload(),
+    )
+        .prop_map(|(key, bookmark, timestamp, payload)| SowBatchRecord {
+            key,
+            bookmark,
+            timestamp,
+            payload,
+        })
+}
+
+/// A `sow_batch` of 1 to 12 records.
+fn sow_batch() -> impl Strategy<Value = SowBatch> {
+    (
+        utf8(),
+        any::<u64>(),
+        proptest::collection::vec(batch_record(), 1..12),
+    )
+        .prop_map(|(topic, sub_id, records)| {
+            SowBatch::from_records(topic, sub_id, &records).unwrap()
+        })
 }
 
 fn command() -> impl Strategy<Value = Command> {
@@ -938,6 +1022,7 @@ fn command() -> impl Strategy<Value = Command> {
                     reason: if failed { reason } else { None },
                 })
             }),
+        sow_batch().prop_map(Command::SowBatch),
     ]
 }
 
@@ -978,6 +1063,93 @@ proptest! {
         }
         prop_assert!(buf.is_empty());
         prop_assert_eq!(decoded, commands);
+    }
+
+    #[test]
+    fn sow_batch_records_round_trip_and_lend_the_frame_s_bytes(
+        topic in utf8(),
+        sub_id in any::<u64>(),
+        records in proptest::collection::vec(batch_record(), 1..16),
+    ) {
+        let batch = SowBatch::from_records(topic.clone(), sub_id, &records).unwrap();
+        let bytes = Command::SowBatch(batch).to_bytes().unwrap();
+        // The broker's way: the header, then each record's header and message.
+        let mut by_parts = Vec::new();
+        let payload_len: usize = records
+            .iter()
+            .map(|r| SOW_BATCH_RECORD_HEADER_LEN + r.payload.len())
+            .sum();
+        let header = encode_sow_batch_header(
+            topic.as_bytes(),
+            sub_id,
+            records.len() as u64,
+            payload_len,
+            &mut by_parts,
+        )
+        .unwrap();
+        prop_assert_eq!(header, sow_batch_header_len(topic.as_bytes()).unwrap());
+        for r in &records {
+            encode_sow_batch_record_header(r.key, r.bookmark, r.timestamp, r.payload.len(), &mut by_parts)
+                .unwrap();
+            by_parts.extend_from_slice(&r.payload);
+        }
+        prop_assert_eq!(&by_parts[..], &bytes[..]);
+        let frame = FrameDecoder::new(MAX).decode_one(bytes).unwrap();
+        let Ok(Command::SowBatch(decoded)) = Command::decode(&frame) else {
+            panic!("a sow_batch decodes");
+        };
+        prop_assert_eq!((&decoded.topic, decoded.sub_id), (&topic, sub_id));
+        let back: Vec<SowBatchRecord> = decoded.iter().map(Result::unwrap).collect();
+        prop_assert_eq!(&back, &records);
+        // Each message is a slice of the frame's payload, not a copy.
+        let range = frame.payload.as_ptr_range();
+        for record in &back {
+            prop_assert!(record.payload.is_empty() || range.contains(&record.payload.as_ptr()));
+        }
+    }
+
+    #[test]
+    fn any_sow_batch_payload_is_a_batch_or_a_typed_error(
+        records in 0u64..20,
+        payload in proptest::collection::vec(any::<u8>(), 0..400),
+        valid in proptest::option::of(proptest::collection::vec(batch_record(), 1..6)),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        // Arbitrary bytes, or a valid batch's bytes cut short or lengthened.
+        let (records, payload) = match valid {
+            None => (records, Bytes::from(payload)),
+            Some(valid) => {
+                let batch = SowBatch::from_records(Utf8::from("t"), 1, &valid).unwrap();
+                let mut bytes = batch.payload.to_vec();
+                if records % 2 == 0 {
+                    bytes.truncate(cut.index(bytes.len() + 1));
+                } else {
+                    bytes.push(0);
+                }
+                (batch.records, Bytes::from(bytes))
+            }
+        };
+        match SowBatch::from_parts(Utf8::from("t"), 1, records, payload.clone()) {
+            Ok(batch) => {
+                let walked: Vec<_> = batch.iter().collect();
+                prop_assert_eq!(walked.len() as u64, records);
+                prop_assert!(walked.iter().all(Result::is_ok));
+            }
+            Err(DecodeError::MalformedBatch { record, .. }) => prop_assert!(record <= records),
+            Err(DecodeError::InvalidField { field: "records", .. }) => {
+                prop_assert!(records == 0);
+            }
+            Err(other) => prop_assert!(false, "unexpected error {other}"),
+        }
+        // An unchecked batch's iterator ends at its first malformed record.
+        let unchecked = SowBatch { topic: Utf8::from("t"), sub_id: 1, records, payload };
+        let mut errors = 0;
+        for record in unchecked.iter() {
+            if record.is_err() {
+                errors += 1;
+            }
+        }
+        prop_assert!(errors <= 1);
     }
 
     #[test]

@@ -16,13 +16,14 @@ OUT = os.path.join(HERE, "..", "tests", "vectors")
 CMD = {"logon": 0x01, "heartbeat": 0x02, "publish": 0x03, "subscribe": 0x04,
        "unsubscribe": 0x05, "ack": 0x06, "deliver": 0x07, "flush": 0x08,
        "sow": 0x10, "sow_and_subscribe": 0x11, "sow_delete": 0x12,
-       "group_begin": 0x16, "group_end": 0x17}
+       "group_begin": 0x16, "group_end": 0x17, "sow_batch": 0x18}
 # SPEC.md section 3, field tags.
 TAG = {"command_id": 1, "topic": 2, "sub_id": 3, "sub_ids": 4, "bookmark": 5, "timestamp": 6,
        "client_name": 7, "credentials": 8, "ack_type": 9, "status": 10, "reason_code": 11,
        "reason": 12, "heartbeat_ms": 13, "filter": 14, "options": 15, "sequence": 16,
        "server_version": 17, "max_frame_bytes": 18, "bookmark_spec": 19, "top_n": 20,
-       "skip_n": 21, "order_by": 22, "sow_key": 23, "sow_keys": 24, "records": 25}
+       "skip_n": 21, "order_by": 22, "sow_key": 23, "sow_keys": 24, "records": 25,
+       "batch_size": 26}
 # SPEC.md section 7, the reason codes these vectors use.
 REASON = {"unknown_command": 4, "sow_error": 28}
 
@@ -67,6 +68,25 @@ def frame(command, fields, payload=b""):
     if payload:
         lines.append((payload, f"payload, {len(payload)} bytes: {payload.decode('utf-8', 'replace')}"))
     return head + body + payload, lines
+
+
+def sow_batch(topic, sub_id, records):
+    """A sow_batch frame (SPEC.md section 4.14); records: list of
+    (sow_key, bookmark, timestamp, message). Each record's 28-byte header
+    and message are annotated on lines of their own."""
+    payload = b""
+    lines = []
+    for key, bookmark, timestamp, message in records:
+        header = u64(key) + u64(bookmark) + u64(timestamp) + u32(len(message))
+        payload += header + message
+        lines.append((u64(key), f"record sow_key = {key}"))
+        lines.append((u64(bookmark), f"  bookmark = {bookmark}"))
+        lines.append((u64(timestamp), f"  timestamp = {timestamp}"))
+        lines.append((u32(len(message)), f"  length = {len(message)}"))
+        lines.append((message, f"  message: {message.decode('utf-8', 'replace')}"))
+    data, head_lines = frame("sow_batch", [("topic", text(topic)), ("sub_id", u64(sub_id)),
+                                           ("records", u64(len(records)))], payload)
+    return data, head_lines[:-1] + lines
 
 
 VECTORS = {
@@ -119,6 +139,11 @@ VECTORS = {
                                              ("records", u64(1)), ("status", u8(1)),
                                              ("reason_code", u16(REASON["sow_error"])),
                                              ("reason", text("orders: damaged record in slab 3"))]),
+    "sow_batched": frame("sow", [("command_id", u64(15)), ("sub_id", u64(7)),
+                                 ("topic", text("orders")), ("batch_size", u32(100))]),
+    "sow_batch": sow_batch("orders", 7, [
+        (KEY_1, 1234, 1700000000000000000, b'{"id":1,"qty":20}'),
+        (KEY_2, 1240, 1700000000000000600, b'{"id":2}')]),
     "ack_sow_delete": frame("ack", [("command_id", u64(12)), ("ack_type", u8(1)),
                                     ("status", u8(0)), ("records", u64(3))]),
 }

@@ -48,7 +48,7 @@ pub use nats::Nats;
 pub use raw::{FilteredSubscriptions, Raw};
 pub use redis::Redis;
 pub use sow::{SowConnection, SowRequest};
-pub use statecast::{Statecast, StatecastUpdates};
+pub use statecast::{READ_BACK_BATCH_SIZE, Statecast, StatecastUpdates};
 
 /// The systems the generator can drive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

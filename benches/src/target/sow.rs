@@ -4,8 +4,9 @@
 //!
 //! One `sow` command, then its answer in order: the `processed` ack carrying
 //! the query's `sub_id`, `group_begin`, one `deliver` per record (each
-//! naming the query and carrying the record's SowKey), `group_end` with the
-//! number of records. [`SowConnection::query`] times it from just before the
+//! naming the query and carrying the record's SowKey) or, with a
+//! `batch_size` above 1, `sow_batch` frames of several records (§4.14),
+//! `group_end` with the number of records. [`SowConnection::query`] times it from just before the
 //! command is written to the socket to the decoding of `group_end`.
 
 use std::time::{Duration, Instant};
@@ -44,6 +45,8 @@ pub struct SowRequest {
     pub filter: Option<String>,
     /// Only count the matching records (`count_only`).
     pub count_only: bool,
+    /// Records per frame of the answer (`None`: the broker's default, 1).
+    pub batch_size: Option<u32>,
 }
 
 impl SowConnection {
@@ -86,6 +89,7 @@ impl SowConnection {
             top_n: None,
             skip_n: None,
             sow_keys: None,
+            batch_size: request.batch_size,
         });
         let bytes = command.to_bytes()?;
         let start = Instant::now();
@@ -138,6 +142,25 @@ impl SowConnection {
                     );
                     received += 1;
                     on_record(&record.payload);
+                }
+                Command::SowBatch(batch) => {
+                    ensure!(begun, "a sow_batch before group_begin");
+                    ensure!(
+                        batch.sub_id == sub_id && request.batch_size.is_some_and(|n| n > 1),
+                        "a sow_batch that is not the query's: sub_id {}",
+                        batch.sub_id
+                    );
+                    ensure!(
+                        batch.records <= u64::from(request.batch_size.unwrap_or(1)),
+                        "a sow_batch of {} records, above the batch_size asked for",
+                        batch.records
+                    );
+                    // Each record's message is lent as a slice of the
+                    // frame: no copy.
+                    for record in batch {
+                        received += 1;
+                        on_record(&record?.payload);
+                    }
                 }
                 Command::GroupEnd(end) => {
                     let elapsed = start.elapsed();

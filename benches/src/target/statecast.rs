@@ -111,7 +111,13 @@ pub struct StatecastUpdates {
     topic: String,
     ack: AckType,
     sow: bool,
+    batch_size: u32,
 }
+
+/// Records per frame of the read-back's answer (`sow_batch`): of 1, 10 and
+/// 100, the fastest read-back of W2's 10,000 1 KiB records
+/// (benches/RESULTS.md, the issue 5 batch_size section).
+pub const READ_BACK_BATCH_SIZE: u32 = 100;
 
 impl StatecastUpdates {
     /// The target.
@@ -121,7 +127,16 @@ impl StatecastUpdates {
             topic: topic.to_owned(),
             ack,
             sow,
+            batch_size: READ_BACK_BATCH_SIZE,
         }
+    }
+
+    /// Reads the state back with `batch_size` records per frame (1: one
+    /// `deliver` per record).
+    #[must_use]
+    pub fn with_batch_size(mut self, batch_size: u32) -> Self {
+        self.batch_size = batch_size;
+        self
     }
 }
 
@@ -162,6 +177,7 @@ impl DurableTarget for StatecastUpdates {
         let request = SowRequest {
             filter: None,
             count_only: kind == ReadBackKind::Count,
+            batch_size: Some(self.batch_size),
         };
         let mut records: Vec<Bytes> = Vec::new();
         let answer = connection

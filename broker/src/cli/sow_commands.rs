@@ -30,6 +30,10 @@ pub struct QueryArgs {
     /// Only the records with these SowKeys (decimal, as printed by `--format json`).
     #[arg(long = "key", value_name = "K", num_args = 1..)]
     keys: Vec<u64>,
+    /// Up to this many records per frame of the answer (1 to 10000; the
+    /// broker's default is 1). The records printed are the same either way.
+    #[arg(long, value_name = "N")]
+    batch_size: Option<u32>,
     /// Output format (`json`: `{"cmd":"sow"|"publish","topic","key","bookmark","data"}`).
     #[arg(long, value_enum, default_value_t = Format::Data)]
     format: Format,
@@ -42,6 +46,7 @@ impl QueryArgs {
         options.order_by.clone_from(&self.order_by);
         options.top_n = self.top_n;
         options.skip_n = self.skip_n;
+        options.batch_size = self.batch_size;
         options
     }
 }

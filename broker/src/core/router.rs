@@ -173,6 +173,10 @@ pub struct SowRequest {
     pub count_only: bool,
     /// Register the subscription in the same step as the query.
     pub subscribe: bool,
+    /// The most records per frame: 1 sends each record as a `deliver`,
+    /// more as `sow_batch` frames (validated by the session: 1 to
+    /// `SOW_BATCH_SIZE_MAX`).
+    pub batch_size: u32,
     /// Records sent (or counted) so far, over every processor.
     pub records: std::sync::atomic::AtomicU64,
     /// The first error of any processor.
@@ -332,6 +336,26 @@ pub trait Sink<C> {
             },
         );
     }
+    /// Deliver a SOW query's record as one of a `sow_batch` of up to
+    /// `batch_size` records: a sink adds it to the batch it has open for
+    /// the same connection, query and topic, or closes that batch and
+    /// opens another. [`Sink::end_batch`] closes the open batch; so does
+    /// any other output of the sink. This default sends each record as a
+    /// `deliver` ([`Sink::deliver_record`]).
+    fn deliver_batched(
+        &mut self,
+        conn: &C,
+        sub_id: u64,
+        topic: &Utf8,
+        record: &statecast_sow::RecordRef<'_>,
+        batch_size: u32,
+    ) {
+        let _ = batch_size;
+        self.deliver_record(conn, sub_id, topic, record);
+    }
+    /// Completes the `sow_batch` open, if any (the router calls it after
+    /// a topic's records and at the end of each piece of an answer).
+    fn end_batch(&mut self) {}
     /// Whether `conn` is closed (what is sent to it is dropped).
     fn is_closed(&mut self, _conn: &C) -> bool {
         false
@@ -572,6 +596,22 @@ impl<C> std::fmt::Debug for SowStream<C> {
             .field("sub_id", &self.request.sub_id)
             .field("sent", &self.sent)
             .finish_non_exhaustive()
+    }
+}
+
+/// Sends one record of `request`'s answer: a `deliver`, or a place in a
+/// `sow_batch` when the query asked for batches.
+fn send_record<C>(
+    sink: &mut impl Sink<C>,
+    conn: &C,
+    request: &SowRequest,
+    topic: &Utf8,
+    record: &statecast_sow::RecordRef<'_>,
+) {
+    if request.batch_size > 1 {
+        sink.deliver_batched(conn, request.sub_id, topic, record, request.batch_size);
+    } else {
+        sink.deliver_record(conn, request.sub_id, topic, record);
     }
 }
 
@@ -1060,7 +1100,7 @@ impl<C: ConnHandle> Router<C> {
             while let Some(record) = matches.next_record() {
                 match record {
                     Ok(record) => {
-                        sink.deliver_record(conn, request.sub_id, &topic, &record);
+                        send_record(sink, conn, &request, &topic, &record);
                         sent += 1;
                     }
                     Err(error) => {
@@ -1069,6 +1109,7 @@ impl<C: ConnHandle> Router<C> {
                     }
                 }
             }
+            sink.end_batch();
         }
         self.finish_sow_query(conn, &request, &done, sent, failure, sink);
     }
@@ -1112,12 +1153,7 @@ impl<C: ConnHandle> Router<C> {
                 while let Some(record) = cursor.next_record(store) {
                     match record {
                         Ok(record) => {
-                            sink.deliver_record(
-                                &stream.conn,
-                                stream.request.sub_id,
-                                topic,
-                                &record,
-                            );
+                            send_record(sink, &stream.conn, &stream.request, topic, &record);
                             stream.sent += 1;
                             budget = budget.saturating_sub(record.payload.len() + topic.len() + 64);
                         }
@@ -1137,6 +1173,8 @@ impl<C: ConnHandle> Router<C> {
             }
             gone = gone || (budget == 0 && sink.is_closed(&stream.conn));
         }
+        // A piece ends with whole frames: it is written before the next.
+        sink.end_batch();
         if !finished && !gone {
             return true;
         }
@@ -1977,6 +2015,7 @@ mod tests {
             query,
             count_only: false,
             subscribe,
+            batch_size: 1,
             records: std::sync::atomic::AtomicU64::new(0),
             failure: std::sync::Mutex::new(None),
         })

@@ -425,7 +425,8 @@ impl Session {
                 other @ (Command::Ack(_)
                 | Command::Deliver(_)
                 | Command::GroupBegin(_)
-                | Command::GroupEnd(_)),
+                | Command::GroupEnd(_)
+                | Command::SowBatch(_)),
             ) => {
                 let text = format!("{} is sent by brokers, not clients", other.code().name());
                 self.close(ReasonCode::UnknownCommand, text, None, out);
@@ -656,6 +657,19 @@ impl Session {
                 }
             }
         }
+        let batch_size = match query.batch_size {
+            None => 1,
+            Some(size @ 1..=statecast_protocol::SOW_BATCH_SIZE_MAX) => size,
+            Some(size) => {
+                return Err((
+                    ReasonCode::InvalidField,
+                    format!(
+                        "batch_size {size} is out of range: ask for 1 to {} records per frame",
+                        statecast_protocol::SOW_BATCH_SIZE_MAX
+                    ),
+                ));
+            }
+        };
         let filter = self.parse_filter(query.filter.as_ref(), &self.limits.filter)?;
         let (targets, topic) = self.topic_spec(&query.topic, literal)?;
         if let TopicSpec::Exact(name) = &topic
@@ -698,6 +712,7 @@ impl Session {
                 query: sow_query,
                 count_only,
                 subscribe,
+                batch_size,
                 records: std::sync::atomic::AtomicU64::new(0),
                 failure: std::sync::Mutex::new(None),
             },

@@ -13,7 +13,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use statecast_protocol::{Ack, Command, Utf8, encode_record_header};
+use statecast_protocol::{
+    Ack, Command, SOW_BATCH_RECORD_HEADER_LEN, Utf8, encode_record_header, encode_sow_batch_header,
+    encode_sow_batch_record_header, sow_batch_header_len,
+};
 
 use super::journaling::Journaling;
 use crate::core::router::{ConnHandle, LogOutcome, Message, ReplayStart, Sink};
@@ -25,6 +28,12 @@ const INLINE_PAYLOAD_BYTES_MAX: usize = 256;
 
 /// Room kept in the header buffer before it is refilled.
 const HEADER_BUFFER_BYTES: usize = 64 * 1024;
+
+/// A `sow_batch` frame is closed before a record would take it past this
+/// many bytes (a batch always holds at least one record, however large):
+/// batches stay well inside a client's frame limit, and an inline answer's
+/// 512 KiB pieces stay about that size.
+const SOW_BATCH_BYTES_MAX: usize = 256 * 1024;
 
 /// Instance-wide counters shared by every thread.
 #[derive(Debug, Default)]
@@ -372,6 +381,22 @@ pub struct ProcessorSink {
     /// it must not overtake what this batch queued before it (the same
     /// command's processed ack).
     parked: Vec<(u64, Arc<ConnShared>, Ack)>,
+    /// The `sow_batch` being filled, if any: its frame is the whole of
+    /// `headers` (every other output splits its frame off at once, and
+    /// closes the batch first).
+    batch: Option<OpenBatch>,
+}
+
+/// A `sow_batch` frame being written at the front of the sink's header
+/// buffer: a header of `header_len` bytes to fill in when it closes, then
+/// the records so far.
+struct OpenBatch {
+    conn: Arc<ConnShared>,
+    sub_id: u64,
+    topic: Utf8,
+    header_len: usize,
+    records: u32,
+    max: u32,
 }
 
 impl std::fmt::Debug for ProcessorSink {
@@ -400,6 +425,7 @@ impl Default for ProcessorSink {
             append_failures: 0,
             append_failure_logged: None,
             parked: Vec::new(),
+            batch: None,
         }
     }
 }
@@ -589,9 +615,38 @@ impl ProcessorSink {
             .map_or(0, |slot| slot.bytes)
     }
 
+    /// Completes the open `sow_batch`: its header written in front of its
+    /// records, the frame queued for its connection.
+    fn close_batch(&mut self) {
+        let Some(batch) = self.batch.take() else {
+            return;
+        };
+        let payload_len = self.headers.len().saturating_sub(batch.header_len);
+        let encoded = match self.headers.get_mut(..batch.header_len) {
+            Some(mut header) => encode_sow_batch_header(
+                batch.topic.as_bytes(),
+                batch.sub_id,
+                u64::from(batch.records),
+                payload_len,
+                &mut header,
+            )
+            .is_ok(),
+            None => false,
+        };
+        let frame = self.headers.split().freeze();
+        if !encoded || batch.records == 0 || batch.conn.is_closed() {
+            self.encode_failures += u64::from(!encoded);
+            return;
+        }
+        let slot = self.slot(&batch.conn);
+        slot.bytes += frame.len();
+        slot.chunks.push(frame);
+    }
+
     /// Appends every pending frame to its connection's queue, schedules the
     /// connections and wakes their I/O threads.
     pub fn flush(&mut self) {
+        self.close_batch();
         for mut pending in self.pending.drain(..) {
             let conn = &pending.conn;
             conn.chunks_hint
@@ -738,6 +793,7 @@ impl Sink<Arc<ConnShared>> for ProcessorSink {
     }
 
     fn deliver(&mut self, conn: &Arc<ConnShared>, sub_ids: &[u64], message: &Message<'_>) {
+        self.close_batch();
         if conn.is_closed() {
             return;
         }
@@ -805,6 +861,7 @@ impl Sink<Arc<ConnShared>> for ProcessorSink {
         topic: &Utf8,
         record: &statecast_sow::RecordRef<'_>,
     ) {
+        self.close_batch();
         if conn.is_closed() {
             return;
         }
@@ -841,6 +898,71 @@ impl Sink<Arc<ConnShared>> for ProcessorSink {
         slot.chunks.push(frame);
     }
 
+    fn deliver_batched(
+        &mut self,
+        conn: &Arc<ConnShared>,
+        sub_id: u64,
+        topic: &Utf8,
+        record: &statecast_sow::RecordRef<'_>,
+        batch_size: u32,
+    ) {
+        let payload = record.payload;
+        let need = SOW_BATCH_RECORD_HEADER_LEN + payload.len();
+        if let Some(open) = &self.batch
+            && (open.records >= open.max
+                || open.sub_id != sub_id
+                || !Arc::ptr_eq(&open.conn, conn)
+                || open.topic != *topic
+                || self.headers.len() + need > SOW_BATCH_BYTES_MAX)
+        {
+            self.close_batch();
+        }
+        if conn.is_closed() {
+            return;
+        }
+        if self.batch.is_none() {
+            let Ok(header_len) = sow_batch_header_len(topic.as_bytes()) else {
+                self.encode_failures += 1;
+                return;
+            };
+            // Room for the whole batch at once (as far as the byte cap
+            // goes): growing the buffer mid-batch copies what it holds.
+            let expected = (need * batch_size as usize).min(SOW_BATCH_BYTES_MAX);
+            self.reserve_headers(header_len + expected.max(need));
+            self.headers.put_bytes(0, header_len);
+            self.batch = Some(OpenBatch {
+                conn: Arc::clone(conn),
+                sub_id,
+                topic: topic.clone(),
+                header_len,
+                records: 0,
+                max: batch_size,
+            });
+        }
+        self.reserve_headers(need);
+        if encode_sow_batch_record_header(
+            record.key.0,
+            Some(record.bookmark),
+            record.timestamp_ns,
+            payload.len(),
+            &mut self.headers,
+        )
+        .is_err()
+        {
+            // Only a message over 4 GiB: the batch so far stands.
+            self.encode_failures += 1;
+            return;
+        }
+        self.headers.put_slice(payload);
+        if let Some(open) = &mut self.batch {
+            open.records += 1;
+        }
+    }
+
+    fn end_batch(&mut self) {
+        self.close_batch();
+    }
+
     fn is_closed(&mut self, conn: &Arc<ConnShared>) -> bool {
         conn.is_closed()
     }
@@ -854,6 +976,7 @@ impl Sink<Arc<ConnShared>> for ProcessorSink {
     }
 
     fn send(&mut self, conn: &Arc<ConnShared>, command: Command) {
+        self.close_batch();
         if conn.is_closed() {
             return;
         }

@@ -1,14 +1,14 @@
 //! The State of the World through a real broker, over raw frames (the wire
-//! contract of protocol/SPEC.md §4.9–4.13): queries, refusals, deletes,
-//! sow_and_subscribe under a concurrent publisher, and recovery after a
-//! clean stop and after SIGKILL.
+//! contract of protocol/SPEC.md §4.9–4.14): queries, refusals, deletes,
+//! sow_and_subscribe under a concurrent publisher, answers in `sow_batch`
+//! frames, and recovery after a clean stop and after SIGKILL.
 
 use std::collections::{BTreeMap, HashMap};
 
 use bytes::Bytes;
 use statecast_protocol::{
-    Ack, AckSet, AckType, Command, Deliver, Flush, GroupEnd, Publish, ReasonCode, SowDelete,
-    SowQuery, Status, SubIds, Subscribe, Utf8,
+    Ack, AckSet, AckType, Command, Deliver, Flush, GroupEnd, Publish, ReasonCode, SowBatch,
+    SowDelete, SowQuery, Status, SubIds, Subscribe, Utf8,
 };
 
 use crate::support::{Broker, Raw};
@@ -85,6 +85,7 @@ fn query(topic: &str, sub_id: u64) -> SowQuery {
         top_n: None,
         skip_n: None,
         sow_keys: None,
+        batch_size: None,
     }
 }
 
@@ -92,11 +93,46 @@ fn query(topic: &str, sub_id: u64) -> SowQuery {
 #[derive(Debug)]
 struct Answer {
     ack: Ack,
+    /// Every record, in order (those of `sow_batch` frames as the
+    /// `deliver` each would have been without batches).
     records: Vec<Deliver>,
+    /// Records per frame, in order: `None` for a `deliver`, the count of
+    /// a `sow_batch`.
+    frames: Vec<Option<u64>>,
     end: Option<GroupEnd>,
 }
 
+/// One record as a query's answer carries it, whatever the query's id:
+/// topic, SowKey, bookmark, timestamp and message.
+type RecordValues = (Utf8, Option<u64>, Option<u64>, u64, Bytes);
+
 impl Answer {
+    /// The records' values, in order (the sub id, which differs between
+    /// queries, left out).
+    fn values(&self) -> Vec<RecordValues> {
+        self.records
+            .iter()
+            .map(|d| {
+                (
+                    d.topic.clone(),
+                    d.sow_key,
+                    d.bookmark,
+                    d.timestamp,
+                    d.payload.clone(),
+                )
+            })
+            .collect()
+    }
+
+    /// [`Answer::values`] grouped by topic, each topic's in the order
+    /// they came (a pattern's topics on different processors interleave
+    /// in no set order).
+    fn values_by_topic(&self) -> Vec<RecordValues> {
+        let mut values = self.values();
+        values.sort_by(|a, b| a.0.cmp(&b.0));
+        values
+    }
+
     fn payloads(&self) -> Vec<String> {
         self.records
             .iter()
@@ -119,6 +155,7 @@ fn sow(raw: &mut Raw, query: SowQuery) -> Answer {
         return Answer {
             ack,
             records: Vec::new(),
+            frames: Vec::new(),
             end: None,
         };
     }
@@ -127,24 +164,51 @@ fn sow(raw: &mut Raw, query: SowQuery) -> Answer {
         other => panic!("expected group_begin, got {other:?}"),
     }
     let mut records = Vec::new();
+    let mut frames = Vec::new();
     loop {
         match raw.recv() {
             Some(Command::Deliver(record)) => {
                 assert!(record.sow_key.is_some(), "a SOW record carries its key");
                 assert_eq!(record.sub_ids.first(), Some(sub_id));
                 records.push(record);
+                frames.push(None);
+            }
+            Some(Command::SowBatch(batch)) => {
+                assert_eq!(batch.sub_id, sub_id);
+                frames.push(Some(batch.records));
+                records.extend(batch_records(batch));
             }
             Some(Command::GroupEnd(end)) => {
                 assert_eq!(end.sub_id, sub_id);
                 return Answer {
                     ack,
                     records,
+                    frames,
                     end: Some(end),
                 };
             }
             other => panic!("expected records or group_end, got {other:?}"),
         }
     }
+}
+
+/// A `sow_batch`'s records as the `deliver`s they stand for.
+fn batch_records(batch: SowBatch) -> Vec<Deliver> {
+    let (topic, sub_id) = (batch.topic.clone(), batch.sub_id);
+    batch
+        .into_iter()
+        .map(|record| {
+            let record = record.expect("a decoded batch's records are well-formed");
+            Deliver {
+                topic: topic.clone(),
+                sub_ids: SubIds::from_ids(&[sub_id]),
+                bookmark: record.bookmark,
+                timestamp: record.timestamp,
+                sow_key: Some(record.key),
+                payload: record.payload,
+            }
+        })
+        .collect()
 }
 
 fn order(id: u64, symbol: &str, qty: u64) -> String {
@@ -464,17 +528,18 @@ fn a_transient_pattern_topic_is_rebuilt_from_the_journal() {
 /// snapshot (if the key existed) and then every later version exactly once,
 /// in order, up to the last.
 fn snapshot_then_stream_is_exact(config: &str, topics: &[&str], query_topic: &str) {
-    snapshot_then_stream_is_exact_with(config, topics, query_topic, 50, 0);
+    snapshot_then_stream_is_exact_with(config, topics, query_topic, 50, 0, None);
 }
 
 /// [`snapshot_then_stream_is_exact`] over `keys` keys whose messages carry
-/// `pad` bytes of padding.
+/// `pad` bytes of padding, the query asking for `batch_size`.
 fn snapshot_then_stream_is_exact_with(
     config: &str,
     topics: &[&str],
     query_topic: &str,
     keys: u64,
     pad: usize,
+    batch_size: Option<u32>,
 ) {
     #[allow(non_snake_case)]
     let KEYS: u64 = keys;
@@ -511,7 +576,9 @@ fn snapshot_then_stream_is_exact_with(
     };
     half_rx.recv().unwrap();
     let mut raw = Raw::logged_on(&broker.client, "sas", None);
-    raw.send(&Command::SowAndSubscribe(query(query_topic, 1)));
+    let mut sas = query(query_topic, 1);
+    sas.batch_size = batch_size;
+    raw.send(&Command::SowAndSubscribe(sas));
     asked_tx.send(()).unwrap();
     match raw.recv() {
         Some(Command::Ack(ack)) => assert_eq!(ack.status, Status::Success, "{ack:?}"),
@@ -522,8 +589,24 @@ fn snapshot_then_stream_is_exact_with(
     let mut seen: BTreeMap<u64, Vec<(bool, u64)>> = BTreeMap::new();
     let mut snapshot_ended = false;
     let mut finished: HashMap<u64, bool> = HashMap::new();
+    let mut batches = 0;
+    let mut pending: std::collections::VecDeque<Deliver> = std::collections::VecDeque::new();
     while finished.len() < KEYS as usize || !snapshot_ended {
-        match raw.recv() {
+        let next = match pending.pop_front() {
+            Some(record) => Some(Command::Deliver(record)),
+            None => raw.recv(),
+        };
+        match next {
+            Some(Command::SowBatch(batch)) => {
+                assert!(!snapshot_ended, "a sow_batch after group_end");
+                assert!(
+                    batch.records <= u64::from(batch_size.unwrap_or(1)),
+                    "a batch of {} records, more than batch_size {batch_size:?}",
+                    batch.records
+                );
+                batches += 1;
+                pending.extend(batch_records(batch));
+            }
             Some(Command::Deliver(d)) => {
                 let v: serde_json::Value = serde_json::from_slice(&d.payload).unwrap();
                 let (key, version) = (v["id"].as_u64().unwrap(), v["v"].as_u64().unwrap());
@@ -542,6 +625,11 @@ fn snapshot_then_stream_is_exact_with(
         }
     }
     publisher.join().unwrap();
+    assert_eq!(
+        batches > 0,
+        batch_size.is_some_and(|n| n > 1),
+        "sow_batch frames exactly when batch_size is above 1"
+    );
     let mut from_snapshot = 0;
     for key in 0..KEYS {
         let versions = &seen[&key];
@@ -588,7 +676,21 @@ fn sow_and_subscribe_sees_every_update_once_under_a_concurrent_publisher() {
 fn a_sow_and_subscribe_answered_in_pieces_sees_every_update_once() {
     let config =
         format!("[threads]\npin = false\nio = 1\nprocessors = 1\ninline = \"always\"\n{CONFIG}");
-    snapshot_then_stream_is_exact_with(&config, &["orders"], "orders", 1_000, 1_000);
+    snapshot_then_stream_is_exact_with(&config, &["orders"], "orders", 1_000, 1_000, None);
+}
+
+#[test]
+fn a_batched_sow_and_subscribe_sees_every_update_once_under_a_concurrent_publisher() {
+    snapshot_then_stream_is_exact_with(CONFIG, &["orders"], "orders", 500, 0, Some(10));
+}
+
+/// Batches in an answer sent in pieces (inline processor): each piece ends
+/// with a whole frame, and the hand-over to live messages stays exact.
+#[test]
+fn a_batched_sow_and_subscribe_answered_in_pieces_sees_every_update_once() {
+    let config =
+        format!("[threads]\npin = false\nio = 1\nprocessors = 1\ninline = \"always\"\n{CONFIG}");
+    snapshot_then_stream_is_exact_with(&config, &["orders"], "orders", 1_000, 1_000, Some(100));
 }
 
 #[test]
@@ -747,4 +849,145 @@ fn a_result_larger_than_the_client_limit_is_streamed_whole_when_inline() {
     let first = sow(&mut raw, page);
     assert_eq!(first.records.len(), 200, "the connection carries on");
     assert_eq!(first.end.unwrap().status, Status::Success);
+}
+
+/// The same inline broker as above, the answer asked for in batches of 100:
+/// every piece of 512 KiB still ends on a whole frame, the answer (over the
+/// client's outbound limit) arrives whole, and the batches carry exactly
+/// the records one `deliver` each would have.
+#[test]
+fn a_batched_result_larger_than_the_client_limit_is_streamed_whole_when_inline() {
+    const RECORDS: u64 = 18_000;
+    let (_broker, mut raw) = broker_with_big_orders("always", RECORDS);
+    let mut batched = query("orders", 1);
+    batched.order_by = Some(Utf8::from("/id"));
+    batched.batch_size = Some(100);
+    let all = sow(&mut raw, batched);
+    let end = all.end.as_ref().unwrap();
+    assert_eq!(end.status, Status::Success, "{end:?}");
+    assert_eq!(end.records, RECORDS);
+    assert!(
+        all.frames
+            .iter()
+            .all(|f| f.is_some_and(|n| (1..=100).contains(&n))),
+        "sow_batch frames of 1 to 100 records only"
+    );
+    assert!(
+        all.frames.len() < RECORDS as usize / 50,
+        "most batches are full: {} frames",
+        all.frames.len()
+    );
+    let mut plain = query("orders", 2);
+    plain.order_by = Some(Utf8::from("/id"));
+    let unbatched = sow(&mut raw, plain);
+    assert_eq!(unbatched.records.len() as u64, RECORDS);
+    assert!(
+        all.values() == unbatched.values(),
+        "record for record: topic, key, bookmark, timestamp, payload"
+    );
+}
+
+/// Batched answers equal unbatched ones record for record, with processor
+/// threads and inline, over one topic and a pattern over several (a batch
+/// never spans topics), whatever the batch size; `batch_size` 1 is one
+/// `deliver` per record, as without it.
+#[test]
+fn batched_answers_equal_unbatched_ones_record_for_record() {
+    for threads in [
+        "[threads]\npin = false\nprocessors = 3\ninline = \"never\"\n",
+        "[threads]\npin = false\nio = 1\nprocessors = 1\ninline = \"always\"\n",
+    ] {
+        let broker = Broker::start_with(&format!("{threads}{CONFIG}"));
+        let mut raw = Raw::logged_on(&broker.client, "batches", None);
+        for id in 0..257u64 {
+            // Sizes from a few bytes to ~3 KiB, so that records straddle
+            // whatever boundaries the broker's buffers have.
+            let pad = "z".repeat((id as usize * 37) % 3000);
+            let body = format!(r#"{{"id":{id},"sym":"s{id}","pad":"{pad}"}}"#);
+            publish(&mut raw, "orders", body.as_bytes(), None);
+            let topic = ["prices.a", "prices.b", "prices.c"][id as usize % 3];
+            publish(&mut raw, topic, body.as_bytes(), None);
+        }
+        // One replaced record: its latest bookmark and timestamp count.
+        publish(&mut raw, "orders", br#"{"id":5,"sym":"again"}"#, None);
+        let mut sub_id = 0;
+        let mut ask = |topic: &str, batch_size: Option<u32>| {
+            sub_id += 1;
+            let mut q = query(topic, sub_id);
+            q.order_by = Some(Utf8::from("/id"));
+            q.batch_size = batch_size;
+            sow(&mut raw, q)
+        };
+        for topic in ["orders", r"prices\..*"] {
+            let plain = ask(topic, None);
+            assert_eq!(plain.end.as_ref().unwrap().status, Status::Success);
+            assert!(plain.frames.iter().all(Option::is_none));
+            let count = plain.records.len();
+            assert_eq!(count, 257);
+            let one = ask(topic, Some(1));
+            assert!(
+                one.frames.iter().all(Option::is_none),
+                "batch_size 1 is deliver frames"
+            );
+            assert!(one.values_by_topic() == plain.values_by_topic());
+            for size in [2, 10, 100, 10_000] {
+                let batched = ask(topic, Some(size));
+                let end = batched.end.as_ref().unwrap();
+                assert_eq!(end.status, Status::Success, "{end:?}");
+                assert_eq!(end.records, count as u64);
+                assert!(
+                    batched
+                        .frames
+                        .iter()
+                        .all(|f| f.is_some_and(|n| (1..=u64::from(size)).contains(&n))),
+                    "batch_size {size}: {:?}",
+                    batched.frames
+                );
+                assert_eq!(batched.frames.iter().flatten().sum::<u64>(), count as u64);
+                assert!(
+                    batched.values_by_topic() == plain.values_by_topic(),
+                    "batch_size {size} on {topic}: record for record"
+                );
+            }
+        }
+    }
+}
+
+/// A `batch_size` of 0, or above the documented maximum (10,000), fails
+/// the query with `invalid_field`, the reason naming the limit; nothing
+/// follows, no subscription is registered, and the connection carries on.
+#[test]
+fn a_batch_size_of_zero_or_above_the_maximum_is_refused_naming_the_limit() {
+    let broker = Broker::start_with(CONFIG);
+    let mut raw = Raw::logged_on(&broker.client, "limits", None);
+    publish(&mut raw, "orders", &order(1, "IBM", 5).into_bytes(), None);
+    for (sub_id, size) in [(1, 0), (2, 10_001), (3, u32::MAX)] {
+        let mut q = query("orders", sub_id);
+        q.batch_size = Some(size);
+        let refused = sow(&mut raw, q.clone());
+        assert_eq!(refused.ack.status, Status::Failure);
+        assert_eq!(refused.ack.reason_code, ReasonCode::InvalidField);
+        let reason = refused.ack.reason.unwrap().to_string();
+        assert!(
+            reason.contains("batch_size") && reason.contains("10000"),
+            "the reason names the field and the limit: {reason}"
+        );
+        raw.send(&Command::SowAndSubscribe(q));
+        match raw.recv() {
+            Some(Command::Ack(ack)) => {
+                assert_eq!(ack.status, Status::Failure);
+                assert_eq!(ack.reason_code, ReasonCode::InvalidField);
+                assert!(ack.reason.unwrap().as_str().contains("10000"));
+            }
+            other => panic!("expected the refusal, got {other:?}"),
+        }
+    }
+    // The same sub ids are free (no subscription was registered) and the
+    // largest batch_size allowed works.
+    let mut q = query("orders", 1);
+    q.batch_size = Some(10_000);
+    let answer = sow(&mut raw, q);
+    assert_eq!(answer.ack.status, Status::Success);
+    assert_eq!(answer.frames, [Some(1)]);
+    assert_eq!(answer.payloads(), [order(1, "IBM", 5)]);
 }
