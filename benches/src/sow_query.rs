@@ -12,7 +12,7 @@
 //! records ÷ the query time. `--count-only` keeps the matching records on
 //! the broker (the scan alone); without it they are delivered too.
 //! `--no-filter` asks for every record: W2's read-back, repeated (to
-//! profile it).
+//! profile it); `--batch-size` asks for the answer in `sow_batch` frames.
 
 use tokio::task::LocalSet;
 
@@ -39,6 +39,10 @@ pub struct SowQueryArgs {
     /// Ask for the count of matching records only.
     #[arg(long)]
     count_only: bool,
+    /// Records per frame of the answer (`batch_size`; default: the
+    /// broker's, one `deliver` per record).
+    #[arg(long)]
+    batch_size: Option<u32>,
     /// Queries timed.
     #[arg(long, default_value_t = 3)]
     runs: usize,
@@ -96,7 +100,7 @@ async fn run(args: &SowQueryArgs) -> anyhow::Result<SowQueryReport> {
     let request = SowRequest {
         filter: filter.clone(),
         count_only: args.count_only,
-        batch_size: None,
+        batch_size: args.batch_size,
     };
     let mut first_query_ms = Vec::with_capacity(args.warmup);
     for _ in 0..args.warmup {
