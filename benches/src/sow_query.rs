@@ -43,6 +43,10 @@ pub struct SowQueryArgs {
     /// broker's, one `deliver` per record).
     #[arg(long)]
     batch_size: Option<u32>,
+    /// Keep every record's payload until the query ends, as W2's read-back
+    /// does (otherwise each is dropped as it is counted).
+    #[arg(long)]
+    keep: bool,
     /// Queries timed.
     #[arg(long, default_value_t = 3)]
     runs: usize,
@@ -113,9 +117,16 @@ async fn run(args: &SowQueryArgs) -> anyhow::Result<SowQueryReport> {
     let mut matched = None;
     for _ in 0..args.runs {
         let mut bytes = 0usize;
+        let mut kept = Vec::new();
         let answer = connection
-            .query(&args.topic, &request, |payload| bytes += payload.len())
+            .query(&args.topic, &request, |payload| {
+                bytes += payload.len();
+                if args.keep {
+                    kept.push(payload.clone());
+                }
+            })
             .await?;
+        drop(kept);
         query_ms.push(answer.elapsed.as_secs_f64() * 1e3);
         if matched.is_some_and(|m| m != answer.group_records) {
             errors.push(format!(

@@ -1037,8 +1037,18 @@ async fn read_frames(
             // runtime to a publishing loop.
             tokio::task::yield_now().await;
         }
-        if buf.capacity() - buf.len() < 16 * 1024 {
-            buf.reserve(64 * 1024);
+        // Room for the rest of the frame begun in the buffer, whole (a SOW
+        // answer's `sow_batch` can be hundreds of KiB): growing by a read's
+        // worth at a time would copy its first part again at every step,
+        // and the frames before it, still held by the streams, keep the old
+        // buffer from being reused.
+        let rest = decoder
+            .peek_len(buf)
+            .ok()
+            .flatten()
+            .map_or(0, |total| total.saturating_sub(buf.len()));
+        if buf.capacity() - buf.len() < rest.max(16 * 1024) {
+            buf.reserve(rest.max(64 * 1024));
         }
         let read = tokio::time::timeout(silence_max, read.read_buf(buf)).await;
         match read {

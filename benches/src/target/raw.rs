@@ -76,8 +76,15 @@ impl Reader {
     }
 
     async fn read_more(&mut self) -> anyhow::Result<usize> {
-        if self.buf.capacity() - self.buf.len() < READ_RESERVE_BYTES / 4 {
-            self.buf.reserve(READ_RESERVE_BYTES);
+        // Room for the whole rest of a frame begun in the buffer (a
+        // `sow_batch` can be larger than a read): growing a read's worth at
+        // a time would copy its first part at every step.
+        let rest = self
+            .decoder
+            .peek_len(&self.buf)?
+            .map_or(0, |total| total.saturating_sub(self.buf.len()));
+        if self.buf.capacity() - self.buf.len() < rest.max(READ_RESERVE_BYTES / 4) {
+            self.buf.reserve(rest.max(READ_RESERVE_BYTES));
         }
         Ok(self.read.read_buf(&mut self.buf).await?)
     }

@@ -566,3 +566,123 @@ async fn the_sdk_publishes_with_explicit_keys_and_reports_refusals() {
     // The connection is still good after refusals.
     client.flush().await.unwrap();
 }
+
+/// `--batch-size` changes how the records travel, not what is printed;
+/// a size the broker refuses is a failure naming the field and the limit.
+#[test]
+fn sow_with_a_batch_size_prints_the_same_records() {
+    let broker = Broker::start_with(CONFIG);
+    for id in 0..7 {
+        publish_order(&broker, &format!(r#"{{"id":{id},"qty":{}}}"#, id * 3));
+    }
+    let query = |extra: &[&str]| {
+        let mut args = vec![
+            "sow",
+            "--topic",
+            "orders",
+            "--order-by",
+            "/id",
+            "--format",
+            "json",
+        ];
+        args.extend_from_slice(extra);
+        cli_ok(&broker, &args, None)
+    };
+    let plain = query(&[]);
+    assert_eq!(plain.len(), 7);
+    for size in ["1", "3", "10000"] {
+        assert_eq!(query(&["--batch-size", size]), plain, "--batch-size {size}");
+    }
+    for size in ["0", "10001"] {
+        let out = run_cli(
+            &[
+                "sow",
+                "--server",
+                &broker.client,
+                "--topic",
+                "orders",
+                "--batch-size",
+                size,
+            ],
+            None,
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "--batch-size {size}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+        assert!(
+            stderr.contains("invalid_field") && stderr.contains("10000"),
+            "names the reason and the limit: {stderr}"
+        );
+    }
+}
+
+/// The SDK yields a batched answer's records exactly as an unbatched one's,
+/// and a batched `sow_and_subscribe` goes on to live messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sdk_yields_batched_records_as_unbatched_ones() {
+    let broker = Broker::start_with(CONFIG);
+    let client = broker.client("sow-sdk-batches").await;
+    for id in 0..25 {
+        client
+            .publish_acked(
+                "orders",
+                format!(r#"{{"id":{id},"qty":{id}}}"#),
+                AckType::Processed,
+            )
+            .await
+            .unwrap()
+            .wait()
+            .await
+            .unwrap();
+    }
+    let query = || SowOptions::topic("orders").order_by("/id");
+    let plain = client.sow(query()).await.unwrap().collect().await.unwrap();
+    assert_eq!(plain.len(), 25);
+    for size in [2, 7, 100] {
+        let mut results = client.sow(query().batch_size(size)).await.unwrap();
+        let mut batched = Vec::new();
+        while let Some(record) = results.next().await {
+            batched.push(record.unwrap());
+        }
+        assert_eq!(batched, plain, "batch_size {size}");
+        assert_eq!(results.records(), Some(25));
+    }
+
+    let mut follow = client
+        .sow_and_subscribe(query().batch_size(4))
+        .await
+        .unwrap();
+    let mut snapshot = Vec::new();
+    loop {
+        match follow.next().await.unwrap().unwrap() {
+            SowItem::Record(record) => snapshot.push(record),
+            SowItem::EndOfSnapshot { records } => {
+                assert_eq!(records, 25);
+                break;
+            }
+            SowItem::Message(message) => panic!("live before the snapshot ended: {message:?}"),
+        }
+    }
+    assert_eq!(snapshot, plain);
+    client
+        .publish_acked("orders", r#"{"id":99,"qty":1}"#, AckType::Processed)
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    match follow.next().await.unwrap().unwrap() {
+        SowItem::Message(message) => assert_eq!(&message.payload[..], br#"{"id":99,"qty":1}"#),
+        other => panic!("expected the live update, got {other:?}"),
+    }
+    follow.unsubscribe().await.unwrap();
+
+    let refused = client.sow(query().batch_size(0)).await.unwrap_err();
+    match refused {
+        Error::Failed { code, reason, .. } => {
+            assert_eq!(code, ReasonCode::InvalidField);
+            assert!(reason.contains("10000"), "{reason}");
+        }
+        other => panic!("expected the broker's refusal, got {other:?}"),
+    }
+}
