@@ -4,8 +4,9 @@
 //! `protocol/SPEC.md` (the SOW commands).
 //!
 //! A query's answer is a processed ack, then a group of records (each a
-//! delivery carrying its SowKey), then `group_end` with the number of
-//! records. A failure ack means nothing follows: the call returns the
+//! delivery carrying its SowKey, or — with [`SowOptions::batch_size`] —
+//! several to a `sow_batch` frame, handed out one by one all the same),
+//! then `group_end` with the number of records. A failure ack means nothing follows: the call returns the
 //! error. A failed `group_end` (the query stopped early) ends the stream
 //! with an error after the records that were sent.
 
