@@ -126,16 +126,27 @@ impl HashIndex {
         }
     }
 
-    pub(crate) fn lookup(&self, literals: &[&Literal], out: &mut FxHashSet<u64>) {
+    /// Adds the keys of records holding one of `literals` to `out`;
+    /// `None` once they are more than `limit` (the caller then scans).
+    pub(crate) fn lookup(
+        &self,
+        literals: &[&Literal],
+        out: &mut FxHashSet<u64>,
+        limit: usize,
+    ) -> Option<()> {
         let mut keys = Vec::new();
         for lit in literals {
             keys_of_literal(lit, &mut keys);
         }
         for k in &keys {
             if let Some(set) = self.map.get(k) {
+                if out.len() + set.len() > limit {
+                    return None;
+                }
                 out.extend(set.iter().copied());
             }
         }
+        Some(())
     }
 
     /// Approximate bytes held (for the overhead report).

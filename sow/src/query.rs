@@ -14,7 +14,7 @@ use crate::format::RECORD_HEADER_BYTES;
 use crate::index::index_terms;
 use crate::key::SowKey;
 use crate::range::{RangeIndex, range_terms};
-use crate::store::{Entry, RecordRef, SowRecord, SowStore};
+use crate::store::{Entry, RecordRef, SowRecord, SowStore, sort_in_slab_order};
 
 /// One `order_by` field.
 #[derive(Debug, Clone, PartialEq)]
@@ -402,10 +402,15 @@ impl SowStore {
             Ok(early_stop.is_none_or(|n| hits.len() < n))
         };
         if let Some(keys) = candidates {
-            for key in keys {
-                if let Some(entry) = self.keys.get(&key)
-                    && !visit(&mut hits, key, entry, early_stop)?
-                {
+            let mut located: Vec<(u64, Entry)> = keys
+                .into_iter()
+                .filter_map(|k| self.keys.get(&k).map(|e| (k, *e)))
+                .collect();
+            if !ordered_walk && early_stop.is_none() {
+                sort_in_slab_order(&mut located);
+            }
+            for (key, entry) in located {
+                if !visit(&mut hits, key, &entry, early_stop)? {
                     break;
                 }
             }
@@ -420,9 +425,19 @@ impl SowStore {
             if walk_short {
                 plan = Plan::FullScan;
             }
-            for (key, entry) in self.live_entries() {
-                if !visit(&mut hits, key, entry, early_stop)? {
-                    break;
+            if early_stop.is_some() {
+                // A few records will do: sorting every entry first would
+                // cost more than the scan.
+                for (key, entry) in self.live_entries() {
+                    if !visit(&mut hits, key, entry, early_stop)? {
+                        break;
+                    }
+                }
+            } else {
+                for (key, entry) in self.live_in_slab_order() {
+                    if !visit(&mut hits, key, &entry, early_stop)? {
+                        break;
+                    }
                 }
             }
         }
@@ -478,13 +493,15 @@ impl SowStore {
             return Ok((Some(keys), Plan::Keys));
         }
         if let Some(filter) = &query.filter {
+            let limit = self.index_limit();
             // The most selective indexed term wins.
             let mut best: Option<(FxHashSet<u64>, String)> = None;
             for (path, literals) in index_terms(filter.expr()) {
                 if let Some(index) = self.indexes.iter().find(|i| i.path == *path) {
                     let mut set = FxHashSet::default();
-                    index.lookup(&literals, &mut set);
-                    if best.as_ref().is_none_or(|(b, _)| set.len() < b.len()) {
+                    if index.lookup(&literals, &mut set, limit).is_some()
+                        && best.as_ref().is_none_or(|(b, _)| set.len() < b.len())
+                    {
                         best = Some((set, index.text.clone()));
                     }
                 }
@@ -493,11 +510,11 @@ impl SowStore {
             for term in range_terms(filter.expr()) {
                 let position = self.range_index(term.path)?;
                 let ranges = self.ranges.borrow();
-                if let Some(range) = ranges.get(position) {
-                    let set = range.candidates(&term.conditions);
-                    if best_range.as_ref().is_none_or(|(b, _)| set.len() < b.len()) {
-                        best_range = Some((set, range.text.clone()));
-                    }
+                if let Some(range) = ranges.get(position)
+                    && let Some(set) = range.candidates(&term.conditions, limit)
+                    && best_range.as_ref().is_none_or(|(b, _)| set.len() < b.len())
+                {
+                    best_range = Some((set, range.text.clone()));
                 }
             }
             match (best, best_range) {
@@ -516,6 +533,23 @@ impl SowStore {
         Ok((None, Plan::FullScan))
     }
 
+    /// The most candidates an index may leave for the query to use it.
+    ///
+    /// A candidate costs a key-index lookup and a read at a random place
+    /// in the slabs; a scan reads every record front to back. On 1 KiB
+    /// records the scan wins once an index leaves more than about a quarter
+    /// of them (benches/RESULTS.md, 2026-12-04, issue 5 scan). Small stores
+    /// always use an index that applies: either way costs little there, and
+    /// the plan stays predictable.
+    fn index_limit(&self) -> usize {
+        const ALWAYS_BELOW: usize = 4096;
+        if self.len() < ALWAYS_BELOW {
+            usize::MAX
+        } else {
+            self.len() / 4
+        }
+    }
+
     /// The position of the range index on `path`, built now if this is its
     /// first use: every live record is read once.
     fn range_index(&self, path: &Path) -> Result<usize, SowError> {
@@ -525,8 +559,8 @@ impl SowStore {
         let mut index = RangeIndex::new(path.clone(), path.to_string());
         let mut buf = Vec::new();
         let mut values = Vec::new();
-        for (key, entry) in self.live_entries() {
-            let bytes = self.record_bytes(entry, &mut buf)?;
+        for (key, entry) in self.live_in_slab_order() {
+            let bytes = self.record_bytes(&entry, &mut buf)?;
             let payload = bytes.get(RECORD_HEADER_BYTES..).unwrap_or_default();
             index.insert(key, payload, &mut values);
         }

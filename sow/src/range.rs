@@ -251,29 +251,50 @@ impl RangeIndex {
     }
 
     /// Records for which every condition can be TRUE (a superset).
-    pub(crate) fn candidates(&self, conditions: &[(RangeOp, &Literal)]) -> FxHashSet<u64> {
+    /// The keys the conditions allow, or `None` when no condition narrows
+    /// them to `limit` keys or fewer (the caller then scans instead). A
+    /// condition that allows more than `limit` is left out of the
+    /// intersection: the set stays a superset of the matches, which the
+    /// filter decides.
+    pub(crate) fn candidates(
+        &self,
+        conditions: &[(RangeOp, &Literal)],
+        limit: usize,
+    ) -> Option<FxHashSet<u64>> {
         let mut result: Option<FxHashSet<u64>> = None;
         for (op, literal) in conditions {
-            let set = self.candidates_one(*op, literal);
+            let Some(set) = self.candidates_one(*op, literal, limit) else {
+                continue;
+            };
             result = Some(match result {
                 None => set,
                 Some(prev) => prev.intersection(&set).copied().collect(),
             });
         }
-        result.unwrap_or_default()
+        result
     }
 
-    fn candidates_one(&self, op: RangeOp, literal: &Literal) -> FxHashSet<u64> {
+    /// The keys one condition allows, or `None` past `limit`.
+    fn candidates_one(
+        &self,
+        op: RangeOp,
+        literal: &Literal,
+        limit: usize,
+    ) -> Option<FxHashSet<u64>> {
         let mut out = FxHashSet::default();
         let number = match literal {
-            Literal::Null => return out,
+            Literal::Null => return Some(out),
             Literal::Bool(b) => Some(Num::Int(i64::from(*b))),
             Literal::Int(i) => Some(Num::Int(*i)),
             Literal::Float(x) => Some(Num::Float(*x)),
-            Literal::Str(s) if s.is_empty() => return out,
+            Literal::Str(s) if s.is_empty() => return Some(out),
             Literal::Str(s) => {
                 // Strings compare with strings bytewise.
-                extend(&mut out, self.strs.range::<[u8], _>(bytes_bounds(op, s)));
+                extend(
+                    &mut out,
+                    self.strs.range::<[u8], _>(bytes_bounds(op, s)),
+                    limit,
+                )?;
                 parse_number(s)
             }
         };
@@ -282,20 +303,20 @@ impl RangeIndex {
             // A NaN literal: every range comparison is FALSE.
             Some(None) => {}
             Some(Some(n)) => {
-                extend(&mut out, self.nums.range(op.bounds(n)));
+                extend(&mut out, self.nums.range(op.bounds(n)), limit)?;
                 // A string that is not a number is above every number.
                 if !is_str && matches!(op, RangeOp::Gt | RangeOp::Ge) {
-                    extend(&mut out, self.strs.range::<[u8], _>(..));
+                    extend(&mut out, self.strs.range::<[u8], _>(..), limit)?;
                 }
             }
             None => {
                 // A non-numeric string literal is above every number.
                 if matches!(op, RangeOp::Lt | RangeOp::Le) {
-                    extend(&mut out, self.nums.range(..));
+                    extend(&mut out, self.nums.range(..), limit)?;
                 }
             }
         }
-        out
+        Some(out)
     }
 
     /// The keys in `order_by` order (each distinct value's keys by SowKey),
@@ -348,11 +369,17 @@ fn bytes_bounds(op: RangeOp, s: &[u8]) -> (Bound<&[u8]>, Bound<&[u8]>) {
     op.bounds(s)
 }
 
+/// Adds the keys of `range` to `out`; `None` once more than `limit`.
 fn extend<'a, K: 'a>(
     out: &mut FxHashSet<u64>,
     range: impl Iterator<Item = (&'a K, &'a FxHashSet<u64>)>,
-) {
+    limit: usize,
+) -> Option<()> {
     for (_, set) in range {
+        if out.len() + set.len() > limit {
+            return None;
+        }
         out.extend(set.iter().copied());
     }
+    Some(())
 }

@@ -219,6 +219,57 @@ fn filled(durability: Durability, n: u64) -> (SimStorage, SowStore) {
     (disk, store)
 }
 
+/// Whether record `id` of [`filled`] matches.
+type Wanted = fn(u64) -> bool;
+
+/// From 4,096 records on, an index is used only when it leaves at most a
+/// quarter of them; otherwise the records are scanned (front to back, which
+/// costs less than reading most of them one by one). The results are the
+/// same either way.
+#[test]
+fn an_index_that_leaves_more_than_a_quarter_of_a_large_store_gives_way_to_a_scan() {
+    const N: u64 = 8_000;
+    for durability in [Durability::Durable, Durability::Transient] {
+        let (_disk, store) = filled(durability, N);
+        let cases: [(&str, Plan, Wanted); 5] = [
+            ("/region = 'r1'", Plan::HashIndex("/region".into()), |id| {
+                id % 4 == 1
+            }),
+            ("/region IN ('r1', 'r2')", Plan::FullScan, |id| {
+                matches!(id % 4, 1 | 2)
+            }),
+            ("/price > 90", Plan::RangeIndex("/price".into()), |id| {
+                id * 7 % 100 > 90
+            }),
+            ("/price > 10", Plan::FullScan, |id| id * 7 % 100 > 10),
+            (
+                "/price > 10 AND /region = 'r3'",
+                Plan::HashIndex("/region".into()),
+                |id| id * 7 % 100 > 10 && id % 4 == 3,
+            ),
+        ];
+        for (text, plan, wanted) in cases {
+            let m = store.query(&Query::filter(filter(text))).expect("query");
+            assert_eq!(m.plan, plan, "{text}");
+            let expected: Vec<SowKey> = (0..N).filter(|id| wanted(*id)).map(key).collect();
+            if plan == Plan::FullScan {
+                assert_eq!(m.scanned, N as usize, "{text}: every record evaluated");
+            } else {
+                assert!(
+                    m.scanned <= N as usize / 4,
+                    "{text}: {} evaluated",
+                    m.scanned
+                );
+            }
+            let mut got = m.keys();
+            got.sort();
+            let mut expected = expected;
+            expected.sort();
+            assert_eq!(got, expected, "{text}");
+        }
+    }
+}
+
 #[test]
 fn queries_filter_order_top_skip_batches_keys_and_index() {
     for durability in [Durability::Durable, Durability::Transient] {
