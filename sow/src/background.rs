@@ -16,6 +16,21 @@
 //! recovery like any slab a checkpoint does not list), and a checkpoint
 //! record is appended only after every byte it covers was synced, and counts
 //! only once it is synced itself (see `SowStore::poll_checkpoint`).
+//!
+//! **Emptied slabs are reused.** A compacted slab that a completed
+//! checkpoint no longer lists is not always removed: up to
+//! [`REUSE_MAX`] of them are zeroed (every byte written, header included,
+//! then synced), keep their old names meanwhile, and become later spares by
+//! a rename and a new header. Writing into a new file takes page-cache pages
+//! the file never had, which the kernel (and, on a VM, the host) must
+//! allocate and zero: that was most of the processor's cost of a SOW update
+//! (benches/RESULTS.md, 2026-12-04 "SOW upsert cost"). A reused file's pages
+//! are still in the page cache, so the processor's `pwrite`s only copy.
+//! Recovery sees nothing new: a zeroed file under its old name is older
+//! than the checkpoint that dropped it, so it is never read and is removed
+//! like any unlisted slab (as a removal would have, oldest first, each
+//! durable before the next); once renamed it is the newest file, all zeros
+//! until its header is synced — a spare whose creation was interrupted.
 
 use std::fmt;
 use std::io;
@@ -66,6 +81,63 @@ pub(crate) fn create_slab_file(
     let header = encode_file_header(&FileHeader {
         seq,
         capacity: u64::from(capacity),
+        topic_hash,
+    });
+    file.write_at(0, &[&header])?;
+    file.publish(FILE_HEADER_BYTES as u64);
+    file.sync_range(0, FILE_HEADER_BYTES as u64)?;
+    storage.sync_dir("")?;
+    Ok(file)
+}
+
+/// Emptied slab files kept zeroed for reuse as spares, per store.
+pub(crate) const REUSE_MAX: usize = 2;
+
+/// Zeros.
+static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+
+/// A slab compaction emptied: removed (or kept for reuse) once a
+/// checkpoint that does not list it has completed.
+#[derive(Debug)]
+pub(crate) struct Emptied {
+    pub(crate) seq: u64,
+    /// Where its records ended: the bytes a reuse must zero.
+    pub(crate) end: u32,
+    pub(crate) file: Arc<dyn SegmentFile>,
+}
+
+/// Zeros the written bytes (`0..end`, the header too) of slab file `seq`,
+/// durably, under its own name.
+fn zero_for_reuse(storage: &dyn Storage, seq: u64, end: u32) -> io::Result<()> {
+    let mut file = storage.open(&slab_name(seq))?;
+    let end = u64::from(end).min(file.capacity());
+    file.begin_append(0);
+    let mut at = 0;
+    while at < end {
+        let n = (end - at).min(ZEROS.len() as u64);
+        file.write_at(at, &[ZEROS.get(..n as usize).unwrap_or_default()])?;
+        at += n;
+    }
+    file.publish(end);
+    file.sync_range(0, end)?;
+    file.release_write_buffer()
+}
+
+/// Makes zeroed file `from` (see [`zero_for_reuse`]) slab file `seq`: renamed,
+/// its header written and synced, the folder synced.
+fn reuse_slab_file(
+    storage: &dyn Storage,
+    from: u64,
+    seq: u64,
+    topic_hash: u64,
+) -> io::Result<Box<dyn SegmentFile>> {
+    let name = slab_name(seq);
+    storage.rename(&slab_name(from), &name)?;
+    let mut file = storage.open(&name)?;
+    file.begin_append(0);
+    let header = encode_file_header(&FileHeader {
+        seq,
+        capacity: file.capacity(),
         topic_hash,
     });
     file.write_at(0, &[&header])?;
@@ -159,6 +231,9 @@ enum Spare {
 pub(crate) struct SpareSlot {
     spare: Mutex<Spare>,
     changed: Condvar,
+    /// Emptied slab files zeroed for reuse, by sequence number (their
+    /// names) and capacity; touched only by jobs.
+    reusable: Mutex<Vec<(u64, u64)>>,
 }
 
 impl fmt::Debug for SpareSlot {
@@ -232,8 +307,11 @@ enum JobKind {
     Remove {
         storage: Arc<dyn Storage>,
         /// Oldest first: each removal is durable before the next.
-        files: Vec<(u64, Arc<dyn SegmentFile>)>,
+        files: Vec<Emptied>,
         done: Arc<Done>,
+        /// Where files kept for reuse go, and the slab size a spare has.
+        slot: Arc<SpareSlot>,
+        capacity: u32,
     },
 }
 
@@ -274,14 +352,18 @@ impl SowJob {
 
     pub(crate) fn remove(
         storage: Arc<dyn Storage>,
-        files: Vec<(u64, Arc<dyn SegmentFile>)>,
+        files: Vec<Emptied>,
         done: Arc<Done>,
+        slot: Arc<SpareSlot>,
+        capacity: u32,
     ) -> SowJob {
         SowJob {
             kind: JobKind::Remove {
                 storage,
                 files,
                 done,
+                slot,
+                capacity,
             },
         }
     }
@@ -313,7 +395,23 @@ impl SowJob {
                     }
                     *spare = Spare::Making(seq);
                 }
-                let made = create_slab_file(&*storage, seq, capacity, topic_hash);
+                let reuse = {
+                    let mut reusable = lock(&slot.reusable);
+                    reusable
+                        .iter()
+                        .position(|&(_, size)| size == u64::from(capacity))
+                        .map(|i| reusable.swap_remove(i).0)
+                };
+                // A failed reuse leaves a zeroed file under either name:
+                // removed under the old one (if the rename failed), replaced
+                // by the new file under `seq`.
+                let made = match reuse {
+                    Some(from) => reuse_slab_file(&*storage, from, seq, topic_hash).or_else(|_| {
+                        let _ = storage.remove(&slab_name(from));
+                        create_slab_file(&*storage, seq, capacity, topic_hash)
+                    }),
+                    None => create_slab_file(&*storage, seq, capacity, topic_hash),
+                };
                 let mut spare = lock(&slot.spare);
                 // On failure the store creates the file itself and meets
                 // the error (a full disk, say) where it can report it.
@@ -333,9 +431,21 @@ impl SowJob {
                 storage,
                 files,
                 done,
+                slot,
+                capacity,
             } => {
-                let result = files.into_iter().try_for_each(|(seq, file)| {
+                let result = files.into_iter().try_for_each(|emptied| {
+                    let Emptied { seq, end, file } = emptied;
+                    let size = file.capacity();
                     drop(file);
+                    if size == u64::from(capacity) && lock(&slot.reusable).len() < REUSE_MAX {
+                        // Zeroed and synced: as good as removed for
+                        // recovery (module doc). If that fails, removed.
+                        if zero_for_reuse(&*storage, seq, end).is_ok() {
+                            lock(&slot.reusable).push((seq, size));
+                            return Ok(());
+                        }
+                    }
                     storage
                         .remove(&slab_name(seq))
                         .and_then(|()| storage.sync_dir(""))

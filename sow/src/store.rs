@@ -10,7 +10,7 @@ use rustc_hash::FxHashMap;
 use statecast_filter::Value;
 use statecast_journal::storage::{SegmentFile, Storage};
 
-use crate::background::{Done, JobSink, SowJob, SpareSlot, create_slab_file};
+use crate::background::{Done, Emptied, JobSink, SowJob, SpareSlot, create_slab_file};
 use crate::config::{Durability, MAX_SLAB_SIZE, TopicSpec, max_payload_for};
 use crate::error::{KeyError, OpenError, SowError};
 use crate::format::{
@@ -228,7 +228,7 @@ enum CheckpointRun {
         bookmark: u64,
         ends: BTreeMap<u64, u32>,
         waits: Vec<Arc<Done>>,
-        removals: Vec<(u64, Arc<dyn SegmentFile>)>,
+        removals: Vec<Emptied>,
     },
     /// The record is appended in slab `seq`, ending at `end`; syncing it.
     Record {
@@ -236,7 +236,7 @@ enum CheckpointRun {
         seq: u64,
         end: u32,
         done: Arc<Done>,
-        removals: Vec<(u64, Arc<dyn SegmentFile>)>,
+        removals: Vec<Emptied>,
     },
 }
 
@@ -269,7 +269,7 @@ pub struct SowStore {
     pub(crate) ranges: RefCell<Vec<RangeIndex>>,
     last_bookmark: u64,
     checkpoint: u64,
-    pending_removal: Vec<(u64, Arc<dyn SegmentFile>)>,
+    pending_removal: Vec<Emptied>,
     failed: Option<String>,
     /// Where file work goes to run off this thread (`background.rs`);
     /// `None`: done in line.
@@ -979,7 +979,11 @@ impl SowStore {
                     // in leave the process now, not when a checkpoint
                     // (one or two intervals later) removes the file.
                     file.release_pages();
-                    self.pending_removal.push((seq, file));
+                    self.pending_removal.push(Emptied {
+                        seq,
+                        end: slab.end,
+                        file,
+                    });
                 }
                 Ok(Some(moved))
             }
@@ -1111,11 +1115,10 @@ impl SowStore {
         // oldest first, each removal durable before the next (a tombstone in
         // a newer slab must not vanish while an older slab it shadows might
         // come back).
-        let pending = std::mem::take(&mut self.pending_removal);
-        let mut pending: Vec<_> = pending;
-        pending.sort_by_key(|(seq, _)| *seq);
+        let mut pending = std::mem::take(&mut self.pending_removal);
+        pending.sort_by_key(|emptied| emptied.seq);
         if let Some(storage) = self.storage.clone() {
-            for (seq, file) in pending {
+            for Emptied { seq, file, .. } in pending {
                 drop(file);
                 let removed = storage
                     .remove(&slab_name(seq))
@@ -1326,10 +1329,16 @@ impl SowStore {
                     && let (Some(jobs), Some(storage)) = (&self.jobs, &self.storage)
                 {
                     let mut removals = removals;
-                    removals.sort_by_key(|(seq, _)| *seq);
+                    removals.sort_by_key(|emptied| emptied.seq);
                     let done = Done::new();
                     self.removing = Some(Arc::clone(&done));
-                    jobs.send(SowJob::remove(Arc::clone(storage), removals, done));
+                    jobs.send(SowJob::remove(
+                        Arc::clone(storage),
+                        removals,
+                        done,
+                        Arc::clone(&self.spare),
+                        self.spec.slab_size as u32,
+                    ));
                 }
                 Ok(Some(bookmark))
             }

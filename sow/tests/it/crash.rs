@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use statecast_journal::sim::{SimRng, SimStorage};
+use statecast_journal::storage::Storage;
 use statecast_sow::{Durability, JobSink, Query, Recovery, SowJob, SowKey, SowStore};
 
 use crate::support::{Rec, key, open, payload, spec};
@@ -426,4 +427,104 @@ fn with_a_job_sink_a_full_slab_is_replaced_by_the_spare_without_a_sync_on_the_wr
     };
     assert_eq!(report.checkpoint, bookmark);
     assert_eq!(recovered.len() as u64, bookmark);
+}
+
+/// A slab that compaction emptied, once a checkpoint no longer lists it, is
+/// zeroed under its old name and becomes a later spare (renamed, a new
+/// header) instead of being removed while a new file is created: its
+/// page-cache pages are reused. A power cut recovers the checkpoint.
+#[test]
+fn an_emptied_slab_is_zeroed_and_becomes_a_later_spare() {
+    let spec = spec(Durability::Durable, &[]);
+    let disk = SimStorage::new();
+    let (mut store, _) = open(&spec, &disk);
+    let jobs = Jobs::default();
+    store.set_job_sink(jobs.sink());
+    jobs.run_all();
+
+    // Four keys rewritten over and over: every slab but the active one is
+    // soon mostly dead, and compacted at the next roll.
+    let mut bookmark = 0;
+    let mut upsert = |store: &mut SowStore, n: u64| {
+        for _ in 0..n {
+            bookmark += 1;
+            let rec = Rec {
+                price: 1,
+                region: 0,
+                pad: 900,
+                bookmark,
+            };
+            store
+                .upsert(&payload(bookmark % 4, &rec), bookmark, 0)
+                .expect("upsert");
+            jobs.run_all();
+        }
+        bookmark
+    };
+    let zeroed = |disk: &SimStorage| {
+        let mut names = disk.list("").expect("list");
+        names.retain(|n| {
+            n.ends_with(".slab") && {
+                let file = disk.open(n).expect("open");
+                let mut bytes = vec![0u8; file.capacity() as usize];
+                file.read_at(0, &mut bytes).expect("read");
+                bytes.iter().all(|&b| b == 0)
+            }
+        });
+        names
+    };
+    // Some 15 records a slab: ~13 rolls, each compacting.
+    upsert(&mut store, 200);
+    assert!(zeroed(&disk).is_empty());
+    // The checkpoint that drops the compacted slabs, then its removal job.
+    store.begin_checkpoint().expect("begin");
+    let mut covered = None;
+    while covered.is_none() {
+        jobs.run_all();
+        covered = store.poll_checkpoint(|_| true).expect("poll");
+    }
+    jobs.run_all();
+    let kept = zeroed(&disk);
+    assert_eq!(kept.len(), 2, "two emptied slabs kept, zeroed: {kept:?}");
+
+    // A power cut now: the zeroed files are older than the checkpoint,
+    // never read, and removed.
+    let image = disk.crash_image(&mut SimRng::new(3));
+    let (recovered, recovery) = open(&spec, &image);
+    let Recovery::Resumed(report) = recovery else {
+        panic!("expected a resume, got {recovery:?}");
+    };
+    assert_eq!(Some(report.checkpoint), covered);
+    assert_eq!(recovered.len(), 4);
+    for name in &kept {
+        assert!(report.removed_files.contains(name), "{name} removed");
+    }
+    drop(recovered);
+
+    // The next spares are the kept files, renamed (nothing else removes a
+    // file while the store runs but removal jobs, which remove only slabs a
+    // checkpoint dropped).
+    let last = upsert(&mut store, 60);
+    let names = disk.list("").expect("list");
+    for name in &kept {
+        assert!(!names.contains(name), "{name} was renamed");
+    }
+    assert!(zeroed(&disk).is_empty());
+    let covered = store.checkpoint().expect("checkpoint");
+    assert_eq!(covered, last);
+    let image = disk.crash_image(&mut SimRng::new(5));
+    drop(store);
+    let (recovered, recovery) = open(&spec, &image);
+    let Recovery::Resumed(report) = recovery else {
+        panic!("expected a resume, got {recovery:?}");
+    };
+    assert_eq!(report.checkpoint, last);
+    assert_eq!(recovered.len(), 4);
+    for id in 0..4 {
+        let got = recovered
+            .get(key(id))
+            .expect("get")
+            .expect("each key is there");
+        assert!(got.bookmark + 4 > last, "key {id} at its last version");
+    }
 }
