@@ -17,20 +17,25 @@
 //! record is appended only after every byte it covers was synced, and counts
 //! only once it is synced itself (see `SowStore::poll_checkpoint`).
 //!
-//! **Emptied slabs are reused.** A compacted slab that a completed
-//! checkpoint no longer lists is not always removed: up to
-//! [`REUSE_MAX`] of them are zeroed (every byte written, header included,
-//! then synced), keep their old names meanwhile, and become later spares by
-//! a rename and a new header. Writing into a new file takes page-cache pages
-//! the file never had, which the kernel (and, on a VM, the host) must
-//! allocate and zero: that was most of the processor's cost of a SOW update
-//! (benches/RESULTS.md, 2026-12-04 "SOW upsert cost"). A reused file's pages
-//! are still in the page cache, so the processor's `pwrite`s only copy.
-//! Recovery sees nothing new: a zeroed file under its old name is older
-//! than the checkpoint that dropped it, so it is never read and is removed
-//! like any unlisted slab (as a removal would have, oldest first, each
-//! durable before the next); once renamed it is the newest file, all zeros
-//! until its header is synced — a spare whose creation was interrupted.
+//! **Emptied slabs are reused.** A slab compaction emptied that no
+//! checkpoint record lists (none was written while it existed, and none in
+//! progress noted it) holds nothing recovery would keep: it is newer than
+//! every checkpoint, so its records would be discarded. Instead of being
+//! removed (after the next checkpoint) while a new file is made for the next
+//! slab, it is made the next spare: its header zeroed durably and its
+//! records zeroed in the page cache ([`SowJob::reuse`]), then renamed to the
+//! next sequence number with a new header. Writing into a new file takes
+//! page-cache pages the file never had, which the kernel (and, on a VM, the
+//! host) must allocate and zero: that was the largest part of the
+//! processor's cost of a SOW update (benches/RESULTS.md, 2026-12-04 "SOW
+//! upsert cost"). A reused file's pages are still in the page cache, so the
+//! processor's `pwrite`s only copy. What a power cut can leave, and why
+//! recovery is right with it: a file with a zeroed header (before or after
+//! the rename) holds nothing and is skipped wherever it is; a renamed file
+//! with its new header may show on disk, past what was synced, the bytes of
+//! its earlier lives — records only (a file that ever held a checkpoint
+//! record was listed by it, so is never reused), which lie after the last
+//! checkpoint and are discarded like any record there.
 
 use std::fmt;
 use std::io;
@@ -90,41 +95,48 @@ pub(crate) fn create_slab_file(
     Ok(file)
 }
 
-/// Emptied slab files kept zeroed for reuse as spares, per store.
-pub(crate) const REUSE_MAX: usize = 2;
+/// Emptied slabs kept for reuse as spares, per store (beyond that they
+/// are removed as usual).
+pub(crate) const REUSE_MAX: usize = 4;
 
-/// Zeros.
+/// Zeros to write from.
 static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
 
-/// A slab compaction emptied: removed (or kept for reuse) once a
-/// checkpoint that does not list it has completed.
+/// A slab compaction emptied: removed once a checkpoint that does not list
+/// it has completed, or reused at once if none lists it.
 #[derive(Debug)]
 pub(crate) struct Emptied {
     pub(crate) seq: u64,
-    /// Where its records ended: the bytes a reuse must zero.
+    /// Where its records ended.
     pub(crate) end: u32,
     pub(crate) file: Arc<dyn SegmentFile>,
 }
 
-/// Zeros the written bytes (`0..end`, the header too) of slab file `seq`,
-/// durably, under its own name.
+/// Prepares emptied slab file `seq` for reuse under its own name: its
+/// header zeroed durably (from then on it holds nothing for recovery), its
+/// records (`FILE_HEADER_BYTES..end`) zeroed in the page cache only — what
+/// a power cut keeps of them does not matter (module doc); they go to the
+/// disk, if at all, with the next life's syncs. Bytes past `end` are zero
+/// in the page cache already (never written in this life, zeroed after the
+/// last).
 fn zero_for_reuse(storage: &dyn Storage, seq: u64, end: u32) -> io::Result<()> {
     let mut file = storage.open(&slab_name(seq))?;
     let end = u64::from(end).min(file.capacity());
     file.begin_append(0);
-    let mut at = 0;
+    let header = ZEROS.get(..FILE_HEADER_BYTES).unwrap_or_default();
+    file.write_at(0, &[header])?;
+    file.sync_range(0, FILE_HEADER_BYTES as u64)?;
+    let mut at = FILE_HEADER_BYTES as u64;
     while at < end {
         let n = (end - at).min(ZEROS.len() as u64);
         file.write_at(at, &[ZEROS.get(..n as usize).unwrap_or_default()])?;
         at += n;
     }
-    file.publish(end);
-    file.sync_range(0, end)?;
     file.release_write_buffer()
 }
 
-/// Makes zeroed file `from` (see [`zero_for_reuse`]) slab file `seq`: renamed,
-/// its header written and synced, the folder synced.
+/// Makes file `from`, zeroed by [`zero_for_reuse`], slab file `seq`:
+/// renamed, its header written and synced, the folder synced.
 fn reuse_slab_file(
     storage: &dyn Storage,
     from: u64,
@@ -145,6 +157,14 @@ fn reuse_slab_file(
     file.sync_range(0, FILE_HEADER_BYTES as u64)?;
     storage.sync_dir("")?;
     Ok(file)
+}
+
+/// Emptied slab files for reuse: zeroed ones by sequence number (their
+/// names) and capacity, and how many are promised (a job on its way).
+#[derive(Debug, Default)]
+struct Reusable {
+    files: Vec<(u64, u64)>,
+    promised: usize,
 }
 
 const PENDING: u8 = 0;
@@ -231,9 +251,7 @@ enum Spare {
 pub(crate) struct SpareSlot {
     spare: Mutex<Spare>,
     changed: Condvar,
-    /// Emptied slab files zeroed for reuse, by sequence number (their
-    /// names) and capacity; touched only by jobs.
-    reusable: Mutex<Vec<(u64, u64)>>,
+    reusable: Mutex<Reusable>,
 }
 
 impl fmt::Debug for SpareSlot {
@@ -274,6 +292,15 @@ impl SpareSlot {
         }
     }
 
+    /// Promises an emptied slab for reuse (a [`SowJob::reuse`] to follow);
+    /// false when enough are kept already.
+    pub(crate) fn promise_reuse(&self) -> bool {
+        let mut reusable = lock(&self.reusable);
+        let ok = reusable.files.len() + reusable.promised < REUSE_MAX;
+        reusable.promised += usize::from(ok);
+        ok
+    }
+
     /// Whether a spare for `seq` is ready (tests).
     pub(crate) fn is_ready(&self, seq: u64) -> bool {
         matches!(&*lock(&self.spare), Spare::Ready(s, _) if *s == seq)
@@ -309,9 +336,11 @@ enum JobKind {
         /// Oldest first: each removal is durable before the next.
         files: Vec<Emptied>,
         done: Arc<Done>,
-        /// Where files kept for reuse go, and the slab size a spare has.
+    },
+    Reuse {
+        storage: Arc<dyn Storage>,
         slot: Arc<SpareSlot>,
-        capacity: u32,
+        emptied: Emptied,
     },
 }
 
@@ -321,6 +350,7 @@ impl fmt::Debug for SowJob {
             JobKind::Spare { seq, .. } => write!(f, "SowJob::Spare({seq})"),
             JobKind::Sync { files, .. } => write!(f, "SowJob::Sync({} files)", files.len()),
             JobKind::Remove { files, .. } => write!(f, "SowJob::Remove({} files)", files.len()),
+            JobKind::Reuse { emptied, .. } => write!(f, "SowJob::Reuse({})", emptied.seq),
         }
     }
 }
@@ -354,16 +384,29 @@ impl SowJob {
         storage: Arc<dyn Storage>,
         files: Vec<Emptied>,
         done: Arc<Done>,
-        slot: Arc<SpareSlot>,
-        capacity: u32,
     ) -> SowJob {
         SowJob {
             kind: JobKind::Remove {
                 storage,
                 files,
                 done,
+            },
+        }
+    }
+
+    /// Makes `emptied` (a slab no checkpoint lists, promised with
+    /// [`SpareSlot::promise_reuse`]) ready to be a later spare; if that
+    /// fails, removes it.
+    pub(crate) fn reuse(
+        storage: Arc<dyn Storage>,
+        slot: Arc<SpareSlot>,
+        emptied: Emptied,
+    ) -> SowJob {
+        SowJob {
+            kind: JobKind::Reuse {
+                storage,
                 slot,
-                capacity,
+                emptied,
             },
         }
     }
@@ -373,7 +416,7 @@ impl SowJob {
     /// creates the file itself, on its own thread. The others (syncs,
     /// removals) only delay a checkpoint's completion.
     pub fn is_urgent(&self) -> bool {
-        matches!(self.kind, JobKind::Spare { .. })
+        matches!(self.kind, JobKind::Spare { .. } | JobKind::Reuse { .. })
     }
 
     /// Does the work (blocking on the disk). Results go back to the store
@@ -397,10 +440,11 @@ impl SowJob {
                 }
                 let reuse = {
                     let mut reusable = lock(&slot.reusable);
-                    reusable
+                    let files = &mut reusable.files;
+                    files
                         .iter()
                         .position(|&(_, size)| size == u64::from(capacity))
-                        .map(|i| reusable.swap_remove(i).0)
+                        .map(|i| files.swap_remove(i).0)
                 };
                 // A failed reuse leaves a zeroed file under either name:
                 // removed under the old one (if the rename failed), replaced
@@ -431,26 +475,34 @@ impl SowJob {
                 storage,
                 files,
                 done,
-                slot,
-                capacity,
             } => {
                 let result = files.into_iter().try_for_each(|emptied| {
-                    let Emptied { seq, end, file } = emptied;
-                    let size = file.capacity();
-                    drop(file);
-                    if size == u64::from(capacity) && lock(&slot.reusable).len() < REUSE_MAX {
-                        // Zeroed and synced: as good as removed for
-                        // recovery (module doc). If that fails, removed.
-                        if zero_for_reuse(&*storage, seq, end).is_ok() {
-                            lock(&slot.reusable).push((seq, size));
-                            return Ok(());
-                        }
-                    }
+                    drop(emptied.file);
                     storage
-                        .remove(&slab_name(seq))
+                        .remove(&slab_name(emptied.seq))
                         .and_then(|()| storage.sync_dir(""))
                 });
                 done.finish(result);
+            }
+            JobKind::Reuse {
+                storage,
+                slot,
+                emptied,
+            } => {
+                let Emptied { seq, end, file } = emptied;
+                let size = file.capacity();
+                drop(file);
+                let zeroed = zero_for_reuse(&*storage, seq, end);
+                let mut reusable = lock(&slot.reusable);
+                reusable.promised = reusable.promised.saturating_sub(1);
+                if zeroed.is_ok() {
+                    reusable.files.push((seq, size));
+                } else {
+                    // Newer than every checkpoint, so its removal needs no
+                    // order; a failed one leaves it to the next recovery.
+                    drop(reusable);
+                    let _ = storage.remove(&slab_name(seq));
+                }
             }
         }
     }

@@ -39,6 +39,11 @@ pub(crate) struct Slab {
     pub(crate) body: Body,
     /// A background sync of the slab up to `.0`, started when it was sealed.
     pub(crate) sealed_sync: Option<(u32, Arc<Done>)>,
+    /// A checkpoint record written, or one in progress, lists it (or may:
+    /// recovered slabs): recovery may read it, so once emptied it is
+    /// removed only after a checkpoint that does not list it, never reused
+    /// early (`background.rs`).
+    pub(crate) listed: bool,
 }
 
 impl Slab {
@@ -53,6 +58,7 @@ impl Slab {
             live_bytes: 0,
             body: Body::Mem(bytes),
             sealed_sync: None,
+            listed: false,
         }
     }
 

@@ -805,6 +805,7 @@ impl SowStore {
                     live_bytes: 0,
                     body: Body::File(Arc::from(file)),
                     sealed_sync: None,
+                    listed: false,
                 }
             }
         };
@@ -979,11 +980,27 @@ impl SowStore {
                     // in leave the process now, not when a checkpoint
                     // (one or two intervals later) removes the file.
                     file.release_pages();
-                    self.pending_removal.push(Emptied {
+                    let emptied = Emptied {
                         seq,
                         end: slab.end,
                         file,
-                    });
+                    };
+                    match (&self.jobs, &self.storage) {
+                        // No checkpoint lists it: it becomes a later spare,
+                        // its page-cache pages reused (`background.rs`).
+                        (Some(jobs), Some(storage))
+                            if !slab.listed
+                                && slab.capacity as u64 == self.spec.slab_size
+                                && self.spare.promise_reuse() =>
+                        {
+                            jobs.send(SowJob::reuse(
+                                Arc::clone(storage),
+                                Arc::clone(&self.spare),
+                                emptied,
+                            ));
+                        }
+                        _ => self.pending_removal.push(emptied),
+                    }
                 }
                 Ok(Some(moved))
             }
@@ -1100,6 +1117,9 @@ impl SowStore {
                 }
             })
             .collect();
+        for slab in self.slabs.values_mut() {
+            slab.listed = true;
+        }
         let payload = encode_checkpoint(&list);
         let header = encode_record_header(Kind::Checkpoint, 0, 0, bookmark, 0, &payload);
         self.append(&header, &payload)?;
@@ -1206,7 +1226,9 @@ impl SowStore {
         let mut ends = BTreeMap::new();
         let mut waits = Vec::new();
         let mut files = Vec::new();
-        for slab in self.slabs.values() {
+        for slab in self.slabs.values_mut() {
+            // Its record will list it (even if compacted meanwhile).
+            slab.listed = true;
             ends.insert(slab.seq, slab.end);
             if slab.synced >= slab.end {
                 continue;
@@ -1332,13 +1354,7 @@ impl SowStore {
                     removals.sort_by_key(|emptied| emptied.seq);
                     let done = Done::new();
                     self.removing = Some(Arc::clone(&done));
-                    jobs.send(SowJob::remove(
-                        Arc::clone(storage),
-                        removals,
-                        done,
-                        Arc::clone(&self.spare),
-                        self.spec.slab_size as u32,
-                    ));
+                    jobs.send(SowJob::remove(Arc::clone(storage), removals, done));
                 }
                 Ok(Some(bookmark))
             }
@@ -1388,6 +1404,9 @@ impl SowStore {
             self.roll_without_compacting()?;
         }
         let list: Vec<(u64, u32)> = listed(&self.slabs).into_iter().collect();
+        for slab in self.slabs.values_mut() {
+            slab.listed = true;
+        }
         let payload = encode_checkpoint(&list);
         let header = encode_record_header(Kind::Checkpoint, 0, 0, bookmark, 0, &payload);
         let (seq, _) = self.append(&header, &payload)?;
@@ -1573,9 +1592,15 @@ impl SowStore {
             let header = match decode_file_header(&image) {
                 Ok(h) => h,
                 Err(what) => {
-                    if found.is_none() && handles.is_empty() {
+                    let zeroed = image
+                        .get(..FILE_HEADER_BYTES)
+                        .is_some_and(|h| h.iter().all(|&b| b == 0));
+                    if found.is_none() && (handles.is_empty() || zeroed) {
                         // The newest file, its creation interrupted before
-                        // its header was synced: it holds nothing.
+                        // its header was synced, or an emptied slab being
+                        // reused (its header zeroed, `background.rs`),
+                        // newer than any checkpoint still to find: it holds
+                        // nothing.
                         later_torn.get_or_insert(Damage {
                             file: name.clone(),
                             offset: 0,
@@ -1794,6 +1819,7 @@ impl SowStore {
                 live_bytes: 0,
                 body: Body::Mem(Vec::new()),
                 sealed_sync: None,
+                listed: true,
             };
             let mut file = file;
             if seq == ckpt_seq {
