@@ -29,13 +29,18 @@
 //! host) must allocate and zero: that was the largest part of the
 //! processor's cost of a SOW update (benches/RESULTS.md, 2026-12-04 "SOW
 //! upsert cost"). A reused file's pages are still in the page cache, so the
-//! processor's `pwrite`s only copy. What a power cut can leave, and why
-//! recovery is right with it: a file with a zeroed header (before or after
-//! the rename) holds nothing and is skipped wherever it is; a renamed file
-//! with its new header may show on disk, past what was synced, the bytes of
-//! its earlier lives — records only (a file that ever held a checkpoint
-//! record was listed by it, so is never reused), which lie after the last
-//! checkpoint and are discarded like any record there.
+//! processor's `pwrite`s only copy. A slab a checkpoint listed is kept the
+//! same way (instead of removed) once a checkpoint that does not list it
+//! has completed — older than that checkpoint, it is never read again —
+//! unless it holds a checkpoint record.
+//!
+//! What a power cut can leave, and why recovery is right with it: a file
+//! with a zeroed header (before or after the rename) holds nothing and is
+//! skipped wherever it lies before the checkpoint recovery finds; a
+//! renamed file with its new header may show on disk, past what was
+//! synced, bytes of its earlier lives — records only (a file that held a
+//! checkpoint record is never reused), which lie after the last checkpoint
+//! and are discarded like any record there.
 
 use std::fmt;
 use std::io;
@@ -97,7 +102,7 @@ pub(crate) fn create_slab_file(
 
 /// Emptied slabs kept for reuse as spares, per store (beyond that they
 /// are removed as usual).
-pub(crate) const REUSE_MAX: usize = 4;
+pub(crate) const REUSE_MAX: usize = 8;
 
 /// Zeros to write from.
 static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
@@ -110,6 +115,9 @@ pub(crate) struct Emptied {
     /// Where its records ended.
     pub(crate) end: u32,
     pub(crate) file: Arc<dyn SegmentFile>,
+    /// It may be reused: it never held a checkpoint record and has the
+    /// slab size of new slabs.
+    pub(crate) reusable: bool,
 }
 
 /// Prepares emptied slab file `seq` for reuse under its own name: its
@@ -301,6 +309,18 @@ impl SpareSlot {
         ok
     }
 
+    /// Settles a promise: the file of slab `seq` (`size` bytes) is kept for
+    /// reuse if its zeroing succeeded. Returns whether it did.
+    fn zeroed(&self, seq: u64, size: u64, zeroing: io::Result<()>) -> bool {
+        let mut reusable = lock(&self.reusable);
+        reusable.promised = reusable.promised.saturating_sub(1);
+        let ok = zeroing.is_ok();
+        if ok {
+            reusable.files.push((seq, size));
+        }
+        ok
+    }
+
     /// Whether a spare for `seq` is ready (tests).
     pub(crate) fn is_ready(&self, seq: u64) -> bool {
         matches!(&*lock(&self.spare), Spare::Ready(s, _) if *s == seq)
@@ -336,6 +356,8 @@ enum JobKind {
         /// Oldest first: each removal is durable before the next.
         files: Vec<Emptied>,
         done: Arc<Done>,
+        /// Where files kept for reuse go.
+        slot: Arc<SpareSlot>,
     },
     Reuse {
         storage: Arc<dyn Storage>,
@@ -384,12 +406,14 @@ impl SowJob {
         storage: Arc<dyn Storage>,
         files: Vec<Emptied>,
         done: Arc<Done>,
+        slot: Arc<SpareSlot>,
     ) -> SowJob {
         SowJob {
             kind: JobKind::Remove {
                 storage,
                 files,
                 done,
+                slot,
             },
         }
     }
@@ -475,11 +499,28 @@ impl SowJob {
                 storage,
                 files,
                 done,
+                slot,
             } => {
                 let result = files.into_iter().try_for_each(|emptied| {
-                    drop(emptied.file);
+                    let Emptied {
+                        seq,
+                        end,
+                        file,
+                        reusable,
+                    } = emptied;
+                    let size = file.capacity();
+                    drop(file);
+                    // Kept for reuse instead: its header zeroed durably, it
+                    // holds nothing for recovery, as if removed (module
+                    // doc); if that fails, removed.
+                    if reusable
+                        && slot.promise_reuse()
+                        && slot.zeroed(seq, size, zero_for_reuse(&*storage, seq, end))
+                    {
+                        return Ok(());
+                    }
                     storage
-                        .remove(&slab_name(emptied.seq))
+                        .remove(&slab_name(seq))
                         .and_then(|()| storage.sync_dir(""))
                 });
                 done.finish(result);
@@ -489,18 +530,12 @@ impl SowJob {
                 slot,
                 emptied,
             } => {
-                let Emptied { seq, end, file } = emptied;
+                let Emptied { seq, end, file, .. } = emptied;
                 let size = file.capacity();
                 drop(file);
-                let zeroed = zero_for_reuse(&*storage, seq, end);
-                let mut reusable = lock(&slot.reusable);
-                reusable.promised = reusable.promised.saturating_sub(1);
-                if zeroed.is_ok() {
-                    reusable.files.push((seq, size));
-                } else {
+                if !slot.zeroed(seq, size, zero_for_reuse(&*storage, seq, end)) {
                     // Newer than every checkpoint, so its removal needs no
                     // order; a failed one leaves it to the next recovery.
-                    drop(reusable);
                     let _ = storage.remove(&slab_name(seq));
                 }
             }

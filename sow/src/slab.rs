@@ -44,6 +44,9 @@ pub(crate) struct Slab {
     /// removed only after a checkpoint that does not list it, never reused
     /// early (`background.rs`).
     pub(crate) listed: bool,
+    /// It holds a checkpoint record (or may: recovered slabs), so is never
+    /// reused: a stale copy of that record could be taken for a new one.
+    pub(crate) holds_checkpoint: bool,
 }
 
 impl Slab {
@@ -59,6 +62,7 @@ impl Slab {
             body: Body::Mem(bytes),
             sealed_sync: None,
             listed: false,
+            holds_checkpoint: false,
         }
     }
 

@@ -806,6 +806,7 @@ impl SowStore {
                     body: Body::File(Arc::from(file)),
                     sealed_sync: None,
                     listed: false,
+                    holds_checkpoint: false,
                 }
             }
         };
@@ -984,14 +985,14 @@ impl SowStore {
                         seq,
                         end: slab.end,
                         file,
+                        reusable: !slab.holds_checkpoint
+                            && u64::from(slab.capacity) == self.spec.slab_size,
                     };
                     match (&self.jobs, &self.storage) {
                         // No checkpoint lists it: it becomes a later spare,
                         // its page-cache pages reused (`background.rs`).
                         (Some(jobs), Some(storage))
-                            if !slab.listed
-                                && slab.capacity as u64 == self.spec.slab_size
-                                && self.spare.promise_reuse() =>
+                            if !slab.listed && emptied.reusable && self.spare.promise_reuse() =>
                         {
                             jobs.send(SowJob::reuse(
                                 Arc::clone(storage),
@@ -1122,7 +1123,10 @@ impl SowStore {
         }
         let payload = encode_checkpoint(&list);
         let header = encode_record_header(Kind::Checkpoint, 0, 0, bookmark, 0, &payload);
-        self.append(&header, &payload)?;
+        let (seq, _) = self.append(&header, &payload)?;
+        if let Some(slab) = self.slabs.get_mut(&seq) {
+            slab.holds_checkpoint = true;
+        }
         let active = self.active;
         let result = match self.slabs.get_mut(&active) {
             Some(slab) => slab.sync(),
@@ -1354,7 +1358,12 @@ impl SowStore {
                     removals.sort_by_key(|emptied| emptied.seq);
                     let done = Done::new();
                     self.removing = Some(Arc::clone(&done));
-                    jobs.send(SowJob::remove(Arc::clone(storage), removals, done));
+                    jobs.send(SowJob::remove(
+                        Arc::clone(storage),
+                        removals,
+                        done,
+                        Arc::clone(&self.spare),
+                    ));
                 }
                 Ok(Some(bookmark))
             }
@@ -1410,6 +1419,9 @@ impl SowStore {
         let payload = encode_checkpoint(&list);
         let header = encode_record_header(Kind::Checkpoint, 0, 0, bookmark, 0, &payload);
         let (seq, _) = self.append(&header, &payload)?;
+        if let Some(slab) = self.slabs.get_mut(&seq) {
+            slab.holds_checkpoint = true;
+        }
         // The record is not a change the next checkpoint must cover.
         self.written_since_checkpoint = written;
         match self.slabs.get(&seq) {
@@ -1820,6 +1832,7 @@ impl SowStore {
                 body: Body::Mem(Vec::new()),
                 sealed_sync: None,
                 listed: true,
+                holds_checkpoint: true,
             };
             let mut file = file;
             if seq == ckpt_seq {
