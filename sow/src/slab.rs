@@ -116,11 +116,15 @@ impl Slab {
         }
     }
 
-    /// A copy of the written part of the slab.
-    pub(crate) fn image(&self) -> io::Result<Vec<u8>> {
-        let mut buf = Vec::new();
-        self.read(0, self.end as usize, &mut buf)
-            .map(<[u8]>::to_vec)
+    /// Copies the written part of the slab into `buf` (its length becomes
+    /// `end`; a buffer kept from an earlier image is reused, not zeroed).
+    pub(crate) fn image_into(&self, buf: &mut Vec<u8>) -> io::Result<()> {
+        self.read(0, self.end as usize, buf).map(|_| ())?;
+        if let Body::Mem(bytes) = &self.body {
+            buf.clear();
+            buf.extend_from_slice(bytes.get(..self.end as usize).unwrap_or(bytes));
+        }
+        Ok(())
     }
 
     pub(crate) fn sync(&mut self) -> io::Result<()> {

@@ -284,6 +284,9 @@ pub struct SowStore {
     written_since_checkpoint: bool,
     key_scratch: KeyScratch,
     values: Vec<Value>,
+    /// The image of the slab being compacted, kept between compactions
+    /// (up to one slab: 4 MiB by default).
+    compact_buf: Vec<u8>,
 
     old_buf: Vec<u8>,
 }
@@ -355,6 +358,7 @@ impl SowStore {
             written_since_checkpoint: false,
             key_scratch: KeyScratch::default(),
             values: Vec::new(),
+            compact_buf: Vec::new(),
 
             old_buf: Vec::new(),
         };
@@ -939,15 +943,21 @@ impl SowStore {
         };
         let file_image = match &slab.body {
             Body::Mem(_) => None,
-            Body::File(_) => match slab.image() {
-                Ok(image) => Some(image),
-                Err(e) => {
-                    self.slabs.insert(seq, slab);
-                    return self
-                        .latch("reading a slab to compact it", Err(e))
-                        .map(|()| None);
+            Body::File(_) => {
+                // One buffer for every compaction: a fresh 4 MiB image each
+                // time cost page faults and zeroing on the writer's thread.
+                let mut buf = std::mem::take(&mut self.compact_buf);
+                match slab.image_into(&mut buf) {
+                    Ok(()) => Some(buf),
+                    Err(e) => {
+                        self.compact_buf = buf;
+                        self.slabs.insert(seq, slab);
+                        return self
+                            .latch("reading a slab to compact it", Err(e))
+                            .map(|()| None);
+                    }
                 }
-            },
+            }
         };
         let image: &[u8] = match (&slab.body, &file_image) {
             (Body::Mem(bytes), _) => bytes,
@@ -968,14 +978,14 @@ impl SowStore {
             at += h.span();
         }
         if !fits {
-            drop(file_image);
+            self.compact_buf = file_image.unwrap_or_default();
             self.slabs.insert(seq, slab);
             return Ok(None);
         }
         let result = self.copy_live(seq, image);
         match result {
             Ok(moved) => {
-                drop(file_image);
+                self.compact_buf = file_image.unwrap_or_default();
                 if let Body::File(file) = slab.body {
                     // Nothing reads it again: the pages its image faulted
                     // in leave the process now, not when a checkpoint
@@ -1006,6 +1016,7 @@ impl SowStore {
                 Ok(Some(moved))
             }
             Err(e) => {
+                self.compact_buf = file_image.unwrap_or_default();
                 self.slabs.insert(seq, slab);
                 Err(e)
             }
