@@ -16,6 +16,31 @@
 //! recovery like any slab a checkpoint does not list), and a checkpoint
 //! record is appended only after every byte it covers was synced, and counts
 //! only once it is synced itself (see `SowStore::poll_checkpoint`).
+//!
+//! **Emptied slabs are reused.** A slab compaction emptied that no
+//! checkpoint record lists (none was written while it existed, and none in
+//! progress noted it) holds nothing recovery would keep: it is newer than
+//! every checkpoint, so its records would be discarded. Instead of being
+//! removed (after the next checkpoint) while a new file is made for the next
+//! slab, it is made the next spare: its header zeroed durably and its
+//! records zeroed in the page cache ([`SowJob::reuse`]), then renamed to the
+//! next sequence number with a new header. Writing into a new file takes
+//! page-cache pages the file never had, which the kernel (and, on a VM, the
+//! host) must allocate and zero: that was the largest part of the
+//! processor's cost of a SOW update (benches/RESULTS.md, 2026-12-04 "SOW
+//! upsert cost"). A reused file's pages are still in the page cache, so the
+//! processor's `pwrite`s only copy. A slab a checkpoint listed is kept the
+//! same way (instead of removed) once a checkpoint that does not list it
+//! has completed — older than that checkpoint, it is never read again —
+//! unless it holds a checkpoint record.
+//!
+//! What a power cut can leave, and why recovery is right with it: a file
+//! with a zeroed header (before or after the rename) holds nothing and is
+//! skipped wherever it lies before the checkpoint recovery finds; a
+//! renamed file with its new header may show on disk, past what was
+//! synced, bytes of its earlier lives — records only (a file that held a
+//! checkpoint record is never reused), which lie after the last checkpoint
+//! and are discarded like any record there.
 
 use std::fmt;
 use std::io;
@@ -73,6 +98,81 @@ pub(crate) fn create_slab_file(
     file.sync_range(0, FILE_HEADER_BYTES as u64)?;
     storage.sync_dir("")?;
     Ok(file)
+}
+
+/// Emptied slabs kept for reuse as spares, per store (beyond that they
+/// are removed as usual).
+pub(crate) const REUSE_MAX: usize = 8;
+
+/// Zeros to write from.
+static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+
+/// A slab compaction emptied: removed once a checkpoint that does not list
+/// it has completed, or reused at once if none lists it.
+#[derive(Debug)]
+pub(crate) struct Emptied {
+    pub(crate) seq: u64,
+    /// Where its records ended.
+    pub(crate) end: u32,
+    pub(crate) file: Arc<dyn SegmentFile>,
+    /// It may be reused: it never held a checkpoint record and has the
+    /// slab size of new slabs.
+    pub(crate) reusable: bool,
+}
+
+/// Prepares emptied slab file `seq` for reuse under its own name: its
+/// header zeroed durably (from then on it holds nothing for recovery), its
+/// records (`FILE_HEADER_BYTES..end`) zeroed in the page cache only — what
+/// a power cut keeps of them does not matter (module doc); they go to the
+/// disk, if at all, with the next life's syncs. Bytes past `end` are zero
+/// in the page cache already (never written in this life, zeroed after the
+/// last).
+fn zero_for_reuse(storage: &dyn Storage, seq: u64, end: u32) -> io::Result<()> {
+    let mut file = storage.open(&slab_name(seq))?;
+    let end = u64::from(end).min(file.capacity());
+    file.begin_append(0);
+    let header = ZEROS.get(..FILE_HEADER_BYTES).unwrap_or_default();
+    file.write_at(0, &[header])?;
+    file.sync_range(0, FILE_HEADER_BYTES as u64)?;
+    let mut at = FILE_HEADER_BYTES as u64;
+    while at < end {
+        let n = (end - at).min(ZEROS.len() as u64);
+        file.write_at(at, &[ZEROS.get(..n as usize).unwrap_or_default()])?;
+        at += n;
+    }
+    file.release_write_buffer()
+}
+
+/// Makes file `from`, zeroed by [`zero_for_reuse`], slab file `seq`:
+/// renamed, its header written and synced, the folder synced.
+fn reuse_slab_file(
+    storage: &dyn Storage,
+    from: u64,
+    seq: u64,
+    topic_hash: u64,
+) -> io::Result<Box<dyn SegmentFile>> {
+    let name = slab_name(seq);
+    storage.rename(&slab_name(from), &name)?;
+    let mut file = storage.open(&name)?;
+    file.begin_append(0);
+    let header = encode_file_header(&FileHeader {
+        seq,
+        capacity: file.capacity(),
+        topic_hash,
+    });
+    file.write_at(0, &[&header])?;
+    file.publish(FILE_HEADER_BYTES as u64);
+    file.sync_range(0, FILE_HEADER_BYTES as u64)?;
+    storage.sync_dir("")?;
+    Ok(file)
+}
+
+/// Emptied slab files for reuse: zeroed ones by sequence number (their
+/// names) and capacity, and how many are promised (a job on its way).
+#[derive(Debug, Default)]
+struct Reusable {
+    files: Vec<(u64, u64)>,
+    promised: usize,
 }
 
 const PENDING: u8 = 0;
@@ -159,6 +259,7 @@ enum Spare {
 pub(crate) struct SpareSlot {
     spare: Mutex<Spare>,
     changed: Condvar,
+    reusable: Mutex<Reusable>,
 }
 
 impl fmt::Debug for SpareSlot {
@@ -199,6 +300,27 @@ impl SpareSlot {
         }
     }
 
+    /// Promises an emptied slab for reuse (a [`SowJob::reuse`] to follow);
+    /// false when enough are kept already.
+    pub(crate) fn promise_reuse(&self) -> bool {
+        let mut reusable = lock(&self.reusable);
+        let ok = reusable.files.len() + reusable.promised < REUSE_MAX;
+        reusable.promised += usize::from(ok);
+        ok
+    }
+
+    /// Settles a promise: the file of slab `seq` (`size` bytes) is kept for
+    /// reuse if its zeroing succeeded. Returns whether it did.
+    fn zeroed(&self, seq: u64, size: u64, zeroing: io::Result<()>) -> bool {
+        let mut reusable = lock(&self.reusable);
+        reusable.promised = reusable.promised.saturating_sub(1);
+        let ok = zeroing.is_ok();
+        if ok {
+            reusable.files.push((seq, size));
+        }
+        ok
+    }
+
     /// Whether a spare for `seq` is ready (tests).
     pub(crate) fn is_ready(&self, seq: u64) -> bool {
         matches!(&*lock(&self.spare), Spare::Ready(s, _) if *s == seq)
@@ -232,8 +354,15 @@ enum JobKind {
     Remove {
         storage: Arc<dyn Storage>,
         /// Oldest first: each removal is durable before the next.
-        files: Vec<(u64, Arc<dyn SegmentFile>)>,
+        files: Vec<Emptied>,
         done: Arc<Done>,
+        /// Where files kept for reuse go.
+        slot: Arc<SpareSlot>,
+    },
+    Reuse {
+        storage: Arc<dyn Storage>,
+        slot: Arc<SpareSlot>,
+        emptied: Emptied,
     },
 }
 
@@ -243,6 +372,7 @@ impl fmt::Debug for SowJob {
             JobKind::Spare { seq, .. } => write!(f, "SowJob::Spare({seq})"),
             JobKind::Sync { files, .. } => write!(f, "SowJob::Sync({} files)", files.len()),
             JobKind::Remove { files, .. } => write!(f, "SowJob::Remove({} files)", files.len()),
+            JobKind::Reuse { emptied, .. } => write!(f, "SowJob::Reuse({})", emptied.seq),
         }
     }
 }
@@ -274,14 +404,33 @@ impl SowJob {
 
     pub(crate) fn remove(
         storage: Arc<dyn Storage>,
-        files: Vec<(u64, Arc<dyn SegmentFile>)>,
+        files: Vec<Emptied>,
         done: Arc<Done>,
+        slot: Arc<SpareSlot>,
     ) -> SowJob {
         SowJob {
             kind: JobKind::Remove {
                 storage,
                 files,
                 done,
+                slot,
+            },
+        }
+    }
+
+    /// Makes `emptied` (a slab no checkpoint lists, promised with
+    /// [`SpareSlot::promise_reuse`]) ready to be a later spare; if that
+    /// fails, removes it.
+    pub(crate) fn reuse(
+        storage: Arc<dyn Storage>,
+        slot: Arc<SpareSlot>,
+        emptied: Emptied,
+    ) -> SowJob {
+        SowJob {
+            kind: JobKind::Reuse {
+                storage,
+                slot,
+                emptied,
             },
         }
     }
@@ -291,7 +440,7 @@ impl SowJob {
     /// creates the file itself, on its own thread. The others (syncs,
     /// removals) only delay a checkpoint's completion.
     pub fn is_urgent(&self) -> bool {
-        matches!(self.kind, JobKind::Spare { .. })
+        matches!(self.kind, JobKind::Spare { .. } | JobKind::Reuse { .. })
     }
 
     /// Does the work (blocking on the disk). Results go back to the store
@@ -313,7 +462,24 @@ impl SowJob {
                     }
                     *spare = Spare::Making(seq);
                 }
-                let made = create_slab_file(&*storage, seq, capacity, topic_hash);
+                let reuse = {
+                    let mut reusable = lock(&slot.reusable);
+                    let files = &mut reusable.files;
+                    files
+                        .iter()
+                        .position(|&(_, size)| size == u64::from(capacity))
+                        .map(|i| files.swap_remove(i).0)
+                };
+                // A failed reuse leaves a zeroed file under either name:
+                // removed under the old one (if the rename failed), replaced
+                // by the new file under `seq`.
+                let made = match reuse {
+                    Some(from) => reuse_slab_file(&*storage, from, seq, topic_hash).or_else(|_| {
+                        let _ = storage.remove(&slab_name(from));
+                        create_slab_file(&*storage, seq, capacity, topic_hash)
+                    }),
+                    None => create_slab_file(&*storage, seq, capacity, topic_hash),
+                };
                 let mut spare = lock(&slot.spare);
                 // On failure the store creates the file itself and meets
                 // the error (a full disk, say) where it can report it.
@@ -333,14 +499,45 @@ impl SowJob {
                 storage,
                 files,
                 done,
+                slot,
             } => {
-                let result = files.into_iter().try_for_each(|(seq, file)| {
+                let result = files.into_iter().try_for_each(|emptied| {
+                    let Emptied {
+                        seq,
+                        end,
+                        file,
+                        reusable,
+                    } = emptied;
+                    let size = file.capacity();
                     drop(file);
+                    // Kept for reuse instead: its header zeroed durably, it
+                    // holds nothing for recovery, as if removed (module
+                    // doc); if that fails, removed.
+                    if reusable
+                        && slot.promise_reuse()
+                        && slot.zeroed(seq, size, zero_for_reuse(&*storage, seq, end))
+                    {
+                        return Ok(());
+                    }
                     storage
                         .remove(&slab_name(seq))
                         .and_then(|()| storage.sync_dir(""))
                 });
                 done.finish(result);
+            }
+            JobKind::Reuse {
+                storage,
+                slot,
+                emptied,
+            } => {
+                let Emptied { seq, end, file, .. } = emptied;
+                let size = file.capacity();
+                drop(file);
+                if !slot.zeroed(seq, size, zero_for_reuse(&*storage, seq, end)) {
+                    // Newer than every checkpoint, so its removal needs no
+                    // order; a failed one leaves it to the next recovery.
+                    let _ = storage.remove(&slab_name(seq));
+                }
             }
         }
     }

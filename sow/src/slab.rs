@@ -39,6 +39,14 @@ pub(crate) struct Slab {
     pub(crate) body: Body,
     /// A background sync of the slab up to `.0`, started when it was sealed.
     pub(crate) sealed_sync: Option<(u32, Arc<Done>)>,
+    /// A checkpoint record written, or one in progress, lists it (or may:
+    /// recovered slabs): recovery may read it, so once emptied it is
+    /// removed only after a checkpoint that does not list it, never reused
+    /// early (`background.rs`).
+    pub(crate) listed: bool,
+    /// It holds a checkpoint record (or may: recovered slabs), so is never
+    /// reused: a stale copy of that record could be taken for a new one.
+    pub(crate) holds_checkpoint: bool,
 }
 
 impl Slab {
@@ -53,6 +61,8 @@ impl Slab {
             live_bytes: 0,
             body: Body::Mem(bytes),
             sealed_sync: None,
+            listed: false,
+            holds_checkpoint: false,
         }
     }
 
@@ -106,11 +116,15 @@ impl Slab {
         }
     }
 
-    /// A copy of the written part of the slab.
-    pub(crate) fn image(&self) -> io::Result<Vec<u8>> {
-        let mut buf = Vec::new();
-        self.read(0, self.end as usize, &mut buf)
-            .map(<[u8]>::to_vec)
+    /// Copies the written part of the slab into `buf` (its length becomes
+    /// `end`; a buffer kept from an earlier image is reused, not zeroed).
+    pub(crate) fn image_into(&self, buf: &mut Vec<u8>) -> io::Result<()> {
+        self.read(0, self.end as usize, buf).map(|_| ())?;
+        if let Body::Mem(bytes) = &self.body {
+            buf.clear();
+            buf.extend_from_slice(bytes.get(..self.end as usize).unwrap_or(bytes));
+        }
+        Ok(())
     }
 
     pub(crate) fn sync(&mut self) -> io::Result<()> {

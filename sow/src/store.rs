@@ -10,7 +10,7 @@ use rustc_hash::FxHashMap;
 use statecast_filter::Value;
 use statecast_journal::storage::{SegmentFile, Storage};
 
-use crate::background::{Done, JobSink, SowJob, SpareSlot, create_slab_file};
+use crate::background::{Done, Emptied, JobSink, SowJob, SpareSlot, create_slab_file};
 use crate::config::{Durability, MAX_SLAB_SIZE, TopicSpec, max_payload_for};
 use crate::error::{KeyError, OpenError, SowError};
 use crate::format::{
@@ -228,7 +228,7 @@ enum CheckpointRun {
         bookmark: u64,
         ends: BTreeMap<u64, u32>,
         waits: Vec<Arc<Done>>,
-        removals: Vec<(u64, Arc<dyn SegmentFile>)>,
+        removals: Vec<Emptied>,
     },
     /// The record is appended in slab `seq`, ending at `end`; syncing it.
     Record {
@@ -236,7 +236,7 @@ enum CheckpointRun {
         seq: u64,
         end: u32,
         done: Arc<Done>,
-        removals: Vec<(u64, Arc<dyn SegmentFile>)>,
+        removals: Vec<Emptied>,
     },
 }
 
@@ -269,7 +269,7 @@ pub struct SowStore {
     pub(crate) ranges: RefCell<Vec<RangeIndex>>,
     last_bookmark: u64,
     checkpoint: u64,
-    pending_removal: Vec<(u64, Arc<dyn SegmentFile>)>,
+    pending_removal: Vec<Emptied>,
     failed: Option<String>,
     /// Where file work goes to run off this thread (`background.rs`);
     /// `None`: done in line.
@@ -284,6 +284,9 @@ pub struct SowStore {
     written_since_checkpoint: bool,
     key_scratch: KeyScratch,
     values: Vec<Value>,
+    /// The image of the slab being compacted, kept between compactions
+    /// (up to one slab: 4 MiB by default).
+    compact_buf: Vec<u8>,
 
     old_buf: Vec<u8>,
 }
@@ -355,6 +358,7 @@ impl SowStore {
             written_since_checkpoint: false,
             key_scratch: KeyScratch::default(),
             values: Vec::new(),
+            compact_buf: Vec::new(),
 
             old_buf: Vec::new(),
         };
@@ -805,6 +809,8 @@ impl SowStore {
                     live_bytes: 0,
                     body: Body::File(Arc::from(file)),
                     sealed_sync: None,
+                    listed: false,
+                    holds_checkpoint: false,
                 }
             }
         };
@@ -937,15 +943,21 @@ impl SowStore {
         };
         let file_image = match &slab.body {
             Body::Mem(_) => None,
-            Body::File(_) => match slab.image() {
-                Ok(image) => Some(image),
-                Err(e) => {
-                    self.slabs.insert(seq, slab);
-                    return self
-                        .latch("reading a slab to compact it", Err(e))
-                        .map(|()| None);
+            Body::File(_) => {
+                // One buffer for every compaction: a fresh 4 MiB image each
+                // time cost page faults and zeroing on the writer's thread.
+                let mut buf = std::mem::take(&mut self.compact_buf);
+                match slab.image_into(&mut buf) {
+                    Ok(()) => Some(buf),
+                    Err(e) => {
+                        self.compact_buf = buf;
+                        self.slabs.insert(seq, slab);
+                        return self
+                            .latch("reading a slab to compact it", Err(e))
+                            .map(|()| None);
+                    }
                 }
-            },
+            }
         };
         let image: &[u8] = match (&slab.body, &file_image) {
             (Body::Mem(bytes), _) => bytes,
@@ -966,24 +978,45 @@ impl SowStore {
             at += h.span();
         }
         if !fits {
-            drop(file_image);
+            self.compact_buf = file_image.unwrap_or_default();
             self.slabs.insert(seq, slab);
             return Ok(None);
         }
         let result = self.copy_live(seq, image);
         match result {
             Ok(moved) => {
-                drop(file_image);
+                self.compact_buf = file_image.unwrap_or_default();
                 if let Body::File(file) = slab.body {
                     // Nothing reads it again: the pages its image faulted
                     // in leave the process now, not when a checkpoint
                     // (one or two intervals later) removes the file.
                     file.release_pages();
-                    self.pending_removal.push((seq, file));
+                    let emptied = Emptied {
+                        seq,
+                        end: slab.end,
+                        file,
+                        reusable: !slab.holds_checkpoint
+                            && u64::from(slab.capacity) == self.spec.slab_size,
+                    };
+                    match (&self.jobs, &self.storage) {
+                        // No checkpoint lists it: it becomes a later spare,
+                        // its page-cache pages reused (`background.rs`).
+                        (Some(jobs), Some(storage))
+                            if !slab.listed && emptied.reusable && self.spare.promise_reuse() =>
+                        {
+                            jobs.send(SowJob::reuse(
+                                Arc::clone(storage),
+                                Arc::clone(&self.spare),
+                                emptied,
+                            ));
+                        }
+                        _ => self.pending_removal.push(emptied),
+                    }
                 }
                 Ok(Some(moved))
             }
             Err(e) => {
+                self.compact_buf = file_image.unwrap_or_default();
                 self.slabs.insert(seq, slab);
                 Err(e)
             }
@@ -1096,9 +1129,15 @@ impl SowStore {
                 }
             })
             .collect();
+        for slab in self.slabs.values_mut() {
+            slab.listed = true;
+        }
         let payload = encode_checkpoint(&list);
         let header = encode_record_header(Kind::Checkpoint, 0, 0, bookmark, 0, &payload);
-        self.append(&header, &payload)?;
+        let (seq, _) = self.append(&header, &payload)?;
+        if let Some(slab) = self.slabs.get_mut(&seq) {
+            slab.holds_checkpoint = true;
+        }
         let active = self.active;
         let result = match self.slabs.get_mut(&active) {
             Some(slab) => slab.sync(),
@@ -1111,11 +1150,10 @@ impl SowStore {
         // oldest first, each removal durable before the next (a tombstone in
         // a newer slab must not vanish while an older slab it shadows might
         // come back).
-        let pending = std::mem::take(&mut self.pending_removal);
-        let mut pending: Vec<_> = pending;
-        pending.sort_by_key(|(seq, _)| *seq);
+        let mut pending = std::mem::take(&mut self.pending_removal);
+        pending.sort_by_key(|emptied| emptied.seq);
         if let Some(storage) = self.storage.clone() {
-            for (seq, file) in pending {
+            for Emptied { seq, file, .. } in pending {
                 drop(file);
                 let removed = storage
                     .remove(&slab_name(seq))
@@ -1203,7 +1241,9 @@ impl SowStore {
         let mut ends = BTreeMap::new();
         let mut waits = Vec::new();
         let mut files = Vec::new();
-        for slab in self.slabs.values() {
+        for slab in self.slabs.values_mut() {
+            // Its record will list it (even if compacted meanwhile).
+            slab.listed = true;
             ends.insert(slab.seq, slab.end);
             if slab.synced >= slab.end {
                 continue;
@@ -1326,10 +1366,15 @@ impl SowStore {
                     && let (Some(jobs), Some(storage)) = (&self.jobs, &self.storage)
                 {
                     let mut removals = removals;
-                    removals.sort_by_key(|(seq, _)| *seq);
+                    removals.sort_by_key(|emptied| emptied.seq);
                     let done = Done::new();
                     self.removing = Some(Arc::clone(&done));
-                    jobs.send(SowJob::remove(Arc::clone(storage), removals, done));
+                    jobs.send(SowJob::remove(
+                        Arc::clone(storage),
+                        removals,
+                        done,
+                        Arc::clone(&self.spare),
+                    ));
                 }
                 Ok(Some(bookmark))
             }
@@ -1379,9 +1424,15 @@ impl SowStore {
             self.roll_without_compacting()?;
         }
         let list: Vec<(u64, u32)> = listed(&self.slabs).into_iter().collect();
+        for slab in self.slabs.values_mut() {
+            slab.listed = true;
+        }
         let payload = encode_checkpoint(&list);
         let header = encode_record_header(Kind::Checkpoint, 0, 0, bookmark, 0, &payload);
         let (seq, _) = self.append(&header, &payload)?;
+        if let Some(slab) = self.slabs.get_mut(&seq) {
+            slab.holds_checkpoint = true;
+        }
         // The record is not a change the next checkpoint must cover.
         self.written_since_checkpoint = written;
         match self.slabs.get(&seq) {
@@ -1574,9 +1625,15 @@ impl SowStore {
             let header = match decode_file_header(&image) {
                 Ok(h) => h,
                 Err(what) => {
-                    if found.is_none() && handles.is_empty() {
+                    let zeroed = image
+                        .get(..FILE_HEADER_BYTES)
+                        .is_some_and(|h| h.iter().all(|&b| b == 0));
+                    if found.is_none() && (handles.is_empty() || zeroed) {
                         // The newest file, its creation interrupted before
-                        // its header was synced: it holds nothing.
+                        // its header was synced, or an emptied slab being
+                        // reused (its header zeroed, `background.rs`),
+                        // newer than any checkpoint still to find: it holds
+                        // nothing.
                         later_torn.get_or_insert(Damage {
                             file: name.clone(),
                             offset: 0,
@@ -1795,6 +1852,8 @@ impl SowStore {
                 live_bytes: 0,
                 body: Body::Mem(Vec::new()),
                 sealed_sync: None,
+                listed: true,
+                holds_checkpoint: true,
             };
             let mut file = file;
             if seq == ckpt_seq {
