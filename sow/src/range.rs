@@ -250,7 +250,6 @@ impl RangeIndex {
         }
     }
 
-    /// Records for which every condition can be TRUE (a superset).
     /// The keys the conditions allow, or `None` when no condition narrows
     /// them to `limit` keys or fewer (the caller then scans instead). A
     /// condition that allows more than `limit` is left out of the
