@@ -755,12 +755,14 @@ fn after_sigkill_the_sow_holds_every_persisted_value() {
         let now = state.get(key).copied();
         assert!(
             now.is_some_and(|v| v >= *version),
-            "key {key}: persisted version {version}, SOW after restart has {now:?}"
+            "key {key}: persisted version {version}, SOW after restart has {now:?}; the broker's log:\n{}",
+            broker.logs()
         );
     }
+    let logs = broker.logs();
     assert!(
-        broker.logs().contains("SOW store reloaded"),
-        "the durable store reloaded from its checkpoint"
+        logs.contains("SOW store reloaded"),
+        "the durable store reloaded from its checkpoint; the broker's log:\n{logs}"
     );
 }
 
