@@ -798,19 +798,44 @@ impl Scanner<'_> {
             self.pos = pos + 1;
             return Ok(Flow::Continue);
         }
-        let mut pad = [0; 32];
+        // The quote and backslash masks of the 128 bytes from `base`, in
+        // two blocks. A member's bits are taken from them by shifts, so
+        // each member waits on bit arithmetic, not on a load and a
+        // compare at its own position: the blocks' addresses follow
+        // `base`, which moves 64 bytes at a time and does not wait for
+        // the member before.
+        let mut base = pos;
+        let mut cur = specials_at(vectors, bytes, base);
+        let mut next = specials_at(vectors, bytes, base + 64);
+        let mut tail = Tail::default();
         loop {
+            let mut shift = pos - base;
+            if shift >= 64 {
+                if shift < 128 {
+                    base += 64;
+                    cur = next;
+                } else {
+                    // Past a long value: start afresh at this member.
+                    base = pos;
+                    cur = specials_at(vectors, bytes, base);
+                }
+                next = specials_at(vectors, bytes, base + 64);
+                shift = pos - base;
+            }
+            // The 64 bytes from `pos`: `shift` is below 64, and the
+            // second shift is split so that it stays below 64 too.
+            let join = |lo: u64, hi: u64| (lo >> shift) | ((hi << 1) << (63 - shift));
             // `pos` should be at a member name's opening quote, the
-            // window's first byte. In compact JSON the next special bytes
+            // view's first byte. In compact JSON the next special bytes
             // are the name's closing quote and, for a string value, its two
             // quotes, unless a backslash comes first.
-            let window = window32(bytes, pos, &mut pad);
-            let specials = vectors.specials32(window);
-            let any = specials.quote | specials.backslash;
+            let window = tail.window(bytes, pos);
+            let quote = join(cur.quote, next.quote);
+            let any = join(cur.quote | cur.backslash, next.quote | next.backslash);
             let after_open = any & any.wrapping_sub(1);
             let name_close = after_open & after_open.wrapping_neg();
             let mut string_close = 0;
-            let (child, value) = if specials.quote & 1 != 0 && specials.quote & name_close != 0 {
+            let (child, value) = if quote & 1 != 0 && quote & name_close != 0 {
                 let end = name_close.trailing_zeros() as usize;
                 let len = end - 1;
                 // Most names are rejected by their length alone.
@@ -823,11 +848,11 @@ impl Scanner<'_> {
                 let value = match window.get(end + 1..end + 3) {
                     Some(&[b':', v]) if v > b' ' => {
                         if v == b'"' {
-                            // The value's closing quote, if in the window,
+                            // The value's closing quote, if in the mask,
                             // is the special after its opening one.
                             let rest = after_open & after_open.wrapping_sub(1);
                             let rest = rest & rest.wrapping_sub(1);
-                            string_close = rest & rest.wrapping_neg() & specials.quote;
+                            string_close = rest & rest.wrapping_neg() & quote;
                         }
                         pos + end + 2
                     }
@@ -1128,32 +1153,80 @@ impl Scanner<'_> {
     }
 }
 
-/// The 32 bytes at `at`: in the payload, or near its end copied into
-/// `pad` and padded with zeros (which are neither quotes nor backslashes).
+/// The quote and backslash masks of the 64 bytes at `at`; past the
+/// payload's end, no byte is either.
 #[inline(always)]
-fn window32<'a>(bytes: &'a [u8], at: usize, pad: &'a mut [u8; 32]) -> &'a [u8; 32] {
-    match bytes.get(at..).and_then(<[u8]>::first_chunk::<32>) {
-        Some(window) => window,
-        None => {
-            fill(pad, bytes.get(at..).unwrap_or(&[]));
-            pad
+fn specials_at<V: simd::Vectors>(vectors: V, bytes: &[u8], at: usize) -> simd::Specials {
+    match bytes.get(at..).and_then(<[u8]>::first_chunk::<64>) {
+        Some(chunk) => vectors.specials64(chunk),
+        None => specials_near_end(vectors, bytes, at),
+    }
+}
+
+/// [`specials_at`] for the payload's last 63 bytes, padded with zeros.
+#[cold]
+#[inline(never)]
+fn specials_near_end<V: simd::Vectors>(vectors: V, bytes: &[u8], at: usize) -> simd::Specials {
+    let mut pad = [0; 64];
+    for (p, b) in pad.iter_mut().zip(bytes.get(at..).unwrap_or(&[])) {
+        *p = *b;
+    }
+    vectors.specials64(&pad)
+}
+
+/// The payload's last bytes followed by zeros, copied once per object
+/// walk when it comes near the end, so that every member has 64 bytes to
+/// look at without a bounds check on each read.
+struct Tail {
+    /// Where `bytes[0]` is in the payload; `bytes` holds the payload from
+    /// there to its end, then zeros. None until needed.
+    start: Option<usize>,
+    bytes: [u8; 128],
+}
+
+impl Default for Tail {
+    fn default() -> Self {
+        Tail {
+            start: None,
+            bytes: [0; 128],
         }
     }
 }
 
-#[cold]
-#[inline(never)]
-fn fill(pad: &mut [u8; 32], tail: &[u8]) {
-    *pad = [0; 32];
-    for (p, b) in pad.iter_mut().zip(tail) {
-        *p = *b;
+impl Tail {
+    /// The 64 bytes at `at` (at most the payload's length), zero-padded
+    /// past the payload's end.
+    #[inline(always)]
+    fn window<'a>(&'a mut self, bytes: &'a [u8], at: usize) -> &'a [u8; 64] {
+        match bytes.get(at..).and_then(<[u8]>::first_chunk::<64>) {
+            Some(window) => window,
+            None => self.near_end(bytes, at),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn near_end(&mut self, bytes: &[u8], at: usize) -> &[u8; 64] {
+        let start = *self.start.get_or_insert_with(|| {
+            let start = bytes.len().saturating_sub(64);
+            self.bytes = [0; 128];
+            for (t, b) in self.bytes.iter_mut().zip(bytes.get(start..).unwrap_or(&[])) {
+                *t = *b;
+            }
+            start
+        });
+        // `at - start` is at most 64 for `at` up to the payload's length.
+        self.bytes
+            .get(at.saturating_sub(start)..)
+            .and_then(<[u8]>::first_chunk::<64>)
+            .unwrap_or(&[0; 64])
     }
 }
 
 /// The eight bytes after the window's first (a member name's first eight
 /// bytes when the window starts at its opening quote).
 #[inline(always)]
-fn name_word(window: &[u8; 32]) -> u64 {
+fn name_word(window: &[u8; 64]) -> u64 {
     window
         .get(1..9)
         .and_then(<[u8]>::first_chunk::<8>)

@@ -93,6 +93,20 @@ pub(super) fn specials32(chunk: &[u8; 32]) -> Specials {
     }
 }
 
+/// The bytes of `chunk` equal to `"` and `\`.
+#[inline(always)]
+pub(super) fn specials64(chunk: &[u8; 64]) -> Specials {
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    {
+        // SAFETY: as in `classify64`: SSE2 is enabled for this build.
+        unsafe { sse2::specials64(chunk) }
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+    {
+        portable::specials(chunk)
+    }
+}
+
 /// How far a skip of a container has got: the next byte to look at, the
 /// containers of its kind still open (counting the one being skipped), and
 /// whether that byte is inside a string.
@@ -251,6 +265,8 @@ fn opaque(mut classes: Classes) -> Classes {
 pub(super) trait Vectors: Copy {
     /// [`specials32`].
     fn specials32(self, chunk: &[u8; 32]) -> Specials;
+    /// [`specials64`].
+    fn specials64(self, chunk: &[u8; 64]) -> Specials;
     /// [`skip_blocks`].
     fn skip_blocks(self, bytes: &[u8], skip: &mut Skip, open: u8, max_open: u32) -> Stop;
 }
@@ -267,6 +283,11 @@ impl Vectors for Dispatch {
     }
 
     #[inline(always)]
+    fn specials64(self, chunk: &[u8; 64]) -> Specials {
+        specials64(chunk)
+    }
+
+    #[inline(always)]
     fn skip_blocks(self, bytes: &[u8], skip: &mut Skip, open: u8, max_open: u32) -> Stop {
         skip_blocks(bytes, skip, open, max_open)
     }
@@ -280,6 +301,11 @@ impl Vectors for Baseline {
     #[inline(always)]
     fn specials32(self, chunk: &[u8; 32]) -> Specials {
         specials32(chunk)
+    }
+
+    #[inline(always)]
+    fn specials64(self, chunk: &[u8; 64]) -> Specials {
+        specials64(chunk)
     }
 
     #[inline(always)]
@@ -301,6 +327,12 @@ impl Vectors for Avx2 {
         // SAFETY: an `Avx2` exists only inside `avx2::run`, which
         // `with_vectors` calls after `avx2::available` found AVX2.
         unsafe { avx2::specials32(chunk) }
+    }
+
+    #[inline(always)]
+    fn specials64(self, chunk: &[u8; 64]) -> Specials {
+        // SAFETY: as for `specials32`.
+        unsafe { avx2::specials64(chunk) }
     }
 
     /// The block loop itself, inlined into the caller (the object walk,
@@ -426,6 +458,21 @@ mod avx2 {
         }
     }
 
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    pub(super) fn specials64(chunk: &[u8; 64]) -> super::Specials {
+        let (lo, hi) = chunk.split_at(32);
+        let (lo, hi) = (lo.as_ptr().cast::<__m256i>(), hi.as_ptr().cast::<__m256i>());
+        // SAFETY: `lo` and `hi` each point to 32 bytes of `chunk`, and
+        // `loadu` reads them without any alignment requirement.
+        let (lo, hi) = unsafe { (_mm256_loadu_si256(lo), _mm256_loadu_si256(hi)) };
+        let both = |byte: u8| u64::from(equal(lo, byte)) | (u64::from(equal(hi, byte)) << 32);
+        super::Specials {
+            quote: both(b'"'),
+            backslash: both(b'\\'),
+        }
+    }
+
     /// [`super::with_vectors`] for AVX2: `job` is compiled (inlined) here
     /// with AVX2 and the bit instructions enabled.
     #[target_feature(enable = "avx2,pclmulqdq,bmi1,bmi2,lzcnt,popcnt")]
@@ -507,6 +554,22 @@ mod sse2 {
     #[target_feature(enable = "sse2")]
     #[inline]
     pub(super) fn specials32(chunk: &[u8; 32]) -> Specials {
+        let (parts, _) = chunk.as_chunks::<16>();
+        let mut specials = Specials {
+            quote: 0,
+            backslash: 0,
+        };
+        for (i, part) in parts.iter().enumerate() {
+            let v = load(part);
+            specials.quote |= equal(v, b'"') << (16 * i);
+            specials.backslash |= equal(v, b'\\') << (16 * i);
+        }
+        specials
+    }
+
+    #[target_feature(enable = "sse2")]
+    #[inline]
+    pub(super) fn specials64(chunk: &[u8; 64]) -> Specials {
         let (parts, _) = chunk.as_chunks::<16>();
         let mut specials = Specials {
             quote: 0,
