@@ -831,7 +831,7 @@ impl Scanner<'_> {
             // quotes, unless a backslash comes first.
             let window = tail.window(bytes, pos);
             let quote = join(cur.quote, next.quote);
-            let any = join(cur.quote | cur.backslash, next.quote | next.backslash);
+            let any = join(cur.any, next.any);
             let after_open = any & any.wrapping_sub(1);
             let name_close = after_open & after_open.wrapping_neg();
             let mut string_close = 0;
@@ -1153,13 +1153,25 @@ impl Scanner<'_> {
     }
 }
 
-/// The quote and backslash masks of the 64 bytes at `at`; past the
-/// payload's end, no byte is either.
+/// The quotes of a 64-byte block of the payload, and its quotes and
+/// backslashes together: what the object walk reads of each member.
+#[derive(Clone, Copy)]
+struct Block {
+    quote: u64,
+    any: u64,
+}
+
+/// The [`Block`] of the 64 bytes at `at`; past the payload's end, no byte
+/// is a quote or a backslash.
 #[inline(always)]
-fn specials_at<V: simd::Vectors>(vectors: V, bytes: &[u8], at: usize) -> simd::Specials {
-    match bytes.get(at..).and_then(<[u8]>::first_chunk::<64>) {
+fn specials_at<V: simd::Vectors>(vectors: V, bytes: &[u8], at: usize) -> Block {
+    let specials = match bytes.get(at..).and_then(<[u8]>::first_chunk::<64>) {
         Some(chunk) => vectors.specials64(chunk),
         None => specials_near_end(vectors, bytes, at),
+    };
+    Block {
+        quote: specials.quote,
+        any: specials.quote | specials.backslash,
     }
 }
 
@@ -1168,8 +1180,9 @@ fn specials_at<V: simd::Vectors>(vectors: V, bytes: &[u8], at: usize) -> simd::S
 #[inline(never)]
 fn specials_near_end<V: simd::Vectors>(vectors: V, bytes: &[u8], at: usize) -> simd::Specials {
     let mut pad = [0; 64];
-    for (p, b) in pad.iter_mut().zip(bytes.get(at..).unwrap_or(&[])) {
-        *p = *b;
+    let tail = bytes.get(at..).unwrap_or(&[]);
+    if let Some(head) = pad.get_mut(..tail.len()) {
+        head.copy_from_slice(tail);
     }
     vectors.specials64(&pad)
 }
@@ -1209,9 +1222,10 @@ impl Tail {
     fn near_end(&mut self, bytes: &[u8], at: usize) -> &[u8; 64] {
         let start = *self.start.get_or_insert_with(|| {
             let start = bytes.len().saturating_sub(64);
+            let tail = bytes.get(start..).unwrap_or(&[]);
             self.bytes = [0; 128];
-            for (t, b) in self.bytes.iter_mut().zip(bytes.get(start..).unwrap_or(&[])) {
-                *t = *b;
+            if let Some(head) = self.bytes.get_mut(..tail.len()) {
+                head.copy_from_slice(tail);
             }
             start
         });
