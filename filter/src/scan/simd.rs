@@ -637,6 +637,26 @@ pub(super) mod tests {
         result
     }
 
+    /// Each vector code this CPU can run: the best it has, and the
+    /// baseline.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub(in crate::scan) enum Code {
+        Best,
+        Baseline,
+    }
+
+    impl Code {
+        pub(in crate::scan) const ALL: [Code; 2] = [Code::Best, Code::Baseline];
+
+        /// Runs `f` with this code.
+        pub(in crate::scan) fn run<R>(self, f: impl FnOnce() -> R) -> R {
+            match self {
+                Code::Best => f(),
+                Code::Baseline => baseline_only(f),
+            }
+        }
+    }
+
     /// Bytes drawn mostly from the classified ones.
     fn chunk<const N: usize>() -> impl Strategy<Value = [u8; N]> {
         proptest::collection::vec(
@@ -662,6 +682,12 @@ pub(super) mod tests {
         fn vector_masks_equal_the_byte_loop(c in chunk::<64>(), square in any::<bool>()) {
             let (open, close) = if square { (b'[', b']') } else { (b'{', b'}') };
             prop_assert_eq!(classify64(&c, open, close), portable::classify64(&c, open, close));
+            prop_assert_eq!(specials64(&c), portable::specials(&c));
+            #[cfg(target_arch = "x86_64")]
+            if avx2::available() {
+                // SAFETY: `available` found AVX2.
+                prop_assert_eq!(unsafe { avx2::specials64(&c) }, portable::specials(&c));
+            }
             let (halves, _) = c.as_chunks::<32>();
             for half in halves {
                 prop_assert_eq!(specials32(half), portable::specials(half));
@@ -809,6 +835,12 @@ pub(super) mod tests {
                     classify64(&c, byte, b'}'),
                     portable::classify64(&c, byte, b'}')
                 );
+                assert_eq!(specials64(&c), portable::specials(&c));
+                #[cfg(target_arch = "x86_64")]
+                if avx2::available() {
+                    // SAFETY: `available` found AVX2.
+                    assert_eq!(unsafe { avx2::specials64(&c) }, portable::specials(&c));
+                }
                 let (halves, _) = c.as_chunks::<32>();
                 for half in halves {
                     assert_eq!(specials32(half), portable::specials(half));
