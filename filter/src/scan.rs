@@ -805,9 +805,9 @@ impl Scanner<'_> {
         // `base`, which moves 64 bytes at a time and does not wait for
         // the member before.
         let mut base = pos;
-        let mut cur = specials_at(vectors, bytes, base);
-        let mut next = specials_at(vectors, bytes, base + 64);
         let mut tail = Tail::default();
+        let mut cur = specials_at(vectors, bytes, base, &mut tail);
+        let mut next = specials_at(vectors, bytes, base + 64, &mut tail);
         loop {
             let mut shift = pos - base;
             if shift >= 64 {
@@ -817,9 +817,9 @@ impl Scanner<'_> {
                 } else {
                     // Past a long value: start afresh at this member.
                     base = pos;
-                    cur = specials_at(vectors, bytes, base);
+                    cur = specials_at(vectors, bytes, base, &mut tail);
                 }
-                next = specials_at(vectors, bytes, base + 64);
+                next = specials_at(vectors, bytes, base + 64, &mut tail);
                 shift = pos - base;
             }
             // The 64 bytes from `pos`: `shift` is below 64, and the
@@ -1164,27 +1164,12 @@ struct Block {
 /// The [`Block`] of the 64 bytes at `at`; past the payload's end, no byte
 /// is a quote or a backslash.
 #[inline(always)]
-fn specials_at<V: simd::Vectors>(vectors: V, bytes: &[u8], at: usize) -> Block {
-    let specials = match bytes.get(at..).and_then(<[u8]>::first_chunk::<64>) {
-        Some(chunk) => vectors.specials64(chunk),
-        None => specials_near_end(vectors, bytes, at),
-    };
+fn specials_at<V: simd::Vectors>(vectors: V, bytes: &[u8], at: usize, tail: &mut Tail) -> Block {
+    let specials = vectors.specials64(tail.window(bytes, at));
     Block {
         quote: specials.quote,
         any: specials.quote | specials.backslash,
     }
-}
-
-/// [`specials_at`] for the payload's last 63 bytes, padded with zeros.
-#[cold]
-#[inline(never)]
-fn specials_near_end<V: simd::Vectors>(vectors: V, bytes: &[u8], at: usize) -> simd::Specials {
-    let mut pad = [0; 64];
-    let tail = bytes.get(at..).unwrap_or(&[]);
-    if let Some(head) = pad.get_mut(..tail.len()) {
-        head.copy_from_slice(tail);
-    }
-    vectors.specials64(&pad)
 }
 
 /// The payload's last bytes followed by zeros, copied once per object
@@ -1192,48 +1177,46 @@ fn specials_near_end<V: simd::Vectors>(vectors: V, bytes: &[u8], at: usize) -> s
 /// look at without a bounds check on each read.
 struct Tail {
     /// Where `bytes[0]` is in the payload; `bytes` holds the payload from
-    /// there to its end, then zeros. None until needed.
-    start: Option<usize>,
+    /// there to its end, then zeros. `usize::MAX` until filled.
+    start: usize,
     bytes: [u8; 128],
 }
 
 impl Default for Tail {
     fn default() -> Self {
         Tail {
-            start: None,
+            start: usize::MAX,
             bytes: [0; 128],
         }
     }
 }
 
 impl Tail {
-    /// The 64 bytes at `at` (at most the payload's length), zero-padded
-    /// past the payload's end.
+    /// The 64 bytes at `at`, zero-padded past the payload's end (all
+    /// zeros from the end on).
     #[inline(always)]
     fn window<'a>(&'a mut self, bytes: &'a [u8], at: usize) -> &'a [u8; 64] {
-        match bytes.get(at..).and_then(<[u8]>::first_chunk::<64>) {
-            Some(window) => window,
-            None => self.near_end(bytes, at),
+        if let Some(window) = bytes.get(at..).and_then(<[u8]>::first_chunk::<64>) {
+            return window;
         }
+        if self.start == usize::MAX {
+            self.fill(bytes);
+        }
+        // `at - start` is at most 64 for `at` up to the payload's end.
+        self.bytes
+            .get(at.saturating_sub(self.start)..)
+            .and_then(<[u8]>::first_chunk::<64>)
+            .unwrap_or(&[0; 64])
     }
 
     #[cold]
     #[inline(never)]
-    fn near_end(&mut self, bytes: &[u8], at: usize) -> &[u8; 64] {
-        let start = *self.start.get_or_insert_with(|| {
-            let start = bytes.len().saturating_sub(64);
-            let tail = bytes.get(start..).unwrap_or(&[]);
-            self.bytes = [0; 128];
-            if let Some(head) = self.bytes.get_mut(..tail.len()) {
-                head.copy_from_slice(tail);
-            }
-            start
-        });
-        // `at - start` is at most 64 for `at` up to the payload's length.
-        self.bytes
-            .get(at.saturating_sub(start)..)
-            .and_then(<[u8]>::first_chunk::<64>)
-            .unwrap_or(&[0; 64])
+    fn fill(&mut self, bytes: &[u8]) {
+        self.start = bytes.len().saturating_sub(64);
+        let tail = bytes.get(self.start..).unwrap_or(&[]);
+        if let Some(head) = self.bytes.get_mut(..tail.len()) {
+            head.copy_from_slice(tail);
+        }
     }
 }
 
