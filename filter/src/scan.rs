@@ -807,7 +807,7 @@ impl Scanner<'_> {
         let mut base = pos;
         let mut tail = Tail::default();
         let mut cur = specials_at(vectors, bytes, base, &mut tail);
-        let mut next = specials_at(vectors, bytes, base + 64, &mut tail);
+        let mut next = next_block(vectors, bytes, base, &mut tail);
         loop {
             let mut shift = pos - base;
             if shift >= 64 {
@@ -819,7 +819,7 @@ impl Scanner<'_> {
                     base = pos;
                     cur = specials_at(vectors, bytes, base, &mut tail);
                 }
-                next = specials_at(vectors, bytes, base + 64, &mut tail);
+                next = next_block(vectors, bytes, base, &mut tail);
                 shift = pos - base;
             }
             // The 64 bytes from `pos`: `shift` is below 64, and the
@@ -1169,6 +1169,17 @@ fn specials_at<V: simd::Vectors>(vectors: V, bytes: &[u8], at: usize, tail: &mut
     Block {
         quote: specials.quote,
         any: specials.quote | specials.backslash,
+    }
+}
+
+/// The [`Block`] after the one at `base`: past the payload's end (small
+/// objects near the end, and the last block), no work.
+#[inline(always)]
+fn next_block<V: simd::Vectors>(vectors: V, bytes: &[u8], base: usize, tail: &mut Tail) -> Block {
+    if base + 64 < bytes.len() {
+        specials_at(vectors, bytes, base + 64, tail)
+    } else {
+        Block { quote: 0, any: 0 }
     }
 }
 
