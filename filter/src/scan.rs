@@ -5,9 +5,11 @@
 //! walks the payload bytes once: at each object it looks the member names up
 //! in the trie node (rejected by length, then compared a word at a time),
 //! descends into members that lead to wanted paths, and skips every other
-//! value. Bytes are classified with vector instructions ([`simd`]): one mask
-//! of the 32 bytes at a member gives its name's end and a short string
-//! value's end, and containers are crossed 64 bytes per step ([`skip`]).
+//! value. Bytes are classified with vector instructions ([`simd`]): an
+//! object's quotes and backslashes are masked 64 bytes at a time, and the 64
+//! bits from a member's start, shifted out of two such masks, give its
+//! name's end and a short string value's end; containers are crossed 64
+//! bytes per step ([`skip`]).
 //! Values at wanted paths are recorded as byte ranges ([`Raw`]); numbers are
 //! converted only when the evaluator asks.
 //!
@@ -755,12 +757,14 @@ impl Scanner<'_> {
     /// Walks the object at the cursor, at nesting level `depth`.
     ///
     /// The loop is written for compact JSON, where a member costs a few
-    /// dozen instructions: one vector mask of the 32 bytes from the name's
-    /// opening quote finds the name's end, the `:`, the value's first byte
-    /// and, for a short string value, its end; the name is rejected by its
-    /// length alone or by comparing one word. A skipped value is crossed
-    /// from its first byte in that window: a container by the block loop,
-    /// inlined here, a longer string 32 bytes per mask. Whitespace,
+    /// dozen instructions: the quote and backslash bits of the 64 bytes from
+    /// the name's opening quote (shifted out of the masks of two 64-byte
+    /// blocks, so that no member waits for a load at its own position)
+    /// find the name's end, the `:`, the value's first byte and, for a
+    /// short string value, its end; the name is rejected by its length
+    /// alone or by comparing one word. A skipped value is crossed from its
+    /// first byte in that window: a container by the block loop, inlined
+    /// here, a longer string 32 bytes per mask. Whitespace,
     /// escapes, long names and wanted values other than scalars take
     /// calls.
     #[inline(never)]

@@ -30,7 +30,7 @@ pub(super) struct Classes {
     pub(super) close: u64,
 }
 
-/// Which bytes of a 16- or 32-byte chunk are `"` and `\`.
+/// Which bytes of a 16-, 32- or 64-byte chunk are `"` and `\`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Specials {
     pub(super) quote: u64,
