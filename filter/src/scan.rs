@@ -410,6 +410,7 @@ impl PathSet {
             check,
             completed: 0,
             decided: false,
+            blocks: None,
         };
         if scanner.value(0, true, true, 0).is_err() {
             scanner.cap.clear_values();
@@ -612,6 +613,9 @@ struct Scanner<'s> {
     completed: u64,
     /// `check` stopped the scan.
     decided: bool,
+    /// An object walk's two blocks, handed to the walk of an object nested
+    /// in it and back, so that neither classifies again what the other has.
+    blocks: Option<Blocks>,
 }
 
 /// Bytes after which a scalar ends.
@@ -808,10 +812,19 @@ impl Scanner<'_> {
         // compare at its own position: the blocks' addresses follow
         // `base`, which moves 64 bytes at a time and does not wait for
         // the member before.
-        let mut base = pos;
         let mut tail = Tail::default();
-        let mut cur = specials_at(vectors, bytes, base, &mut tail);
-        let mut next = next_block(vectors, bytes, base, &mut tail);
+        let Blocks {
+            mut base,
+            mut cur,
+            mut next,
+        } = match self.blocks.take() {
+            Some(blocks) if pos.wrapping_sub(blocks.base) < 128 => blocks,
+            _ => Blocks {
+                base: pos,
+                cur: specials_at(vectors, bytes, pos, &mut tail),
+                next: next_block(vectors, bytes, pos, &mut tail),
+            },
+        };
         loop {
             let mut shift = pos - base;
             if shift >= 64 {
@@ -872,10 +885,19 @@ impl Scanner<'_> {
                     let after = match self.leaf_value(&mut walk, child, value, pos, string_close)? {
                         Leaf::After(after) => after,
                         Leaf::Stop => return Ok(Flow::Stop),
-                        Leaf::Other => match self.wanted_value(&mut walk, child, value)? {
-                            Some(after) => after,
-                            None => return Ok(Flow::Stop),
-                        },
+                        Leaf::Other => {
+                            self.blocks = Some(Blocks { base, cur, next });
+                            let after = match self.wanted_value(&mut walk, child, value)? {
+                                Some(after) => after,
+                                None => return Ok(Flow::Stop),
+                            };
+                            // A nested object's walk hands back its blocks,
+                            // which are at or past these.
+                            if let Some(blocks) = self.blocks.take() {
+                                (base, cur, next) = (blocks.base, blocks.cur, blocks.next);
+                            }
+                            after
+                        }
                     };
                     // Only a wanted member changes `remaining`, so only
                     // here can the rest of the object be unwanted.
@@ -884,7 +906,10 @@ impl Scanner<'_> {
                             Some(b',') => after + 1,
                             _ => match self.object_end(after)? {
                                 Some(next) => next,
-                                None => return Ok(Flow::Continue),
+                                None => {
+                                    self.blocks = Some(Blocks { base, cur, next });
+                                    return Ok(Flow::Continue);
+                                }
                             },
                         };
                         self.pos = self.rest_of_container_with(vectors, next, b'{', depth)?;
@@ -912,7 +937,10 @@ impl Scanner<'_> {
                 Some(b',') => after + 1,
                 _ => match self.object_end(after)? {
                     Some(next) => next,
-                    None => return Ok(Flow::Continue),
+                    None => {
+                        self.blocks = Some(Blocks { base, cur, next });
+                        return Ok(Flow::Continue);
+                    }
                 },
             };
         }
@@ -1163,6 +1191,15 @@ impl Scanner<'_> {
 struct Block {
     quote: u64,
     any: u64,
+}
+
+/// Two consecutive blocks of an object walk: those of the 64 bytes at
+/// `base` and of the 64 after.
+#[derive(Clone, Copy)]
+struct Blocks {
+    base: usize,
+    cur: Block,
+    next: Block,
 }
 
 /// The [`Block`] of the 64 bytes at `at`; past the payload's end, no byte
