@@ -5,9 +5,11 @@
 //! walks the payload bytes once: at each object it looks the member names up
 //! in the trie node (rejected by length, then compared a word at a time),
 //! descends into members that lead to wanted paths, and skips every other
-//! value. Bytes are classified with vector instructions ([`simd`]): one mask
-//! of the 32 bytes at a member gives its name's end and a short string
-//! value's end, and containers are crossed 64 bytes per step ([`skip`]).
+//! value. Bytes are classified with vector instructions ([`simd`]): an
+//! object's quotes and backslashes are masked 64 bytes at a time, and the 64
+//! bits from a member's start, shifted out of two such masks, give its
+//! name's end and a short string value's end; containers are crossed 64
+//! bytes per step ([`skip`]).
 //! Values at wanted paths are recorded as byte ranges ([`Raw`]); numbers are
 //! converted only when the evaluator asks.
 //!
@@ -408,6 +410,7 @@ impl PathSet {
             check,
             completed: 0,
             decided: false,
+            blocks: None,
         };
         if scanner.value(0, true, true, 0).is_err() {
             scanner.cap.clear_values();
@@ -610,6 +613,9 @@ struct Scanner<'s> {
     completed: u64,
     /// `check` stopped the scan.
     decided: bool,
+    /// An object walk's two blocks, handed to the walk of an object nested
+    /// in it and back, so that neither classifies again what the other has.
+    blocks: Option<Blocks>,
 }
 
 /// Bytes after which a scalar ends.
@@ -755,12 +761,14 @@ impl Scanner<'_> {
     /// Walks the object at the cursor, at nesting level `depth`.
     ///
     /// The loop is written for compact JSON, where a member costs a few
-    /// dozen instructions: one vector mask of the 32 bytes from the name's
-    /// opening quote finds the name's end, the `:`, the value's first byte
-    /// and, for a short string value, its end; the name is rejected by its
-    /// length alone or by comparing one word. A skipped value is crossed
-    /// from its first byte in that window: a container by the block loop,
-    /// inlined here, a longer string 32 bytes per mask. Whitespace,
+    /// dozen instructions: the quote and backslash bits of the 64 bytes from
+    /// the name's opening quote (shifted out of the masks of two 64-byte
+    /// blocks, so that no member waits for a load at its own position)
+    /// find the name's end, the `:`, the value's first byte and, for a
+    /// short string value, its end; the name is rejected by its length
+    /// alone or by comparing one word. A skipped value is crossed from its
+    /// first byte in that window: a container by the block loop, inlined
+    /// here, a longer string 32 bytes per mask. Whitespace,
     /// escapes, long names and wanted values other than scalars take
     /// calls.
     #[inline(never)]
@@ -798,19 +806,53 @@ impl Scanner<'_> {
             self.pos = pos + 1;
             return Ok(Flow::Continue);
         }
-        let mut pad = [0; 32];
+        // The quote and backslash masks of the 128 bytes from `base`, in
+        // two blocks. A member's bits are taken from them by shifts, so
+        // each member waits on bit arithmetic, not on a load and a
+        // compare at its own position: the blocks' addresses follow
+        // `base`, which moves 64 bytes at a time and does not wait for
+        // the member before.
+        let mut tail = Tail::default();
+        let Blocks {
+            mut base,
+            mut cur,
+            mut next,
+        } = match self.blocks.take() {
+            Some(blocks) if pos.wrapping_sub(blocks.base) < 128 => blocks,
+            _ => Blocks {
+                base: pos,
+                cur: specials_at(vectors, bytes, pos, &mut tail),
+                next: next_block(vectors, bytes, pos, &mut tail),
+            },
+        };
         loop {
+            let mut shift = pos - base;
+            if shift >= 64 {
+                if shift < 128 {
+                    base += 64;
+                    cur = next;
+                } else {
+                    // Past a long value: start afresh at this member.
+                    base = pos;
+                    cur = specials_at(vectors, bytes, base, &mut tail);
+                }
+                next = next_block(vectors, bytes, base, &mut tail);
+                shift = pos - base;
+            }
+            // The 64 bytes from `pos`: `shift` is below 64, and the
+            // second shift is split so that it stays below 64 too.
+            let join = |lo: u64, hi: u64| (lo >> shift) | ((hi << 1) << (63 - shift));
             // `pos` should be at a member name's opening quote, the
-            // window's first byte. In compact JSON the next special bytes
+            // view's first byte. In compact JSON the next special bytes
             // are the name's closing quote and, for a string value, its two
             // quotes, unless a backslash comes first.
-            let window = window32(bytes, pos, &mut pad);
-            let specials = vectors.specials32(window);
-            let any = specials.quote | specials.backslash;
+            let window = tail.window(bytes, pos);
+            let quote = join(cur.quote, next.quote);
+            let any = join(cur.any, next.any);
             let after_open = any & any.wrapping_sub(1);
             let name_close = after_open & after_open.wrapping_neg();
             let mut string_close = 0;
-            let (child, value) = if specials.quote & 1 != 0 && specials.quote & name_close != 0 {
+            let (child, value) = if quote & 1 != 0 && quote & name_close != 0 {
                 let end = name_close.trailing_zeros() as usize;
                 let len = end - 1;
                 // Most names are rejected by their length alone.
@@ -823,11 +865,11 @@ impl Scanner<'_> {
                 let value = match window.get(end + 1..end + 3) {
                     Some(&[b':', v]) if v > b' ' => {
                         if v == b'"' {
-                            // The value's closing quote, if in the window,
+                            // The value's closing quote, if in the mask,
                             // is the special after its opening one.
                             let rest = after_open & after_open.wrapping_sub(1);
                             let rest = rest & rest.wrapping_sub(1);
-                            string_close = rest & rest.wrapping_neg() & specials.quote;
+                            string_close = rest & rest.wrapping_neg() & quote;
                         }
                         pos + end + 2
                     }
@@ -843,10 +885,19 @@ impl Scanner<'_> {
                     let after = match self.leaf_value(&mut walk, child, value, pos, string_close)? {
                         Leaf::After(after) => after,
                         Leaf::Stop => return Ok(Flow::Stop),
-                        Leaf::Other => match self.wanted_value(&mut walk, child, value)? {
-                            Some(after) => after,
-                            None => return Ok(Flow::Stop),
-                        },
+                        Leaf::Other => {
+                            self.blocks = Some(Blocks { base, cur, next });
+                            let after = match self.wanted_value(&mut walk, child, value)? {
+                                Some(after) => after,
+                                None => return Ok(Flow::Stop),
+                            };
+                            // A nested object's walk hands back its blocks,
+                            // which are at or past these.
+                            if let Some(blocks) = self.blocks.take() {
+                                (base, cur, next) = (blocks.base, blocks.cur, blocks.next);
+                            }
+                            after
+                        }
                     };
                     // Only a wanted member changes `remaining`, so only
                     // here can the rest of the object be unwanted.
@@ -855,7 +906,10 @@ impl Scanner<'_> {
                             Some(b',') => after + 1,
                             _ => match self.object_end(after)? {
                                 Some(next) => next,
-                                None => return Ok(Flow::Continue),
+                                None => {
+                                    self.blocks = Some(Blocks { base, cur, next });
+                                    return Ok(Flow::Continue);
+                                }
                             },
                         };
                         self.pos = self.rest_of_container_with(vectors, next, b'{', depth)?;
@@ -883,7 +937,10 @@ impl Scanner<'_> {
                 Some(b',') => after + 1,
                 _ => match self.object_end(after)? {
                     Some(next) => next,
-                    None => return Ok(Flow::Continue),
+                    None => {
+                        self.blocks = Some(Blocks { base, cur, next });
+                        return Ok(Flow::Continue);
+                    }
                 },
             };
         }
@@ -1128,32 +1185,97 @@ impl Scanner<'_> {
     }
 }
 
-/// The 32 bytes at `at`: in the payload, or near its end copied into
-/// `pad` and padded with zeros (which are neither quotes nor backslashes).
+/// The quotes of a 64-byte block of the payload, and its quotes and
+/// backslashes together: what the object walk reads of each member.
+#[derive(Clone, Copy)]
+struct Block {
+    quote: u64,
+    any: u64,
+}
+
+/// Two consecutive blocks of an object walk: those of the 64 bytes at
+/// `base` and of the 64 after.
+#[derive(Clone, Copy)]
+struct Blocks {
+    base: usize,
+    cur: Block,
+    next: Block,
+}
+
+/// The [`Block`] of the 64 bytes at `at`; past the payload's end, no byte
+/// is a quote or a backslash.
 #[inline(always)]
-fn window32<'a>(bytes: &'a [u8], at: usize, pad: &'a mut [u8; 32]) -> &'a [u8; 32] {
-    match bytes.get(at..).and_then(<[u8]>::first_chunk::<32>) {
-        Some(window) => window,
-        None => {
-            fill(pad, bytes.get(at..).unwrap_or(&[]));
-            pad
+fn specials_at<V: simd::Vectors>(vectors: V, bytes: &[u8], at: usize, tail: &mut Tail) -> Block {
+    let specials = vectors.specials64(tail.window(bytes, at));
+    Block {
+        quote: specials.quote,
+        any: specials.quote | specials.backslash,
+    }
+}
+
+/// The [`Block`] after the one at `base`: past the payload's end (small
+/// objects near the end, and the last block), no work.
+#[inline(always)]
+fn next_block<V: simd::Vectors>(vectors: V, bytes: &[u8], base: usize, tail: &mut Tail) -> Block {
+    if base + 64 < bytes.len() {
+        specials_at(vectors, bytes, base + 64, tail)
+    } else {
+        Block { quote: 0, any: 0 }
+    }
+}
+
+/// The payload's last bytes followed by zeros, copied once per object
+/// walk when it comes near the end, so that every member has 64 bytes to
+/// look at without a bounds check on each read.
+struct Tail {
+    /// Where `bytes[0]` is in the payload; `bytes` holds the payload from
+    /// there to its end, then zeros. `usize::MAX` until filled.
+    start: usize,
+    bytes: [u8; 128],
+}
+
+impl Default for Tail {
+    fn default() -> Self {
+        Tail {
+            start: usize::MAX,
+            bytes: [0; 128],
         }
     }
 }
 
-#[cold]
-#[inline(never)]
-fn fill(pad: &mut [u8; 32], tail: &[u8]) {
-    *pad = [0; 32];
-    for (p, b) in pad.iter_mut().zip(tail) {
-        *p = *b;
+impl Tail {
+    /// The 64 bytes at `at`, zero-padded past the payload's end (all
+    /// zeros from the end on).
+    #[inline(always)]
+    fn window<'a>(&'a mut self, bytes: &'a [u8], at: usize) -> &'a [u8; 64] {
+        if let Some(window) = bytes.get(at..).and_then(<[u8]>::first_chunk::<64>) {
+            return window;
+        }
+        if self.start == usize::MAX {
+            self.fill(bytes);
+        }
+        // `at - start` is at most 64 for `at` up to the payload's end.
+        self.bytes
+            .get(at.saturating_sub(self.start)..)
+            .and_then(<[u8]>::first_chunk::<64>)
+            .unwrap_or(&[0; 64])
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn fill(&mut self, bytes: &[u8]) {
+        self.start = bytes.len().saturating_sub(64);
+        let tail = bytes.get(self.start..).unwrap_or(&[]);
+        if let Some(head) = self.bytes.get_mut(..tail.len()) {
+            head.copy_from_slice(tail);
+        }
     }
 }
 
 /// The eight bytes after the window's first (a member name's first eight
 /// bytes when the window starts at its opening quote).
 #[inline(always)]
-fn name_word(window: &[u8; 32]) -> u64 {
+fn name_word(window: &[u8; 64]) -> u64 {
     window
         .get(1..9)
         .and_then(<[u8]>::first_chunk::<8>)

@@ -30,7 +30,7 @@ pub(super) struct Classes {
     pub(super) close: u64,
 }
 
-/// Which bytes of a 16- or 32-byte chunk are `"` and `\`.
+/// Which bytes of a 16-, 32- or 64-byte chunk are `"` and `\`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Specials {
     pub(super) quote: u64,
@@ -86,6 +86,20 @@ pub(super) fn specials32(chunk: &[u8; 32]) -> Specials {
     {
         // SAFETY: as in `classify64`: SSE2 is enabled for this build.
         unsafe { sse2::specials32(chunk) }
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+    {
+        portable::specials(chunk)
+    }
+}
+
+/// The bytes of `chunk` equal to `"` and `\`.
+#[inline(always)]
+pub(super) fn specials64(chunk: &[u8; 64]) -> Specials {
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    {
+        // SAFETY: as in `classify64`: SSE2 is enabled for this build.
+        unsafe { sse2::specials64(chunk) }
     }
     #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
     {
@@ -251,6 +265,8 @@ fn opaque(mut classes: Classes) -> Classes {
 pub(super) trait Vectors: Copy {
     /// [`specials32`].
     fn specials32(self, chunk: &[u8; 32]) -> Specials;
+    /// [`specials64`].
+    fn specials64(self, chunk: &[u8; 64]) -> Specials;
     /// [`skip_blocks`].
     fn skip_blocks(self, bytes: &[u8], skip: &mut Skip, open: u8, max_open: u32) -> Stop;
 }
@@ -267,6 +283,11 @@ impl Vectors for Dispatch {
     }
 
     #[inline(always)]
+    fn specials64(self, chunk: &[u8; 64]) -> Specials {
+        specials64(chunk)
+    }
+
+    #[inline(always)]
     fn skip_blocks(self, bytes: &[u8], skip: &mut Skip, open: u8, max_open: u32) -> Stop {
         skip_blocks(bytes, skip, open, max_open)
     }
@@ -280,6 +301,11 @@ impl Vectors for Baseline {
     #[inline(always)]
     fn specials32(self, chunk: &[u8; 32]) -> Specials {
         specials32(chunk)
+    }
+
+    #[inline(always)]
+    fn specials64(self, chunk: &[u8; 64]) -> Specials {
+        specials64(chunk)
     }
 
     #[inline(always)]
@@ -301,6 +327,12 @@ impl Vectors for Avx2 {
         // SAFETY: an `Avx2` exists only inside `avx2::run`, which
         // `with_vectors` calls after `avx2::available` found AVX2.
         unsafe { avx2::specials32(chunk) }
+    }
+
+    #[inline(always)]
+    fn specials64(self, chunk: &[u8; 64]) -> Specials {
+        // SAFETY: as for `specials32`.
+        unsafe { avx2::specials64(chunk) }
     }
 
     /// The block loop itself, inlined into the caller (the object walk,
@@ -426,6 +458,21 @@ mod avx2 {
         }
     }
 
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    pub(super) fn specials64(chunk: &[u8; 64]) -> super::Specials {
+        let (lo, hi) = chunk.split_at(32);
+        let (lo, hi) = (lo.as_ptr().cast::<__m256i>(), hi.as_ptr().cast::<__m256i>());
+        // SAFETY: `lo` and `hi` each point to 32 bytes of `chunk`, and
+        // `loadu` reads them without any alignment requirement.
+        let (lo, hi) = unsafe { (_mm256_loadu_si256(lo), _mm256_loadu_si256(hi)) };
+        let both = |byte: u8| u64::from(equal(lo, byte)) | (u64::from(equal(hi, byte)) << 32);
+        super::Specials {
+            quote: both(b'"'),
+            backslash: both(b'\\'),
+        }
+    }
+
     /// [`super::with_vectors`] for AVX2: `job` is compiled (inlined) here
     /// with AVX2 and the bit instructions enabled.
     #[target_feature(enable = "avx2,pclmulqdq,bmi1,bmi2,lzcnt,popcnt")]
@@ -519,6 +566,22 @@ mod sse2 {
         }
         specials
     }
+
+    #[target_feature(enable = "sse2")]
+    #[inline]
+    pub(super) fn specials64(chunk: &[u8; 64]) -> Specials {
+        let (parts, _) = chunk.as_chunks::<16>();
+        let mut specials = Specials {
+            quote: 0,
+            backslash: 0,
+        };
+        for (i, part) in parts.iter().enumerate() {
+            let v = load(part);
+            specials.quote |= equal(v, b'"') << (16 * i);
+            specials.backslash |= equal(v, b'\\') << (16 * i);
+        }
+        specials
+    }
 }
 
 /// The same masks byte by byte: the fallback off x86-64, and the reference
@@ -574,6 +637,26 @@ pub(super) mod tests {
         result
     }
 
+    /// Each vector code this CPU can run: the best it has, and the
+    /// baseline.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub(in crate::scan) enum Code {
+        Best,
+        Baseline,
+    }
+
+    impl Code {
+        pub(in crate::scan) const ALL: [Code; 2] = [Code::Best, Code::Baseline];
+
+        /// Runs `f` with this code.
+        pub(in crate::scan) fn run<R>(self, f: impl FnOnce() -> R) -> R {
+            match self {
+                Code::Best => f(),
+                Code::Baseline => baseline_only(f),
+            }
+        }
+    }
+
     /// Bytes drawn mostly from the classified ones.
     fn chunk<const N: usize>() -> impl Strategy<Value = [u8; N]> {
         proptest::collection::vec(
@@ -599,6 +682,12 @@ pub(super) mod tests {
         fn vector_masks_equal_the_byte_loop(c in chunk::<64>(), square in any::<bool>()) {
             let (open, close) = if square { (b'[', b']') } else { (b'{', b'}') };
             prop_assert_eq!(classify64(&c, open, close), portable::classify64(&c, open, close));
+            prop_assert_eq!(specials64(&c), portable::specials(&c));
+            #[cfg(target_arch = "x86_64")]
+            if avx2::available() {
+                // SAFETY: `available` found AVX2.
+                prop_assert_eq!(unsafe { avx2::specials64(&c) }, portable::specials(&c));
+            }
             let (halves, _) = c.as_chunks::<32>();
             for half in halves {
                 prop_assert_eq!(specials32(half), portable::specials(half));
@@ -746,6 +835,12 @@ pub(super) mod tests {
                     classify64(&c, byte, b'}'),
                     portable::classify64(&c, byte, b'}')
                 );
+                assert_eq!(specials64(&c), portable::specials(&c));
+                #[cfg(target_arch = "x86_64")]
+                if avx2::available() {
+                    // SAFETY: `available` found AVX2.
+                    assert_eq!(unsafe { avx2::specials64(&c) }, portable::specials(&c));
+                }
                 let (halves, _) = c.as_chunks::<32>();
                 for half in halves {
                     assert_eq!(specials32(half), portable::specials(half));
