@@ -32,8 +32,8 @@ const HEADER_BUFFER_BYTES: usize = 64 * 1024;
 
 /// A `sow_batch` frame is closed before a record would take it past this
 /// many bytes (a batch always holds at least one record, however large):
-/// batches stay well inside a client's frame limit, and an inline answer's
-/// 512 KiB pieces stay about that size.
+/// batches stay well inside a client's frame limit, and an answer's 512 KiB
+/// pieces ([`SOW_PIECE_BYTES`]) stay about that size.
 const SOW_BATCH_BYTES_MAX: usize = 256 * 1024;
 
 /// A SOW answer is sent in pieces of about this many bytes, each queued

@@ -232,6 +232,14 @@ impl ProcessorCore {
     /// the connection, which wakes it and ends the answer.
     pub fn finish_sow_streams(&mut self) {
         while let Some(conn) = self.router.sow_stream_conn().cloned() {
+            if conn.io.shutdown.load(Ordering::Acquire) {
+                // As inline (`close_sow`): a clean shutdown does not wait
+                // for a client to read the rest; the answer ends failed.
+                self.router.stop_sow_stream(&mut self.sink);
+                self.run_held(now_ns());
+                self.flush();
+                continue;
+            }
             if !conn.wait_for_piece_room(SOW_PIECE_BYTES, SOW_PIECE_WAIT) {
                 continue;
             }
@@ -253,13 +261,19 @@ impl ProcessorCore {
         if self.router.sow_piece(SOW_PIECE_BYTES, &mut self.sink) {
             return true;
         }
+        self.run_held(now);
+        true
+    }
+
+    /// Runs the commands held behind a SOW answer that is complete, until
+    /// one starts another answer in pieces.
+    fn run_held(&mut self, now: u64) {
         while let Some(command) = self.held.pop_front() {
             self.router.handle(command, now, &mut self.sink);
             if self.router.sow_streaming() {
                 break;
             }
         }
-        true
     }
 
     /// Hands the frames of the batches handled so far to their connections.

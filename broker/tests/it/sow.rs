@@ -695,6 +695,25 @@ fn a_batched_sow_and_subscribe_answered_in_pieces_sees_every_update_once() {
     snapshot_then_stream_is_exact_with(&config, &["orders"], "orders", 1_000, 1_000, Some(100));
 }
 
+/// A clean shutdown does not wait for a client that stopped reading an
+/// answer (the stall timer, 30 s by default, would): the processor ends
+/// the answer as the inline one does, and the broker exits.
+#[test]
+fn a_clean_shutdown_ends_an_answer_its_client_stopped_reading() {
+    let (mut broker, _publisher, _stalled) = broker_with_a_stalled_answer(
+        "[limits]\nclient_outbound_bytes_max = \"16 MiB\"\n[shutdown]\ndrain_timeout_ms = 500\n",
+        8_000,
+    );
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(broker.pid()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let status = broker.wait_exit(std::time::Duration::from_secs(10));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "the broker exits cleanly within 10 s: {status:?}\n{}",
+        broker.logs()
+    );
+}
+
 /// With processor threads, an answer larger than the client's outbound
 /// limit (3 MiB here, ~4 MB of records) goes in pieces, each queued once
 /// the client has room for it, while updates pour in: the hand-over to
@@ -882,17 +901,18 @@ fn a_result_larger_than_the_client_limit_is_streamed_whole_with_processor_thread
 /// close its connection: that ends the answer, and the same processor then
 /// serves the commands another client sent meanwhile (a subscribe and a
 /// publish on the very topic).
-#[test]
-fn a_client_that_stops_reading_an_answer_is_disconnected_and_the_processor_carries_on() {
-    // ~64 MiB of answer: far more than the client's limit and what the
-    // kernel's socket buffers can hold.
-    const RECORDS: u64 = 8_000;
+/// A broker with processor threads (`extra` added to its configuration)
+/// holding ~64 MiB of orders of 8 KiB: far more than the client's limit
+/// (16 MiB) and what the kernel's socket buffers can hold. Returns it, a
+/// publisher connection, and a connection that has asked for them all and
+/// read the start of the answer (from there it reads nothing).
+fn broker_with_a_stalled_answer(extra: &str, records: u64) -> (Broker, Raw, Raw) {
     let broker = Broker::start_with(&format!(
-        "[threads]\npin = false\nio = 1\nprocessors = 1\ninline = \"never\"\n[limits]\nclient_outbound_bytes_max = \"16 MiB\"\nclient_outbound_stall_ms = 500\n{CONFIG}"
+        "[threads]\npin = false\nio = 1\nprocessors = 1\ninline = \"never\"\n{extra}{CONFIG}"
     ));
     let mut publisher = Raw::logged_on(&broker.client, "pub", None);
     let pad = "x".repeat(8 * 1024);
-    for id in 0..RECORDS {
+    for id in 0..records {
         let body = format!(r#"{{"id":{id},"pad":"{pad}"}}"#);
         publisher.send(&publish_frame(
             "orders",
@@ -910,6 +930,21 @@ fn a_client_that_stops_reading_an_answer_is_disconnected_and_the_processor_carri
     assert!(
         matches!(stalled.recv(), Some(Command::Deliver(_))),
         "the answer is streaming"
+    );
+    (broker, publisher, stalled)
+}
+
+/// A client that asks for a large answer and stops reading it stalls only
+/// the processor that owns the topic, and only until the slow-client rules
+/// close its connection: that ends the answer, and the same processor then
+/// serves the commands another client sent meanwhile (a subscribe and a
+/// publish on the very topic).
+#[test]
+fn a_client_that_stops_reading_an_answer_is_disconnected_and_the_processor_carries_on() {
+    const RECORDS: u64 = 8_000;
+    let (broker, mut publisher, mut stalled) = broker_with_a_stalled_answer(
+        "[limits]\nclient_outbound_bytes_max = \"16 MiB\"\nclient_outbound_stall_ms = 500\n",
+        RECORDS,
     );
     // From here on `stalled` reads nothing until the broker has closed it.
     // Another client subscribes to the topic and publishes to it: the
