@@ -1086,3 +1086,69 @@ fn debug_check_header(header: &Bytes, sub_ids: &[u64], message: &Message<'_>, in
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connection on a throwaway I/O handle, with `queued` bytes queued.
+    fn queued_conn(queued: usize) -> (mio::Poll, Arc<ConnShared>) {
+        let poll = mio::Poll::new().expect("poll");
+        let waker = mio::Waker::new(poll.registry(), mio::Token(0)).expect("waker");
+        let io = Arc::new(IoShared::new(0, waker, 1 << 20));
+        let conn = Arc::new(ConnShared::new(
+            1,
+            0,
+            io,
+            64 << 20,
+            Arc::new(Totals::default()),
+        ));
+        conn.account_local(queued);
+        (poll, conn)
+    }
+
+    /// Waits on another thread for room for a piece; returns its answer.
+    fn waiter(conn: &Arc<ConnShared>) -> std::sync::mpsc::Receiver<bool> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiting = Arc::clone(conn);
+        std::thread::spawn(move || {
+            let _ = tx.send(waiting.wait_for_piece_room(SOW_PIECE_BYTES, Duration::from_secs(60)));
+        });
+        // Until it waits (counted under the lock it then waits on): what
+        // follows must wake it, not find the room before it looks.
+        while conn.piece_waiters.load(Ordering::Acquire) == 0 {
+            std::thread::yield_now();
+        }
+        rx
+    }
+
+    #[test]
+    fn room_for_a_piece_means_at_most_one_piece_queued_and_room_for_two() {
+        let (_poll, conn) = queued_conn(0);
+        assert!(conn.has_piece_room(SOW_PIECE_BYTES), "an empty queue");
+        conn.account_local(SOW_PIECE_BYTES);
+        assert!(conn.has_piece_room(SOW_PIECE_BYTES), "one piece queued");
+        conn.account_local(1);
+        assert!(!conn.has_piece_room(SOW_PIECE_BYTES), "more than one piece");
+        assert!(
+            !conn.wait_for_piece_room(SOW_PIECE_BYTES, Duration::from_millis(1)),
+            "no room: the wait times out"
+        );
+    }
+
+    /// A processor waiting for room is woken by the write that makes it
+    /// (long before its 60 s timeout), and by a close.
+    #[test]
+    fn a_waiting_processor_is_woken_by_the_draining_write_and_by_a_close() {
+        let (_poll, conn) = queued_conn(4 * SOW_PIECE_BYTES);
+        let woken = waiter(&conn);
+        conn.written(SOW_PIECE_BYTES); // three pieces still queued
+        conn.written(3 * SOW_PIECE_BYTES - 10);
+        assert_eq!(woken.recv_timeout(Duration::from_secs(30)), Ok(true));
+
+        let (_poll, closing) = queued_conn(4 * SOW_PIECE_BYTES);
+        let woken = waiter(&closing);
+        closing.close();
+        assert_eq!(woken.recv_timeout(Duration::from_secs(30)), Ok(true));
+    }
+}
