@@ -679,8 +679,16 @@ impl<C: ConnHandle> Router<C> {
 
     /// Checkpoints and closes the SOW stores (clean shutdown).
     pub fn close_sow(&mut self, sink: &mut impl Sink<C>) {
+        // The stores close under it: the answer ends here, failed.
+        self.stop_sow_stream(sink);
+        self.sow.close(|bookmark| sink.persisted(bookmark));
+    }
+
+    /// Ends the SOW answer being sent in pieces, if any, where it is: a
+    /// `group_end` that fails it (the broker is shutting down), and for a
+    /// `sow_and_subscribe` the subscription, as after a failed read.
+    pub fn stop_sow_stream(&mut self, sink: &mut impl Sink<C>) {
         if let Some(stream) = self.sow_stream.as_mut() {
-            // The stores close under it: the answer ends here, failed.
             stream.topics = Vec::new().into_iter();
             stream.current = None;
             stream.failure.get_or_insert_with(|| {
@@ -688,7 +696,6 @@ impl<C: ConnHandle> Router<C> {
             });
             self.sow_piece(1, sink);
         }
-        self.sow.close(|bookmark| sink.persisted(bookmark));
     }
 
     /// Counters so far.
@@ -1082,9 +1089,11 @@ impl<C: ConnHandle> Router<C> {
                 sent += matches.len() as u64;
                 continue;
             }
-            // A result larger than the client may have queued would get it
-            // disconnected as slow halfway through: refuse it whole, saying
-            // how to ask for less.
+            // Answered whole (a driver that does not stream pieces; the
+            // broker's processors always do): a result larger than the
+            // client may have queued would get it disconnected as slow
+            // halfway through, so it is refused whole, saying how to ask
+            // for less.
             let frame_bytes = matches.len() as u64 * (64 + topic.len() as u64);
             let bytes = matches.payload_bytes() + frame_bytes;
             let room = sink.outbound_room(conn) as u64;

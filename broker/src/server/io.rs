@@ -869,7 +869,11 @@ impl IoThread {
             if conn.closing.is_some() {
                 continue;
             }
-            let pending = !conn.write_queue.is_empty() || conn.shared.queued() > 0;
+            // Only frames this thread holds can have stalled: frames a
+            // processor queued since `drain_ready` ran (scheduled, not yet
+            // taken) start their clock when taken, however long the
+            // connection was idle before.
+            let pending = !conn.write_queue.is_empty();
             if pending
                 && now.saturating_duration_since(conn.last_progress)
                     > self.settings.client_outbound_stall

@@ -10,7 +10,8 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use statecast_protocol::{
@@ -31,9 +32,19 @@ const HEADER_BUFFER_BYTES: usize = 64 * 1024;
 
 /// A `sow_batch` frame is closed before a record would take it past this
 /// many bytes (a batch always holds at least one record, however large):
-/// batches stay well inside a client's frame limit, and an inline answer's
-/// 512 KiB pieces stay about that size.
+/// batches stay well inside a client's frame limit, and an answer's 512 KiB
+/// pieces ([`SOW_PIECE_BYTES`]) stay about that size.
 const SOW_BATCH_BYTES_MAX: usize = 256 * 1024;
+
+/// A SOW answer is sent in pieces of about this many bytes, each queued
+/// once the client's queue has room for it ([`ConnShared::has_piece_room`]),
+/// so that the I/O thread writes one (and the client reads it) while the
+/// next is read from the store. 512 KiB: 10 MB read back in 64-256 KiB
+/// pieces took 8-9 ms warm against 6-8 ms in 512 KiB-2 MiB ones (each
+/// piece wakes the client once more); the first answer on a fresh
+/// connection took 14-21 ms with any of them (benches/RESULTS.md,
+/// 2026-12-04, measured inline).
+pub const SOW_PIECE_BYTES: usize = 512 * 1024;
 
 /// Instance-wide counters shared by every thread.
 #[derive(Debug, Default)]
@@ -131,6 +142,13 @@ pub struct ConnShared {
     /// The owning I/O thread.
     pub io: Arc<IoShared>,
     out: Mutex<Vec<Bytes>>,
+    /// Signalled (under `out`) when the queue drains far enough for the
+    /// next piece of a SOW answer, or the connection closes: a processor
+    /// thread streaming an answer waits on it ([`Self::wait_for_piece_room`]).
+    piece_room: Condvar,
+    /// Processor threads waiting on `piece_room`: the I/O thread signals
+    /// only when one is, so that a plain write costs one atomic load more.
+    piece_waiters: AtomicUsize,
     /// How many chunks a processor batch last queued for this connection:
     /// the next batch's list starts that large (a hint; no ordering).
     chunks_hint: AtomicUsize,
@@ -165,6 +183,8 @@ impl ConnShared {
             token,
             io,
             out: Mutex::new(Vec::new()),
+            piece_room: Condvar::new(),
+            piece_waiters: AtomicUsize::new(0),
             chunks_hint: AtomicUsize::new(0),
             queued: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
@@ -246,6 +266,46 @@ impl ConnShared {
         self.outbound_max.saturating_sub(self.queued())
     }
 
+    /// Whether the next piece of a SOW answer (about `piece` bytes, which
+    /// may pass that by one record, hence room for two) may be queued: the
+    /// queue is empty, or holds at most one piece and has room for two
+    /// under `limits.client_outbound_bytes_max`. A reading client never
+    /// gets near its limit this way, and the socket always has the piece
+    /// before to write while the next is made.
+    pub fn has_piece_room(&self, piece: usize) -> bool {
+        let queued = self.queued();
+        queued == 0 || (queued <= piece && self.room() >= 2 * piece)
+    }
+
+    /// Waits (a processor thread streaming a SOW answer) until the
+    /// connection [has room for a piece](Self::has_piece_room) or is
+    /// closed, or `timeout` passes; returns whether one of the first two
+    /// happened. No spinning: the I/O thread signals as its writes drain
+    /// the queue ([`Self::written`]) and when it closes the connection.
+    pub fn wait_for_piece_room(&self, piece: usize, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut out = self.out.lock().unwrap_or_else(PoisonError::into_inner);
+        // Counted before the check, under the lock the I/O thread takes to
+        // change the count: a write after the check sees the waiter.
+        self.piece_waiters.fetch_add(1, Ordering::AcqRel);
+        let ready = loop {
+            if self.is_closed() || self.has_piece_room(piece) {
+                break true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break false;
+            }
+            out = match self.piece_room.wait_timeout(out, left) {
+                Ok((out, _)) => out,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        };
+        self.piece_waiters.fetch_sub(1, Ordering::AcqRel);
+        drop(out);
+        ready
+    }
+
     /// Bytes queued and not yet written to the socket.
     pub fn queued(&self) -> usize {
         self.queued.load(Ordering::Acquire)
@@ -309,6 +369,9 @@ impl ConnShared {
         self.totals
             .outbound_bytes
             .fetch_sub(bytes, Ordering::AcqRel);
+        if self.piece_waiters.load(Ordering::Acquire) > 0 && self.has_piece_room(SOW_PIECE_BYTES) {
+            self.piece_room.notify_all();
+        }
     }
 
     /// Takes the frames processors queued, appending them to `into`.
@@ -341,6 +404,8 @@ impl ConnShared {
         self.totals
             .outbound_bytes
             .fetch_sub(queued, Ordering::AcqRel);
+        // A processor streaming an answer to this client gives it up.
+        self.piece_room.notify_all();
     }
 }
 
@@ -1019,5 +1084,71 @@ fn debug_check_header(header: &Bytes, sub_ids: &[u64], message: &Message<'_>, in
             header.as_ref(),
             "a reused deliver header differs from its encoding"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connection on a throwaway I/O handle, with `queued` bytes queued.
+    fn queued_conn(queued: usize) -> (mio::Poll, Arc<ConnShared>) {
+        let poll = mio::Poll::new().expect("poll");
+        let waker = mio::Waker::new(poll.registry(), mio::Token(0)).expect("waker");
+        let io = Arc::new(IoShared::new(0, waker, 1 << 20));
+        let conn = Arc::new(ConnShared::new(
+            1,
+            0,
+            io,
+            64 << 20,
+            Arc::new(Totals::default()),
+        ));
+        conn.account_local(queued);
+        (poll, conn)
+    }
+
+    /// Waits on another thread for room for a piece; returns its answer.
+    fn waiter(conn: &Arc<ConnShared>) -> std::sync::mpsc::Receiver<bool> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiting = Arc::clone(conn);
+        std::thread::spawn(move || {
+            let _ = tx.send(waiting.wait_for_piece_room(SOW_PIECE_BYTES, Duration::from_secs(60)));
+        });
+        // Until it waits (counted under the lock it then waits on): what
+        // follows must wake it, not find the room before it looks.
+        while conn.piece_waiters.load(Ordering::Acquire) == 0 {
+            std::thread::yield_now();
+        }
+        rx
+    }
+
+    #[test]
+    fn room_for_a_piece_means_at_most_one_piece_queued_and_room_for_two() {
+        let (_poll, conn) = queued_conn(0);
+        assert!(conn.has_piece_room(SOW_PIECE_BYTES), "an empty queue");
+        conn.account_local(SOW_PIECE_BYTES);
+        assert!(conn.has_piece_room(SOW_PIECE_BYTES), "one piece queued");
+        conn.account_local(1);
+        assert!(!conn.has_piece_room(SOW_PIECE_BYTES), "more than one piece");
+        assert!(
+            !conn.wait_for_piece_room(SOW_PIECE_BYTES, Duration::from_millis(1)),
+            "no room: the wait times out"
+        );
+    }
+
+    /// A processor waiting for room is woken by the write that makes it
+    /// (long before its 60 s timeout), and by a close.
+    #[test]
+    fn a_waiting_processor_is_woken_by_the_draining_write_and_by_a_close() {
+        let (_poll, conn) = queued_conn(4 * SOW_PIECE_BYTES);
+        let woken = waiter(&conn);
+        conn.written(SOW_PIECE_BYTES); // three pieces still queued
+        conn.written(3 * SOW_PIECE_BYTES - 10);
+        assert_eq!(woken.recv_timeout(Duration::from_secs(30)), Ok(true));
+
+        let (_poll, closing) = queued_conn(4 * SOW_PIECE_BYTES);
+        let woken = waiter(&closing);
+        closing.close();
+        assert_eq!(woken.recv_timeout(Duration::from_secs(30)), Ok(true));
     }
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::Receiver;
 
-use super::outbound::{ConnShared, IoShared, ProcessorSink};
+use super::outbound::{ConnShared, IoShared, ProcessorSink, SOW_PIECE_BYTES};
 use crate::core::router::{ProcessorCommand, Router};
 use crate::core::sow::SowTopics;
 
@@ -55,14 +55,10 @@ pub enum ProcessorMsg {
 /// behind still flushes regularly.
 const BATCHES_PER_FLUSH_MAX: usize = 16;
 
-/// A SOW answer run inline is sent in pieces of about this many bytes, one
-/// per I/O-loop iteration, so that the loop writes each to the socket (and
-/// the client reads it) while the next is read from the store. 512 KiB:
-/// 10 MB read back in 64-256 KiB pieces took 8-9 ms warm against 6-8 ms in
-/// 512 KiB-2 MiB ones (each piece wakes the client once more); the first
-/// answer on a fresh connection took 14-21 ms with any of them
-/// (benches/RESULTS.md, 2026-12-04).
-const SOW_PIECE_BYTES: usize = 512 * 1024;
+/// How long a processor thread waits on a streaming answer's client at a
+/// time before it looks again. Only a safety net: the client's I/O thread
+/// wakes it as the queue drains or the connection closes.
+const SOW_PIECE_WAIT: Duration = Duration::from_secs(1);
 
 /// Now, in ns since the Unix epoch: the time stamped on messages.
 pub(super) fn now_ns() -> u64 {
@@ -107,14 +103,12 @@ impl ProcessorCore {
         sow: ProcessorSow,
     ) -> Self {
         let mut router = Router::with_sow(sow.topics);
-        if local_io.is_some() {
-            // Inline, the I/O loop drives the pieces (`sow_stream`) and
-            // reads nothing meanwhile, and no other processor exists: the
-            // answer stays atomic for its client. A processor thread
-            // sends an answer whole (its client could get another
-            // processor's frames between pieces).
-            router.set_sow_pieces(Some(SOW_PIECE_BYTES));
-        }
+        // Answers go in pieces, each queued once the client has room for
+        // it, so that an answer of any size reaches a reading client
+        // without passing its outbound limit. The driver (the I/O loop
+        // inline, `run` on a thread) runs nothing else of this processor's
+        // until the last piece: the answer stays atomic for its client.
+        router.set_sow_pieces(Some(SOW_PIECE_BYTES));
         let mut sink = ProcessorSink::new(journal, replayer.clone());
         sink.set_local_io(local_io);
         Self {
@@ -191,7 +185,9 @@ impl ProcessorCore {
     /// Routes a batch of commands; frames wait in the sink until [`Self::flush`].
     pub fn commands(&mut self, commands: Vec<ProcessorCommand<Arc<ConnShared>>>, now: u64) {
         let mut commands = commands.into_iter();
-        if self.held.is_empty() {
+        // Behind an open answer (or commands held behind one) everything
+        // waits, in order.
+        if self.held.is_empty() && !self.router.sow_streaming() {
             for command in commands.by_ref() {
                 self.router.handle(command, now, &mut self.sink);
                 if self.router.sow_streaming() {
@@ -222,8 +218,33 @@ impl ProcessorCore {
     pub fn sow_stream_ready(&self) -> bool {
         match self.router.sow_stream_conn() {
             None => false,
-            Some(conn) => {
-                conn.is_closed() || conn.queued() == 0 || conn.room() >= 2 * SOW_PIECE_BYTES
+            Some(conn) => conn.is_closed() || conn.has_piece_room(SOW_PIECE_BYTES),
+        }
+    }
+
+    /// On a processor thread: sends the SOW answer being sent in pieces to
+    /// its end, and the commands held behind it (and any answer they
+    /// start), waiting before each piece until the client has room for it
+    /// ([`ConnShared::wait_for_piece_room`], woken by its I/O thread) or is
+    /// gone. Nothing else of this processor's runs meanwhile (its inbox
+    /// waits; checkpoints are held back by the router), as inline. A client
+    /// that stops reading holds it only until the slow-client rules close
+    /// the connection, which wakes it and ends the answer.
+    pub fn finish_sow_streams(&mut self) {
+        while let Some(conn) = self.router.sow_stream_conn().cloned() {
+            if conn.io.shutdown.load(Ordering::Acquire) {
+                // As inline (`close_sow`): a clean shutdown does not wait
+                // for a client to read the rest; the answer ends failed.
+                self.router.stop_sow_stream(&mut self.sink);
+                self.run_held(now_ns());
+                self.flush();
+                continue;
+            }
+            if !conn.wait_for_piece_room(SOW_PIECE_BYTES, SOW_PIECE_WAIT) {
+                continue;
+            }
+            if self.sow_stream(now_ns()) {
+                self.flush();
             }
         }
     }
@@ -240,13 +261,19 @@ impl ProcessorCore {
         if self.router.sow_piece(SOW_PIECE_BYTES, &mut self.sink) {
             return true;
         }
+        self.run_held(now);
+        true
+    }
+
+    /// Runs the commands held behind a SOW answer that is complete, until
+    /// one starts another answer in pieces.
+    fn run_held(&mut self, now: u64) {
         while let Some(command) = self.held.pop_front() {
             self.router.handle(command, now, &mut self.sink);
             if self.router.sow_streaming() {
                 break;
             }
         }
-        true
     }
 
     /// Hands the frames of the batches handled so far to their connections.
@@ -323,13 +350,18 @@ pub fn run(
                 }
                 control => core.control(control),
             }
-            if batches < BATCHES_PER_FLUSH_MAX {
+            // An answer sent in pieces holds everything else back, the
+            // inbox included (see `finish_sow_streams`).
+            if batches < BATCHES_PER_FLUSH_MAX && !core.sow_streaming() {
                 next = inbox.try_recv().ok();
             }
         }
         core.flush();
         for (origin, bytes) in handled.drain(..) {
             origin.processed(bytes);
+        }
+        if core.sow_streaming() {
+            core.finish_sow_streams();
         }
         core.maybe_checkpoint(Instant::now());
         if drained == io_threads {

@@ -543,7 +543,9 @@ fn snapshot_then_stream_is_exact_with(
 ) {
     #[allow(non_snake_case)]
     let KEYS: u64 = keys;
-    const UPDATES: u64 = 6_000;
+    // Every key exists by the time the query goes out (half way).
+    #[allow(non_snake_case)]
+    let UPDATES: u64 = (2 * keys).max(6_000);
     let pad = "p".repeat(pad);
     let broker = Broker::start_with(config);
     let client = broker.client.clone();
@@ -693,6 +695,49 @@ fn a_batched_sow_and_subscribe_answered_in_pieces_sees_every_update_once() {
     snapshot_then_stream_is_exact_with(&config, &["orders"], "orders", 1_000, 1_000, Some(100));
 }
 
+/// A clean shutdown does not wait for a client that stopped reading an
+/// answer (the stall timer, 30 s by default, would): the processor ends
+/// the answer as the inline one does, and the broker exits.
+#[test]
+fn a_clean_shutdown_ends_an_answer_its_client_stopped_reading() {
+    let (mut broker, _publisher, _stalled) = broker_with_a_stalled_answer(
+        "[limits]\nclient_outbound_bytes_max = \"16 MiB\"\n[shutdown]\ndrain_timeout_ms = 500\n",
+        8_000,
+    );
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(broker.pid()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let status = broker.wait_exit(std::time::Duration::from_secs(10));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "the broker exits cleanly within 10 s: {status:?}\n{}",
+        broker.logs()
+    );
+}
+
+/// With processor threads, an answer larger than the client's outbound
+/// limit (3 MiB here, ~4 MB of records) goes in pieces, each queued once
+/// the client has room for it, while updates pour in: the hand-over to
+/// live messages stays exact, with `deliver` records and with `sow_batch`
+/// frames. (The publishes held back behind the answer are bounded by
+/// `io_inflight_bytes_max`, so that their burst of deliveries after it
+/// stays under the limit.)
+#[test]
+fn a_sow_and_subscribe_streamed_by_a_processor_thread_sees_every_update_once() {
+    let config = format!(
+        "[threads]\npin = false\nprocessors = 2\ninline = \"never\"\n[limits]\nframe_bytes_max = \"1 MiB\"\nclient_outbound_bytes_max = \"3 MiB\"\nio_inflight_bytes_max = \"1 MiB\"\n{CONFIG}"
+    );
+    for batch_size in [None, Some(100)] {
+        snapshot_then_stream_is_exact_with(
+            &config,
+            &["orders"],
+            "orders",
+            4_000,
+            1_000,
+            batch_size,
+        );
+    }
+}
+
 #[test]
 fn a_pattern_sow_and_subscribe_across_processors_sees_every_update_once() {
     let config = format!("[threads]\npin = false\nprocessors = 3\ninline = \"never\"\n{CONFIG}");
@@ -789,33 +834,166 @@ fn broker_with_big_orders(inline: &str, records: u64) -> (Broker, Raw) {
     (broker, raw)
 }
 
-/// With processor threads (an answer is queued whole), a query whose
-/// results would not fit in the client's outbound limit is refused whole,
-/// with a reason that says what to do, and the connection stays up (rather
-/// than being cut as slow halfway through).
+/// With processor threads (`threads.inline = "never"`) an answer is sent
+/// in pieces too, each queued once the client has room for it: one larger
+/// than the client's outbound limit arrives whole, in order, equal record
+/// for record (key and message) to the inline broker's answer, in
+/// `deliver` frames and in `sow_batch` frames alike; the connection then
+/// carries on.
 #[test]
-fn a_result_larger_than_the_client_limit_is_refused_not_cut() {
-    let (_broker, mut raw) = broker_with_big_orders("never", 18_000);
-    let all = sow(&mut raw, query("orders", 1));
-    let end = all.end.unwrap();
-    assert_eq!(end.status, Status::Failure);
-    assert_eq!(end.reason_code, ReasonCode::SowError);
-    let reason = end.reason.unwrap().to_string();
+fn a_result_larger_than_the_client_limit_is_streamed_whole_with_processor_threads() {
+    const RECORDS: u64 = 18_000;
+    let ordered = |sub_id: u64, batch_size: Option<u32>| {
+        let mut q = query("orders", sub_id);
+        q.order_by = Some(Utf8::from("/id"));
+        q.batch_size = batch_size;
+        q
+    };
+    // Bookmarks and timestamps differ between two brokers: keys and
+    // messages must not.
+    let keyed = |answer: &Answer| -> Vec<(Option<u64>, Bytes)> {
+        answer
+            .records
+            .iter()
+            .map(|d| (d.sow_key, d.payload.clone()))
+            .collect()
+    };
+    let inline = {
+        let (_broker, mut raw) = broker_with_big_orders("always", RECORDS);
+        let answer = sow(&mut raw, ordered(1, None));
+        assert_eq!(answer.end.as_ref().unwrap().status, Status::Success);
+        keyed(&answer)
+    };
+    assert_eq!(inline.len() as u64, RECORDS);
+    let (_broker, mut raw) = broker_with_big_orders("never", RECORDS);
+    let all = sow(&mut raw, ordered(1, None));
+    let end = all.end.as_ref().unwrap();
+    assert_eq!(end.status, Status::Success, "{end:?}");
+    assert_eq!(end.records, RECORDS);
+    let bytes: usize = all.records.iter().map(|r| r.payload.len()).sum();
     assert!(
-        reason.contains("18000 records") && reason.contains("top_n"),
-        "{reason}"
+        bytes > 16 << 20,
+        "the answer ({bytes} bytes) is over the limit"
     );
-    assert!(all.records.is_empty());
-    let mut page = query("orders", 2);
-    page.order_by = Some(Utf8::from("/id"));
+    assert!(keyed(&all) == inline, "the same answer as inline");
+    let batched = sow(&mut raw, ordered(2, Some(100)));
+    let end = batched.end.as_ref().unwrap();
+    assert_eq!(end.status, Status::Success, "{end:?}");
+    assert_eq!(end.records, RECORDS);
+    assert!(
+        batched
+            .frames
+            .iter()
+            .all(|f| f.is_some_and(|n| (1..=100).contains(&n))),
+        "sow_batch frames of 1 to 100 records only"
+    );
+    assert!(
+        batched.values() == all.values(),
+        "batches carry the records one deliver each would"
+    );
+    let mut page = ordered(3, None);
     page.top_n = Some(200);
     let first = sow(&mut raw, page);
-    assert_eq!(
-        first.records.len(),
-        200,
-        "the same connection pages through"
-    );
+    assert_eq!(first.records.len(), 200, "the connection carries on");
     assert_eq!(first.end.unwrap().status, Status::Success);
+}
+
+/// A client that asks for a large answer and stops reading it stalls only
+/// the processor that owns the topic, and only until the slow-client rules
+/// close its connection: that ends the answer, and the same processor then
+/// serves the commands another client sent meanwhile (a subscribe and a
+/// publish on the very topic).
+/// A broker with processor threads (`extra` added to its configuration)
+/// holding ~64 MiB of orders of 8 KiB: far more than the client's limit
+/// (16 MiB) and what the kernel's socket buffers can hold. Returns it, a
+/// publisher connection, and a connection that has asked for them all and
+/// read the start of the answer (from there it reads nothing).
+fn broker_with_a_stalled_answer(extra: &str, records: u64) -> (Broker, Raw, Raw) {
+    let broker = Broker::start_with(&format!(
+        "[threads]\npin = false\nio = 1\nprocessors = 1\ninline = \"never\"\n{extra}{CONFIG}"
+    ));
+    let mut publisher = Raw::logged_on(&broker.client, "pub", None);
+    let pad = "x".repeat(8 * 1024);
+    for id in 0..records {
+        let body = format!(r#"{{"id":{id},"pad":"{pad}"}}"#);
+        publisher.send(&publish_frame(
+            "orders",
+            body.as_bytes(),
+            None,
+            AckSet::NONE,
+        ));
+    }
+    publisher.send(&Command::Flush(Flush { command_id: 3 }));
+    assert!(matches!(publisher.recv(), Some(Command::Ack(a)) if a.command_id == Some(3)));
+    let mut stalled = Raw::logged_on(&broker.client, "stalled", None);
+    stalled.send(&Command::Sow(query("orders", 1)));
+    assert!(matches!(stalled.recv(), Some(Command::Ack(a)) if a.status == Status::Success));
+    assert!(matches!(stalled.recv(), Some(Command::GroupBegin(_))));
+    assert!(
+        matches!(stalled.recv(), Some(Command::Deliver(_))),
+        "the answer is streaming"
+    );
+    (broker, publisher, stalled)
+}
+
+/// A client that asks for a large answer and stops reading it stalls only
+/// the processor that owns the topic, and only until the slow-client rules
+/// close its connection: that ends the answer, and the same processor then
+/// serves the commands another client sent meanwhile (a subscribe and a
+/// publish on the very topic).
+#[test]
+fn a_client_that_stops_reading_an_answer_is_disconnected_and_the_processor_carries_on() {
+    const RECORDS: u64 = 8_000;
+    let (broker, mut publisher, mut stalled) = broker_with_a_stalled_answer(
+        "[limits]\nclient_outbound_bytes_max = \"16 MiB\"\nclient_outbound_stall_ms = 500\n",
+        RECORDS,
+    );
+    // From here on `stalled` reads nothing until the broker has closed it.
+    // Another client subscribes to the topic and publishes to it: the
+    // processor that owns it runs these once the stalled answer is over.
+    let mut other = Raw::logged_on(&broker.client, "other", None);
+    other.send(&Command::Subscribe(Subscribe {
+        command_id: Some(2),
+        sub_id: 7,
+        topic: Utf8::from("orders"),
+        filter: None,
+        options: None,
+        bookmark: None,
+    }));
+    match other.recv() {
+        Some(Command::Ack(ack)) => assert_eq!(ack.status, Status::Success, "{ack:?}"),
+        other => panic!("expected the subscribe's ack, got {other:?}"),
+    }
+    let ack = publish(&mut publisher, "orders", br#"{"id":1,"after":true}"#, None);
+    assert_eq!(ack.status, Status::Success, "{ack:?}");
+    match other.recv() {
+        Some(Command::Deliver(d)) => assert_eq!(&d.payload[..], br#"{"id":1,"after":true}"#),
+        other => panic!("expected the delivery, got {other:?}"),
+    }
+    assert!(
+        broker.wait_for_log("slow client", std::time::Duration::from_secs(10)),
+        "the broker logs why it disconnected the stalled client:\n{}",
+        broker.logs()
+    );
+    // The stalled socket holds what the kernel buffered, then the close:
+    // part of the answer, never its end.
+    let frames = stalled.drain_to_eof();
+    let delivered = frames
+        .iter()
+        .filter(|f| matches!(f, Command::Deliver(_)))
+        .count() as u64;
+    assert!(delivered < RECORDS, "{delivered} records reached it");
+    assert!(
+        !frames.iter().any(|f| matches!(f, Command::GroupEnd(_))),
+        "no group_end for an answer cut short"
+    );
+    // The processor serves new answers too.
+    let mut page = query("orders", 2);
+    page.order_by = Some(Utf8::from("/id"));
+    page.top_n = Some(3);
+    let answer = sow(&mut other, page);
+    assert_eq!(answer.records.len(), 3);
+    assert_eq!(answer.end.unwrap().status, Status::Success);
 }
 
 /// With the processor inline, an answer is sent in pieces as the client
