@@ -291,12 +291,17 @@ pub struct SowStore {
     old_buf: Vec<u8>,
 }
 
-fn io_err(topic: &str, doing: impl Into<String>) -> impl FnOnce(io::Error) -> SowError {
-    let topic = topic.to_string();
-    let doing = doing.into();
+/// The error for a failed I/O `doing` something to `topic`'s store. Its
+/// strings are made only on failure: `record_bytes` calls this for every
+/// record a scan reads, and allocating them up front cost 5 % of a full
+/// scan (perf, benches/RESULTS.md).
+fn io_err<'a>(
+    topic: &'a str,
+    doing: impl Into<String> + 'a,
+) -> impl FnOnce(io::Error) -> SowError + 'a {
     move |source| SowError::Io {
-        topic,
-        doing,
+        topic: topic.to_string(),
+        doing: doing.into(),
         source,
     }
 }
