@@ -354,6 +354,95 @@ impl RangeIndex {
     }
 }
 
+/// A range index being built from every live record on its first use. The
+/// keys of each value are gathered in vectors (appends in order) and turned
+/// into sets of the right size once every record is read, rather than
+/// growing a hash set by rehashing, one random insert per record and value,
+/// while the processor waits. The result is the index that inserting the
+/// records one by one gives.
+#[derive(Debug)]
+pub(crate) struct RangeBuilder {
+    path: Path,
+    text: String,
+    nums: BTreeMap<NumOrd, Vec<u64>>,
+    strs: BTreeMap<Box<[u8]>, Vec<u64>>,
+    multi: FxHashMap<u64, ()>,
+}
+
+impl RangeBuilder {
+    pub(crate) fn new(path: Path, text: String) -> RangeBuilder {
+        RangeBuilder {
+            path,
+            text,
+            nums: BTreeMap::new(),
+            strs: BTreeMap::new(),
+            multi: FxHashMap::default(),
+        }
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The record `key`, whose values at the path are `values` if reading
+    /// them succeeded (`read`); as [`RangeIndex::insert`], a record that
+    /// could not be read is left out.
+    pub(crate) fn add(&mut self, key: u64, values: &[Value], read: bool) {
+        if !read {
+            return;
+        }
+        if values.len() > 1 {
+            self.multi.insert(key, ());
+        }
+        for value in values {
+            let number = match value {
+                Value::Null => None,
+                Value::Bool(b) => Some(NumOrd(Num::Int(i64::from(*b)))),
+                Value::Int(i) => Some(NumOrd(Num::Int(*i))),
+                Value::Float(x) => NumOrd::of(Num::Float(*x)),
+                Value::Str(s) if s.is_empty() => None,
+                Value::Str(s) => parse_number(s).and_then(NumOrd::of),
+            };
+            if let Some(n) = number {
+                self.nums.entry(n).or_default().push(key);
+            }
+            if let Value::Str(s) = value
+                && !s.is_empty()
+            {
+                // The string is copied only the first time it is seen.
+                match self.strs.get_mut(s.as_slice()) {
+                    Some(keys) => keys.push(key),
+                    None => {
+                        self.strs.insert(s.as_slice().into(), vec![key]);
+                    }
+                }
+            }
+        }
+    }
+
+    pub(crate) fn finish(self) -> RangeIndex {
+        fn set(keys: Vec<u64>) -> FxHashSet<u64> {
+            let mut set = FxHashSet::with_capacity_and_hasher(keys.len(), Default::default());
+            // A record with the same value twice (an array) is there once.
+            set.extend(keys);
+            set
+        }
+        let nums: BTreeMap<NumOrd, FxHashSet<u64>> =
+            self.nums.into_iter().map(|(k, v)| (k, set(v))).collect();
+        let strs: BTreeMap<Box<[u8]>, FxHashSet<u64>> =
+            self.strs.into_iter().map(|(k, v)| (k, set(v))).collect();
+        let entries = nums.values().chain(strs.values()).map(|s| s.len()).sum();
+        RangeIndex {
+            path: self.path,
+            text: self.text,
+            nums,
+            strs,
+            multi: self.multi,
+            entries,
+        }
+    }
+}
+
 fn remove_from<Q: Ord>(map: &mut BTreeMap<Q, FxHashSet<u64>>, k: &Q, key: u64) -> bool {
     let Some(set) = map.get_mut(k) else {
         return false;
