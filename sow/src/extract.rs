@@ -72,7 +72,7 @@ impl<'a> Cursor<'a> {
         let mut escaped = false;
         loop {
             let rest = self.bytes.get(self.at..).unwrap_or_default();
-            let Some(i) = rest.iter().position(|&b| b == b'"' || b == b'\\') else {
+            let Some(i) = quote_or_backslash(rest) else {
                 self.at = self.bytes.len();
                 return self.fail("string not closed");
             };
@@ -132,8 +132,31 @@ impl<'a> Cursor<'a> {
                     }
                 }
             }
-            Some(_) => self.scalar().map(|_| ()),
+            Some(_) => self.skip_scalar(),
             None => self.fail("expected a value, found the end"),
+        }
+    }
+
+    /// [`Cursor::scalar`] without the value: a number is checked against
+    /// `parse_number`'s grammar (which `parse_number` then never refuses)
+    /// but not converted, which most of a skip's time went to.
+    fn skip_scalar(&mut self) -> Result<(), Malformed> {
+        let rest = self.bytes.get(self.at..).unwrap_or_default();
+        for word in [&b"true"[..], b"false", b"null"] {
+            if rest.starts_with(word) {
+                self.at += word.len();
+                return Ok(());
+            }
+        }
+        let len = rest
+            .iter()
+            .position(|b| !matches!(b, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E'))
+            .unwrap_or(rest.len());
+        if len > 0 && is_number(rest.get(..len).unwrap_or_default()) {
+            self.at += len;
+            Ok(())
+        } else {
+            self.fail("not a JSON value")
         }
     }
 
@@ -254,6 +277,62 @@ impl<'a> Cursor<'a> {
             (None, _) => self.fail("expected a value, found the end"),
         }
     }
+}
+
+/// Where the first `"` or `\\` of `bytes` is: eight bytes at a time (a
+/// string's contents are most of what a skip reads).
+fn quote_or_backslash(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = u64::from_le_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_le_bytes([0x80; 8]);
+    const QUOTES: u64 = u64::from_le_bytes([b'"'; 8]);
+    const BACKSLASHES: u64 = u64::from_le_bytes([b'\\'; 8]);
+    let (chunks, tail) = bytes.as_chunks::<8>();
+    for (n, chunk) in chunks.iter().enumerate() {
+        let word = u64::from_le_bytes(*chunk);
+        let (q, b) = (word ^ QUOTES, word ^ BACKSLASHES);
+        // A zero byte in q or b (the classic test: exact for the lowest
+        // such byte, which is the one wanted).
+        let found = ((q.wrapping_sub(ONES) & !q) | (b.wrapping_sub(ONES) & !b)) & HIGHS;
+        if found != 0 {
+            return Some(n * 8 + (found.trailing_zeros() / 8) as usize);
+        }
+    }
+    tail.iter()
+        .position(|&b| b == b'"' || b == b'\\')
+        .map(|i| chunks.len() * 8 + i)
+}
+
+/// Whether `parse_number` reads `text` as a number: its grammar (an
+/// optional sign, digits with an optional decimal point, at least one
+/// digit, an optional exponent with digits), for which it then always
+/// gives a value.
+fn is_number(text: &[u8]) -> bool {
+    let digits = |at: &mut usize| {
+        let start = *at;
+        while text.get(*at).is_some_and(u8::is_ascii_digit) {
+            *at += 1;
+        }
+        *at - start
+    };
+    let mut i = usize::from(matches!(text.first(), Some(b'+' | b'-')));
+    let mut n = digits(&mut i);
+    if text.get(i) == Some(&b'.') {
+        i += 1;
+        n += digits(&mut i);
+    }
+    if n == 0 {
+        return false;
+    }
+    if matches!(text.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(text.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        if digits(&mut i) == 0 {
+            return false;
+        }
+    }
+    i == text.len()
 }
 
 /// Pushes every value at `path` in `payload` onto `out` (nulls included, as
@@ -491,6 +570,25 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// The skip's number check accepts what `parse_number` reads.
+        #[test]
+        fn is_number_is_parse_number_accepting(
+            text in proptest::collection::vec(proptest::sample::select(b"0123456789+-.eEx".to_vec()), 0..8),
+        ) {
+            proptest::prop_assert_eq!(is_number(&text), parse_number(&text).is_some());
+        }
+
+        /// The eight-at-a-time search finds the first quote or backslash.
+        #[test]
+        fn quote_or_backslash_finds_the_first(
+            bytes in proptest::collection::vec(proptest::sample::select(vec![b'a', b'"', b'\\', 0x80, 0xff, 0, 0x21, 0x5b, 0x5d]), 0..40),
+        ) {
+            proptest::prop_assert_eq!(
+                quote_or_backslash(&bytes),
+                bytes.iter().position(|&b| b == b'"' || b == b'\\')
+            );
+        }
+
         /// One walk for several paths finds what one walk per path finds,
         /// errors (and where they are) included, also on damaged documents.
         #[test]
