@@ -472,3 +472,97 @@ fn extend<'a, K: 'a>(
     }
     Some(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::extract::values_at;
+    use proptest::prelude::*;
+    use statecast_filter::{Filter, Limits};
+
+    type Contents = (
+        Vec<(String, Vec<u64>)>,
+        Vec<(Vec<u8>, Vec<u64>)>,
+        Vec<u64>,
+        usize,
+    );
+
+    /// What an index holds, in a comparable form (sets sorted).
+    fn contents(index: &RangeIndex) -> Contents {
+        let sorted = |set: &FxHashSet<u64>| {
+            let mut keys: Vec<u64> = set.iter().copied().collect();
+            keys.sort_unstable();
+            keys
+        };
+        let mut multi: Vec<u64> = index.multi.keys().copied().collect();
+        multi.sort_unstable();
+        (
+            index
+                .nums
+                .iter()
+                .map(|(n, s)| (format!("{:?}", n.0), sorted(s)))
+                .collect(),
+            index
+                .strs
+                .iter()
+                .map(|(k, s)| (k.to_vec(), sorted(s)))
+                .collect(),
+            multi,
+            index.entries,
+        )
+    }
+
+    fn value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            (-3i64..3).prop_map(|i| i.to_string()),
+            (-3i64..3).prop_map(|i| format!("{i}.0")),
+            Just("1e0".to_string()),
+            Just("true".to_string()),
+            Just("null".to_string()),
+            Just("\"\"".to_string()),
+            Just("\"2\"".to_string()),
+            Just("\"b\"".to_string()),
+            Just("\"a\"".to_string()),
+            Just("{}".to_string()),
+            Just("1e".to_string()),
+        ]
+    }
+
+    proptest! {
+        /// Building from every record at once gives the index that
+        /// inserting them one by one gives (arrays, duplicates, mixed
+        /// types, nulls and unreadable records included).
+        #[test]
+        fn a_built_index_is_the_inserted_index(
+            records in proptest::collection::vec(
+                (0u64..40, proptest::collection::vec(value(), 0..4), any::<bool>()),
+                0..30,
+            ),
+        ) {
+            let path = match Filter::parse("/f", &Limits::default()).map(|f| f.expr().clone()) {
+                Ok(Expr::Path(p)) => p,
+                other => panic!("not a path: {other:?}"),
+            };
+            let mut inserted = RangeIndex::new(path.clone(), "/f".into());
+            let mut builder = RangeBuilder::new(path.clone(), "/f".into());
+            let mut values = Vec::new();
+            let mut seen = FxHashSet::default();
+            for (key, items, array) in records {
+                // Each key once, as in a store.
+                if !seen.insert(key) {
+                    continue;
+                }
+                let field = match (array, items.first()) {
+                    (false, Some(one)) => one.clone(),
+                    _ => format!("[{}]", items.join(",")),
+                };
+                let payload = format!("{{\"f\":{field}}}");
+                inserted.insert(key, payload.as_bytes(), &mut values);
+                values.clear();
+                let read = values_at(payload.as_bytes(), &path, &mut values).is_ok();
+                builder.add(key, &values, read);
+            }
+            prop_assert_eq!(contents(&builder.finish()), contents(&inserted));
+        }
+    }
+}
