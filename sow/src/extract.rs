@@ -88,52 +88,68 @@ impl<'a> Cursor<'a> {
         }
     }
 
+    /// Skips the value under the cursor, checking it as far as the walk
+    /// would (the same errors at the same places, the same nesting limit).
+    /// A loop over an explicit stack of the containers open, not a call per
+    /// value: skipping is most of what finding a field late in a document
+    /// costs.
     fn skip_value(&mut self, depth: u32) -> Result<(), Malformed> {
-        if depth > MAX_NESTING {
-            return self.fail("nesting too deep");
-        }
-        match self.peek() {
-            Some(b'"') => self.string().map(|_| ()),
-            Some(b'{') => {
-                self.at += 1;
-                if self.peek() == Some(b'}') {
-                    self.at += 1;
-                    return Ok(());
-                }
-                loop {
+        // `open[i]`: whether the container opened at level i is an object.
+        let mut open = [false; MAX_NESTING as usize + 2];
+        let mut level = 0usize;
+        'value: loop {
+            if depth as usize + level > MAX_NESTING as usize {
+                return self.fail("nesting too deep");
+            }
+            match self.peek() {
+                Some(b'"') => {
                     self.string()?;
-                    self.expect(b':', "expected ':' after a member name")?;
-                    self.skip_value(depth + 1)?;
-                    match self.peek() {
-                        Some(b',') => self.at += 1,
-                        Some(b'}') => {
-                            self.at += 1;
-                            return Ok(());
-                        }
-                        _ => return self.fail("expected ',' or '}' in an object"),
-                    }
                 }
-            }
-            Some(b'[') => {
-                self.at += 1;
-                if self.peek() == Some(b']') {
+                Some(c @ (b'{' | b'[')) => {
                     self.at += 1;
-                    return Ok(());
-                }
-                loop {
-                    self.skip_value(depth + 1)?;
-                    match self.peek() {
-                        Some(b',') => self.at += 1,
-                        Some(b']') => {
-                            self.at += 1;
-                            return Ok(());
+                    let object = c == b'{';
+                    let close = if object { b'}' } else { b']' };
+                    if self.peek() == Some(close) {
+                        self.at += 1;
+                    } else {
+                        match open.get_mut(level) {
+                            Some(slot) => *slot = object,
+                            None => return self.fail("nesting too deep"),
                         }
-                        _ => return self.fail("expected ',' or ']' in an array"),
+                        level += 1;
+                        if object {
+                            self.string()?;
+                            self.expect(b':', "expected ':' after a member name")?;
+                        }
+                        continue 'value;
                     }
                 }
+                Some(_) => self.skip_scalar()?,
+                None => return self.fail("expected a value, found the end"),
             }
-            Some(_) => self.skip_scalar(),
-            None => self.fail("expected a value, found the end"),
+            // A value ended: close what it ends, or go on to the next.
+            loop {
+                let Some(inner) = level.checked_sub(1) else {
+                    return Ok(());
+                };
+                let object = open.get(inner).copied().unwrap_or_default();
+                match (self.peek(), object) {
+                    (Some(b','), _) => {
+                        self.at += 1;
+                        if object {
+                            self.string()?;
+                            self.expect(b':', "expected ':' after a member name")?;
+                        }
+                        continue 'value;
+                    }
+                    (Some(b'}'), true) | (Some(b']'), false) => {
+                        self.at += 1;
+                        level = inner;
+                    }
+                    (_, true) => return self.fail("expected ',' or '}' in an object"),
+                    (_, false) => return self.fail("expected ',' or ']' in an array"),
+                }
+            }
         }
     }
 
@@ -569,7 +585,102 @@ mod tests {
         })
     }
 
+    /// The skip as it was, one call per value: the reference for the loop.
+    fn skip_recursive(c: &mut Cursor<'_>, depth: u32) -> Result<(), Malformed> {
+        if depth > MAX_NESTING {
+            return c.fail("nesting too deep");
+        }
+        match c.peek() {
+            Some(b'"') => c.string().map(|_| ()),
+            Some(b'{') => {
+                c.at += 1;
+                if c.peek() == Some(b'}') {
+                    c.at += 1;
+                    return Ok(());
+                }
+                loop {
+                    c.string()?;
+                    c.expect(b':', "expected ':' after a member name")?;
+                    skip_recursive(c, depth + 1)?;
+                    match c.peek() {
+                        Some(b',') => c.at += 1,
+                        Some(b'}') => {
+                            c.at += 1;
+                            return Ok(());
+                        }
+                        _ => return c.fail("expected ',' or '}' in an object"),
+                    }
+                }
+            }
+            Some(b'[') => {
+                c.at += 1;
+                if c.peek() == Some(b']') {
+                    c.at += 1;
+                    return Ok(());
+                }
+                loop {
+                    skip_recursive(c, depth + 1)?;
+                    match c.peek() {
+                        Some(b',') => c.at += 1,
+                        Some(b']') => {
+                            c.at += 1;
+                            return Ok(());
+                        }
+                        _ => return c.fail("expected ',' or ']' in an array"),
+                    }
+                }
+            }
+            Some(_) => c.scalar().map(|_| ()),
+            None => c.fail("expected a value, found the end"),
+        }
+    }
+
+    #[test]
+    fn the_skip_keeps_the_nesting_limit() {
+        for n in [120usize, 127, 128, 129, 130, 200] {
+            for (open, close) in [("[", "]"), ("{\"a\":", "}")] {
+                let doc = format!("{}1{}", open.repeat(n), close.repeat(n));
+                for depth in [0, 1, 5] {
+                    let mut a = Cursor {
+                        bytes: doc.as_bytes(),
+                        at: 0,
+                    };
+                    let mut b = Cursor {
+                        bytes: doc.as_bytes(),
+                        at: 0,
+                    };
+                    assert_eq!(
+                        a.skip_value(depth),
+                        skip_recursive(&mut b, depth),
+                        "{n} {depth}"
+                    );
+                    assert_eq!(a.at, b.at);
+                }
+            }
+        }
+    }
+
     proptest::proptest! {
+        /// The skip's loop accepts and refuses what the recursive skip did,
+        /// at the same places, and ends where it ended.
+        #[test]
+        fn the_skip_is_the_recursive_skip(
+            doc in json(),
+            cut in proptest::option::of((0usize..200, proptest::sample::select(b"{}[],:\"\\ 1ex".to_vec()))),
+            depth in proptest::sample::select(vec![0u32, 1, 125, 127]),
+        ) {
+            let mut bytes = doc.into_bytes();
+            if let Some((at, byte)) = cut
+                && let Some(b) = bytes.get_mut(at)
+            {
+                *b = byte;
+            }
+            let mut a = Cursor { bytes: &bytes, at: 0 };
+            let mut b = Cursor { bytes: &bytes, at: 0 };
+            proptest::prop_assert_eq!(a.skip_value(depth), skip_recursive(&mut b, depth));
+            proptest::prop_assert_eq!(a.at, b.at);
+        }
+
         /// The skip's number check accepts what `parse_number` reads.
         #[test]
         fn is_number_is_parse_number_accepting(
