@@ -10,7 +10,12 @@
 //!   transient and durable (no sync per upsert: checkpoints are the
 //!   broker's periodic business);
 //! - `reopen`: opening a checkpointed durable store of 100,000 records of
-//!   1 KiB (every record CRC-checked, the key index rebuilt).
+//!   1 KiB (every record CRC-checked, the key index rebuilt);
+//! - `range_index_first_use`: the first query after a start that wants
+//!   range indexes on `/price` and `/qty` (the sow-1m query's range terms),
+//!   on a fresh transient store of 100,000 records each time. Its literals
+//!   are above every value, so the query itself finds no candidate and the
+//!   time is the two builds.
 //!
 //! Run: `cargo bench -p statecast-sow --bench query`. Times are the
 //! benchmark thread's CPU time, as in the filter bench (the machines are
@@ -225,5 +230,43 @@ fn reopen(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, scan, indexed, upsert, reopen);
+fn range_index_first_use(c: &mut Criterion) {
+    let filter = Filter::parse("/price > 1e9 AND /qty > 1e9", &Limits::default()).expect("filter");
+    let query = Query::filter(filter);
+    let mut group = c.benchmark_group("range_index_first_use");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(records() as u64));
+    let wall = std::env::var_os("STATECAST_BENCH_WALL").is_some() || on_cpu_ns().is_none();
+    group.bench_function(format!("price_qty_{}_1KiB", records()), |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                // A fresh store each time: the indexes are built once per
+                // store, by its first query that wants them.
+                let store = store(Durability::Transient, &[], None);
+                let (start_cpu, start_wall) = (on_cpu_ns(), Instant::now());
+                let n = store.count(&query).expect("count");
+                total += match (wall, start_cpu, on_cpu_ns()) {
+                    (false, Some(start), Some(end)) => {
+                        Duration::from_nanos(end.saturating_sub(start))
+                    }
+                    _ => start_wall.elapsed(),
+                };
+                assert_eq!(n, 0);
+                assert!(store.stats().range_index_bytes > 0);
+            }
+            total
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    scan,
+    indexed,
+    upsert,
+    reopen,
+    range_index_first_use
+);
 criterion_main!(benches);

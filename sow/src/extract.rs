@@ -72,7 +72,7 @@ impl<'a> Cursor<'a> {
         let mut escaped = false;
         loop {
             let rest = self.bytes.get(self.at..).unwrap_or_default();
-            let Some(i) = rest.iter().position(|&b| b == b'"' || b == b'\\') else {
+            let Some(i) = quote_or_backslash(rest) else {
                 self.at = self.bytes.len();
                 return self.fail("string not closed");
             };
@@ -88,52 +88,91 @@ impl<'a> Cursor<'a> {
         }
     }
 
+    /// Skips the value under the cursor, checking it as far as the walk
+    /// would (the same errors at the same places, the same nesting limit).
+    /// A loop over an explicit stack of the containers open, not a call per
+    /// value: skipping is most of what finding a field late in a document
+    /// costs.
     fn skip_value(&mut self, depth: u32) -> Result<(), Malformed> {
-        if depth > MAX_NESTING {
-            return self.fail("nesting too deep");
-        }
-        match self.peek() {
-            Some(b'"') => self.string().map(|_| ()),
-            Some(b'{') => {
-                self.at += 1;
-                if self.peek() == Some(b'}') {
-                    self.at += 1;
-                    return Ok(());
-                }
-                loop {
+        // `open[i]`: whether the container opened at level i is an object.
+        let mut open = [false; MAX_NESTING as usize + 2];
+        let mut level = 0usize;
+        'value: loop {
+            if depth as usize + level > MAX_NESTING as usize {
+                return self.fail("nesting too deep");
+            }
+            match self.peek() {
+                Some(b'"') => {
                     self.string()?;
-                    self.expect(b':', "expected ':' after a member name")?;
-                    self.skip_value(depth + 1)?;
-                    match self.peek() {
-                        Some(b',') => self.at += 1,
-                        Some(b'}') => {
-                            self.at += 1;
-                            return Ok(());
-                        }
-                        _ => return self.fail("expected ',' or '}' in an object"),
-                    }
                 }
-            }
-            Some(b'[') => {
-                self.at += 1;
-                if self.peek() == Some(b']') {
+                Some(c @ (b'{' | b'[')) => {
                     self.at += 1;
-                    return Ok(());
-                }
-                loop {
-                    self.skip_value(depth + 1)?;
-                    match self.peek() {
-                        Some(b',') => self.at += 1,
-                        Some(b']') => {
-                            self.at += 1;
-                            return Ok(());
+                    let object = c == b'{';
+                    let close = if object { b'}' } else { b']' };
+                    if self.peek() == Some(close) {
+                        self.at += 1;
+                    } else {
+                        match open.get_mut(level) {
+                            Some(slot) => *slot = object,
+                            None => return self.fail("nesting too deep"),
                         }
-                        _ => return self.fail("expected ',' or ']' in an array"),
+                        level += 1;
+                        if object {
+                            self.string()?;
+                            self.expect(b':', "expected ':' after a member name")?;
+                        }
+                        continue 'value;
                     }
                 }
+                Some(_) => self.skip_scalar()?,
+                None => return self.fail("expected a value, found the end"),
             }
-            Some(_) => self.scalar().map(|_| ()),
-            None => self.fail("expected a value, found the end"),
+            // A value ended: close what it ends, or go on to the next.
+            loop {
+                let Some(inner) = level.checked_sub(1) else {
+                    return Ok(());
+                };
+                let object = open.get(inner).copied().unwrap_or_default();
+                match (self.peek(), object) {
+                    (Some(b','), _) => {
+                        self.at += 1;
+                        if object {
+                            self.string()?;
+                            self.expect(b':', "expected ':' after a member name")?;
+                        }
+                        continue 'value;
+                    }
+                    (Some(b'}'), true) | (Some(b']'), false) => {
+                        self.at += 1;
+                        level = inner;
+                    }
+                    (_, true) => return self.fail("expected ',' or '}' in an object"),
+                    (_, false) => return self.fail("expected ',' or ']' in an array"),
+                }
+            }
+        }
+    }
+
+    /// [`Cursor::scalar`] without the value: a number is checked against
+    /// `parse_number`'s grammar (which `parse_number` then never refuses)
+    /// but not converted, which most of a skip's time went to.
+    fn skip_scalar(&mut self) -> Result<(), Malformed> {
+        let rest = self.bytes.get(self.at..).unwrap_or_default();
+        for word in [&b"true"[..], b"false", b"null"] {
+            if rest.starts_with(word) {
+                self.at += word.len();
+                return Ok(());
+            }
+        }
+        let len = rest
+            .iter()
+            .position(|b| !matches!(b, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E'))
+            .unwrap_or(rest.len());
+        if len > 0 && is_number(rest.get(..len).unwrap_or_default()) {
+            self.at += len;
+            Ok(())
+        } else {
+            self.fail("not a JSON value")
         }
     }
 
@@ -256,6 +295,62 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// Where the first `"` or `\\` of `bytes` is: eight bytes at a time (a
+/// string's contents are most of what a skip reads).
+fn quote_or_backslash(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = u64::from_le_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_le_bytes([0x80; 8]);
+    const QUOTES: u64 = u64::from_le_bytes([b'"'; 8]);
+    const BACKSLASHES: u64 = u64::from_le_bytes([b'\\'; 8]);
+    let (chunks, tail) = bytes.as_chunks::<8>();
+    for (n, chunk) in chunks.iter().enumerate() {
+        let word = u64::from_le_bytes(*chunk);
+        let (q, b) = (word ^ QUOTES, word ^ BACKSLASHES);
+        // A zero byte in q or b (the classic test: exact for the lowest
+        // such byte, which is the one wanted).
+        let found = ((q.wrapping_sub(ONES) & !q) | (b.wrapping_sub(ONES) & !b)) & HIGHS;
+        if found != 0 {
+            return Some(n * 8 + (found.trailing_zeros() / 8) as usize);
+        }
+    }
+    tail.iter()
+        .position(|&b| b == b'"' || b == b'\\')
+        .map(|i| chunks.len() * 8 + i)
+}
+
+/// Whether `parse_number` reads `text` as a number: its grammar (an
+/// optional sign, digits with an optional decimal point, at least one
+/// digit, an optional exponent with digits), for which it then always
+/// gives a value.
+fn is_number(text: &[u8]) -> bool {
+    let digits = |at: &mut usize| {
+        let start = *at;
+        while text.get(*at).is_some_and(u8::is_ascii_digit) {
+            *at += 1;
+        }
+        *at - start
+    };
+    let mut i = usize::from(matches!(text.first(), Some(b'+' | b'-')));
+    let mut n = digits(&mut i);
+    if text.get(i) == Some(&b'.') {
+        i += 1;
+        n += digits(&mut i);
+    }
+    if n == 0 {
+        return false;
+    }
+    if matches!(text.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(text.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        if digits(&mut i) == 0 {
+            return false;
+        }
+    }
+    i == text.len()
+}
+
 /// Pushes every value at `path` in `payload` onto `out` (nulls included, as
 /// `Value::Null`). A payload that is not JSON where it is read is an error.
 pub fn values_at(payload: &[u8], path: &Path, out: &mut Vec<Value>) -> Result<(), Malformed> {
@@ -264,6 +359,112 @@ pub fn values_at(payload: &[u8], path: &Path, out: &mut Vec<Value>) -> Result<()
         at: 0,
     };
     cursor.walk(&path.steps, out, 0)
+}
+
+/// Every value at each of `paths`, as [`values_at`] gives it for each path
+/// alone (`out[i]` and `results[i]` for `paths[i]`), in one walk over the
+/// top-level members instead of one per path: a range index build for
+/// several fields reads each record once, and a field near the end of a
+/// document (the sow-1m query's `/qty`) no longer costs a second walk over
+/// everything before it.
+///
+/// The exact semantics of one walk per path are kept, errors included: a
+/// path's walk ends at the first top-level member of its name (what
+/// follows is not read for it, so damage there is not its error), and a
+/// member skipped before that is skipped for it too (damage there is). A
+/// payload that is not an object, or a path that does not start with a
+/// field name, takes the single-path walk.
+pub(crate) fn values_at_each(
+    payload: &[u8],
+    paths: &[&Path],
+    out: &mut [Vec<Value>],
+    results: &mut [Result<(), Malformed>],
+) {
+    let mut cursor = Cursor {
+        bytes: payload,
+        at: 0,
+    };
+    let simple = cursor.peek() == Some(b'{')
+        && paths
+            .iter()
+            .all(|p| matches!(p.steps.first(), Some(Step::Field(_))))
+        // Which paths are done is a bit mask.
+        && paths.len() <= 64
+        && out.len() == paths.len()
+        && results.len() == paths.len();
+    if !simple {
+        for ((path, out), result) in paths.iter().zip(out.iter_mut()).zip(results.iter_mut()) {
+            *result = values_at(payload, path, out);
+        }
+        return;
+    }
+    // `pending` paths have not met their member yet; everything that
+    // happens to the shared cursor happens to each of them.
+    let mut pending = paths.len();
+    let mut done = 0u64;
+    let finish_pending =
+        |done: u64, results: &mut [Result<(), Malformed>], r: Result<(), Malformed>| {
+            for (i, result) in results.iter_mut().enumerate() {
+                if done & (1 << i) == 0 {
+                    *result = r;
+                }
+            }
+        };
+    cursor.at += 1;
+    if cursor.peek() == Some(b'}') {
+        results.iter_mut().for_each(|r| *r = Ok(()));
+        return;
+    }
+    while pending > 0 {
+        let member = cursor.string().and_then(|name| {
+            cursor
+                .expect(b':', "expected ':' after a member name")
+                .map(|()| name)
+        });
+        let (raw, escaped) = match member {
+            Ok(m) => m,
+            Err(m) => return finish_pending(done, results, Err(m)),
+        };
+        let unescaped = escaped.then(|| unescape(raw));
+        let name: &[u8] = unescaped.as_deref().unwrap_or(raw);
+        let value_at = cursor.at;
+        for (i, path) in paths.iter().enumerate() {
+            let Some((Step::Field(field), rest)) = path.steps.split_first() else {
+                continue;
+            };
+            if done & (1 << i) == 0 && field.as_bytes() == name {
+                let mut walker = Cursor {
+                    bytes: payload,
+                    at: value_at,
+                };
+                let result = match out.get_mut(i) {
+                    Some(out) => walker.walk(rest, out, 1),
+                    None => Ok(()),
+                };
+                if let Some(r) = results.get_mut(i) {
+                    *r = result;
+                }
+                done |= 1 << i;
+                pending -= 1;
+            }
+        }
+        if pending == 0 {
+            break;
+        }
+        let next = cursor.skip_value(1).and_then(|()| match cursor.peek() {
+            Some(b',') => {
+                cursor.at += 1;
+                Ok(true)
+            }
+            Some(b'}') => Ok(false),
+            _ => cursor.fail("expected ',' or '}' in an object"),
+        });
+        match next {
+            Ok(true) => {}
+            Ok(false) => return finish_pending(done, results, Ok(())),
+            Err(m) => return finish_pending(done, results, Err(m)),
+        }
+    }
 }
 
 /// The first value at `path`, NULL if none (or if the payload is malformed).
@@ -346,6 +547,190 @@ mod tests {
     fn all(payload: &str, p: &str) -> Result<Vec<Value>, Malformed> {
         let mut out = Vec::new();
         values_at(payload.as_bytes(), &path(p), &mut out).map(|()| out)
+    }
+
+    /// A random JSON text over a few member names (so that paths meet
+    /// them, duplicates and escaped names included), as a string.
+    fn json() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let name = prop_oneof![
+            Just("a"),
+            Just("b"),
+            Just("c"),
+            Just("a\\u0062"),
+            Just("\\u0061")
+        ];
+        let leaf = prop_oneof![
+            any::<i32>().prop_map(|i| i.to_string()),
+            (-1e6f64..1e6).prop_map(|x| format!("{x:?}")),
+            Just("true".to_string()),
+            Just("null".to_string()),
+            Just("\"10\"".to_string()),
+            Just("\"x\\\"y\"".to_string()),
+            Just("\"\"".to_string()),
+            Just("1e".to_string()),
+        ];
+        leaf.prop_recursive(4, 40, 5, move |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..5)
+                    .prop_map(|items| format!("[{}]", items.join(","))),
+                proptest::collection::vec((name.clone(), inner), 0..5).prop_map(|members| {
+                    let members: Vec<String> = members
+                        .into_iter()
+                        .map(|(n, v)| format!("\"{n}\" : {v}"))
+                        .collect();
+                    format!("{{ {} }}", members.join(","))
+                }),
+            ]
+        })
+    }
+
+    /// The skip as it was, one call per value: the reference for the loop.
+    fn skip_recursive(c: &mut Cursor<'_>, depth: u32) -> Result<(), Malformed> {
+        if depth > MAX_NESTING {
+            return c.fail("nesting too deep");
+        }
+        match c.peek() {
+            Some(b'"') => c.string().map(|_| ()),
+            Some(b'{') => {
+                c.at += 1;
+                if c.peek() == Some(b'}') {
+                    c.at += 1;
+                    return Ok(());
+                }
+                loop {
+                    c.string()?;
+                    c.expect(b':', "expected ':' after a member name")?;
+                    skip_recursive(c, depth + 1)?;
+                    match c.peek() {
+                        Some(b',') => c.at += 1,
+                        Some(b'}') => {
+                            c.at += 1;
+                            return Ok(());
+                        }
+                        _ => return c.fail("expected ',' or '}' in an object"),
+                    }
+                }
+            }
+            Some(b'[') => {
+                c.at += 1;
+                if c.peek() == Some(b']') {
+                    c.at += 1;
+                    return Ok(());
+                }
+                loop {
+                    skip_recursive(c, depth + 1)?;
+                    match c.peek() {
+                        Some(b',') => c.at += 1,
+                        Some(b']') => {
+                            c.at += 1;
+                            return Ok(());
+                        }
+                        _ => return c.fail("expected ',' or ']' in an array"),
+                    }
+                }
+            }
+            Some(_) => c.scalar().map(|_| ()),
+            None => c.fail("expected a value, found the end"),
+        }
+    }
+
+    #[test]
+    fn the_skip_keeps_the_nesting_limit() {
+        for n in [120usize, 127, 128, 129, 130, 200] {
+            for (open, close) in [("[", "]"), ("{\"a\":", "}")] {
+                let doc = format!("{}1{}", open.repeat(n), close.repeat(n));
+                for depth in [0, 1, 5] {
+                    let mut a = Cursor {
+                        bytes: doc.as_bytes(),
+                        at: 0,
+                    };
+                    let mut b = Cursor {
+                        bytes: doc.as_bytes(),
+                        at: 0,
+                    };
+                    assert_eq!(
+                        a.skip_value(depth),
+                        skip_recursive(&mut b, depth),
+                        "{n} {depth}"
+                    );
+                    assert_eq!(a.at, b.at);
+                }
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// The skip's loop accepts and refuses what the recursive skip did,
+        /// at the same places, and ends where it ended.
+        #[test]
+        fn the_skip_is_the_recursive_skip(
+            doc in json(),
+            cut in proptest::option::of((0usize..200, proptest::sample::select(b"{}[],:\"\\ 1ex".to_vec()))),
+            depth in proptest::sample::select(vec![0u32, 1, 125, 127]),
+        ) {
+            let mut bytes = doc.into_bytes();
+            if let Some((at, byte)) = cut
+                && let Some(b) = bytes.get_mut(at)
+            {
+                *b = byte;
+            }
+            let mut a = Cursor { bytes: &bytes, at: 0 };
+            let mut b = Cursor { bytes: &bytes, at: 0 };
+            proptest::prop_assert_eq!(a.skip_value(depth), skip_recursive(&mut b, depth));
+            proptest::prop_assert_eq!(a.at, b.at);
+        }
+
+        /// The skip's number check accepts what `parse_number` reads.
+        #[test]
+        fn is_number_is_parse_number_accepting(
+            text in proptest::collection::vec(proptest::sample::select(b"0123456789+-.eEx".to_vec()), 0..8),
+        ) {
+            proptest::prop_assert_eq!(is_number(&text), parse_number(&text).is_some());
+        }
+
+        /// The eight-at-a-time search finds the first quote or backslash.
+        #[test]
+        fn quote_or_backslash_finds_the_first(
+            bytes in proptest::collection::vec(proptest::sample::select(vec![b'a', b'"', b'\\', 0x80, 0xff, 0, 0x21, 0x5b, 0x5d]), 0..40),
+        ) {
+            proptest::prop_assert_eq!(
+                quote_or_backslash(&bytes),
+                bytes.iter().position(|&b| b == b'"' || b == b'\\')
+            );
+        }
+
+        /// One walk for several paths finds what one walk per path finds,
+        /// errors (and where they are) included, also on damaged documents.
+        #[test]
+        fn one_walk_for_several_paths_is_one_walk_per_path(
+            doc in json(),
+            cut in proptest::option::of((0usize..400, proptest::prelude::any::<u8>())),
+            wanted in proptest::collection::vec(
+                proptest::sample::select(vec!["/a", "/b", "/c", "/ab", "/a/b", "/b/a/c", "/c[1]", "/a[0]/b", "/b[2]"]),
+                1..5,
+            ),
+        ) {
+            let mut bytes = format!("{{\"a\":{doc},\"b\":{doc},\"c\":[{doc},1]}}").into_bytes();
+            if let Some((at, byte)) = cut
+                && let Some(b) = bytes.get_mut(at)
+            {
+                *b = byte;
+            }
+            for payload in [&bytes[..], doc.as_bytes()] {
+                let paths: Vec<Path> = wanted.iter().map(|p| path(p)).collect();
+                let paths: Vec<&Path> = paths.iter().collect();
+                let mut out = vec![Vec::new(); paths.len()];
+                let mut results = vec![Ok(()); paths.len()];
+                values_at_each(payload, &paths, &mut out, &mut results);
+                for ((p, got), result) in paths.iter().zip(&out).zip(&results) {
+                    let mut one = Vec::new();
+                    let expected = values_at(payload, p, &mut one);
+                    proptest::prop_assert_eq!(result, &expected, "{}", p);
+                    proptest::prop_assert_eq!(got, &one, "{}", p);
+                }
+            }
+        }
     }
 
     #[test]

@@ -353,6 +353,95 @@ impl RangeIndex {
     }
 }
 
+/// A range index being built from every live record on its first use. The
+/// keys of each value are gathered in vectors (appends in order) and turned
+/// into sets of the right size once every record is read, rather than
+/// growing a hash set by rehashing, one random insert per record and value,
+/// while the processor waits. The result is the index that inserting the
+/// records one by one gives.
+#[derive(Debug)]
+pub(crate) struct RangeBuilder {
+    path: Path,
+    text: String,
+    nums: BTreeMap<NumOrd, Vec<u64>>,
+    strs: BTreeMap<Box<[u8]>, Vec<u64>>,
+    multi: FxHashMap<u64, ()>,
+}
+
+impl RangeBuilder {
+    pub(crate) fn new(path: Path, text: String) -> RangeBuilder {
+        RangeBuilder {
+            path,
+            text,
+            nums: BTreeMap::new(),
+            strs: BTreeMap::new(),
+            multi: FxHashMap::default(),
+        }
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The record `key`, whose values at the path are `values` if reading
+    /// them succeeded (`read`); as [`RangeIndex::insert`], a record that
+    /// could not be read is left out.
+    pub(crate) fn add(&mut self, key: u64, values: &[Value], read: bool) {
+        if !read {
+            return;
+        }
+        if values.len() > 1 {
+            self.multi.insert(key, ());
+        }
+        for value in values {
+            let number = match value {
+                Value::Null => None,
+                Value::Bool(b) => Some(NumOrd(Num::Int(i64::from(*b)))),
+                Value::Int(i) => Some(NumOrd(Num::Int(*i))),
+                Value::Float(x) => NumOrd::of(Num::Float(*x)),
+                Value::Str(s) if s.is_empty() => None,
+                Value::Str(s) => parse_number(s).and_then(NumOrd::of),
+            };
+            if let Some(n) = number {
+                self.nums.entry(n).or_default().push(key);
+            }
+            if let Value::Str(s) = value
+                && !s.is_empty()
+            {
+                // The string is copied only the first time it is seen.
+                match self.strs.get_mut(s.as_slice()) {
+                    Some(keys) => keys.push(key),
+                    None => {
+                        self.strs.insert(s.as_slice().into(), vec![key]);
+                    }
+                }
+            }
+        }
+    }
+
+    pub(crate) fn finish(self) -> RangeIndex {
+        fn set(keys: Vec<u64>) -> FxHashSet<u64> {
+            let mut set = FxHashSet::with_capacity_and_hasher(keys.len(), Default::default());
+            // A record with the same value twice (an array) is there once.
+            set.extend(keys);
+            set
+        }
+        let nums: BTreeMap<NumOrd, FxHashSet<u64>> =
+            self.nums.into_iter().map(|(k, v)| (k, set(v))).collect();
+        let strs: BTreeMap<Box<[u8]>, FxHashSet<u64>> =
+            self.strs.into_iter().map(|(k, v)| (k, set(v))).collect();
+        let entries = nums.values().chain(strs.values()).map(|s| s.len()).sum();
+        RangeIndex {
+            path: self.path,
+            text: self.text,
+            nums,
+            strs,
+            multi: self.multi,
+            entries,
+        }
+    }
+}
+
 fn remove_from<Q: Ord>(map: &mut BTreeMap<Q, FxHashSet<u64>>, k: &Q, key: u64) -> bool {
     let Some(set) = map.get_mut(k) else {
         return false;
@@ -381,4 +470,98 @@ fn extend<'a, K: 'a>(
         out.extend(set.iter().copied());
     }
     Some(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::extract::values_at;
+    use proptest::prelude::*;
+    use statecast_filter::{Filter, Limits};
+
+    type Contents = (
+        Vec<(String, Vec<u64>)>,
+        Vec<(Vec<u8>, Vec<u64>)>,
+        Vec<u64>,
+        usize,
+    );
+
+    /// What an index holds, in a comparable form (sets sorted).
+    fn contents(index: &RangeIndex) -> Contents {
+        let sorted = |set: &FxHashSet<u64>| {
+            let mut keys: Vec<u64> = set.iter().copied().collect();
+            keys.sort_unstable();
+            keys
+        };
+        let mut multi: Vec<u64> = index.multi.keys().copied().collect();
+        multi.sort_unstable();
+        (
+            index
+                .nums
+                .iter()
+                .map(|(n, s)| (format!("{:?}", n.0), sorted(s)))
+                .collect(),
+            index
+                .strs
+                .iter()
+                .map(|(k, s)| (k.to_vec(), sorted(s)))
+                .collect(),
+            multi,
+            index.entries,
+        )
+    }
+
+    fn value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            (-3i64..3).prop_map(|i| i.to_string()),
+            (-3i64..3).prop_map(|i| format!("{i}.0")),
+            Just("1e0".to_string()),
+            Just("true".to_string()),
+            Just("null".to_string()),
+            Just("\"\"".to_string()),
+            Just("\"2\"".to_string()),
+            Just("\"b\"".to_string()),
+            Just("\"a\"".to_string()),
+            Just("{}".to_string()),
+            Just("1e".to_string()),
+        ]
+    }
+
+    proptest! {
+        /// Building from every record at once gives the index that
+        /// inserting them one by one gives (arrays, duplicates, mixed
+        /// types, nulls and unreadable records included).
+        #[test]
+        fn a_built_index_is_the_inserted_index(
+            records in proptest::collection::vec(
+                (0u64..40, proptest::collection::vec(value(), 0..4), any::<bool>()),
+                0..30,
+            ),
+        ) {
+            let path = match Filter::parse("/f", &Limits::default()).map(|f| f.expr().clone()) {
+                Ok(Expr::Path(p)) => p,
+                other => panic!("not a path: {other:?}"),
+            };
+            let mut inserted = RangeIndex::new(path.clone(), "/f".into());
+            let mut builder = RangeBuilder::new(path.clone(), "/f".into());
+            let mut values = Vec::new();
+            let mut seen = FxHashSet::default();
+            for (key, items, array) in records {
+                // Each key once, as in a store.
+                if !seen.insert(key) {
+                    continue;
+                }
+                let field = match (array, items.first()) {
+                    (false, Some(one)) => one.clone(),
+                    _ => format!("[{}]", items.join(",")),
+                };
+                let payload = format!("{{\"f\":{field}}}");
+                inserted.insert(key, payload.as_bytes(), &mut values);
+                values.clear();
+                let read = values_at(payload.as_bytes(), &path, &mut values).is_ok();
+                builder.add(key, &values, read);
+            }
+            prop_assert_eq!(contents(&builder.finish()), contents(&inserted));
+        }
+    }
 }
