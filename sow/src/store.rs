@@ -1549,10 +1549,49 @@ impl SowStore {
     /// each slab front to back; in the key index's hash order it would
     /// jump to a new page for every record (a cache and TLB miss each,
     /// once the records outgrow the caches).
-    pub(crate) fn live_in_slab_order(&self) -> Vec<(u64, Entry)> {
-        let mut live: Vec<(u64, Entry)> = self.live_entries().map(|(k, e)| (k, *e)).collect();
-        sort_in_slab_order(&mut live);
-        live
+    ///
+    /// Sorted slab by slab, as `(offset, length, key)`: sorting the 32-byte
+    /// `(key, entry)` pairs of a million records as one array took a tenth
+    /// of a full scan's CPU time; a slab's few thousand 16-byte triples
+    /// sort inside the CPU's caches.
+    pub(crate) fn live_in_slab_order(&self) -> impl Iterator<Item = (u64, Entry)> + '_ {
+        let index: FxHashMap<u64, usize> = self
+            .slabs
+            .keys()
+            .enumerate()
+            .map(|(i, seq)| (*seq, i))
+            .collect();
+        let mut per_slab: Vec<Vec<(u32, u32, u64)>> = vec![Vec::new(); self.slabs.len()];
+        // Entries of a slab the store does not hold: their read fails
+        // later, as it would in any order.
+        let mut orphans: Vec<(u64, Entry)> = Vec::new();
+        for (key, e) in self.live_entries() {
+            match index.get(&e.seq).and_then(|&i| per_slab.get_mut(i)) {
+                Some(records) => records.push((e.off, e.len, key)),
+                None => orphans.push((key, *e)),
+            }
+        }
+        for records in &mut per_slab {
+            records.sort_unstable_by_key(|&(off, _, _)| off);
+        }
+        self.slabs
+            .keys()
+            .zip(per_slab)
+            .flat_map(|(&seq, records)| {
+                records.into_iter().map(move |(off, len, key)| {
+                    (
+                        key,
+                        Entry {
+                            seq,
+                            off,
+                            len,
+                            stale: 0,
+                            tombstone: false,
+                        },
+                    )
+                })
+            })
+            .chain(orphans)
     }
 
     /// Sizes and overheads.
