@@ -541,11 +541,12 @@ impl SowStore {
     /// The most candidates an index may leave for the query to use it.
     ///
     /// A candidate costs a key-index lookup and a read at a random place
-    /// in the slabs; a scan reads every record front to back. With an index
-    /// leaving 80 % of 1M records of 1 KiB, the index path cost 0.71 µs per
-    /// record against 0.38 µs for the scan (benches/RESULTS.md, 2026-12-04
-    /// 22:05–22:50). A quarter is a cautious line below that; the exact
-    /// crossover was not measured. Small stores always use an index that
+    /// in the slabs; a scan reads every record front to back. Before this
+    /// rule, a query whose index left 80 % of 1M records of 1 KiB cost
+    /// 0.71 µs per record (candidates in hash order); scanning them in slab
+    /// order costs 0.38 µs (benches/RESULTS.md, 2026-12-04 22:05–22:50). A
+    /// quarter is a cautious line below that; the exact crossover was not
+    /// measured. Small stores always use an index that
     /// applies: either way costs little there, and the plan stays
     /// predictable.
     fn index_limit(&self) -> usize {
