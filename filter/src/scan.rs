@@ -902,17 +902,11 @@ impl Scanner<'_> {
                     // Only a wanted member changes `remaining`, so only
                     // here can the rest of the object be unwanted.
                     if walk.remaining == 0 {
-                        let next = match bytes.get(after) {
-                            Some(b',') => after + 1,
-                            _ => match self.object_end(after)? {
-                                Some(next) => next,
-                                None => {
-                                    self.blocks = Some(Blocks { base, cur, next });
-                                    return Ok(Flow::Continue);
-                                }
-                            },
+                        let Some(member) = self.next_member(after)? else {
+                            self.blocks = Some(Blocks { base, cur, next });
+                            return Ok(Flow::Continue);
                         };
-                        self.pos = self.rest_of_container_with(vectors, next, b'{', depth)?;
+                        self.pos = self.rest_of_container_with(vectors, member, b'{', depth)?;
                         return Ok(Flow::Continue);
                     }
                     after
@@ -933,16 +927,11 @@ impl Scanner<'_> {
                 },
             };
             // `,` and the next member, or `}`.
-            pos = match bytes.get(after) {
-                Some(b',') => after + 1,
-                _ => match self.object_end(after)? {
-                    Some(next) => next,
-                    None => {
-                        self.blocks = Some(Blocks { base, cur, next });
-                        return Ok(Flow::Continue);
-                    }
-                },
+            let Some(member) = self.next_member(after)? else {
+                self.blocks = Some(Blocks { base, cur, next });
+                return Ok(Flow::Continue);
             };
+            pos = member;
         }
     }
 
@@ -1067,6 +1056,17 @@ impl Scanner<'_> {
             return Ok(None);
         }
         Ok((!stop).then_some(self.pos))
+    }
+
+    /// After a member's value at `at`: the next member's position, or None
+    /// at the `}` (with the cursor past it). A `,` right after the value is
+    /// the common case, kept inline; the rest is [`Self::object_end`].
+    #[inline(always)]
+    fn next_member(&mut self, at: usize) -> Result<Option<usize>, Malformed> {
+        match self.bytes.get(at) {
+            Some(b',') => Ok(Some(at + 1)),
+            _ => self.object_end(at),
+        }
     }
 
     /// After a member's value at `at` where no `,` follows directly:

@@ -12,10 +12,9 @@
 
 use bytes::{BufMut, Bytes};
 
-use crate::command::{CommandCode, Utf8};
+use crate::command::{CommandCode, Utf8, put_frame_header};
 use crate::error::{DecodeError, EncodeError};
 use crate::field::{FieldTag, FieldWriter, check_value_len, fixed_len};
-use crate::frame::FrameHeader;
 
 /// The most records one `sow_batch` may carry, and the largest
 /// `batch_size` a query may ask for (a query asking for more is refused
@@ -290,21 +289,7 @@ pub fn encode_sow_batch_header(
     dst: &mut impl BufMut,
 ) -> Result<usize, EncodeError> {
     let fields_len = sow_batch_fields_len(topic)?;
-    let header = FrameHeader {
-        command: CommandCode::SowBatch as u8,
-        flags: 0,
-        fields_len,
-        payload_len,
-    };
-    header.check()?;
-    let written = crate::FIXED_HEADER_LEN + fields_len;
-    if dst.remaining_mut() < written {
-        return Err(EncodeError::BufferTooSmall {
-            need: written,
-            have: dst.remaining_mut(),
-        });
-    }
-    header.encode(dst);
+    let written = put_frame_header(CommandCode::SowBatch, fields_len, payload_len, dst)?;
     write_sow_batch_fields(&mut FieldWriter::new(dst), topic, sub_id, records);
     Ok(written)
 }

@@ -1601,6 +1601,34 @@ pub fn encode_deliver_header(
     encode_record_header(topic, sub_ids, bookmark, timestamp, None, payload_len, dst)
 }
 
+/// Writes the fixed header of a `command` frame whose `fields_len` bytes
+/// of fields the caller writes next, `payload_len` bytes of payload after
+/// them. Checks the lengths, and that `dst` has room for the header and
+/// the fields, before writing anything. Returns those bytes.
+pub(crate) fn put_frame_header(
+    command: CommandCode,
+    fields_len: usize,
+    payload_len: usize,
+    dst: &mut impl BufMut,
+) -> Result<usize, EncodeError> {
+    let header = FrameHeader {
+        command: command as u8,
+        flags: 0,
+        fields_len,
+        payload_len,
+    };
+    header.check()?;
+    let written = crate::FIXED_HEADER_LEN + fields_len;
+    if dst.remaining_mut() < written {
+        return Err(EncodeError::BufferTooSmall {
+            need: written,
+            have: dst.remaining_mut(),
+        });
+    }
+    header.encode(dst);
+    Ok(written)
+}
+
 /// [`encode_deliver_header`] for the records of a SOW query, which carry
 /// their SowKey (`sow_key: None` writes a plain delivery).
 ///
@@ -1617,21 +1645,7 @@ pub fn encode_record_header(
 ) -> Result<usize, EncodeError> {
     let fields_len = deliver_fields_len(topic, sub_ids.len(), bookmark)?
         + if sow_key.is_some() { fixed_len(8) } else { 0 };
-    let header = FrameHeader {
-        command: CommandCode::Deliver as u8,
-        flags: 0,
-        fields_len,
-        payload_len,
-    };
-    header.check()?;
-    let written = crate::FIXED_HEADER_LEN + fields_len;
-    if dst.remaining_mut() < written {
-        return Err(EncodeError::BufferTooSmall {
-            need: written,
-            have: dst.remaining_mut(),
-        });
-    }
-    header.encode(dst);
+    let written = put_frame_header(CommandCode::Deliver, fields_len, payload_len, dst)?;
     let mut w = FieldWriter::new(dst);
     w.bytes(FieldTag::Topic, topic);
     w.u64_array(FieldTag::SubIds, sub_ids);

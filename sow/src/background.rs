@@ -85,12 +85,22 @@ pub(crate) fn create_slab_file(
     capacity: u32,
     topic_hash: u64,
 ) -> io::Result<Box<dyn SegmentFile>> {
-    let name = slab_name(seq);
-    let mut file = storage.create(&name, u64::from(capacity))?;
+    let file = storage.create(&slab_name(seq), u64::from(capacity))?;
+    start_slab_file(storage, file, seq, topic_hash)
+}
+
+/// Writes `file`'s header as slab `seq`, makes it durable and syncs the
+/// folder (the file's new name with it).
+fn start_slab_file(
+    storage: &dyn Storage,
+    mut file: Box<dyn SegmentFile>,
+    seq: u64,
+    topic_hash: u64,
+) -> io::Result<Box<dyn SegmentFile>> {
     file.begin_append(0);
     let header = encode_file_header(&FileHeader {
         seq,
-        capacity: u64::from(capacity),
+        capacity: file.capacity(),
         topic_hash,
     });
     file.write_at(0, &[&header])?;
@@ -153,18 +163,8 @@ fn reuse_slab_file(
 ) -> io::Result<Box<dyn SegmentFile>> {
     let name = slab_name(seq);
     storage.rename(&slab_name(from), &name)?;
-    let mut file = storage.open(&name)?;
-    file.begin_append(0);
-    let header = encode_file_header(&FileHeader {
-        seq,
-        capacity: file.capacity(),
-        topic_hash,
-    });
-    file.write_at(0, &[&header])?;
-    file.publish(FILE_HEADER_BYTES as u64);
-    file.sync_range(0, FILE_HEADER_BYTES as u64)?;
-    storage.sync_dir("")?;
-    Ok(file)
+    let file = storage.open(&name)?;
+    start_slab_file(storage, file, seq, topic_hash)
 }
 
 /// Emptied slab files for reuse: zeroed ones by sequence number (their

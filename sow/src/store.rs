@@ -1122,27 +1122,8 @@ impl SowStore {
         {
             self.roll_without_compacting()?;
         }
-        let active_end = self.slabs.get(&self.active).map_or(0, |s| s.end);
-        let list: Vec<(u64, u32)> = self
-            .slabs
-            .values()
-            .map(|s| {
-                if s.seq == self.active {
-                    (s.seq, active_end)
-                } else {
-                    (s.seq, s.end)
-                }
-            })
-            .collect();
-        for slab in self.slabs.values_mut() {
-            slab.listed = true;
-        }
-        let payload = encode_checkpoint(&list);
-        let header = encode_record_header(Kind::Checkpoint, 0, 0, bookmark, 0, &payload);
-        let (seq, _) = self.append(&header, &payload)?;
-        if let Some(slab) = self.slabs.get_mut(&seq) {
-            slab.holds_checkpoint = true;
-        }
+        let list: Vec<(u64, u32)> = self.slabs.values().map(|s| (s.seq, s.end)).collect();
+        self.append_checkpoint(&list, bookmark)?;
         let active = self.active;
         let result = match self.slabs.get_mut(&active) {
             Some(slab) => slab.sync(),
@@ -1429,15 +1410,7 @@ impl SowStore {
             self.roll_without_compacting()?;
         }
         let list: Vec<(u64, u32)> = listed(&self.slabs).into_iter().collect();
-        for slab in self.slabs.values_mut() {
-            slab.listed = true;
-        }
-        let payload = encode_checkpoint(&list);
-        let header = encode_record_header(Kind::Checkpoint, 0, 0, bookmark, 0, &payload);
-        let (seq, _) = self.append(&header, &payload)?;
-        if let Some(slab) = self.slabs.get_mut(&seq) {
-            slab.holds_checkpoint = true;
-        }
+        let seq = self.append_checkpoint(&list, bookmark)?;
         // The record is not a change the next checkpoint must cover.
         self.written_since_checkpoint = written;
         match self.slabs.get(&seq) {
@@ -2005,6 +1978,23 @@ impl SowStore {
     }
 
     /// A new durable store: first slab and a first checkpoint (bookmark 0).
+    /// Appends the checkpoint record of `bookmark` listing `list`, and
+    /// marks every slab as listed by a checkpoint and the one holding the
+    /// record as holding one (neither may then be reused at once). Returns
+    /// the slab the record went to.
+    fn append_checkpoint(&mut self, list: &[(u64, u32)], bookmark: u64) -> Result<u64, SowError> {
+        for slab in self.slabs.values_mut() {
+            slab.listed = true;
+        }
+        let payload = encode_checkpoint(list);
+        let header = encode_record_header(Kind::Checkpoint, 0, 0, bookmark, 0, &payload);
+        let (seq, _) = self.append(&header, &payload)?;
+        if let Some(slab) = self.slabs.get_mut(&seq) {
+            slab.holds_checkpoint = true;
+        }
+        Ok(seq)
+    }
+
     fn start_fresh(&mut self) -> Result<(), OpenError> {
         let topic = self.topic.clone();
         let wrap = |e: SowError| OpenError::Io {

@@ -819,7 +819,14 @@ fn broker_with_big_orders(inline: &str, records: u64) -> (Broker, Raw) {
         "[threads]\npin = false\nio = 1\nprocessors = 1\ninline = \"{inline}\"\n[limits]\nclient_outbound_bytes_max = \"16 MiB\"\n{CONFIG}"
     ));
     let mut raw = Raw::logged_on(&broker.client, "big", None);
-    let pad = "x".repeat(1000);
+    publish_orders(&mut raw, records, 1000);
+    (broker, raw)
+}
+
+/// Publishes orders `0..records` padded with `pad` bytes, and waits until
+/// the broker has processed them all.
+fn publish_orders(raw: &mut Raw, records: u64, pad: usize) {
+    let pad = "x".repeat(pad);
     for id in 0..records {
         let body = format!(r#"{{"id":{id},"pad":"{pad}"}}"#);
         raw.send(&publish_frame(
@@ -831,7 +838,6 @@ fn broker_with_big_orders(inline: &str, records: u64) -> (Broker, Raw) {
     }
     raw.send(&Command::Flush(Flush { command_id: 3 }));
     assert!(matches!(raw.recv(), Some(Command::Ack(a)) if a.command_id == Some(3)));
-    (broker, raw)
 }
 
 /// With processor threads (`threads.inline = "never"`) an answer is sent
@@ -913,18 +919,7 @@ fn broker_with_a_stalled_answer(extra: &str, records: u64) -> (Broker, Raw, Raw)
         "[threads]\npin = false\nio = 1\nprocessors = 1\ninline = \"never\"\n{extra}{CONFIG}"
     ));
     let mut publisher = Raw::logged_on(&broker.client, "pub", None);
-    let pad = "x".repeat(8 * 1024);
-    for id in 0..records {
-        let body = format!(r#"{{"id":{id},"pad":"{pad}"}}"#);
-        publisher.send(&publish_frame(
-            "orders",
-            body.as_bytes(),
-            None,
-            AckSet::NONE,
-        ));
-    }
-    publisher.send(&Command::Flush(Flush { command_id: 3 }));
-    assert!(matches!(publisher.recv(), Some(Command::Ack(a)) if a.command_id == Some(3)));
+    publish_orders(&mut publisher, records, 8 * 1024);
     let mut stalled = Raw::logged_on(&broker.client, "stalled", None);
     stalled.send(&Command::Sow(query("orders", 1)));
     assert!(matches!(stalled.recv(), Some(Command::Ack(a)) if a.status == Status::Success));

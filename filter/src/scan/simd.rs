@@ -554,22 +554,19 @@ mod sse2 {
     #[target_feature(enable = "sse2")]
     #[inline]
     pub(super) fn specials32(chunk: &[u8; 32]) -> Specials {
-        let (parts, _) = chunk.as_chunks::<16>();
-        let mut specials = Specials {
-            quote: 0,
-            backslash: 0,
-        };
-        for (i, part) in parts.iter().enumerate() {
-            let v = load(part);
-            specials.quote |= equal(v, b'"') << (16 * i);
-            specials.backslash |= equal(v, b'\\') << (16 * i);
-        }
-        specials
+        specials_of(chunk)
     }
 
     #[target_feature(enable = "sse2")]
     #[inline]
     pub(super) fn specials64(chunk: &[u8; 64]) -> Specials {
+        specials_of(chunk)
+    }
+
+    /// The masks of a 32- or 64-byte chunk, 16 bytes at a time.
+    #[target_feature(enable = "sse2")]
+    #[inline]
+    fn specials_of<const N: usize>(chunk: &[u8; N]) -> Specials {
         let (parts, _) = chunk.as_chunks::<16>();
         let mut specials = Specials {
             quote: 0,
