@@ -7,7 +7,10 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command as Process, Stdio};
 
 use futures::StreamExt;
-use statecast_client::{AckType, Error, ReasonCode, SowDeleteBy, SowItem, SowOptions};
+use statecast_client::{
+    AckType, Client, Error, ReasonCode, SowDeleteBy, SowItem, SowOptions, SowRecord,
+    SowSubscription,
+};
 
 use crate::support::{Broker, binary, run_cli};
 
@@ -443,29 +446,8 @@ async fn the_sdk_queries_follows_and_deletes_records() {
         .sow_and_subscribe(SowOptions::topic("orders").order_by("/id"))
         .await
         .unwrap();
-    let mut snapshot = Vec::new();
-    loop {
-        match follow.next().await.unwrap().unwrap() {
-            SowItem::Record(record) => snapshot.push(record.key),
-            SowItem::EndOfSnapshot { records } => {
-                assert_eq!(records, 3);
-                break;
-            }
-            SowItem::Message(message) => panic!("live before the snapshot ended: {message:?}"),
-        }
-    }
+    let snapshot = snapshot_then_live(&client, &mut follow, 3, r#"{"id":3,"qty":2}"#).await;
     assert_eq!(snapshot.len(), 3);
-    client
-        .publish_acked("orders", r#"{"id":3,"qty":2}"#, AckType::Processed)
-        .await
-        .unwrap()
-        .wait()
-        .await
-        .unwrap();
-    match follow.next().await.unwrap().unwrap() {
-        SowItem::Message(message) => assert_eq!(&message.payload[..], br#"{"id":3,"qty":2}"#),
-        other => panic!("expected the live update, got {other:?}"),
-    }
     follow.unsubscribe().await.unwrap();
 
     // Deletes return the count from the ack, processed or persisted.
@@ -652,29 +634,8 @@ async fn the_sdk_yields_batched_records_as_unbatched_ones() {
         .sow_and_subscribe(query().batch_size(4))
         .await
         .unwrap();
-    let mut snapshot = Vec::new();
-    loop {
-        match follow.next().await.unwrap().unwrap() {
-            SowItem::Record(record) => snapshot.push(record),
-            SowItem::EndOfSnapshot { records } => {
-                assert_eq!(records, 25);
-                break;
-            }
-            SowItem::Message(message) => panic!("live before the snapshot ended: {message:?}"),
-        }
-    }
+    let snapshot = snapshot_then_live(&client, &mut follow, 25, r#"{"id":99,"qty":1}"#).await;
     assert_eq!(snapshot, plain);
-    client
-        .publish_acked("orders", r#"{"id":99,"qty":1}"#, AckType::Processed)
-        .await
-        .unwrap()
-        .wait()
-        .await
-        .unwrap();
-    match follow.next().await.unwrap().unwrap() {
-        SowItem::Message(message) => assert_eq!(&message.payload[..], br#"{"id":99,"qty":1}"#),
-        other => panic!("expected the live update, got {other:?}"),
-    }
     follow.unsubscribe().await.unwrap();
 
     let refused = client.sow(query().batch_size(0)).await.unwrap_err();
@@ -685,4 +646,38 @@ async fn the_sdk_yields_batched_records_as_unbatched_ones() {
         }
         other => panic!("expected the broker's refusal, got {other:?}"),
     }
+}
+
+/// Reads `follow`'s snapshot, which must end with a count of `records`;
+/// then publishes `body` to `orders` and checks that it arrives live.
+/// Returns the snapshot.
+async fn snapshot_then_live(
+    client: &Client,
+    follow: &mut SowSubscription,
+    records: u64,
+    body: &str,
+) -> Vec<SowRecord> {
+    let mut snapshot = Vec::new();
+    loop {
+        match follow.next().await.unwrap().unwrap() {
+            SowItem::Record(record) => snapshot.push(record),
+            SowItem::EndOfSnapshot { records: sent } => {
+                assert_eq!(sent, records);
+                break;
+            }
+            SowItem::Message(message) => panic!("live before the snapshot ended: {message:?}"),
+        }
+    }
+    client
+        .publish_acked("orders", body.to_owned(), AckType::Processed)
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    match follow.next().await.unwrap().unwrap() {
+        SowItem::Message(message) => assert_eq!(&message.payload[..], body.as_bytes()),
+        other => panic!("expected the live update, got {other:?}"),
+    }
+    snapshot
 }
