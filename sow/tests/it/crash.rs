@@ -294,27 +294,26 @@ fn crash_seeds() -> u64 {
         .unwrap_or(300)
 }
 
-#[test]
-fn power_loss_at_seeded_points_recovers_the_last_checkpoint_exactly() {
-    let seeds = crash_seeds();
-    let mut torn = 0;
-    let mut discarded = 0;
-    let mut failures = Vec::new();
-    for seed in 0..seeds {
-        match run_seed(seed) {
-            Ok(outcome) => {
-                torn += usize::from(outcome.torn_reported);
-                discarded += outcome.discarded;
-            }
-            Err(e) => failures.push(e),
-        }
-    }
+/// The outcome of `run` for each of [`crash_seeds`] seeds; fails listing
+/// every failing seed.
+fn every_seed(run: impl Fn(u64) -> Result<Outcome, String>) -> Vec<Outcome> {
+    let (outcomes, failures): (Vec<_>, Vec<_>) =
+        (0..crash_seeds()).map(run).partition(Result::is_ok);
+    let failures: Vec<String> = failures.into_iter().filter_map(Result::err).collect();
     assert!(
         failures.is_empty(),
         "{} failing seeds:\n{}",
         failures.len(),
         failures.join("\n")
     );
+    outcomes.into_iter().filter_map(Result::ok).collect()
+}
+
+#[test]
+fn power_loss_at_seeded_points_recovers_the_last_checkpoint_exactly() {
+    let outcomes = every_seed(run_seed);
+    let torn: usize = outcomes.iter().map(|o| usize::from(o.torn_reported)).sum();
+    let discarded: usize = outcomes.iter().map(|o| o.discarded).sum();
     assert!(
         torn > 0,
         "no run produced a torn tail: the fault model was not exercised"
@@ -324,26 +323,10 @@ fn power_loss_at_seeded_points_recovers_the_last_checkpoint_exactly() {
 
 #[test]
 fn power_loss_with_file_work_and_checkpoints_in_the_background_recovers_the_last_checkpoint() {
-    let seeds = crash_seeds();
-    let mut failures = Vec::new();
-    let (mut discarded, mut completed, mut unconfirmed) = (0, 0, 0);
-    for seed in 0..seeds {
-        let jobs = Jobs::default();
-        match run_seed_with(seed, Some(&jobs)) {
-            Ok(outcome) => {
-                discarded += outcome.discarded;
-                completed += outcome.completed_in_background;
-                unconfirmed += outcome.recovered_unconfirmed;
-            }
-            Err(e) => failures.push(e),
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "{} failing seeds:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    let outcomes = every_seed(|seed| run_seed_with(seed, Some(&Jobs::default())));
+    let discarded: usize = outcomes.iter().map(|o| o.discarded).sum();
+    let completed: usize = outcomes.iter().map(|o| o.completed_in_background).sum();
+    let unconfirmed: usize = outcomes.iter().map(|o| o.recovered_unconfirmed).sum();
     assert!(discarded > 0, "no run had writes after its last checkpoint");
     assert!(completed > 0, "no background checkpoint completed");
     assert!(
