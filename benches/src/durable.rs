@@ -17,7 +17,10 @@
 //! (`--gap-free`). After the last ack the target reads the state back on a
 //! fresh connection and checks it ([`DurableTarget::read_back`], timed:
 //! statecast's one `sow` query when `--sow`, Redis's `HGETALL`, JetStream's
-//! KV watch; `--read-back count` only counts the keys).
+//! KV watch; `--read-back count` only counts the keys). The streamed
+//! answers (statecast's, JetStream's) are checked record by record as they
+//! are decoded, keeping only each key's `seq`; Redis's `HGETALL` is one
+//! reply, which its client holds whole before the check.
 //!
 //! `--doc order` sends the filter bench's 1 KiB orders ([`payload::order`])
 //! instead of W2's documents — the 1M-record SOW workload, with `--keys`

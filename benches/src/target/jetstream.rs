@@ -19,7 +19,6 @@
 //! is the query's first round trip) to the last entry. Counting reads the
 //! stream's message count.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, stream};
@@ -28,7 +27,7 @@ use futures::StreamExt as _;
 
 use super::{
     DurableTarget, Expected, PendingUpdate, ReadBack, ReadBackKind, Updater, check_count,
-    check_last_values, seq_of_update,
+    check_last_values, keep_seq,
 };
 
 /// The KV bucket.
@@ -117,31 +116,32 @@ impl DurableTarget for JetStream {
         let connect = started.elapsed();
         let started = Instant::now();
         let mut watch = store.watch_with_history(">").await?;
-        let mut state: HashMap<String, Bytes> = HashMap::new();
+        let keys = usize::try_from(expected.keys_updated())?;
+        let mut seqs: Vec<Option<u64>> = vec![None; keys];
+        let mut held = 0usize;
         loop {
             let entry = tokio::time::timeout(WATCH_IDLE, watch.next())
                 .await
-                .map_err(|_| {
-                    anyhow::anyhow!("no watch entry for {WATCH_IDLE:?} after {}", state.len())
-                })?
-                .ok_or_else(|| {
-                    anyhow::anyhow!("the watch ended after {} entries", state.len())
-                })??;
+                .map_err(|_| anyhow::anyhow!("no watch entry for {WATCH_IDLE:?} after {held}"))?
+                .ok_or_else(|| anyhow::anyhow!("the watch ended after {held} entries"))??;
             let pending = entry.delta;
-            state.insert(entry.key, entry.value);
+            // A key seen again replaces its value, as the map this was.
+            if !keep_seq(&mut seqs, &entry.value).map_err(|error| anyhow::anyhow!(error))? {
+                held += 1;
+            }
             if pending == 0 {
                 break;
             }
         }
         let query = started.elapsed();
-        let check = check_last_values(expected, state.len(), |key| {
-            seq_of_update(state.get(&format!("k{key}"))?, key)
+        let check = check_last_values(expected, held, |key| {
+            seqs.get(usize::try_from(key).ok()?).copied().flatten()
         })?;
         Ok(ReadBack {
             check,
             connect: Some(connect),
             query: Some(query),
-            records: Some(state.len() as u64),
+            records: Some(held as u64),
         })
     }
 }

@@ -231,6 +231,38 @@ fn seq_of_update(value: &[u8], key: u64) -> Option<u64> {
     (id.strip_prefix(b"k")? == key.to_string().as_bytes()).then_some(seq)
 }
 
+/// Records the `seq` of W2 update `record` in slot `n` of `seqs`, `n` from
+/// its key `k<n>`, replacing any earlier one; `true` when the slot was
+/// taken already. A record that is not a W2 update or of a key outside
+/// `seqs` is an error.
+///
+/// Read-backs that stream (statecast's `sow`, JetStream's watch) check each
+/// record as it is decoded and keep only this, as an application applies a
+/// streamed answer: holding every record would make the client touch fresh
+/// memory and time its page faults rather than the server.
+fn keep_seq(seqs: &mut [Option<u64>], record: &[u8]) -> Result<bool, String> {
+    let not_w2 = || "a record that is not a W2 update".to_owned();
+    let key = crate::payload::parse_key(record).ok_or_else(not_w2)?;
+    let (_, seq) = crate::payload::parse(record).ok_or_else(not_w2)?;
+    let slot = key
+        .strip_prefix(b"k")
+        .and_then(|n| std::str::from_utf8(n).ok()?.parse::<usize>().ok())
+        .and_then(|n| seqs.get_mut(n))
+        .ok_or_else(|| {
+            format!(
+                "a record of key {}, which was never updated",
+                String::from_utf8_lossy(key)
+            )
+        })?;
+    Ok(slot.replace(seq).is_some())
+}
+
+/// The error for a second record of `record`'s key.
+fn repeated(record: &[u8]) -> String {
+    let key = crate::payload::parse_key(record).unwrap_or_default();
+    format!("two records for key {}", String::from_utf8_lossy(key))
+}
+
 /// A system under test for W2.
 pub trait DurableTarget {
     /// The updating connection.
@@ -252,4 +284,37 @@ pub trait Updater {
     /// client library has taken it, with the acknowledgement still to come.
     /// The runner awaits acknowledgements in the order of the calls.
     async fn update(&mut self, key: u64, payload: Bytes) -> anyhow::Result<PendingUpdate>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::payload::KeyedBuilder;
+
+    #[test]
+    fn keep_seq_keeps_each_keys_seq_and_reports_a_repeat() {
+        let mut builder = KeyedBuilder::new(256).unwrap();
+        let mut seqs = vec![None; 3];
+        assert_eq!(keep_seq(&mut seqs, &builder.build(1, 7, 2)), Ok(false));
+        assert_eq!(keep_seq(&mut seqs, &builder.build(1, 4, 0)), Ok(false));
+        assert_eq!(seqs, [Some(4), None, Some(7)]);
+        assert_eq!(keep_seq(&mut seqs, &builder.build(1, 10, 2)), Ok(true));
+        assert_eq!(seqs[2], Some(10));
+        assert_eq!(repeated(&builder.build(1, 10, 2)), "two records for key k2");
+    }
+
+    #[test]
+    fn keep_seq_refuses_a_key_never_updated_and_a_foreign_record() {
+        let mut builder = KeyedBuilder::new(256).unwrap();
+        let mut seqs = vec![None; 3];
+        assert_eq!(
+            keep_seq(&mut seqs, &builder.build(1, 3, 3)),
+            Err("a record of key k3, which was never updated".to_owned())
+        );
+        assert_eq!(
+            keep_seq(&mut seqs, br#"{"id":"k1"}"#),
+            Err("a record that is not a W2 update".to_owned())
+        );
+        assert_eq!(seqs, [None, None, None]);
+    }
 }

@@ -6,10 +6,10 @@
 //! bookmark is the update's stamp. When that topic is a SOW topic keyed by
 //! the document's `id` (`sow.topics`, key `["/id"]`), the read-back is one
 //! `sow` query on a fresh connection over raw frames ([`SowConnection`]),
-//! timed from writing the command to `group_end`; counting is a
+//! timed from writing the command to `group_end`, each record checked as it
+//! is decoded ([`keep_seq`](super::keep_seq)); counting is a
 //! `count_only` query. A journal-only topic has nothing to read back.
 
-use std::collections::HashMap;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -19,7 +19,7 @@ use statecast_protocol::AckType;
 
 use super::{
     DurableTarget, Expected, PendingUpdate, Publisher, ReadBack, ReadBackKind, SowConnection,
-    SowRequest, Subscriber, Target, Updater, check_count, check_last_values, seq_of_update,
+    SowRequest, Subscriber, Target, Updater, check_count, check_last_values, keep_seq, repeated,
 };
 
 /// The statecast broker at `addr`, publishing and subscribing on `topic`.
@@ -179,27 +179,33 @@ impl DurableTarget for StatecastUpdates {
             count_only: kind == ReadBackKind::Count,
             batch_size: Some(self.batch_size),
         };
-        let mut records: Vec<Bytes> = Vec::new();
+        // Each record is checked as it is decoded and only its key's `seq`
+        // kept, as an application applies a streamed answer: holding all
+        // 10 MB of answers would make the client touch fresh memory, and
+        // time its page faults instead of the broker.
+        let keys = usize::try_from(expected.keys_updated())?;
+        let mut seqs: Vec<Option<u64>> = vec![None; keys];
+        let mut problem: Option<String> = None;
         let answer = connection
             .query(&self.topic, &request, |payload| {
-                records.push(payload.clone())
+                match keep_seq(&mut seqs, payload) {
+                    Ok(false) => {}
+                    Ok(true) => problem = problem.take().or_else(|| Some(repeated(payload))),
+                    Err(error) => problem = problem.take().or(Some(error)),
+                }
             })
             .await?;
+        if let Some(problem) = problem {
+            anyhow::bail!(problem);
+        }
         let check = if request.count_only {
             check_count(expected, answer.group_records)?
         } else {
-            let mut state: HashMap<&[u8], &Bytes> = HashMap::with_capacity(records.len());
-            for record in &records {
-                let key = crate::payload::parse_key(record)
-                    .ok_or_else(|| anyhow::anyhow!("a record that is not a W2 update"))?;
-                anyhow::ensure!(
-                    state.insert(key, record).is_none(),
-                    "two records for key {}",
-                    String::from_utf8_lossy(key)
-                );
-            }
-            check_last_values(expected, state.len(), |key| {
-                seq_of_update(state.get(format!("k{key}").as_bytes())?, key)
+            // `keep_seq` refused a second record of a key: each received
+            // record is a distinct key.
+            let held = usize::try_from(answer.received)?;
+            check_last_values(expected, held, |key| {
+                seqs.get(usize::try_from(key).ok()?).copied().flatten()
             })?
         };
         Ok(ReadBack {
