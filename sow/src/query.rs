@@ -355,6 +355,7 @@ impl SowStore {
         }
         let mut scratch = Scratch::new();
         let mut buf = Vec::new();
+        let mut slab = None;
         let mut values = Vec::new();
         let mut hits = Vec::new();
         let mut scanned = 0;
@@ -378,7 +379,7 @@ impl SowStore {
             let needs_payload = query.filter.is_some() || !query.order_by.is_empty();
             let mut sort = Vec::new();
             if needs_payload {
-                let bytes = self.record_bytes(entry, &mut buf)?;
+                let bytes = self.record_bytes_near(entry, &mut slab, &mut buf)?;
                 let payload = bytes.get(RECORD_HEADER_BYTES..).unwrap_or_default();
                 if let Some(filter) = &query.filter {
                     scanned += 1;
@@ -596,8 +597,9 @@ impl SowStore {
         let mut values: Vec<Vec<Value>> = vec![Vec::new(); builders.len()];
         let mut results = vec![Ok(()); builders.len()];
         let mut buf = Vec::new();
+        let mut slab = None;
         for (key, entry) in self.live_in_slab_order() {
-            let bytes = self.record_bytes(&entry, &mut buf)?;
+            let bytes = self.record_bytes_near(&entry, &mut slab, &mut buf)?;
             let payload = bytes.get(RECORD_HEADER_BYTES..).unwrap_or_default();
             values.iter_mut().for_each(Vec::clear);
             values_at_each(payload, &wanted, &mut values, &mut results);

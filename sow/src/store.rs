@@ -1439,13 +1439,33 @@ impl SowStore {
         entry: &Entry,
         buf: &'a mut Vec<u8>,
     ) -> Result<&'a [u8], SowError> {
-        let Some(slab) = self.slabs.get(&entry.seq) else {
-            return Err(SowError::Damaged {
-                topic: self.topic.clone(),
-                file: slab_name(entry.seq),
-                offset: u64::from(entry.off),
-                what: "slab missing from the store".into(),
-            });
+        self.record_bytes_near(entry, &mut None, buf)
+    }
+
+    /// [`record_bytes`](Self::record_bytes) for records read in slab
+    /// order: `last` keeps the slab of the previous read, so a run of
+    /// records in one slab looks it up once (the map lookup per record was
+    /// 3 % of a full scan).
+    pub(crate) fn record_bytes_near<'s: 'b, 'b>(
+        &'s self,
+        entry: &Entry,
+        last: &mut Option<&'s Slab>,
+        buf: &'b mut Vec<u8>,
+    ) -> Result<&'b [u8], SowError> {
+        let slab = match *last {
+            Some(slab) if slab.seq == entry.seq => slab,
+            _ => {
+                let Some(slab) = self.slabs.get(&entry.seq) else {
+                    return Err(SowError::Damaged {
+                        topic: self.topic.clone(),
+                        file: slab_name(entry.seq),
+                        offset: u64::from(entry.off),
+                        what: "slab missing from the store".into(),
+                    });
+                };
+                *last = Some(slab);
+                slab
+            }
         };
         slab.read(entry.off, RECORD_HEADER_BYTES + entry.len as usize, buf)
             .map_err(io_err(&self.topic, "reading a record"))
