@@ -138,13 +138,18 @@ impl HashIndex {
         for lit in literals {
             keys_of_literal(lit, &mut keys);
         }
-        for k in &keys {
-            if let Some(set) = self.map.get(k) {
-                if out.len() + set.len() > limit {
-                    return None;
-                }
-                out.extend(set.iter().copied());
-            }
+        // Counted before anything is copied, as the range index does: a
+        // set past the limit is dropped for a scan anyway.
+        let sets: Vec<&FxHashSet<u64>> = keys.iter().filter_map(|k| self.map.get(k)).collect();
+        let total = sets
+            .iter()
+            .try_fold(out.len(), |n, set| n.checked_add(set.len()))?;
+        if total > limit {
+            return None;
+        }
+        out.reserve(total - out.len());
+        for set in sets {
+            out.extend(set.iter().copied());
         }
         Some(())
     }
