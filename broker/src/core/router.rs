@@ -1038,6 +1038,15 @@ impl<C: ConnHandle> Router<C> {
         self.sow_stream.as_ref().map(|stream| &stream.conn)
     }
 
+    /// The connection and query (`sub_id`) of the SOW answer being sent in
+    /// pieces, if any.
+    #[must_use]
+    pub fn sow_stream_query(&self) -> Option<(&C, u64)> {
+        self.sow_stream
+            .as_ref()
+            .map(|stream| (&stream.conn, stream.request.sub_id))
+    }
+
     /// Runs a SOW query over this processor's stores that `request` names,
     /// sending each record, then (for `sow_and_subscribe`) registers the
     /// subscription in the same step: no publish can fall between the two.

@@ -23,7 +23,7 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 use statecast_protocol::{Ack, AckType, Command, ReasonCode};
 
-use super::outbound::{ConnShared, IoShared, Totals};
+use super::outbound::{ConnShared, IoShared, Tag, Totals};
 use super::processor::{Batch, ProcessorCore, ProcessorMsg};
 use crate::core::router::{Completion, ProcessorCommand, ReplayCancel};
 use crate::core::session::{Action, CloseReason, Session, SessionLimits, Targets};
@@ -688,9 +688,11 @@ impl IoThread {
             tracing::warn!("a reply could not be encoded: {command:?}");
             return;
         };
-        conn.shared.take_out(&mut conn.write_queue);
-        conn.shared.account_local(frame.len());
-        conn.write_queue.push_back(frame);
+        let tag = match command {
+            Command::GroupBegin(begin) => Tag::Begin(begin.sub_id),
+            _ => Tag::Plain,
+        };
+        conn.shared.queue_local(frame, tag, &mut conn.write_queue);
         self.write(token, now);
     }
 

@@ -14,6 +14,7 @@ mod admin;
 mod io;
 mod journaling;
 mod names;
+mod out_queue;
 mod outbound;
 mod processor;
 mod recv;

@@ -20,6 +20,8 @@ use statecast_protocol::{
 };
 
 use super::journaling::Journaling;
+pub use super::out_queue::Tag;
+use super::out_queue::{OutQueue, Span};
 use crate::core::router::{ConnHandle, LogOutcome, Message, ReplayStart, Sink};
 
 /// Payloads up to this size are copied next to their header instead of
@@ -141,7 +143,9 @@ pub struct ConnShared {
     pub token: usize,
     /// The owning I/O thread.
     pub io: Arc<IoShared>,
-    out: Mutex<Vec<Bytes>>,
+    /// Frames for the I/O thread, and those held behind an open SOW answer
+    /// ([`OutQueue`]).
+    out: Mutex<OutQueue>,
     /// Signalled (under `out`) when the queue drains far enough for the
     /// next piece of a SOW answer, or the connection closes: a processor
     /// thread streaming an answer waits on it ([`Self::wait_for_piece_room`]).
@@ -182,7 +186,7 @@ impl ConnShared {
             id,
             token,
             io,
-            out: Mutex::new(Vec::new()),
+            out: Mutex::new(OutQueue::default()),
             piece_room: Condvar::new(),
             piece_waiters: AtomicUsize::new(0),
             chunks_hint: AtomicUsize::new(0),
@@ -209,7 +213,7 @@ impl ConnShared {
     /// Appends frames for this connection and accounts for them. Returns
     /// whether its I/O thread must be woken to write them (the caller may
     /// batch wakes); marks the connection slow past its limit.
-    fn enqueue(&self, chunks: &mut Vec<Bytes>, bytes: usize) -> bool {
+    fn enqueue(&self, chunks: &mut Vec<Bytes>, bytes: usize, spans: &[Span]) -> bool {
         // Counts change only under the `out` lock, so that a close (which
         // releases everything counted) can never interleave with them.
         let (was_empty, queued) = {
@@ -218,14 +222,25 @@ impl ConnShared {
                 chunks.clear();
                 return false;
             }
-            let was_empty = out.is_empty();
-            if was_empty {
+            let was_empty = out.frames.is_empty();
+            if out.holding() || !spans.is_empty() {
+                // Frame by frame: some may wait behind an open answer, or
+                // open or close one.
+                let open = out.open();
+                out.push_all(chunks, spans);
+                if out.open() != open && self.piece_waiters.load(Ordering::Acquire) > 0 {
+                    // A processor may be waiting for that answer to end
+                    // before it sends its own next piece.
+                    self.piece_room.notify_all();
+                }
+            } else if was_empty {
                 // Hand the list over whole; `chunks` gets the queue's
                 // empty one (and its capacity) back for reuse.
-                std::mem::swap(&mut *out, chunks);
+                std::mem::swap(&mut out.frames, chunks);
             } else {
-                out.append(chunks);
+                out.frames.append(chunks);
             }
+            let was_empty = was_empty && !out.frames.is_empty();
             let queued = self.queued.fetch_add(bytes, Ordering::AcqRel) + bytes;
             self.totals
                 .outbound_bytes
@@ -246,7 +261,7 @@ impl ConnShared {
     /// Queues frames from outside a processor batch (a replay) and wakes
     /// the I/O thread when needed.
     pub fn enqueue_chunks(&self, chunks: &mut Vec<Bytes>, bytes: usize) {
-        if self.enqueue(chunks, bytes) {
+        if self.enqueue(chunks, bytes, &[]) {
             self.io.wake();
         }
     }
@@ -255,7 +270,7 @@ impl ConnShared {
     /// persisted ack) and wakes the I/O thread when needed.
     pub fn enqueue_frame(&self, frame: Bytes) {
         let len = frame.len();
-        if self.enqueue(&mut vec![frame], len) {
+        if self.enqueue(&mut vec![frame], len, &[]) {
             self.io.wake();
         }
     }
@@ -266,14 +281,27 @@ impl ConnShared {
         self.outbound_max.saturating_sub(self.queued())
     }
 
-    /// Whether the next piece of a SOW answer (about `piece` bytes, which
-    /// may pass that by one record, hence room for two) may be queued: the
-    /// queue is empty, or holds at most one piece and has room for two
-    /// under `limits.client_outbound_bytes_max`. A reading client never
-    /// gets near its limit this way, and the socket always has the piece
-    /// before to write while the next is made.
-    pub fn has_piece_room(&self, piece: usize) -> bool {
-        let queued = self.queued();
+    /// Whether the next piece of query `sub_id`'s SOW answer (about
+    /// `piece` bytes, which may pass that by one record, hence room for
+    /// two) may be queued: no other answer is open on the connection (its
+    /// pieces would only be held behind it), and the queue is empty, or
+    /// holds at most one piece and has room for two under
+    /// `limits.client_outbound_bytes_max`. A reading client never gets
+    /// near its limit this way, and the socket always has the piece before
+    /// to write while the next is made.
+    pub fn has_piece_room(&self, piece: usize, sub_id: u64) -> bool {
+        let out = self.out.lock().unwrap_or_else(PoisonError::into_inner);
+        self.piece_room_in(&out, piece, sub_id)
+    }
+
+    fn piece_room_in(&self, out: &OutQueue, piece: usize, sub_id: u64) -> bool {
+        out.open().is_none_or(|open| open == sub_id) && self.writable_room_in(out, piece)
+    }
+
+    /// The room test of [`Self::has_piece_room`] on the frames the I/O
+    /// thread can write (held ones cannot drain before the answer ends).
+    fn writable_room_in(&self, out: &OutQueue, piece: usize) -> bool {
+        let queued = self.queued().saturating_sub(out.held_bytes());
         queued == 0 || (queued <= piece && self.room() >= 2 * piece)
     }
 
@@ -282,14 +310,14 @@ impl ConnShared {
     /// closed, or `timeout` passes; returns whether one of the first two
     /// happened. No spinning: the I/O thread signals as its writes drain
     /// the queue ([`Self::written`]) and when it closes the connection.
-    pub fn wait_for_piece_room(&self, piece: usize, timeout: Duration) -> bool {
+    pub fn wait_for_piece_room(&self, piece: usize, sub_id: u64, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         let mut out = self.out.lock().unwrap_or_else(PoisonError::into_inner);
         // Counted before the check, under the lock the I/O thread takes to
         // change the count: a write after the check sees the waiter.
         self.piece_waiters.fetch_add(1, Ordering::AcqRel);
         let ready = loop {
-            if self.is_closed() || self.has_piece_room(piece) {
+            if self.is_closed() || self.piece_room_in(&out, piece, sub_id) {
                 break true;
             }
             let left = deadline.saturating_duration_since(Instant::now());
@@ -357,7 +385,7 @@ impl ConnShared {
 
     /// Records `bytes` written to the socket.
     pub(super) fn written(&self, bytes: usize) {
-        let _out = self.out.lock().unwrap_or_else(PoisonError::into_inner);
+        let out = self.out.lock().unwrap_or_else(PoisonError::into_inner);
         if self.is_closed() {
             return; // `close` already released everything counted.
         }
@@ -369,7 +397,9 @@ impl ConnShared {
         self.totals
             .outbound_bytes
             .fetch_sub(bytes, Ordering::AcqRel);
-        if self.piece_waiters.load(Ordering::Acquire) > 0 && self.has_piece_room(SOW_PIECE_BYTES) {
+        if self.piece_waiters.load(Ordering::Acquire) > 0
+            && self.writable_room_in(&out, SOW_PIECE_BYTES)
+        {
             self.piece_room.notify_all();
         }
     }
@@ -386,10 +416,34 @@ impl ConnShared {
             if spare.capacity() > CHUNK_LIST_CAPACITY_KEPT_MAX {
                 spare = Vec::new();
             }
-            *into = std::collections::VecDeque::from(std::mem::replace(&mut *out, spare));
+            *into = std::collections::VecDeque::from(std::mem::replace(&mut out.frames, spare));
         } else {
-            into.extend(out.drain(..));
+            into.extend(out.frames.drain(..));
         }
+    }
+
+    /// Queues a frame the I/O thread made itself (a reply to a command, a
+    /// heartbeat) behind what processors queued before it, and takes what
+    /// can be written into `into`. While a SOW answer is open the frame
+    /// waits behind it, like any other; a `group_begin` (tagged
+    /// [`Tag::Begin`]) opens its query's answer.
+    pub(super) fn queue_local(
+        &self,
+        frame: Bytes,
+        tag: Tag,
+        into: &mut std::collections::VecDeque<Bytes>,
+    ) {
+        {
+            let mut out = self.out.lock().unwrap_or_else(PoisonError::into_inner);
+            if !self.is_closed() {
+                self.queued.fetch_add(frame.len(), Ordering::AcqRel);
+                self.totals
+                    .outbound_bytes
+                    .fetch_add(frame.len(), Ordering::AcqRel);
+            }
+            out.push(frame, tag);
+        }
+        self.take_out(into);
     }
 
     /// Closes the connection for processors: later frames are dropped, and
@@ -415,6 +469,26 @@ struct PendingOut {
     conn: Arc<ConnShared>,
     chunks: Vec<Bytes>,
     bytes: usize,
+    /// Which chunks are a SOW answer's (its records and `group_end`): they
+    /// pass the hold an open answer puts on the connection ([`Tag`]).
+    spans: Vec<Span>,
+}
+
+impl PendingOut {
+    /// Appends a frame of the answer or `group_end` that `tag` names.
+    fn push_tagged(&mut self, frame: Bytes, tag: Tag) {
+        let at = self.chunks.len();
+        self.bytes += frame.len();
+        self.chunks.push(frame);
+        match self.spans.last_mut() {
+            Some(span) if span.tag == tag && span.end == at => span.end = at + 1,
+            _ => self.spans.push(Span {
+                start: at,
+                end: at + 1,
+                tag,
+            }),
+        }
+    }
 }
 
 /// A processor's output for one batch, flushed to the connections' queues
@@ -596,6 +670,7 @@ impl ProcessorSink {
                 conn: Arc::clone(conn),
                 chunks,
                 bytes: 0,
+                spans: Vec::new(),
             });
             self.pending.len() - 1
         });
@@ -703,9 +778,8 @@ impl ProcessorSink {
             self.encode_failures += u64::from(!encoded);
             return;
         }
-        let slot = self.slot(&batch.conn);
-        slot.bytes += frame.len();
-        slot.chunks.push(frame);
+        self.slot(&batch.conn)
+            .push_tagged(frame, Tag::Answer(batch.sub_id));
     }
 
     /// Appends every pending frame to its connection's queue, schedules the
@@ -720,7 +794,7 @@ impl ProcessorSink {
                 .local_io
                 .as_ref()
                 .is_some_and(|io| Arc::ptr_eq(io, &conn.io));
-            if conn.enqueue(&mut pending.chunks, pending.bytes)
+            if conn.enqueue(&mut pending.chunks, pending.bytes, &pending.spans)
                 && !local
                 && !self.wake.iter().any(|io| Arc::ptr_eq(io, &conn.io))
             {
@@ -958,9 +1032,7 @@ impl Sink<Arc<ConnShared>> for ProcessorSink {
         }
         self.headers.put_slice(payload);
         let frame = self.headers.split().freeze();
-        let slot = self.slot(conn);
-        slot.bytes += frame.len();
-        slot.chunks.push(frame);
+        self.slot(conn).push_tagged(frame, Tag::Answer(sub_id));
     }
 
     fn deliver_batched(
@@ -1056,8 +1128,12 @@ impl Sink<Arc<ConnShared>> for ProcessorSink {
         }
         let frame = self.headers.split().freeze();
         let slot = self.slot(conn);
-        slot.bytes += frame.len();
-        slot.chunks.push(frame);
+        if let Command::GroupEnd(end) = &command {
+            slot.push_tagged(frame, Tag::End(end.sub_id));
+        } else {
+            slot.bytes += frame.len();
+            slot.chunks.push(frame);
+        }
     }
 }
 
@@ -1112,7 +1188,8 @@ mod tests {
         let (tx, rx) = std::sync::mpsc::channel();
         let waiting = Arc::clone(conn);
         std::thread::spawn(move || {
-            let _ = tx.send(waiting.wait_for_piece_room(SOW_PIECE_BYTES, Duration::from_secs(60)));
+            let _ =
+                tx.send(waiting.wait_for_piece_room(SOW_PIECE_BYTES, 1, Duration::from_secs(60)));
         });
         // Until it waits (counted under the lock it then waits on): what
         // follows must wake it, not find the room before it looks.
@@ -1125,13 +1202,16 @@ mod tests {
     #[test]
     fn room_for_a_piece_means_at_most_one_piece_queued_and_room_for_two() {
         let (_poll, conn) = queued_conn(0);
-        assert!(conn.has_piece_room(SOW_PIECE_BYTES), "an empty queue");
+        assert!(conn.has_piece_room(SOW_PIECE_BYTES, 1), "an empty queue");
         conn.account_local(SOW_PIECE_BYTES);
-        assert!(conn.has_piece_room(SOW_PIECE_BYTES), "one piece queued");
+        assert!(conn.has_piece_room(SOW_PIECE_BYTES, 1), "one piece queued");
         conn.account_local(1);
-        assert!(!conn.has_piece_room(SOW_PIECE_BYTES), "more than one piece");
         assert!(
-            !conn.wait_for_piece_room(SOW_PIECE_BYTES, Duration::from_millis(1)),
+            !conn.has_piece_room(SOW_PIECE_BYTES, 1),
+            "more than one piece"
+        );
+        assert!(
+            !conn.wait_for_piece_room(SOW_PIECE_BYTES, 1, Duration::from_millis(1)),
             "no room: the wait times out"
         );
     }
@@ -1149,6 +1229,39 @@ mod tests {
         let (_poll, closing) = queued_conn(4 * SOW_PIECE_BYTES);
         let woken = waiter(&closing);
         closing.close();
+        assert_eq!(woken.recv_timeout(Duration::from_secs(30)), Ok(true));
+    }
+
+    /// While query 2's answer is open, query 1's pieces would only be held:
+    /// its processor waits, and is woken by query 2's `group_end`. Frames
+    /// held behind an answer do not count against its own pieces' room.
+    #[test]
+    fn a_piece_waits_for_another_open_answer_to_end() {
+        let (_poll, conn) = queued_conn(0);
+        let mut into = std::collections::VecDeque::new();
+        conn.queue_local(Bytes::from_static(b"begin 2"), Tag::Begin(2), &mut into);
+        conn.queue_local(Bytes::from_static(b"begin 1"), Tag::Begin(1), &mut into);
+        assert!(conn.has_piece_room(SOW_PIECE_BYTES, 2));
+        assert!(!conn.has_piece_room(SOW_PIECE_BYTES, 1), "answer 2 is open");
+        let big = Bytes::from(vec![0u8; 3 * SOW_PIECE_BYTES]);
+        conn.enqueue_frame(big);
+        assert!(
+            conn.has_piece_room(SOW_PIECE_BYTES, 2),
+            "held frames cannot drain before answer 2 ends: they do not count"
+        );
+        let woken = waiter(&conn);
+        let end = [Span {
+            start: 0,
+            end: 1,
+            tag: Tag::End(2),
+        }];
+        let mut chunks = vec![Bytes::from_static(b"end 2")];
+        conn.enqueue(&mut chunks, 5, &end);
+        conn.take_out(&mut into);
+        let order: Vec<usize> = into.iter().map(Bytes::len).collect();
+        // The big frame came after query 1's group_begin: it waits for
+        // answer 1 now.
+        assert_eq!(order, [7, 5, 7], "begin 2, end 2, begin 1");
         assert_eq!(woken.recv_timeout(Duration::from_secs(30)), Ok(true));
     }
 }

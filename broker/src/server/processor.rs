@@ -216,9 +216,11 @@ impl ProcessorCore {
     /// too, as it did behind a whole answer.
     #[must_use]
     pub fn sow_stream_ready(&self) -> bool {
-        match self.router.sow_stream_conn() {
+        match self.router.sow_stream_query() {
             None => false,
-            Some(conn) => conn.is_closed() || conn.has_piece_room(SOW_PIECE_BYTES),
+            Some((conn, sub_id)) => {
+                conn.is_closed() || conn.has_piece_room(SOW_PIECE_BYTES, sub_id)
+            }
         }
     }
 
@@ -231,7 +233,11 @@ impl ProcessorCore {
     /// that stops reading holds it only until the slow-client rules close
     /// the connection, which wakes it and ends the answer.
     pub fn finish_sow_streams(&mut self) {
-        while let Some(conn) = self.router.sow_stream_conn().cloned() {
+        while let Some((conn, sub_id)) = self
+            .router
+            .sow_stream_query()
+            .map(|(conn, sub_id)| (Arc::clone(conn), sub_id))
+        {
             if conn.io.shutdown.load(Ordering::Acquire) {
                 // As inline (`close_sow`): a clean shutdown does not wait
                 // for a client to read the rest; the answer ends failed.
@@ -240,7 +246,7 @@ impl ProcessorCore {
                 self.flush();
                 continue;
             }
-            if !conn.wait_for_piece_room(SOW_PIECE_BYTES, SOW_PIECE_WAIT) {
+            if !conn.wait_for_piece_room(SOW_PIECE_BYTES, sub_id, SOW_PIECE_WAIT) {
                 continue;
             }
             if self.sow_stream(now_ns()) {

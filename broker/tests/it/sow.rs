@@ -12,6 +12,7 @@ use statecast_protocol::{
 };
 
 use crate::support::{Broker, Raw};
+use statecast::core::topic::processor_for;
 
 /// SOW topics of these tests: `orders` (durable, keyed by /id, a hash
 /// index on /symbol), `prices.*` (transient, keyed by /sym), `blobs`
@@ -746,6 +747,84 @@ fn a_pattern_sow_and_subscribe_across_processors_sees_every_update_once() {
         &["prices.a", "prices.b", "prices.c", "prices.d"],
         r"prices\..*",
     );
+}
+
+/// AMPS: "other messages for the client wait until the query finishes".
+/// With processor threads, while one processor streams a client an answer
+/// (4 MB, in pieces queued as the client reads), another processor
+/// delivers to the same client (its subscription to a topic that processor
+/// owns): nothing but the query's records comes between `group_begin` and
+/// `group_end`, and every one of those deliveries follows `group_end`, in
+/// order.
+#[test]
+fn deliveries_from_another_processor_wait_for_a_streamed_answer_to_end() {
+    const RECORDS: u64 = 4_000;
+    const TICKS: u64 = 50;
+    let orders = processor_for(b"orders", 2);
+    let ticks = (0..)
+        .map(|i| format!("ticks{i}"))
+        .find(|t| processor_for(t.as_bytes(), 2) != orders)
+        .unwrap();
+    let broker = Broker::start_with(&format!(
+        "[threads]\npin = false\nio = 1\nprocessors = 2\ninline = \"never\"\n{CONFIG}"
+    ));
+    let mut publisher = Raw::logged_on(&broker.client, "pub", None);
+    publish_orders(&mut publisher, RECORDS, 1000);
+    let mut client = Raw::logged_on(&broker.client, "reader", None);
+    client.send(&Command::Subscribe(Subscribe {
+        command_id: Some(2),
+        sub_id: 9,
+        topic: Utf8::from(ticks.as_str()),
+        filter: None,
+        options: None,
+        bookmark: None,
+    }));
+    assert!(matches!(client.recv(), Some(Command::Ack(a)) if a.status == Status::Success));
+    client.send(&Command::Sow(query("orders", 1)));
+    assert!(matches!(client.recv(), Some(Command::Ack(a)) if a.status == Status::Success));
+    assert!(matches!(client.recv(), Some(Command::GroupBegin(_))));
+    // The client reads nothing more until every tick was processed (and
+    // delivered) by the other processor: the answer is still streaming.
+    for n in 0..TICKS {
+        let ack = publish(
+            &mut publisher,
+            &ticks,
+            format!(r#"{{"n":{n}}}"#).as_bytes(),
+            None,
+        );
+        assert_eq!(ack.status, Status::Success, "{ack:?}");
+    }
+    let mut records = 0;
+    loop {
+        match client.recv() {
+            Some(Command::Deliver(d)) => {
+                let subs: Vec<u64> = d.sub_ids.iter().collect();
+                assert_eq!(
+                    subs,
+                    [1],
+                    "after {records} records, before group_end: a delivery that is not the query's"
+                );
+                records += 1;
+            }
+            Some(Command::GroupEnd(end)) => {
+                assert_eq!(end.status, Status::Success, "{end:?}");
+                assert_eq!(end.records, RECORDS);
+                break;
+            }
+            other => panic!("after {records} records, before group_end: {other:?}"),
+        }
+    }
+    assert_eq!(records, RECORDS);
+    for n in 0..TICKS {
+        match client.recv() {
+            Some(Command::Deliver(d)) => {
+                let subs: Vec<u64> = d.sub_ids.iter().collect();
+                assert_eq!(subs, [9]);
+                assert_eq!(&d.payload[..], format!(r#"{{"n":{n}}}"#).as_bytes());
+            }
+            other => panic!("tick {n} after group_end: got {other:?}"),
+        }
+    }
 }
 
 /// SIGKILL while a publisher waits for `persisted` acks: after the restart
