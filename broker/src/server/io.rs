@@ -690,6 +690,7 @@ impl IoThread {
         };
         let tag = match command {
             Command::GroupBegin(begin) => Tag::Begin(begin.sub_id),
+            Command::Heartbeat(_) => Tag::Heartbeat,
             _ => Tag::Plain,
         };
         conn.shared.queue_local(frame, tag, &mut conn.write_queue);

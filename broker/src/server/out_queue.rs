@@ -25,6 +25,10 @@ use bytes::Bytes;
 pub enum Tag {
     /// Any frame that is not part of a SOW answer.
     Plain,
+    /// A heartbeat: never held. It orders nothing, and a query that takes
+    /// long to scan before its first record must not look like a silent
+    /// broker to the client's liveness check.
+    Heartbeat,
     /// The `group_begin` of query `sub_id`: opens its answer.
     Begin(u64),
     /// A record (a `deliver` or `sow_batch`) of query `sub_id`'s answer.
@@ -114,7 +118,7 @@ impl OutQueue {
                 self.frames.push(frame);
                 self.open = Some(sub_id);
             }
-            (None, _) => self.frames.push(frame),
+            (None, _) | (Some(_), Tag::Heartbeat) => self.frames.push(frame),
             (Some(open), Tag::Answer(sub_id)) if sub_id == open => self.frames.push(frame),
             (Some(open), Tag::End(sub_id)) if sub_id == open => {
                 self.frames.push(frame);
@@ -169,10 +173,11 @@ mod tests {
         queue.push(frame(4), Tag::Answer(7));
         queue.push(frame(5), Tag::Answer(8));
         queue.push(frame(6), Tag::Answer(7));
-        assert_eq!(ids(&queue), [1, 2, 4, 6]);
+        queue.push(frame(9), Tag::Heartbeat);
+        assert_eq!(ids(&queue), [1, 2, 4, 6, 9], "a heartbeat is never held");
         assert_eq!(queue.held_bytes(), 2);
         queue.push(frame(7), Tag::End(7));
-        assert_eq!(ids(&queue), [1, 2, 4, 6, 7, 3, 5]);
+        assert_eq!(ids(&queue), [1, 2, 4, 6, 9, 7, 3, 5]);
         assert!(!queue.holding());
         assert_eq!(queue.held_bytes(), 0);
     }
@@ -227,6 +232,7 @@ mod tests {
     fn tag_strategy() -> impl Strategy<Value = Tag> {
         prop_oneof![
             Just(Tag::Plain),
+            Just(Tag::Heartbeat),
             (0u64..3).prop_map(Tag::Begin),
             (0u64..3).prop_map(Tag::Answer),
             (0u64..3).prop_map(Tag::End),
@@ -245,7 +251,7 @@ mod tests {
             let mut sent: Vec<(u16, Tag)> = Vec::new();
             for tag in pushes {
                 let ok = match tag {
-                    Tag::Plain => true,
+                    Tag::Plain | Tag::Heartbeat => true,
                     Tag::Begin(q) => !std::mem::replace(&mut begun[q as usize], true),
                     Tag::Answer(q) => begun[q as usize] && !ended[q as usize],
                     Tag::End(q) => {
@@ -271,7 +277,7 @@ mod tests {
             for &id in &out {
                 match (open, tag_of(id)) {
                     (None, Tag::Begin(q)) => open = Some(q),
-                    (None, _) => {}
+                    (None, _) | (Some(_), Tag::Heartbeat) => {}
                     (Some(o), Tag::Answer(q)) => prop_assert_eq!(o, q),
                     (Some(o), Tag::End(q)) => {
                         prop_assert_eq!(o, q);
@@ -287,11 +293,13 @@ mod tests {
             } else {
                 prop_assert_eq!(queue.open(), open);
             }
-            // Frames of one answer, and plain frames, keep their order.
-            for kind in [None, Some(0), Some(1), Some(2)] {
+            // Frames of one answer, plain frames and heartbeats keep their order.
+            // (-1: plain frames, -2: heartbeats, else the query.)
+            for kind in [-2i64, -1, 0, 1, 2] {
                 let of_kind = |id: &u16| match tag_of(*id) {
-                    Tag::Plain => kind.is_none(),
-                    Tag::Begin(q) | Tag::Answer(q) | Tag::End(q) => kind == Some(q),
+                    Tag::Plain => kind == -1,
+                    Tag::Heartbeat => kind == -2,
+                    Tag::Begin(q) | Tag::Answer(q) | Tag::End(q) => kind == q as i64,
                 };
                 let order: Vec<u16> = out.iter().copied().filter(of_kind).collect();
                 let mut sorted = order.clone();
