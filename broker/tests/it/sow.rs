@@ -827,6 +827,72 @@ fn deliveries_from_another_processor_wait_for_a_streamed_answer_to_end() {
     }
 }
 
+/// Two large answers asked for back to back, from topics on two
+/// processors: the second waits whole behind the first (its ack and
+/// `group_begin` included), and neither processor waits forever for the
+/// other.
+#[test]
+fn two_streamed_answers_from_two_processors_follow_each_other_whole() {
+    const RECORDS: u64 = 2_000;
+    let orders = processor_for(b"orders", 2);
+    let prices = (0..)
+        .map(|i| format!("prices.p{i}"))
+        .find(|t| processor_for(t.as_bytes(), 2) != orders)
+        .unwrap();
+    let broker = Broker::start_with(&format!(
+        "[threads]\npin = false\nio = 1\nprocessors = 2\ninline = \"never\"\n{CONFIG}"
+    ));
+    let mut publisher = Raw::logged_on(&broker.client, "pub", None);
+    publish_orders(&mut publisher, RECORDS, 1000);
+    let pad = "y".repeat(1000);
+    for sym in 0..RECORDS {
+        publisher.send(&publish_frame(
+            &prices,
+            format!(r#"{{"sym":{sym},"pad":"{pad}"}}"#).as_bytes(),
+            None,
+            AckSet::NONE,
+        ));
+    }
+    let ack = publish(&mut publisher, &prices, br#"{"sym":"last"}"#, None);
+    assert_eq!(ack.status, Status::Success, "{ack:?}");
+    let mut client = Raw::logged_on(&broker.client, "reader", None);
+    client.send(&Command::Sow(query("orders", 1)));
+    client.send(&Command::Sow(query(&prices, 2)));
+    for (sub_id, records) in [(1, RECORDS), (2, RECORDS + 1)] {
+        match client.recv() {
+            Some(Command::Ack(a)) => {
+                assert_eq!(
+                    (a.status, a.sub_id),
+                    (Status::Success, Some(sub_id)),
+                    "{a:?}"
+                );
+            }
+            other => panic!("the ack of query {sub_id}: got {other:?}"),
+        }
+        assert!(
+            matches!(client.recv(), Some(Command::GroupBegin(b)) if b.sub_id == sub_id),
+            "query {sub_id}'s group_begin"
+        );
+        let mut got = 0;
+        loop {
+            match client.recv() {
+                Some(Command::Deliver(d)) => {
+                    let subs: Vec<u64> = d.sub_ids.iter().collect();
+                    assert_eq!(subs, [sub_id], "after {got} records of query {sub_id}");
+                    got += 1;
+                }
+                Some(Command::GroupEnd(end)) => {
+                    assert_eq!((end.sub_id, end.status), (sub_id, Status::Success));
+                    assert_eq!(end.records, records);
+                    break;
+                }
+                other => panic!("after {got} records of query {sub_id}: {other:?}"),
+            }
+        }
+        assert_eq!(got, records);
+    }
+}
+
 /// SIGKILL while a publisher waits for `persisted` acks: after the restart
 /// the SOW holds, for every key, the last value acknowledged persisted or a
 /// later one.
