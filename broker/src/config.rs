@@ -199,6 +199,8 @@ pub struct LimitsConfig {
     pub client_outbound_bytes_max: ByteSize,
     /// Per-client no-progress bound.
     pub client_outbound_stall_ms: u64,
+    /// No-progress bound for a client holding up a processor's SOW answer.
+    pub sow_answer_stall_ms: u64,
     /// Instance-wide outbound cap.
     pub outbound_total_bytes_max: ByteSize,
     /// Per-I/O-thread bytes handed to processors and not yet processed.
@@ -723,6 +725,13 @@ impl Config {
         range(
             "limits.client_outbound_stall_ms",
             l.client_outbound_stall_ms,
+            100,
+            86_400_000,
+            "ms",
+        )?;
+        range(
+            "limits.sow_answer_stall_ms",
+            l.sow_answer_stall_ms,
             100,
             86_400_000,
             "ms",

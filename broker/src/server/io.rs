@@ -84,6 +84,8 @@ pub struct IoSettings {
     pub client_outbound_bytes_max: usize,
     /// Per-client no-progress bound.
     pub client_outbound_stall: Duration,
+    /// No-progress bound for a client holding up a SOW answer's processor.
+    pub sow_answer_stall: Duration,
     /// Bound on draining at shutdown.
     pub drain_timeout: Duration,
 }
@@ -864,6 +866,10 @@ impl IoThread {
             .inline
             .as_ref()
             .is_some_and(|(core, _)| core.sow_streaming());
+        let stream_conn = self
+            .inline
+            .as_ref()
+            .and_then(|(core, _)| core.sow_stream_conn_id());
         let tokens: Vec<usize> = self.conns.iter().map(|(t, _)| t).collect();
         for token in tokens {
             let Some(conn) = self.conns.get_mut(token) else {
@@ -877,10 +883,27 @@ impl IoThread {
             // taken) start their clock when taken, however long the
             // connection was idle before.
             let pending = !conn.write_queue.is_empty();
-            if pending
-                && now.saturating_duration_since(conn.last_progress)
-                    > self.settings.client_outbound_stall
-            {
+            // A client that a SOW answer waits for holds up the processor
+            // sending it (inline: this thread's reads of every socket), and
+            // through it everyone whose commands queue behind: a shorter
+            // bound.
+            let holding = stream_conn == Some(conn.shared.id) || conn.shared.holds_a_processor();
+            let (bound, key, what) = if holding {
+                (
+                    self.settings
+                        .sow_answer_stall
+                        .min(self.settings.client_outbound_stall),
+                    "limits.sow_answer_stall_ms",
+                    "holding up the processor sending it a SOW answer, with ",
+                )
+            } else {
+                (
+                    self.settings.client_outbound_stall,
+                    "limits.client_outbound_stall_ms",
+                    "",
+                )
+            };
+            if pending && now.saturating_duration_since(conn.last_progress) > bound {
                 let queued = conn.shared.queued();
                 self.totals.slow_disconnects.fetch_add(1, Ordering::Relaxed);
                 drop_after_current_frame(&mut conn.write_queue, conn.frame_left);
@@ -888,8 +911,8 @@ impl IoThread {
                 let reason = CloseReason {
                     code: ReasonCode::SlowClient,
                     text: format!(
-                        "slow client: {queued} bytes queued and nothing written for {} ms (limits.client_outbound_stall_ms)",
-                        self.settings.client_outbound_stall.as_millis()
+                        "slow client: {what}{queued} bytes queued and nothing written for {} ms ({key})",
+                        bound.as_millis()
                     ),
                     command_id: None,
                 };

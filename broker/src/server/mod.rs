@@ -297,6 +297,7 @@ impl Server {
             client_outbound_bytes_max: usize::try_from(config.limits.client_outbound_bytes_max.0)
                 .unwrap_or(usize::MAX),
             client_outbound_stall: Duration::from_millis(config.limits.client_outbound_stall_ms),
+            sow_answer_stall: Duration::from_millis(config.limits.sow_answer_stall_ms),
             drain_timeout: Duration::from_millis(config.shutdown.drain_timeout_ms),
         };
         let registry: Arc<acceptor::ConnRegistry> = Arc::new(Mutex::new(Vec::new()));

@@ -334,6 +334,13 @@ impl ConnShared {
         ready
     }
 
+    /// Whether a processor thread is waiting for this client to read
+    /// before it sends the next piece of a SOW answer
+    /// ([`Self::wait_for_piece_room`]).
+    pub fn holds_a_processor(&self) -> bool {
+        self.piece_waiters.load(Ordering::Acquire) > 0
+    }
+
     /// Bytes queued and not yet written to the socket.
     pub fn queued(&self) -> usize {
         self.queued.load(Ordering::Acquire)

@@ -205,6 +205,12 @@ impl ProcessorCore {
         self.router.sow_streaming()
     }
 
+    /// The connection id of the SOW answer being sent in pieces, if any.
+    #[must_use]
+    pub fn sow_stream_conn_id(&self) -> Option<u64> {
+        self.router.sow_stream_conn().map(|conn| conn.id)
+    }
+
     /// Whether the SOW answer being sent in pieces can take its next piece
     /// now: its client is gone, or has room for it under
     /// `limits.client_outbound_bytes_max` (a piece may pass its size by

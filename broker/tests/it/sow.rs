@@ -1136,6 +1136,67 @@ fn a_client_that_stops_reading_an_answer_is_disconnected_and_the_processor_carri
     assert_eq!(answer.end.unwrap().status, Status::Success);
 }
 
+/// A client that stops reading a SOW answer holds up what sends it: on
+/// processor threads the processor, and every command queued for it, which
+/// once they fill `io_inflight_bytes_max` stop the I/O thread reading any
+/// socket; inline the I/O thread itself. `limits.sow_answer_stall_ms` (here
+/// 300 ms, against a `client_outbound_stall_ms` of 60 s) disconnects that
+/// client, and a publish to a topic of another processor is acked again.
+#[test]
+fn a_client_holding_up_an_answer_is_disconnected_after_sow_answer_stall_ms() {
+    for inline in ["never", "always"] {
+        let processors = if inline == "never" { 2 } else { 1 };
+        let orders = processor_for(b"orders", processors);
+        let ticks = (0..)
+            .map(|i| format!("ticks{i}"))
+            .find(|t| processors == 1 || processor_for(t.as_bytes(), processors) != orders)
+            .unwrap();
+        let broker = Broker::start_with(&format!(
+            "[threads]\npin = false\nio = 1\nprocessors = {processors}\ninline = \"{inline}\"\n[limits]\nframe_bytes_max = \"1 MiB\"\nclient_outbound_bytes_max = \"16 MiB\"\nclient_outbound_stall_ms = 60000\nsow_answer_stall_ms = 300\nio_inflight_bytes_max = \"1 MiB\"\n{CONFIG}"
+        ));
+        let mut publisher = Raw::logged_on(&broker.client, "pub", None);
+        publish_orders(&mut publisher, 8_000, 8 * 1024);
+        let mut other = Raw::logged_on(&broker.client, "other", None);
+        let mut stalled = Raw::logged_on(&broker.client, "stalled", None);
+        stalled.send(&Command::Sow(query("orders", 1)));
+        assert!(matches!(stalled.recv(), Some(Command::Ack(a)) if a.status == Status::Success));
+        assert!(matches!(stalled.recv(), Some(Command::GroupBegin(_))));
+        assert!(
+            matches!(stalled.recv(), Some(Command::Deliver(_))),
+            "the answer is streaming"
+        );
+        // From here on `stalled` reads nothing until the broker closed it.
+        if inline == "never" {
+            // Commands for the held-up processor, past what the I/O thread
+            // may have in flight.
+            let pad = "z".repeat(1000);
+            for id in 0..3_000u64 {
+                publisher.send(&publish_frame(
+                    "orders",
+                    format!(r#"{{"id":{id},"pad":"{pad}"}}"#).as_bytes(),
+                    None,
+                    AckSet::NONE,
+                ));
+            }
+        }
+        let ack = publish(&mut other, &ticks, br#"{"n":1}"#, None);
+        assert_eq!(ack.status, Status::Success, "{inline}: {ack:?}");
+        assert!(
+            broker.wait_for_log(
+                "limits.sow_answer_stall_ms",
+                std::time::Duration::from_secs(10)
+            ),
+            "{inline}: the broker logs why it disconnected the client:\n{}",
+            broker.logs()
+        );
+        let frames = stalled.drain_to_eof();
+        assert!(
+            !frames.iter().any(|f| matches!(f, Command::GroupEnd(_))),
+            "{inline}: no group_end for an answer cut short"
+        );
+    }
+}
+
 /// With the processor inline, an answer is sent in pieces as the client
 /// reads them: one larger than the client's outbound limit arrives whole
 /// (every record once, `group_end` counting them), and the connection then
