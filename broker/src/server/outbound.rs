@@ -1239,6 +1239,19 @@ mod tests {
         assert_eq!(woken.recv_timeout(Duration::from_secs(30)), Ok(true));
     }
 
+    /// Frames held behind an open answer count against the client's
+    /// outbound limit: past it the client is slow, as with frames queued.
+    #[test]
+    fn held_frames_count_against_the_client_limit() {
+        let (_poll, conn) = queued_conn(0);
+        let mut into = std::collections::VecDeque::new();
+        conn.queue_local(Bytes::from_static(b"begin"), Tag::Begin(1), &mut into);
+        conn.enqueue_frame(Bytes::from(vec![0u8; 32 << 20]));
+        assert!(!conn.is_slow(), "32 MiB held, under the 64 MiB limit");
+        conn.enqueue_frame(Bytes::from(vec![0u8; 33 << 20]));
+        assert!(conn.is_slow(), "65 MiB held: slow");
+    }
+
     /// While query 2's answer is open, query 1's pieces would only be held:
     /// its processor waits, and is woken by query 2's `group_end`. Frames
     /// held behind an answer do not count against its own pieces' room.
