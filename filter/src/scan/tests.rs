@@ -193,15 +193,29 @@ fn unescape_matches_json() {
 
 #[test]
 fn names_of_every_length_are_found() {
-    // Names around the eight-byte word boundary, with and without enough
-    // payload after them for a whole-word read.
-    for len in 1..=12 {
-        let name: String = "abcdefghijkl".chars().take(len).collect();
-        // Same length, differing only in the last byte.
-        let decoy = format!("{}Z", &name[..len - 1]);
+    // Names around the eight- and 16-byte word boundaries, with and
+    // without enough payload after them for a whole-word read, against
+    // names of the same length that differ in one byte (first, middle,
+    // last), and with a second wanted name of that length.
+    let letters = "abcdefghijklmnopqrst";
+    for len in 1..=20 {
+        let name = &letters[..len];
         let path = format!("/{name}");
-        let doc = format!(r#"{{"{decoy}x":0,"{decoy}":1,"{name}":2}}"#);
-        assert_eq!(values(&doc, &[&path]), vec![vec!["2"]], "{doc}");
+        for at in [0, len / 2, len - 1] {
+            let mut decoy = name.as_bytes().to_vec();
+            if let Some(b) = decoy.get_mut(at) {
+                *b = b'Z';
+            }
+            let decoy = String::from_utf8(decoy).unwrap();
+            let doc = format!(r#"{{"{decoy}x":0,"{decoy}":1,"{name}":2}}"#);
+            assert_eq!(values(&doc, &[&path]), vec![vec!["2"]], "{doc}");
+            let other = format!("/{decoy}");
+            assert_eq!(
+                values(&doc, &[&path, &other]),
+                vec![vec!["2"], vec!["1"]],
+                "{doc}"
+            );
+        }
         let short = format!(r#"{{"{name}":3}}"#);
         assert_eq!(values(&short, &[&path]), vec![vec!["3"]], "{short}");
     }
