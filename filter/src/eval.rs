@@ -367,17 +367,23 @@ impl<'a> Eval<'a, '_> {
             // Comparing NULL.
             0 => Truth::Unknown,
             1 => compare_raw(op, found.first, payload, &cap.arena, value),
-            _ => {
-                let mut acc = Truth::False;
-                for raw in cap.values(slot) {
-                    acc = acc.or(compare_raw(op, raw, payload, &cap.arena, value));
-                    if acc == Truth::True {
-                        break;
-                    }
-                }
-                acc
+            _ => self.compare_path_values(op, slot, value),
+        }
+    }
+
+    /// [`Self::compare_path`] for a path with several values: apart, so
+    /// that the one-value case does not pay for this loop's set-up.
+    #[inline(never)]
+    fn compare_path_values(&self, op: BinaryOp, slot: u32, value: &Const) -> Truth {
+        let (cap, payload) = (&*self.cap, self.payload());
+        let mut acc = Truth::False;
+        for raw in cap.values(slot) {
+            acc = acc.or(compare_raw(op, raw, payload, &cap.arena, value));
+            if acc == Truth::True {
+                break;
             }
         }
+        acc
     }
 
     /// `path [NOT] IN (constants)`.
