@@ -247,6 +247,23 @@ fn bytes_equal(a: &[u8], b: &[u8]) -> bool {
     }
 }
 
+/// `text IN (list)` for a non-empty string `text`, when every item is a
+/// string (None otherwise): TRUE when one equals it, else NULL when one is
+/// empty (the empty string is NULL), else FALSE.
+#[inline]
+fn in_strings(text: &[u8], list: &[Const]) -> Option<Truth> {
+    let mut acc = Truth::False;
+    for item in list {
+        let Const::Str(key) = item else { return None };
+        if key.is_empty() {
+            acc = Truth::Unknown;
+        } else if bytes_equal(text, key) {
+            return Some(Truth::True);
+        }
+    }
+    Some(acc)
+}
+
 /// Calls `f` on each element of an operand (NULL once for a path with no
 /// value) and ORs the results, stopping at the first TRUE.
 fn any<'x>(
@@ -350,25 +367,40 @@ impl<'a> Eval<'a, '_> {
             // Comparing NULL.
             0 => Truth::Unknown,
             1 => compare_raw(op, found.first, payload, &cap.arena, value),
-            _ => {
-                let mut acc = Truth::False;
-                for raw in cap.values(slot) {
-                    acc = acc.or(compare_raw(op, raw, payload, &cap.arena, value));
-                    if acc == Truth::True {
-                        break;
-                    }
-                }
-                acc
+            _ => self.compare_path_values(op, slot, value),
+        }
+    }
+
+    /// [`Self::compare_path`] for a path with several values: apart, so
+    /// that the one-value case does not pay for this loop's set-up.
+    #[inline(never)]
+    fn compare_path_values(&self, op: BinaryOp, slot: u32, value: &Const) -> Truth {
+        let (cap, payload) = (&*self.cap, self.payload());
+        let mut acc = Truth::False;
+        for raw in cap.values(slot) {
+            acc = acc.or(compare_raw(op, raw, payload, &cap.arena, value));
+            if acc == Truth::True {
+                break;
             }
         }
+        acc
     }
 
     /// `path [NOT] IN (constants)`.
     #[inline]
     fn in_path(&self, slot: u32, list: &[Const], negated: bool) -> Truth {
         let (cap, payload) = (&*self.cap, self.payload());
-        let mut acc = Truth::False;
         let found = cap.slot(slot);
+        // The commonest case, one string against a list of strings, with
+        // nothing else to set up: what `compare_raw` does for each item.
+        if found.count == 1
+            && let Raw::Str { start, end } = found.first
+            && let Some(text) = payload.get(start..end).filter(|t| !t.is_empty())
+            && let Some(acc) = in_strings(text, list)
+        {
+            return if negated { acc.not() } else { acc };
+        }
+        let mut acc = Truth::False;
         if found.count == 0 {
             // NULL IN (…): NULL, unless the list is empty.
             if !list.is_empty() {

@@ -8,8 +8,11 @@
 //! value. Bytes are classified with vector instructions ([`simd`]): an
 //! object's quotes and backslashes are masked 64 bytes at a time, and the 64
 //! bits from a member's start, shifted out of two such masks, give its
-//! name's end and a short string value's end; containers are crossed 64
-//! bytes per step ([`skip`]).
+//! name's end and a short string value's end. A skipped container is
+//! crossed on its blocks' bracket masks and quote parity where it ends
+//! within the walk's two blocks (from the walk's first skipped container
+//! on, each block's brackets are classified with its quotes), and 64 bytes
+//! per step beyond them ([`skip`]).
 //! Values at wanted paths are recorded as byte ranges ([`Raw`]); numbers are
 //! converted only when the evaluator asks.
 //!
@@ -28,9 +31,9 @@
 //! `:` and `,` are where they belong, wanted scalars are valid JSON literals
 //! and numbers, the brackets of each skipped container balance, nesting stays
 //! within [`MAX_NESTING`]); if any of that fails, every path is NULL.
-//! Malformations inside skipped values (a bad scalar, `[1}]` where only the
-//! skipped container's own kind of bracket is counted) and after the point
-//! where the scan stops go unnoticed.
+//! Malformations inside skipped values (a bad scalar, a `}` closing a `[`,
+//! which a skip counts as any closing bracket) and after the point where
+//! the scan stops go unnoticed.
 
 use std::collections::HashMap;
 
@@ -39,6 +42,7 @@ use crate::ast::{Path, Step};
 mod simd;
 mod skip;
 
+use simd::Skip;
 use skip::Searchers;
 
 /// Deepest payload nesting the scanner follows, the same as serde_json's
@@ -813,18 +817,27 @@ impl Scanner<'_> {
         // `base`, which moves 64 bytes at a time and does not wait for
         // the member before.
         let mut tail = Tail::default();
-        let Blocks {
-            mut base,
-            mut cur,
-            mut next,
-        } = match self.blocks.take() {
-            Some(blocks) if pos.wrapping_sub(blocks.base) < 128 => blocks,
-            _ => Blocks {
-                base: pos,
-                cur: specials_at(vectors, bytes, pos, &mut tail),
-                next: next_block(vectors, bytes, pos, &mut tail),
-            },
+        let (mut base, mut cur, mut next) = match self.blocks.take() {
+            Some(blocks) if pos.wrapping_sub(blocks.base) < 128 => blocks.unpack(),
+            // The first two blocks without their brackets: a walk that
+            // ends in them, as one that finds what it wants early does,
+            // does not pay for them; a skipped container in them
+            // classifies them then.
+            _ => (
+                pos,
+                quotes_at(vectors, bytes, pos, &mut tail),
+                if pos + 64 < bytes.len() {
+                    quotes_at(vectors, bytes, pos + 64, &mut tail)
+                } else {
+                    NO_BLOCK
+                },
+            ),
         };
+        // Whether a container has been skipped: from then on, more are
+        // likely, and each block's brackets are classified with its
+        // quotes; before, not, so that a walk that finds what it wants
+        // first does not pay for them.
+        let mut skipping = false;
         loop {
             let mut shift = pos - base;
             if shift >= 64 {
@@ -834,9 +847,9 @@ impl Scanner<'_> {
                 } else {
                     // Past a long value: start afresh at this member.
                     base = pos;
-                    cur = specials_at(vectors, bytes, base, &mut tail);
+                    cur = specials_at(vectors, bytes, base, &mut tail, skipping);
                 }
-                next = next_block(vectors, bytes, base, &mut tail);
+                next = next_block(vectors, bytes, base, &mut tail, skipping);
                 shift = pos - base;
             }
             // The 64 bytes from `pos`: `shift` is below 64, and the
@@ -886,7 +899,7 @@ impl Scanner<'_> {
                         Leaf::After(after) => after,
                         Leaf::Stop => return Ok(Flow::Stop),
                         Leaf::Other => {
-                            self.blocks = Some(Blocks { base, cur, next });
+                            self.blocks = Some(Blocks::pack(base, cur, next));
                             let after = match self.wanted_value(&mut walk, child, value)? {
                                 Some(after) => after,
                                 None => return Ok(Flow::Stop),
@@ -894,7 +907,7 @@ impl Scanner<'_> {
                             // A nested object's walk hands back its blocks,
                             // which are at or past these.
                             if let Some(blocks) = self.blocks.take() {
-                                (base, cur, next) = (blocks.base, blocks.cur, blocks.next);
+                                (base, cur, next) = blocks.unpack();
                             }
                             after
                         }
@@ -903,10 +916,13 @@ impl Scanner<'_> {
                     // here can the rest of the object be unwanted.
                     if walk.remaining == 0 {
                         let Some(member) = self.next_member(after)? else {
-                            self.blocks = Some(Blocks { base, cur, next });
+                            self.blocks = Some(Blocks::pack(base, cur, next));
                             return Ok(Flow::Continue);
                         };
-                        self.pos = self.rest_of_container_with(vectors, member, b'{', depth)?;
+                        cur = with_brackets(vectors, bytes, &mut tail, base, cur);
+                        next = with_brackets(vectors, bytes, &mut tail, base + 64, next);
+                        self.pos =
+                            self.skip_in_blocks(vectors, (base, cur, next), member, depth)?;
                         return Ok(Flow::Continue);
                     }
                     after
@@ -915,11 +931,11 @@ impl Scanner<'_> {
                 // The value's first byte is in the window unless whitespace
                 // or a long name came first.
                 _ => match window.get(value.wrapping_sub(pos)) {
-                    Some(b'{') => {
-                        self.rest_of_container_with(vectors, value + 1, b'{', depth + 1)?
-                    }
-                    Some(b'[') => {
-                        self.rest_of_container_with(vectors, value + 1, b'[', depth + 1)?
+                    Some(b'{' | b'[') => {
+                        skipping = true;
+                        cur = with_brackets(vectors, bytes, &mut tail, base, cur);
+                        next = with_brackets(vectors, bytes, &mut tail, base + 64, next);
+                        self.skip_in_blocks(vectors, (base, cur, next), value + 1, depth + 1)?
                     }
                     Some(b'"') => self.string_end_with(vectors, value + 1)? + 1,
                     Some(_) => skip_scalar(bytes, value)?,
@@ -928,11 +944,68 @@ impl Scanner<'_> {
             };
             // `,` and the next member, or `}`.
             let Some(member) = self.next_member(after)? else {
-                self.blocks = Some(Blocks { base, cur, next });
+                self.blocks = Some(Blocks::pack(base, cur, next));
                 return Ok(Flow::Continue);
             };
             pos = member;
         }
+    }
+
+    /// Skips from `from`, inside a container at nesting level `level`,
+    /// to just past that container's closing bracket, where `from` and the
+    /// byte before it are outside strings. Where `from` is in the walk's
+    /// two blocks (`walk_blocks`: their start, the first, the second),
+    /// their masks are counted first; then, if the container goes on past
+    /// them or a backslash comes first, the block loop takes over with the
+    /// count so far.
+    #[inline(always)]
+    fn skip_in_blocks<V: simd::Vectors>(
+        &self,
+        vectors: V,
+        walk_blocks: (usize, Block, Block),
+        from: usize,
+        level: u32,
+    ) -> Result<usize, Malformed> {
+        let (base, cur, next) = walk_blocks;
+        let offset = from.wrapping_sub(base);
+        if offset >= 128 {
+            return self.rest_of_container_with(vectors, from, level);
+        }
+        let max_open = (MAX_NESTING + 1).saturating_sub(level);
+        let mut open = 1;
+        // The byte before `from` is outside strings: inside them is where
+        // the parity differs from its bit there.
+        let start = offset & 63;
+        let (block, block_at) = if offset < 64 {
+            (cur, base)
+        } else {
+            (next, base + 64)
+        };
+        let flip = (((block.parity << 1) >> start) & 1).wrapping_neg();
+        let mut counted = count_brackets(block, u64::MAX << start, flip, &mut open, max_open);
+        let mut end = block_at + 64;
+        if offset < 64
+            && let Counted::Open(carry) = counted
+        {
+            counted = count_brackets(next, u64::MAX, carry, &mut open, max_open);
+            end += 64;
+        }
+        let end_at = end - 64;
+        let skip = match counted {
+            Counted::Closed(at) => return Ok(end_at + at as usize + 1),
+            Counted::TooDeep => return Err(Malformed),
+            Counted::Backslash(at, in_string) => Skip {
+                at: end_at + at as usize,
+                open,
+                in_string,
+            },
+            Counted::Open(carry) => Skip {
+                at: end,
+                open,
+                in_string: carry != 0,
+            },
+        };
+        self.skip_on(vectors, skip, level)
     }
 
     /// [`Self::wanted_value`] inlined into the object walk for its
@@ -1148,7 +1221,7 @@ impl Scanner<'_> {
                 Some(b',') => {
                     self.pos = skip_ws(self.bytes, self.pos + 1);
                     if !flatten && last_index.is_none_or(|last| index >= last) {
-                        self.pos = self.rest_of_container(self.pos, b'[', depth)?;
+                        self.pos = self.rest_of_container(self.pos, depth)?;
                         return Ok(());
                     }
                 }
@@ -1191,6 +1264,71 @@ impl Scanner<'_> {
 struct Block {
     quote: u64,
     any: u64,
+    /// `{` and `[`.
+    open: u64,
+    /// `}` and `]`.
+    close: u64,
+    /// Bit i: the number of quotes from the block's start to byte i
+    /// (included) is odd. Up to the first backslash, the bytes inside
+    /// strings are where this differs from its bit at a byte known to be
+    /// outside them: so a skipped container is crossed on these masks,
+    /// which are ready before the walk gets there, rather than on a load
+    /// and a classification at its own position, which wait for the
+    /// member before it.
+    parity: u64,
+}
+
+/// The [`Block`] past the payload's end.
+const NO_BLOCK: Block = Block {
+    quote: 0,
+    any: 0,
+    open: 0,
+    close: 0,
+    parity: 0,
+};
+
+/// How counting brackets through one [`Block`] ended.
+enum Counted {
+    /// The container closed at this offset.
+    Closed(u32),
+    /// Too deep.
+    TooDeep,
+    /// At a backslash at this offset, inside a string or not.
+    Backslash(u32, bool),
+    /// At the block's end, inside a string (all ones) or not (zero).
+    Open(u64),
+}
+
+/// Counts the brackets outside strings of `block` from the bits `wanted`
+/// on, up to the first backslash, with `open` containers open (at most
+/// `max_open`), where the bytes inside strings are those whose parity
+/// differs from `flip`.
+#[inline(always)]
+fn count_brackets(block: Block, wanted: u64, flip: u64, open: &mut u32, max_open: u32) -> Counted {
+    let backslash = block.any & !block.quote & wanted;
+    let valid = wanted & backslash.wrapping_sub(1) & !backslash;
+    let strings = block.parity ^ flip;
+    let mut bits = (block.open | block.close) & valid & !strings;
+    while bits != 0 {
+        let bit = bits & bits.wrapping_neg();
+        if block.open & bit != 0 {
+            *open += 1;
+            if *open > max_open {
+                return Counted::TooDeep;
+            }
+        } else {
+            *open -= 1;
+            if *open == 0 {
+                return Counted::Closed(bit.trailing_zeros());
+            }
+        }
+        bits ^= bit;
+    }
+    if backslash != 0 {
+        let at = backslash.trailing_zeros();
+        return Counted::Backslash(at, (strings >> at) & 1 != 0);
+    }
+    Counted::Open(((strings as i64) >> 63) as u64)
 }
 
 /// Two consecutive blocks of an object walk: those of the 64 bytes at
@@ -1198,29 +1336,113 @@ struct Block {
 #[derive(Clone, Copy)]
 struct Blocks {
     base: usize,
-    cur: Block,
-    next: Block,
+    /// The quote and quote-or-backslash masks of each block.
+    cur: (u64, u64),
+    next: (u64, u64),
 }
 
-/// The [`Block`] of the 64 bytes at `at`; past the payload's end, no byte
-/// is a quote or a backslash.
+impl Blocks {
+    /// Only the quote masks are handed over: they are what every walk
+    /// reads; a walk that skips a container classifies its brackets again.
+    #[inline(always)]
+    fn pack(base: usize, cur: Block, next: Block) -> Blocks {
+        Blocks {
+            base,
+            cur: (cur.quote, cur.any),
+            next: (next.quote, next.any),
+        }
+    }
+
+    #[inline(always)]
+    fn unpack(self) -> (usize, Block, Block) {
+        let block = |(quote, any)| Block {
+            quote,
+            any,
+            ..UNCLASSIFIED
+        };
+        (self.base, block(self.cur), block(self.next))
+    }
+}
+
+/// The [`Block`] of the 64 bytes at `at`, with its brackets when `brackets`;
+/// past the payload's end, no byte is a quote, a backslash or a bracket.
 #[inline(always)]
-fn specials_at<V: simd::Vectors>(vectors: V, bytes: &[u8], at: usize, tail: &mut Tail) -> Block {
+fn specials_at<V: simd::Vectors>(
+    vectors: V,
+    bytes: &[u8],
+    at: usize,
+    tail: &mut Tail,
+    brackets: bool,
+) -> Block {
+    if !brackets {
+        return quotes_at(vectors, bytes, at, tail);
+    }
+    let classes = vectors.classify64(tail.window(bytes, at));
+    Block {
+        quote: classes.quote,
+        any: classes.quote | classes.backslash,
+        open: classes.open,
+        close: classes.close,
+        parity: vectors.prefix_xor(classes.quote),
+    }
+}
+
+/// A [`Block`] whose brackets and parity are not classified: both bracket
+/// masks all ones (no byte is both), until [`with_brackets`] fills them in.
+const UNCLASSIFIED: Block = Block {
+    quote: 0,
+    any: 0,
+    open: u64::MAX,
+    close: u64::MAX,
+    parity: 0,
+};
+
+/// The [`Block`] of the 64 bytes at `at` without its brackets and parity.
+#[inline(always)]
+fn quotes_at<V: simd::Vectors>(vectors: V, bytes: &[u8], at: usize, tail: &mut Tail) -> Block {
     let specials = vectors.specials64(tail.window(bytes, at));
     Block {
         quote: specials.quote,
         any: specials.quote | specials.backslash,
+        ..UNCLASSIFIED
+    }
+}
+
+/// `block`, the [`Block`] at `at`, with its brackets and parity.
+#[inline(always)]
+fn with_brackets<V: simd::Vectors>(
+    vectors: V,
+    bytes: &[u8],
+    tail: &mut Tail,
+    at: usize,
+    block: Block,
+) -> Block {
+    if block.open & block.close == 0 {
+        return block;
+    }
+    let (open, close) = vectors.brackets64(tail.window(bytes, at));
+    Block {
+        open,
+        close,
+        parity: vectors.prefix_xor(block.quote),
+        ..block
     }
 }
 
 /// The [`Block`] after the one at `base`: past the payload's end (small
 /// objects near the end, and the last block), no work.
 #[inline(always)]
-fn next_block<V: simd::Vectors>(vectors: V, bytes: &[u8], base: usize, tail: &mut Tail) -> Block {
+fn next_block<V: simd::Vectors>(
+    vectors: V,
+    bytes: &[u8],
+    base: usize,
+    tail: &mut Tail,
+    brackets: bool,
+) -> Block {
     if base + 64 < bytes.len() {
-        specials_at(vectors, bytes, base + 64, tail)
+        specials_at(vectors, bytes, base + 64, tail, brackets)
     } else {
-        Block { quote: 0, any: 0 }
+        NO_BLOCK
     }
 }
 

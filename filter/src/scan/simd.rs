@@ -1,7 +1,8 @@
 //! Byte classification with vector instructions: which bytes of a 16-, 32-
-//! or 64-byte chunk are a quote, a backslash or a given pair of brackets,
-//! as bit masks (bit `i` for byte `i`). The scanner turns those masks into
-//! name, string and container ends with integer arithmetic.
+//! or 64-byte chunk are a quote, a backslash, an opening bracket (`{` or
+//! `[`) or a closing one, as bit masks (bit `i` for byte `i`). The scanner
+//! turns those masks into name, string and container ends with integer
+//! arithmetic.
 //!
 //! It also holds the one loop that is worth compiling twice:
 //! [`skip_blocks`], which crosses a skipped container 64 bytes per step.
@@ -20,8 +21,8 @@
 //! the stores and reloads of `black_box` ([`opaque`]). Elsewhere (and in
 //! the tests, as the reference) a plain loop computes the same masks.
 
-/// Which bytes of a 64-byte chunk are `"`, `\`, and the opening and
-/// closing brackets asked for: bit `i` stands for byte `i`.
+/// Which bytes of a 64-byte chunk are `"`, `\`, `{` or `[`, and `}` or
+/// `]`: bit `i` stands for byte `i`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Classes {
     pub(super) quote: u64,
@@ -49,19 +50,20 @@ impl Specials {
     }
 }
 
-/// The bytes of `chunk` equal to `"`, `\`, `open` and `close`.
+/// The bytes of `chunk` that are `"`, `\`, an opening and a closing
+/// bracket.
 #[inline(always)]
-pub(super) fn classify64(chunk: &[u8; 64], open: u8, close: u8) -> Classes {
+pub(super) fn classify64(chunk: &[u8; 64]) -> Classes {
     #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
     {
         // SAFETY: `sse2::classify64` requires only the SSE2 target feature,
         // and this code is compiled only when the build enables it (the cfg
         // above; every x86-64 target does).
-        unsafe { sse2::classify64(chunk, open, close) }
+        unsafe { sse2::classify64(chunk) }
     }
     #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
     {
-        portable::classify64(chunk, open, close)
+        portable::classify64(chunk)
     }
 }
 
@@ -108,7 +110,7 @@ pub(super) fn specials64(chunk: &[u8; 64]) -> Specials {
 }
 
 /// How far a skip of a container has got: the next byte to look at, the
-/// containers of its kind still open (counting the one being skipped), and
+/// containers still open (counting the one being skipped), and
 /// whether that byte is inside a string.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Skip {
@@ -122,33 +124,32 @@ pub(super) struct Skip {
 pub(super) enum Stop {
     /// The container closed; the position just past its closing bracket.
     Closed(usize),
-    /// More than `max_open` containers of its kind were open at once.
+    /// More than `max_open` containers were open at once.
     TooDeep,
     /// At a backslash, or at the payload's end (`skip.at`), which the
     /// caller deals with.
     Backslash,
 }
 
-/// Goes on with `skip` through the container whose brackets are `open` and
-/// `open + 2`, 64 bytes per step, up to the first backslash: before one, a
+/// Goes on with `skip` through a container, 64 bytes per step, up to the first backslash: before one, a
 /// quote always opens or closes a string, so the running parity of the
 /// quotes (a prefix XOR of their mask) says which bytes are inside strings,
 /// and the brackets outside them are counted in order.
 #[inline(never)]
-pub(super) fn skip_blocks(bytes: &[u8], skip: &mut Skip, open: u8, max_open: u32) -> Stop {
+pub(super) fn skip_blocks(bytes: &[u8], skip: &mut Skip, max_open: u32) -> Stop {
     #[cfg(target_arch = "x86_64")]
     if avx2::available() {
         // SAFETY: `avx2::skip_blocks` requires the features that
         // `available` has found on this CPU.
-        return unsafe { avx2::skip_blocks(bytes, skip, open, max_open) };
+        return unsafe { avx2::skip_blocks(bytes, skip, max_open) };
     }
-    skip_blocks_baseline(bytes, skip, open, max_open)
+    skip_blocks_baseline(bytes, skip, max_open)
 }
 
 /// [`skip_blocks`] for the build's baseline target.
 #[inline(never)]
-fn skip_blocks_baseline(bytes: &[u8], skip: &mut Skip, open: u8, max_open: u32) -> Stop {
-    skip_blocks_with(bytes, skip, open, max_open, classify64, prefix_xor)
+fn skip_blocks_baseline(bytes: &[u8], skip: &mut Skip, max_open: u32) -> Stop {
+    skip_blocks_with(bytes, skip, max_open, classify64, prefix_xor)
 }
 
 /// [`skip_blocks`] with the given classification of 64 bytes. Inlined
@@ -158,12 +159,10 @@ fn skip_blocks_baseline(bytes: &[u8], skip: &mut Skip, open: u8, max_open: u32) 
 fn skip_blocks_with(
     bytes: &[u8],
     skip: &mut Skip,
-    open: u8,
     max_open: u32,
-    classify: impl Fn(&[u8; 64], u8, u8) -> Classes,
+    classify: impl Fn(&[u8; 64]) -> Classes,
     prefix_xor: impl Fn(u64) -> u64,
 ) -> Stop {
-    let close = open + 2;
     // All ones when the previous block ended inside a string.
     let mut carry = if skip.in_string { u64::MAX } else { 0 };
     let mut count = skip.open;
@@ -172,7 +171,7 @@ fn skip_blocks_with(
         // The bytes of the payload (all 64 but near its end, a case kept
         // off the path of full blocks).
         let (classes, mut valid) = match bytes.get(at..).and_then(<[u8]>::first_chunk::<64>) {
-            Some(chunk) => (classify(chunk, open, close), u64::MAX),
+            Some(chunk) => (classify(chunk), u64::MAX),
             None => {
                 // The payload's end, padded with zeros (none of the
                 // classified bytes).
@@ -182,7 +181,7 @@ fn skip_blocks_with(
                     *c = *b;
                 }
                 // `tail` is shorter than 64 bytes.
-                (classify(&chunk, open, close), (1 << tail.len()) - 1)
+                (classify(&chunk), (1 << tail.len()) - 1)
             }
         };
         // Those before the first backslash.
@@ -268,7 +267,13 @@ pub(super) trait Vectors: Copy {
     /// [`specials64`].
     fn specials64(self, chunk: &[u8; 64]) -> Specials;
     /// [`skip_blocks`].
-    fn skip_blocks(self, bytes: &[u8], skip: &mut Skip, open: u8, max_open: u32) -> Stop;
+    fn skip_blocks(self, bytes: &[u8], skip: &mut Skip, max_open: u32) -> Stop;
+    /// [`classify64`].
+    fn classify64(self, chunk: &[u8; 64]) -> Classes;
+    /// The opening and closing brackets of [`classify64`].
+    fn brackets64(self, chunk: &[u8; 64]) -> (u64, u64);
+    /// [`prefix_xor`].
+    fn prefix_xor(self, x: u64) -> u64;
 }
 
 /// Each operation chooses for itself ([`skip_blocks`] checks the CPU), for
@@ -288,8 +293,24 @@ impl Vectors for Dispatch {
     }
 
     #[inline(always)]
-    fn skip_blocks(self, bytes: &[u8], skip: &mut Skip, open: u8, max_open: u32) -> Stop {
-        skip_blocks(bytes, skip, open, max_open)
+    fn skip_blocks(self, bytes: &[u8], skip: &mut Skip, max_open: u32) -> Stop {
+        skip_blocks(bytes, skip, max_open)
+    }
+
+    #[inline(always)]
+    fn classify64(self, chunk: &[u8; 64]) -> Classes {
+        classify64(chunk)
+    }
+
+    #[inline(always)]
+    fn brackets64(self, chunk: &[u8; 64]) -> (u64, u64) {
+        let classes = classify64(chunk);
+        (classes.open, classes.close)
+    }
+
+    #[inline(always)]
+    fn prefix_xor(self, x: u64) -> u64 {
+        prefix_xor(x)
     }
 }
 
@@ -309,8 +330,24 @@ impl Vectors for Baseline {
     }
 
     #[inline(always)]
-    fn skip_blocks(self, bytes: &[u8], skip: &mut Skip, open: u8, max_open: u32) -> Stop {
-        skip_blocks_baseline(bytes, skip, open, max_open)
+    fn skip_blocks(self, bytes: &[u8], skip: &mut Skip, max_open: u32) -> Stop {
+        skip_blocks_baseline(bytes, skip, max_open)
+    }
+
+    #[inline(always)]
+    fn classify64(self, chunk: &[u8; 64]) -> Classes {
+        classify64(chunk)
+    }
+
+    #[inline(always)]
+    fn brackets64(self, chunk: &[u8; 64]) -> (u64, u64) {
+        let classes = classify64(chunk);
+        (classes.open, classes.close)
+    }
+
+    #[inline(always)]
+    fn prefix_xor(self, x: u64) -> u64 {
+        prefix_xor(x)
     }
 }
 
@@ -338,15 +375,14 @@ impl Vectors for Avx2 {
     /// The block loop itself, inlined into the caller (the object walk,
     /// compiled for AVX2 in `avx2::run`) rather than called.
     #[inline(always)]
-    fn skip_blocks(self, bytes: &[u8], skip: &mut Skip, open: u8, max_open: u32) -> Stop {
+    fn skip_blocks(self, bytes: &[u8], skip: &mut Skip, max_open: u32) -> Stop {
         skip_blocks_with(
             bytes,
             skip,
-            open,
             max_open,
-            |chunk, open, close| {
+            |chunk| {
                 // SAFETY: as for `specials32`.
-                let classes = unsafe { avx2::classify64(chunk, open, close) };
+                let classes = unsafe { avx2::classify64(chunk) };
                 // Opaque to the optimiser, which otherwise takes the masks
                 // apart bit by bit; unlike `black_box`, in registers.
                 opaque(classes)
@@ -357,6 +393,25 @@ impl Vectors for Avx2 {
                 unsafe { avx2::prefix_xor(x) }
             },
         )
+    }
+
+    #[inline(always)]
+    fn classify64(self, chunk: &[u8; 64]) -> Classes {
+        // SAFETY: as for `specials32`.
+        unsafe { avx2::classify64(chunk) }
+    }
+
+    #[inline(always)]
+    fn brackets64(self, chunk: &[u8; 64]) -> (u64, u64) {
+        // SAFETY: as for `specials32`.
+        unsafe { avx2::brackets64(chunk) }
+    }
+
+    #[inline(always)]
+    fn prefix_xor(self, x: u64) -> u64 {
+        // SAFETY: as for `specials32`; `available` found carry-less
+        // multiplication too.
+        unsafe { avx2::prefix_xor(x) }
     }
 }
 
@@ -383,7 +438,8 @@ pub(super) fn with_vectors<J: Job>(job: J) -> J::Output {
 mod avx2 {
     use std::arch::x86_64::{
         __m256i, _mm_clmulepi64_si128, _mm_cvtsi128_si64, _mm_set_epi64x, _mm_set1_epi8,
-        _mm256_cmpeq_epi8, _mm256_loadu_si256, _mm256_movemask_epi8, _mm256_set1_epi8,
+        _mm256_cmpeq_epi8, _mm256_loadu_si256, _mm256_movemask_epi8, _mm256_or_si256,
+        _mm256_set1_epi8,
     };
     use std::sync::atomic::{AtomicU8, Ordering};
 
@@ -431,19 +487,42 @@ mod avx2 {
 
     #[target_feature(enable = "avx2")]
     #[inline]
-    pub(super) fn classify64(chunk: &[u8; 64], open: u8, close: u8) -> Classes {
+    pub(super) fn classify64(chunk: &[u8; 64]) -> Classes {
         let (lo, hi) = chunk.split_at(32);
         let (lo, hi) = (lo.as_ptr().cast::<__m256i>(), hi.as_ptr().cast::<__m256i>());
         // SAFETY: `lo` and `hi` each point to 32 bytes of `chunk`, and
         // `loadu` reads them without any alignment requirement.
         let (lo, hi) = unsafe { (_mm256_loadu_si256(lo), _mm256_loadu_si256(hi)) };
         let both = |byte: u8| u64::from(equal(lo, byte)) | (u64::from(equal(hi, byte)) << 32);
+        // `[` and `{` differ only in bit 5, as do `]` and `}`: with it set,
+        // one compare finds either kind.
+        let case = _mm256_set1_epi8(0x20);
+        let (lo_folded, hi_folded) = (_mm256_or_si256(lo, case), _mm256_or_si256(hi, case));
+        let folded = |byte: u8| {
+            u64::from(equal(lo_folded, byte)) | (u64::from(equal(hi_folded, byte)) << 32)
+        };
         Classes {
             quote: both(b'"'),
             backslash: both(b'\\'),
-            open: both(open),
-            close: both(close),
+            open: folded(b'{'),
+            close: folded(b'}'),
         }
+    }
+
+    /// The opening and closing brackets of [`classify64`].
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    pub(super) fn brackets64(chunk: &[u8; 64]) -> (u64, u64) {
+        let (lo, hi) = chunk.split_at(32);
+        let (lo, hi) = (lo.as_ptr().cast::<__m256i>(), hi.as_ptr().cast::<__m256i>());
+        // SAFETY: `lo` and `hi` each point to 32 bytes of `chunk`, and
+        // `loadu` reads them without any alignment requirement.
+        let (lo, hi) = unsafe { (_mm256_loadu_si256(lo), _mm256_loadu_si256(hi)) };
+        // As in `classify64`: bit 5 set, one compare per kind of bracket.
+        let case = _mm256_set1_epi8(0x20);
+        let (lo, hi) = (_mm256_or_si256(lo, case), _mm256_or_si256(hi, case));
+        let both = |byte: u8| u64::from(equal(lo, byte)) | (u64::from(equal(hi, byte)) << 32);
+        (both(b'{'), both(b'}'))
     }
 
     #[target_feature(enable = "avx2")]
@@ -482,13 +561,12 @@ mod avx2 {
 
     /// [`super::skip_blocks`] compiled for AVX2.
     #[target_feature(enable = "avx2,pclmulqdq,bmi1,bmi2,lzcnt,popcnt")]
-    pub(super) fn skip_blocks(bytes: &[u8], skip: &mut Skip, open: u8, max_open: u32) -> Stop {
+    pub(super) fn skip_blocks(bytes: &[u8], skip: &mut Skip, max_open: u32) -> Stop {
         super::skip_blocks_with(
             bytes,
             skip,
-            open,
             max_open,
-            |chunk, open, close| super::opaque(classify64(chunk, open, close)),
+            |chunk| super::opaque(classify64(chunk)),
             |x| prefix_xor(x),
         )
     }
@@ -497,7 +575,7 @@ mod avx2 {
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 mod sse2 {
     use std::arch::x86_64::{
-        __m128i, _mm_cmpeq_epi8, _mm_movemask_epi8, _mm_set_epi64x, _mm_set1_epi8,
+        __m128i, _mm_cmpeq_epi8, _mm_movemask_epi8, _mm_or_si128, _mm_set_epi64x, _mm_set1_epi8,
     };
 
     use super::{Classes, Specials};
@@ -522,7 +600,7 @@ mod sse2 {
 
     #[target_feature(enable = "sse2")]
     #[inline]
-    pub(super) fn classify64(chunk: &[u8; 64], open: u8, close: u8) -> Classes {
+    pub(super) fn classify64(chunk: &[u8; 64]) -> Classes {
         let mut classes = Classes {
             quote: 0,
             backslash: 0,
@@ -535,8 +613,10 @@ mod sse2 {
             let shift = 16 * i;
             classes.quote |= equal(v, b'"') << shift;
             classes.backslash |= equal(v, b'\\') << shift;
-            classes.open |= equal(v, open) << shift;
-            classes.close |= equal(v, close) << shift;
+            // Either kind of bracket, as in `avx2::classify64`.
+            let folded = _mm_or_si128(v, _mm_set1_epi8(0x20));
+            classes.open |= equal(folded, b'{') << shift;
+            classes.close |= equal(folded, b'}') << shift;
         }
         classes
     }
@@ -594,12 +674,13 @@ pub(super) mod portable {
             .fold(0, |m, (i, &b)| m | (u64::from(b == byte) << i))
     }
 
-    pub(in crate::scan) fn classify64(chunk: &[u8; 64], open: u8, close: u8) -> Classes {
+    pub(in crate::scan) fn classify64(chunk: &[u8; 64]) -> Classes {
+        let either = |a: u8, b: u8| mask(chunk, a) | mask(chunk, b);
         Classes {
             quote: mask(chunk, b'"'),
             backslash: mask(chunk, b'\\'),
-            open: mask(chunk, open),
-            close: mask(chunk, close),
+            open: either(b'{', b'['),
+            close: either(b'}', b']'),
         }
     }
 
@@ -676,14 +757,18 @@ pub(super) mod tests {
         #![proptest_config(ProptestConfig::with_cases(2000))]
 
         #[test]
-        fn vector_masks_equal_the_byte_loop(c in chunk::<64>(), square in any::<bool>()) {
-            let (open, close) = if square { (b'[', b']') } else { (b'{', b'}') };
-            prop_assert_eq!(classify64(&c, open, close), portable::classify64(&c, open, close));
+        fn vector_masks_equal_the_byte_loop(c in chunk::<64>()) {
+            prop_assert_eq!(classify64(&c), portable::classify64(&c));
             prop_assert_eq!(specials64(&c), portable::specials(&c));
             #[cfg(target_arch = "x86_64")]
             if avx2::available() {
                 // SAFETY: `available` found AVX2.
                 prop_assert_eq!(unsafe { avx2::specials64(&c) }, portable::specials(&c));
+                // SAFETY: as above.
+                prop_assert_eq!(unsafe { avx2::classify64(&c) }, portable::classify64(&c));
+                let reference = portable::classify64(&c);
+                // SAFETY: as above.
+                prop_assert_eq!(unsafe { avx2::brackets64(&c) }, (reference.open, reference.close));
             }
             let (halves, _) = c.as_chunks::<32>();
             for half in halves {
@@ -738,24 +823,24 @@ pub(super) mod tests {
     }
 
     /// A way of running [`skip_blocks`].
-    type SkipFn = fn(&[u8], &mut Skip, u8, u32) -> Stop;
+    type SkipFn = fn(&[u8], &mut Skip, u32) -> Stop;
 
     /// [`skip_blocks`] one byte at a time: the definition every
-    /// implementation must meet (up to the first backslash).
-    fn skip_bytes(bytes: &[u8], skip: &mut Skip, open: u8, max_open: u32) -> Stop {
-        let close = open + 2;
+    /// implementation must meet (up to the first backslash). Both kinds of
+    /// bracket count alike.
+    fn skip_bytes(bytes: &[u8], skip: &mut Skip, max_open: u32) -> Stop {
         while let Some(&b) = bytes.get(skip.at) {
             match b {
                 b'\\' => return Stop::Backslash,
                 b'"' => skip.in_string = !skip.in_string,
                 _ if skip.in_string => {}
-                _ if b == open => {
+                b'{' | b'[' => {
                     skip.open += 1;
                     if skip.open > max_open {
                         return Stop::TooDeep;
                     }
                 }
-                _ if b == close => {
+                b'}' | b']' => {
                     skip.open -= 1;
                     if skip.open == 0 {
                         return Stop::Closed(skip.at + 1);
@@ -778,24 +863,22 @@ pub(super) mod tests {
         #[test]
         fn block_skips_agree_with_a_byte_walk(
             body in container_body(),
-            square in any::<bool>(),
             at in 0usize..8,
             open in 1u32..4,
             in_string in any::<bool>(),
             max_open in 1u32..6,
         ) {
-            let kind = if square { b'[' } else { b'{' };
             let start = Skip { at: at.min(body.len()), open: open.min(max_open), in_string };
             let mut expected_skip = start;
-            let expected = skip_bytes(&body, &mut expected_skip, kind, max_open);
+            let expected = skip_bytes(&body, &mut expected_skip, max_open);
             let runs: [(&str, SkipFn); 3] = [
                 ("dispatched", skip_blocks),
                 ("baseline", skip_blocks_baseline),
-                ("portable", |b, s, k, m| skip_blocks_with(b, s, k, m, portable::classify64, prefix_xor)),
+                ("portable", |b, s, m| skip_blocks_with(b, s, m, portable::classify64, prefix_xor)),
             ];
             for (name, run) in runs {
                 let mut skip = start;
-                let got = run(&body, &mut skip, kind, max_open);
+                let got = run(&body, &mut skip, max_open);
                 prop_assert_eq!(got, expected, "{} on {:?}", name, String::from_utf8_lossy(&body));
                 if got == Stop::Backslash {
                     prop_assert_eq!(skip, expected_skip, "{} on {:?}", name, String::from_utf8_lossy(&body));
@@ -828,15 +911,18 @@ pub(super) mod tests {
                 if let Some(b) = c.get_mut(at) {
                     *b = byte;
                 }
-                assert_eq!(
-                    classify64(&c, byte, b'}'),
-                    portable::classify64(&c, byte, b'}')
-                );
+                assert_eq!(classify64(&c), portable::classify64(&c));
                 assert_eq!(specials64(&c), portable::specials(&c));
                 #[cfg(target_arch = "x86_64")]
                 if avx2::available() {
                     // SAFETY: `available` found AVX2.
                     assert_eq!(unsafe { avx2::specials64(&c) }, portable::specials(&c));
+                    // SAFETY: as above.
+                    assert_eq!(unsafe { avx2::classify64(&c) }, portable::classify64(&c));
+                    let reference = portable::classify64(&c);
+                    // SAFETY: as above.
+                    let brackets = unsafe { avx2::brackets64(&c) };
+                    assert_eq!(brackets, (reference.open, reference.close));
                 }
                 let (halves, _) = c.as_chunks::<32>();
                 for half in halves {

@@ -6,8 +6,8 @@
 //!   ones take a mask per 16 bytes (a skipped one in the object walk, a
 //!   mask per 32). From the first backslash on, the string is walked
 //!   honouring escapes.
-//! - A **container** ends at the first bracket of its own kind that is
-//!   outside every string and balances it. Each step classifies 64 bytes
+//! - A **container** ends at the first closing bracket that is outside
+//!   every string and balances it. Each step classifies 64 bytes
 //!   into quote, backslash and bracket masks; up to the first backslash a
 //!   quote always opens or closes a string, so the running parity of the
 //!   quotes (a prefix XOR of their mask) says which bytes are inside
@@ -16,9 +16,13 @@
 //!   outside a string (malformed JSON) a backslash is an ordinary byte; then
 //!   the 64-byte steps resume.
 //!
-//! Only the skipped container's own kind of bracket is counted: in valid
-//! JSON each kind balances on its own, so the result is the same, and the
-//! scanner was never a validator of skipped values (`[1}]` passes).
+//! Both kinds of bracket are counted alike, `{` and `[` up, `}` and `]`
+//! down: one compare per class finds either kind (they differ in one bit),
+//! in valid JSON the result is the one counting a kind alone gives, and
+//! the nesting bound counts containers of both kinds, as serde_json's
+//! does. A mismatched bracket (`[1}`) is not noticed as such, but it ends
+//! the container early, where the walk then finds no `,` or `}` (the
+//! scanner is not a validator of skipped values).
 
 use super::simd::{self, Dispatch, Skip, Stop, Vectors};
 use super::{MAX_NESTING, Malformed, Scanner};
@@ -148,8 +152,8 @@ impl Scanner<'_> {
 
     /// Skips the container whose opening bracket is at `open_at`, at nesting
     /// level `level` (1 for the outermost value), and returns the position
-    /// just past its closing bracket. Only brackets of the container's own
-    /// kind are counted; their nesting may not exceed [`MAX_NESTING`].
+    /// just past its closing bracket. Nesting may not exceed
+    /// [`MAX_NESTING`].
     #[inline]
     pub(super) fn skip_container(&self, open_at: usize, level: u32) -> Result<usize, Malformed> {
         self.skip_container_with(Dispatch, open_at, level)
@@ -163,23 +167,14 @@ impl Scanner<'_> {
         open_at: usize,
         level: u32,
     ) -> Result<usize, Malformed> {
-        let kind = match self.bytes.get(open_at) {
-            Some(b'[') => b'[',
-            _ => b'{',
-        };
-        self.rest_of_container_with(vectors, open_at + 1, kind, level)
+        self.rest_of_container_with(vectors, open_at + 1, level)
     }
 
     /// Skips from `from`, which is inside a container at nesting level
-    /// `level` whose opening bracket is `kind` (`{` or `[`), and outside any
-    /// string, to just past that container's closing bracket.
-    pub(super) fn rest_of_container(
-        &self,
-        from: usize,
-        kind: u8,
-        level: u32,
-    ) -> Result<usize, Malformed> {
-        self.rest_of_container_with(Dispatch, from, kind, level)
+    /// `level` and outside any string, to just past that container's
+    /// closing bracket.
+    pub(super) fn rest_of_container(&self, from: usize, level: u32) -> Result<usize, Malformed> {
+        self.rest_of_container_with(Dispatch, from, level)
     }
 
     /// [`Self::rest_of_container`] with the vector code `vectors`. Inlined,
@@ -189,18 +184,29 @@ impl Scanner<'_> {
         &self,
         vectors: V,
         from: usize,
-        kind: u8,
         level: u32,
     ) -> Result<usize, Malformed> {
-        let mut skip = Skip {
+        let skip = Skip {
             at: from,
             open: 1,
             in_string: false,
         };
-        // Containers of this kind that may be open at once.
+        self.skip_on(vectors, skip, level)
+    }
+
+    /// Goes on with `skip`, in a container at nesting level `level`, to
+    /// just past that container's closing bracket.
+    #[inline(always)]
+    pub(super) fn skip_on<V: Vectors>(
+        &self,
+        vectors: V,
+        mut skip: Skip,
+        level: u32,
+    ) -> Result<usize, Malformed> {
+        // Containers that may be open at once.
         let max_open = (MAX_NESTING + 1).saturating_sub(level);
         loop {
-            match vectors.skip_blocks(self.bytes, &mut skip, kind, max_open) {
+            match vectors.skip_blocks(self.bytes, &mut skip, max_open) {
                 Stop::Closed(end) => return Ok(end),
                 Stop::TooDeep => return Err(Malformed),
                 Stop::Backslash => skip = self.past_backslash(skip)?,

@@ -145,13 +145,33 @@ fn skipping_respects_strings_and_escapes() {
 
 #[test]
 fn skipped_brackets_are_only_counted() {
-    // Lenient by design: a skipped container counts only its own kind of
-    // bracket, so a stray bracket of the other kind goes unnoticed.
-    assert_eq!(values(r#"{"z":[1,2}],"a":1}"#, &["/a"]), vec![vec!["1"]]);
-    assert_eq!(values(r#"{"z":{"y":]},"a":1}"#, &["/a"]), vec![vec!["1"]]);
-    // But the container's own kind must balance.
-    let (ok, _) = scan(r#"{"z":[1,2},"a":1}"#, &["/a"]);
+    // Lenient by design: a skipped container counts brackets of both kinds
+    // alike, so a mismatched one goes unnoticed where what follows it fits.
+    assert_eq!(values(r#"{"z":[1,2},"a":1}"#, &["/a"]), vec![vec!["1"]]);
+    assert_eq!(values(r#"{"z":{"y":[1}],"a":1}"#, &["/a"]), vec![vec!["1"]]);
+    // It ends the container early, though, and the walk goes on from there.
+    let (ok, _) = scan(r#"{"z":[1,2}],"a":1}"#, &["/a"]);
     assert!(!ok);
+    // And the brackets must balance.
+    let (ok, _) = scan(r#"{"z":[1,[2],"a":1}"#, &["/a"]);
+    assert!(!ok);
+}
+
+#[test]
+fn nesting_of_both_kinds_is_bounded_together() {
+    // 130 containers, alternating kinds: each kind alone stays within the
+    // bound, together they do not (serde_json refuses this too).
+    let deep = format!("{}{}", r#"[{"a":"#.repeat(65), "}]".repeat(65));
+    let doc = format!(r#"{{"z":{deep},"a":1}}"#);
+    let (ok, _) = scan(&doc, &["/a"]);
+    assert!(!ok);
+    assert!(serde_json::from_str::<serde_json::Value>(&doc).is_err());
+    let fine = format!(
+        r#"{{"z":{}{},"a":1}}"#,
+        r#"[{"a":"#.repeat(50),
+        "}]".repeat(50)
+    );
+    assert_eq!(values(&fine, &["/a"]), vec![vec!["1"]]);
 }
 
 #[test]
@@ -173,15 +193,29 @@ fn unescape_matches_json() {
 
 #[test]
 fn names_of_every_length_are_found() {
-    // Names around the eight-byte word boundary, with and without enough
-    // payload after them for a whole-word read.
-    for len in 1..=12 {
-        let name: String = "abcdefghijkl".chars().take(len).collect();
-        // Same length, differing only in the last byte.
-        let decoy = format!("{}Z", &name[..len - 1]);
+    // Names around the eight- and 16-byte word boundaries, with and
+    // without enough payload after them for a whole-word read, against
+    // names of the same length that differ in one byte (first, middle,
+    // last), and with a second wanted name of that length.
+    let letters = "abcdefghijklmnopqrst";
+    for len in 1..=20 {
+        let name = &letters[..len];
         let path = format!("/{name}");
-        let doc = format!(r#"{{"{decoy}x":0,"{decoy}":1,"{name}":2}}"#);
-        assert_eq!(values(&doc, &[&path]), vec![vec!["2"]], "{doc}");
+        for at in [0, len / 2, len - 1] {
+            let mut decoy = name.as_bytes().to_vec();
+            if let Some(b) = decoy.get_mut(at) {
+                *b = b'Z';
+            }
+            let decoy = String::from_utf8(decoy).unwrap();
+            let doc = format!(r#"{{"{decoy}x":0,"{decoy}":1,"{name}":2}}"#);
+            assert_eq!(values(&doc, &[&path]), vec![vec!["2"]], "{doc}");
+            let other = format!("/{decoy}");
+            assert_eq!(
+                values(&doc, &[&path, &other]),
+                vec![vec!["2"], vec!["1"]],
+                "{doc}"
+            );
+        }
         let short = format!(r#"{{"{name}":3}}"#);
         assert_eq!(values(&short, &[&path]), vec![vec!["3"]], "{short}");
     }
@@ -223,10 +257,9 @@ fn reference_string_end(bytes: &[u8], from: usize) -> Option<(usize, bool)> {
 }
 
 /// Skipping the container opened at `open_at` (nesting level `level`),
-/// byte by byte: only its own kind of bracket counts, strings and escapes
-/// are honoured, and that kind may nest at most `MAX_NESTING` deep.
+/// byte by byte: both kinds of bracket count alike, strings and escapes
+/// are honoured, and containers may nest at most `MAX_NESTING` deep.
 fn reference_skip(bytes: &[u8], open_at: usize, level: u32) -> Option<usize> {
-    let kind = *bytes.get(open_at)?;
     let mut open = 1;
     let mut at = open_at + 1;
     loop {
@@ -234,12 +267,12 @@ fn reference_skip(bytes: &[u8], open_at: usize, level: u32) -> Option<usize> {
         at += 1;
         if b == b'"' {
             at = reference_string_end(bytes, at)?.0 + 1;
-        } else if b == kind {
+        } else if b == b'{' || b == b'[' {
             open += 1;
             if level + open > MAX_NESTING + 1 {
                 return None;
             }
-        } else if b == kind + 2 {
+        } else if b == b'}' || b == b']' {
             open -= 1;
             if open == 0 {
                 return Some(at);
@@ -372,20 +405,20 @@ fn a_backslash_early_does_not_slow_or_break_what_follows() {
 }
 
 #[test]
-fn skipped_nesting_counts_the_containers_own_kind() {
+fn skipped_nesting_counts_containers_of_both_kinds() {
     // 129 levels of one kind in a skipped value: too deep.
     let deep = format!(r#"{{"z":{}{},"a":1}}"#, "[".repeat(128), "]".repeat(128));
     assert!(!scan(&deep, &["/a"]).0);
     let fine = format!(r#"{{"z":{}{},"a":1}}"#, "[".repeat(127), "]".repeat(127));
     assert_eq!(values(&fine, &["/a"]), vec![vec!["1"]]);
-    // Alternating kinds are counted per kind (serde_json, which counts
-    // both, refuses this document; the scanner is not a validator).
+    // Alternating kinds count together, as serde_json counts them.
     let mixed = format!(
         r#"{{"z":{}{},"a":1}}"#,
         "[{\"k\":".repeat(100),
         "}]".repeat(100)
     );
-    assert_eq!(values(&mixed, &["/a"]), vec![vec!["1"]]);
+    assert!(serde_json::from_str::<serde_json::Value>(&mixed).is_err());
+    assert!(!scan(&mixed, &["/a"]).0);
 }
 
 #[test]
@@ -768,6 +801,146 @@ proptest::proptest! {
         for code in simd::tests::Code::ALL {
             let got = code.run(|| values(&text, &path_refs));
             proptest::prop_assert_eq!(&got, &expected, "{} ({:?})", text, code);
+        }
+    }
+}
+
+/// [`Scanner::skip_in_blocks`] from `from` in `bytes` with the walk's
+/// blocks at `base`: as the walk has them before its first skipped
+/// container (quotes only, brackets filled in then) when `lazy`, after it
+/// (brackets classified with the quotes) otherwise; with the vector code
+/// `with_vectors` picks.
+struct SkipInBlocks<'a> {
+    bytes: &'a [u8],
+    base: usize,
+    from: usize,
+    level: u32,
+    lazy: bool,
+}
+
+impl simd::Job for SkipInBlocks<'_> {
+    type Output = Option<usize>;
+
+    fn run<V: simd::Vectors>(self, vectors: V) -> Option<usize> {
+        let SkipInBlocks {
+            bytes,
+            base,
+            from,
+            level,
+            lazy,
+        } = self;
+        with_scanner(bytes, |s| {
+            let mut tail = Tail::default();
+            let (mut cur, mut next) = if lazy {
+                let next = if base + 64 < bytes.len() {
+                    quotes_at(vectors, bytes, base + 64, &mut tail)
+                } else {
+                    NO_BLOCK
+                };
+                (quotes_at(vectors, bytes, base, &mut tail), next)
+            } else {
+                (
+                    specials_at(vectors, bytes, base, &mut tail, true),
+                    next_block(vectors, bytes, base, &mut tail, true),
+                )
+            };
+            cur = with_brackets(vectors, bytes, &mut tail, base, cur);
+            next = with_brackets(vectors, bytes, &mut tail, base + 64, next);
+            s.skip_in_blocks(vectors, (base, cur, next), from, level)
+                .ok()
+        })
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(3000))]
+
+    /// Counting a skipped container's brackets on the walk's blocks ends
+    /// every container, valid or not, where the byte-by-byte definition
+    /// does: from every position of the two blocks (and past them), across
+    /// their 64-byte boundary, with strings, escaped quotes and brackets
+    /// in them, backslashes outside strings, containers that go on past
+    /// the blocks (and past the payload's end), and nesting up to the
+    /// bound; before the walk's first skipped container and after it, with
+    /// the vector code this CPU runs and with the baseline.
+    #[test]
+    fn skipping_on_the_walks_blocks_agrees_with_a_byte_walk(
+        text in container_text(),
+        lead in 0usize..140,
+        back in 0usize..140,
+        level in proptest::prop_oneof![1u32..4, (MAX_NESTING - 6)..=MAX_NESTING],
+        cut in proptest::option::of(0usize..200),
+    ) {
+        // Something (outside strings) before the container, so that it
+        // starts anywhere in the blocks, and the walk's blocks anywhere
+        // before it; now and then the payload cut short.
+        let mut bytes = vec![b' '; lead];
+        bytes.extend_from_slice(&text);
+        bytes.extend_from_slice(b",\"a\":1}");
+        if let Some(cut) = cut {
+            bytes.truncate(lead + cut);
+        }
+        let from = lead + 1;
+        let base = from.saturating_sub(back);
+        let expected = reference_skip(&bytes, lead, level);
+        for lazy in [false, true] {
+            let bytes = bytes.as_slice();
+            let job = || SkipInBlocks { bytes, base, from, level, lazy };
+            let fast = simd::with_vectors(job());
+            proptest::prop_assert_eq!(fast, expected, "lazy {} base {} in {:?}", lazy, base, String::from_utf8_lossy(bytes));
+            let baseline = simd::tests::baseline_only(|| simd::with_vectors(job()));
+            proptest::prop_assert_eq!(baseline, expected, "baseline, lazy {} base {} in {:?}", lazy, base, String::from_utf8_lossy(bytes));
+        }
+    }
+
+    /// The same through whole scans: containers skipped at every offset of
+    /// the walk's blocks, before and after its first skipped container and
+    /// as the rest of an object whose wanted members are done, give what
+    /// the byte-by-byte definition of the skip says: the member after
+    /// them, or a malformed payload.
+    #[test]
+    fn skipped_containers_in_walks_agree_with_a_byte_walk(
+        text in container_text(),
+        filler in proptest::collection::vec(0usize..70, 0..4),
+        earlier in proptest::option::of(container_text()),
+        nested in proptest::prelude::any::<bool>(),
+    ) {
+        // Members before the container: strings of the lengths drawn, and
+        // perhaps a valid container first (the walk's first skip).
+        let mut doc = String::from(if nested { r#"{"o":{"w":0,"# } else { "{" });
+        if let Some(earlier) = earlier
+            && reference_skip(&earlier, 0, 3).is_some_and(|end| end == earlier.len())
+            && serde_json::from_slice::<serde_json::Value>(&earlier).is_ok()
+        {
+            doc.push_str(r#""e":"#);
+            doc.push_str(std::str::from_utf8(&earlier).unwrap_or("0"));
+            doc.push(',');
+        }
+        for (i, len) in filler.iter().enumerate() {
+            doc.push_str(&format!(r#""f{i}":"{}","#, "x".repeat(*len)));
+        }
+        doc.push_str(r#""z":"#);
+        let open = doc.len();
+        let mut bytes = doc.into_bytes();
+        bytes.extend_from_slice(&text);
+        let end_of_text = bytes.len();
+        bytes.extend_from_slice(if nested { br#"},"a":1}"# } else { br#","a":1}"# });
+        let payload = String::from_utf8_lossy(&bytes).into_owned();
+        let paths: &[&str] = if nested { &["/o/w", "/a"] } else { &["/a"] };
+        let level = if nested { 3 } else { 2 };
+        let (ok, found) = scan(&payload, paths);
+        let (baseline_ok, baseline_found) =
+            simd::tests::baseline_only(|| scan(&payload, paths));
+        proptest::prop_assert_eq!((ok, &found), (baseline_ok, &baseline_found), "{}", payload);
+        match reference_skip(payload.as_bytes(), open, level) {
+            None => proptest::prop_assert!(!ok, "{}", payload),
+            Some(end) if end == end_of_text && payload.len() == bytes.len() => {
+                proptest::prop_assert!(ok, "{}", payload);
+                proptest::prop_assert_eq!(found.last(), Some(&vec!["1".to_owned()]), "{}", payload);
+            }
+            // Ended elsewhere: the walk goes on from there, into the rest
+            // of the text; both codes agree (above) and nothing panics.
+            Some(_) => {}
         }
     }
 }
