@@ -262,18 +262,37 @@ fn opaque(mut classes: Classes) -> Classes {
 /// walk is written once, generic over this, and compiled for each set
 /// ([`with_vectors`]).
 pub(super) trait Vectors: Copy {
+    // The defaults are the build's baseline (SSE2 on x86-64, else the
+    // portable loops); an instruction set overrides what it does better.
+
     /// [`specials32`].
-    fn specials32(self, chunk: &[u8; 32]) -> Specials;
+    #[inline(always)]
+    fn specials32(self, chunk: &[u8; 32]) -> Specials {
+        specials32(chunk)
+    }
     /// [`specials64`].
-    fn specials64(self, chunk: &[u8; 64]) -> Specials;
+    #[inline(always)]
+    fn specials64(self, chunk: &[u8; 64]) -> Specials {
+        specials64(chunk)
+    }
     /// [`skip_blocks`].
     fn skip_blocks(self, bytes: &[u8], skip: &mut Skip, max_open: u32) -> Stop;
     /// [`classify64`].
-    fn classify64(self, chunk: &[u8; 64]) -> Classes;
+    #[inline(always)]
+    fn classify64(self, chunk: &[u8; 64]) -> Classes {
+        classify64(chunk)
+    }
     /// The opening and closing brackets of [`classify64`].
-    fn brackets64(self, chunk: &[u8; 64]) -> (u64, u64);
+    #[inline(always)]
+    fn brackets64(self, chunk: &[u8; 64]) -> (u64, u64) {
+        let classes = self.classify64(chunk);
+        (classes.open, classes.close)
+    }
     /// [`prefix_xor`].
-    fn prefix_xor(self, x: u64) -> u64;
+    #[inline(always)]
+    fn prefix_xor(self, x: u64) -> u64 {
+        prefix_xor(x)
+    }
 }
 
 /// Each operation chooses for itself ([`skip_blocks`] checks the CPU), for
@@ -283,34 +302,8 @@ pub(super) struct Dispatch;
 
 impl Vectors for Dispatch {
     #[inline(always)]
-    fn specials32(self, chunk: &[u8; 32]) -> Specials {
-        specials32(chunk)
-    }
-
-    #[inline(always)]
-    fn specials64(self, chunk: &[u8; 64]) -> Specials {
-        specials64(chunk)
-    }
-
-    #[inline(always)]
     fn skip_blocks(self, bytes: &[u8], skip: &mut Skip, max_open: u32) -> Stop {
         skip_blocks(bytes, skip, max_open)
-    }
-
-    #[inline(always)]
-    fn classify64(self, chunk: &[u8; 64]) -> Classes {
-        classify64(chunk)
-    }
-
-    #[inline(always)]
-    fn brackets64(self, chunk: &[u8; 64]) -> (u64, u64) {
-        let classes = classify64(chunk);
-        (classes.open, classes.close)
-    }
-
-    #[inline(always)]
-    fn prefix_xor(self, x: u64) -> u64 {
-        prefix_xor(x)
     }
 }
 
@@ -320,34 +313,8 @@ pub(super) struct Baseline;
 
 impl Vectors for Baseline {
     #[inline(always)]
-    fn specials32(self, chunk: &[u8; 32]) -> Specials {
-        specials32(chunk)
-    }
-
-    #[inline(always)]
-    fn specials64(self, chunk: &[u8; 64]) -> Specials {
-        specials64(chunk)
-    }
-
-    #[inline(always)]
     fn skip_blocks(self, bytes: &[u8], skip: &mut Skip, max_open: u32) -> Stop {
         skip_blocks_baseline(bytes, skip, max_open)
-    }
-
-    #[inline(always)]
-    fn classify64(self, chunk: &[u8; 64]) -> Classes {
-        classify64(chunk)
-    }
-
-    #[inline(always)]
-    fn brackets64(self, chunk: &[u8; 64]) -> (u64, u64) {
-        let classes = classify64(chunk);
-        (classes.open, classes.close)
-    }
-
-    #[inline(always)]
-    fn prefix_xor(self, x: u64) -> u64 {
-        prefix_xor(x)
     }
 }
 
