@@ -749,6 +749,49 @@ fn a_pattern_sow_and_subscribe_across_processors_sees_every_update_once() {
     );
 }
 
+/// The first topic `<prefix><i>` that a broker of `processors` processors
+/// gives to another processor than `orders` (any, with one processor).
+fn topic_beside_orders(prefix: &str, processors: usize) -> String {
+    let orders = processor_for(b"orders", processors);
+    (0..)
+        .map(|i| format!("{prefix}{i}"))
+        .find(|t| processors == 1 || processor_for(t.as_bytes(), processors) != orders)
+        .unwrap()
+}
+
+/// Reads query `sub_id`'s answer after its `group_begin`: only its records
+/// (`deliver` frames naming it alone), then a successful `group_end`
+/// counting `records`, as many as came.
+fn only_its_records_until_group_end(raw: &mut Raw, sub_id: u64, records: u64) {
+    let mut got = 0;
+    loop {
+        match raw.recv() {
+            Some(Command::Deliver(d)) => {
+                let subs: Vec<u64> = d.sub_ids.iter().collect();
+                assert_eq!(
+                    subs,
+                    [sub_id],
+                    "after {got} records of query {sub_id}, before its group_end: a delivery that is not the query's"
+                );
+                got += 1;
+            }
+            Some(Command::GroupEnd(end)) => {
+                assert_eq!(
+                    (end.sub_id, end.status),
+                    (sub_id, Status::Success),
+                    "{end:?}"
+                );
+                assert_eq!(end.records, records);
+                break;
+            }
+            other => {
+                panic!("after {got} records of query {sub_id}, before its group_end: {other:?}")
+            }
+        }
+    }
+    assert_eq!(got, records);
+}
+
 /// AMPS: "other messages for the client wait until the query finishes".
 /// With processor threads, while one processor streams a client an answer
 /// (4 MB, in pieces queued as the client reads), another processor
@@ -760,11 +803,7 @@ fn a_pattern_sow_and_subscribe_across_processors_sees_every_update_once() {
 fn deliveries_from_another_processor_wait_for_a_streamed_answer_to_end() {
     const RECORDS: u64 = 4_000;
     const TICKS: u64 = 50;
-    let orders = processor_for(b"orders", 2);
-    let ticks = (0..)
-        .map(|i| format!("ticks{i}"))
-        .find(|t| processor_for(t.as_bytes(), 2) != orders)
-        .unwrap();
+    let ticks = topic_beside_orders("ticks", 2);
     let broker = Broker::start_with(&format!(
         "[threads]\npin = false\nio = 1\nprocessors = 2\ninline = \"never\"\n{CONFIG}"
     ));
@@ -794,27 +833,7 @@ fn deliveries_from_another_processor_wait_for_a_streamed_answer_to_end() {
         );
         assert_eq!(ack.status, Status::Success, "{ack:?}");
     }
-    let mut records = 0;
-    loop {
-        match client.recv() {
-            Some(Command::Deliver(d)) => {
-                let subs: Vec<u64> = d.sub_ids.iter().collect();
-                assert_eq!(
-                    subs,
-                    [1],
-                    "after {records} records, before group_end: a delivery that is not the query's"
-                );
-                records += 1;
-            }
-            Some(Command::GroupEnd(end)) => {
-                assert_eq!(end.status, Status::Success, "{end:?}");
-                assert_eq!(end.records, RECORDS);
-                break;
-            }
-            other => panic!("after {records} records, before group_end: {other:?}"),
-        }
-    }
-    assert_eq!(records, RECORDS);
+    only_its_records_until_group_end(&mut client, 1, RECORDS);
     for n in 0..TICKS {
         match client.recv() {
             Some(Command::Deliver(d)) => {
@@ -834,11 +853,7 @@ fn deliveries_from_another_processor_wait_for_a_streamed_answer_to_end() {
 #[test]
 fn two_streamed_answers_from_two_processors_follow_each_other_whole() {
     const RECORDS: u64 = 2_000;
-    let orders = processor_for(b"orders", 2);
-    let prices = (0..)
-        .map(|i| format!("prices.p{i}"))
-        .find(|t| processor_for(t.as_bytes(), 2) != orders)
-        .unwrap();
+    let prices = topic_beside_orders("prices.p", 2);
     let broker = Broker::start_with(&format!(
         "[threads]\npin = false\nio = 1\nprocessors = 2\ninline = \"never\"\n{CONFIG}"
     ));
@@ -873,23 +888,7 @@ fn two_streamed_answers_from_two_processors_follow_each_other_whole() {
             matches!(client.recv(), Some(Command::GroupBegin(b)) if b.sub_id == sub_id),
             "query {sub_id}'s group_begin"
         );
-        let mut got = 0;
-        loop {
-            match client.recv() {
-                Some(Command::Deliver(d)) => {
-                    let subs: Vec<u64> = d.sub_ids.iter().collect();
-                    assert_eq!(subs, [sub_id], "after {got} records of query {sub_id}");
-                    got += 1;
-                }
-                Some(Command::GroupEnd(end)) => {
-                    assert_eq!((end.sub_id, end.status), (sub_id, Status::Success));
-                    assert_eq!(end.records, records);
-                    break;
-                }
-                other => panic!("after {got} records of query {sub_id}: {other:?}"),
-            }
-        }
-        assert_eq!(got, records);
+        only_its_records_until_group_end(&mut client, sub_id, records);
     }
 }
 
@@ -1146,11 +1145,7 @@ fn a_client_that_stops_reading_an_answer_is_disconnected_and_the_processor_carri
 fn a_client_holding_up_an_answer_is_disconnected_after_sow_answer_stall_ms() {
     for inline in ["never", "always"] {
         let processors = if inline == "never" { 2 } else { 1 };
-        let orders = processor_for(b"orders", processors);
-        let ticks = (0..)
-            .map(|i| format!("ticks{i}"))
-            .find(|t| processors == 1 || processor_for(t.as_bytes(), processors) != orders)
-            .unwrap();
+        let ticks = topic_beside_orders("ticks", processors);
         let broker = Broker::start_with(&format!(
             "[threads]\npin = false\nio = 1\nprocessors = {processors}\ninline = \"{inline}\"\n[limits]\nframe_bytes_max = \"1 MiB\"\nclient_outbound_bytes_max = \"16 MiB\"\nclient_outbound_stall_ms = 60000\nsow_answer_stall_ms = 300\nio_inflight_bytes_max = \"1 MiB\"\n{CONFIG}"
         ));
