@@ -381,6 +381,13 @@ impl ConnShared {
     /// Appends frames queued by the I/O thread itself (its own replies).
     pub(super) fn account_local(&self, bytes: usize) {
         let _out = self.out.lock().unwrap_or_else(PoisonError::into_inner);
+        self.count_local(bytes);
+    }
+
+    /// Counts `bytes` the I/O thread queued itself, unless the connection
+    /// is closed (`close` released everything counted). The caller holds
+    /// the `out` lock.
+    fn count_local(&self, bytes: usize) {
         if self.is_closed() {
             return;
         }
@@ -414,6 +421,10 @@ impl ConnShared {
     /// Takes the frames processors queued, appending them to `into`.
     pub(super) fn take_out(&self, into: &mut std::collections::VecDeque<Bytes>) {
         let mut out = self.out.lock().unwrap_or_else(PoisonError::into_inner);
+        Self::take_frames(&mut out, into);
+    }
+
+    fn take_frames(out: &mut OutQueue, into: &mut std::collections::VecDeque<Bytes>) {
         if into.is_empty() {
             // Both conversions keep the buffer (an empty deque is
             // contiguous): the lists trade places without copying a frame,
@@ -440,17 +451,10 @@ impl ConnShared {
         tag: Tag,
         into: &mut std::collections::VecDeque<Bytes>,
     ) {
-        {
-            let mut out = self.out.lock().unwrap_or_else(PoisonError::into_inner);
-            if !self.is_closed() {
-                self.queued.fetch_add(frame.len(), Ordering::AcqRel);
-                self.totals
-                    .outbound_bytes
-                    .fetch_add(frame.len(), Ordering::AcqRel);
-            }
-            out.push(frame, tag);
-        }
-        self.take_out(into);
+        let mut out = self.out.lock().unwrap_or_else(PoisonError::into_inner);
+        self.count_local(frame.len());
+        out.push(frame, tag);
+        Self::take_frames(&mut out, into);
     }
 
     /// Closes the connection for processors: later frames are dropped, and
