@@ -2,17 +2,15 @@
 //! in one pass, without building a document.
 //!
 //! The paths a filter reads are merged into a trie ([`PathSet`]). The scanner
-//! walks the payload bytes once: at each object it looks the member names up
-//! in the trie node (rejected by length, then compared a word at a time),
-//! descends into members that lead to wanted paths, and skips every other
-//! value. Bytes are classified with vector instructions ([`simd`]): an
-//! object's quotes and backslashes are masked 64 bytes at a time, and the 64
-//! bits from a member's start, shifted out of two such masks, give its
-//! name's end and a short string value's end. A skipped container is
-//! crossed on its blocks' bracket masks and quote parity where it ends
-//! within the walk's two blocks (from the walk's first skipped container
-//! on, each block's brackets are classified with its quotes), and 64 bytes
-//! per step beyond them ([`skip`]).
+//! walks the payload once: an object's bytes are classified 64 at a time
+//! with vector instructions ([`simd`]) into masks of quotes, colons and
+//! brackets, and the object's members are read off the masks ([`walk`]):
+//! each member's name length comes from its quotes' positions, most names
+//! are rejected by it, the rest are looked up in the trie node (compared a
+//! word at a time), members that lead to wanted paths are descended into,
+//! and every other value is crossed on the masks without being read.
+//! Arrays on a wanted path, and skips outside an object walk, go value by
+//! value ([`skip`]).
 //! Values at wanted paths are recorded as byte ranges ([`Raw`]); numbers are
 //! converted only when the evaluator asks.
 //!
@@ -28,12 +26,13 @@
 //! says the filter's result is known. Duplicate member names: the first wins.
 //!
 //! The scanner is not a validator. What it reads it checks (strings close,
-//! `:` and `,` are where they belong, wanted scalars are valid JSON literals
-//! and numbers, the brackets of each skipped container balance, nesting stays
-//! within [`MAX_NESTING`]); if any of that fails, every path is NULL.
-//! Malformations inside skipped values (a bad scalar, a `}` closing a `[`,
-//! which a skip counts as any closing bracket) and after the point where
-//! the scan stops go unnoticed.
+//! brackets balance, nesting stays within [`MAX_NESTING`], the members it
+//! looks up are written `"name":` after a `,` or `{`, wanted scalars are
+//! valid JSON literals and numbers followed by `,` or `}`); if any of that
+//! fails, every path is NULL. What it does not read goes unnoticed: the
+//! text of members whose names are rejected by length (values and commas
+//! included), a `}` closing a `[` inside a skipped value (any closing
+//! bracket counts), and everything after the point where the scan stops.
 
 use std::collections::HashMap;
 
@@ -41,8 +40,8 @@ use crate::ast::{Path, Step};
 
 mod simd;
 mod skip;
+mod walk;
 
-use simd::Skip;
 use skip::Searchers;
 
 /// Deepest payload nesting the scanner follows, the same as serde_json's
@@ -414,7 +413,6 @@ impl PathSet {
             check,
             completed: 0,
             decided: false,
-            blocks: None,
         };
         if scanner.value(0, true, true, 0).is_err() {
             scanner.cap.clear_values();
@@ -467,6 +465,9 @@ pub(crate) struct Captures {
     /// Unescaped strings.
     pub(crate) arena: Vec<u8>,
     key: Vec<u8>,
+    /// The payload's last bytes, zero-padded, for the object walks of
+    /// the scan under way (filled when one gets there).
+    tail: Tail,
 }
 
 /// The values one slot collected: how many, and the first (meaningless
@@ -492,6 +493,7 @@ impl Captures {
             self.seen.resize(nodes, 0);
         }
         self.clear_values();
+        self.tail.start = usize::MAX;
     }
 
     fn clear_values(&mut self) {
@@ -513,7 +515,7 @@ impl Captures {
         self.instance
     }
 
-    #[inline]
+    #[inline(always)]
     fn push(&mut self, slot: u32, raw: Raw) {
         let Some(entry) = self.slots.get_mut(slot as usize) else {
             return;
@@ -617,9 +619,6 @@ struct Scanner<'s> {
     completed: u64,
     /// `check` stopped the scan.
     decided: bool,
-    /// An object walk's two blocks, handed to the walk of an object nested
-    /// in it and back, so that neither classifies again what the other has.
-    blocks: Option<Blocks>,
 }
 
 /// Bytes after which a scalar ends.
@@ -762,19 +761,8 @@ impl Scanner<'_> {
         Ok(raw)
     }
 
-    /// Walks the object at the cursor, at nesting level `depth`.
-    ///
-    /// The loop is written for compact JSON, where a member costs a few
-    /// dozen instructions: the quote and backslash bits of the 64 bytes from
-    /// the name's opening quote (shifted out of the masks of two 64-byte
-    /// blocks, so that no member waits for a load at its own position)
-    /// find the name's end, the `:`, the value's first byte and, for a
-    /// short string value, its end; the name is rejected by its length
-    /// alone or by comparing one word. A skipped value is crossed from its
-    /// first byte in that window: a container by the block loop, inlined
-    /// here, a longer string 32 bytes per mask. Whitespace,
-    /// escapes, long names and wanted values other than scalars take
-    /// calls.
+    /// Walks the object at the cursor, at nesting level `depth`: the walk
+    /// of [`walk`], compiled for the best vector code the CPU has.
     #[inline(never)]
     fn object(&mut self, node: u32, stop: bool, depth: u32) -> Result<Flow, Malformed> {
         simd::with_vectors(ObjectWalk {
@@ -783,229 +771,6 @@ impl Scanner<'_> {
             stop,
             depth,
         })
-    }
-
-    /// [`Self::object`] with the vector code `vectors`.
-    #[inline(always)]
-    fn object_with<V: simd::Vectors>(
-        &mut self,
-        vectors: V,
-        node: u32,
-        stop: bool,
-        depth: u32,
-    ) -> Result<Flow, Malformed> {
-        if depth > MAX_NESTING {
-            return Err(Malformed);
-        }
-        let (set, bytes) = (self.set, self.bytes);
-        let trie = set.node(node)?;
-        let mut walk = Walk {
-            instance: self.cap.next_instance(),
-            remaining: trie.fields.len(),
-            stop,
-            depth,
-        };
-        let mut pos = skip_ws(bytes, self.pos + 1);
-        if bytes.get(pos) == Some(&b'}') {
-            self.pos = pos + 1;
-            return Ok(Flow::Continue);
-        }
-        // The quote and backslash masks of the 128 bytes from `base`, in
-        // two blocks. A member's bits are taken from them by shifts, so
-        // each member waits on bit arithmetic, not on a load and a
-        // compare at its own position: the blocks' addresses follow
-        // `base`, which moves 64 bytes at a time and does not wait for
-        // the member before.
-        let mut tail = Tail::default();
-        let (mut base, mut cur, mut next) = match self.blocks.take() {
-            Some(blocks) if pos.wrapping_sub(blocks.base) < 128 => blocks.unpack(),
-            // The first two blocks without their brackets: a walk that
-            // ends in them, as one that finds what it wants early does,
-            // does not pay for them; a skipped container in them
-            // classifies them then.
-            _ => (
-                pos,
-                quotes_at(vectors, bytes, pos, &mut tail),
-                if pos + 64 < bytes.len() {
-                    quotes_at(vectors, bytes, pos + 64, &mut tail)
-                } else {
-                    NO_BLOCK
-                },
-            ),
-        };
-        // Whether a container has been skipped: from then on, more are
-        // likely, and each block's brackets are classified with its
-        // quotes; before, not, so that a walk that finds what it wants
-        // first does not pay for them.
-        let mut skipping = false;
-        loop {
-            let mut shift = pos - base;
-            if shift >= 64 {
-                if shift < 128 {
-                    base += 64;
-                    cur = next;
-                } else {
-                    // Past a long value: start afresh at this member.
-                    base = pos;
-                    cur = specials_at(vectors, bytes, base, &mut tail, skipping);
-                }
-                next = next_block(vectors, bytes, base, &mut tail, skipping);
-                shift = pos - base;
-            }
-            // The 64 bytes from `pos`: `shift` is below 64, and the
-            // second shift is split so that it stays below 64 too.
-            let join = |lo: u64, hi: u64| (lo >> shift) | ((hi << 1) << (63 - shift));
-            // `pos` should be at a member name's opening quote, the
-            // view's first byte. In compact JSON the next special bytes
-            // are the name's closing quote and, for a string value, its two
-            // quotes, unless a backslash comes first.
-            let window = tail.window(bytes, pos);
-            let quote = join(cur.quote, next.quote);
-            let any = join(cur.any, next.any);
-            let after_open = any & any.wrapping_sub(1);
-            let name_close = after_open & after_open.wrapping_neg();
-            let mut string_close = 0;
-            let (child, value) = if quote & 1 != 0 && quote & name_close != 0 {
-                let end = name_close.trailing_zeros() as usize;
-                let len = end - 1;
-                // Most names are rejected by their length alone.
-                let child = if (trie.name_lengths >> len) & 1 == 0 {
-                    None
-                } else {
-                    trie.lookup_word(bytes, pos + 1, len, name_word(window))
-                };
-                // Compact JSON: `":` and the value.
-                let value = match window.get(end + 1..end + 3) {
-                    Some(&[b':', v]) if v > b' ' => {
-                        if v == b'"' {
-                            // The value's closing quote, if in the mask,
-                            // is the special after its opening one.
-                            let rest = after_open & after_open.wrapping_sub(1);
-                            let rest = rest & rest.wrapping_sub(1);
-                            string_close = rest & rest.wrapping_neg() & quote;
-                        }
-                        pos + end + 2
-                    }
-                    _ => value_after_name(bytes, pos + end + 1)?,
-                };
-                (child, value)
-            } else {
-                let (end, child) = self.long_name(trie, pos)?;
-                (child, value_after_name(bytes, end + 1)?)
-            };
-            let after = match child {
-                Some(child) if self.cap.seen.get(child as usize) != Some(&walk.instance) => {
-                    let after = match self.leaf_value(&mut walk, child, value, pos, string_close)? {
-                        Leaf::After(after) => after,
-                        Leaf::Stop => return Ok(Flow::Stop),
-                        Leaf::Other => {
-                            self.blocks = Some(Blocks::pack(base, cur, next));
-                            let after = match self.wanted_value(&mut walk, child, value)? {
-                                Some(after) => after,
-                                None => return Ok(Flow::Stop),
-                            };
-                            // A nested object's walk hands back its blocks,
-                            // which are at or past these.
-                            if let Some(blocks) = self.blocks.take() {
-                                (base, cur, next) = blocks.unpack();
-                            }
-                            after
-                        }
-                    };
-                    // Only a wanted member changes `remaining`, so only
-                    // here can the rest of the object be unwanted.
-                    if walk.remaining == 0 {
-                        let Some(member) = self.next_member(after)? else {
-                            self.blocks = Some(Blocks::pack(base, cur, next));
-                            return Ok(Flow::Continue);
-                        };
-                        cur = with_brackets(vectors, bytes, &mut tail, base, cur);
-                        next = with_brackets(vectors, bytes, &mut tail, base + 64, next);
-                        self.pos =
-                            self.skip_in_blocks(vectors, (base, cur, next), member, depth)?;
-                        return Ok(Flow::Continue);
-                    }
-                    after
-                }
-                _ if string_close != 0 => pos + string_close.trailing_zeros() as usize + 1,
-                // The value's first byte is in the window unless whitespace
-                // or a long name came first.
-                _ => match window.get(value.wrapping_sub(pos)) {
-                    Some(b'{' | b'[') => {
-                        skipping = true;
-                        cur = with_brackets(vectors, bytes, &mut tail, base, cur);
-                        next = with_brackets(vectors, bytes, &mut tail, base + 64, next);
-                        self.skip_in_blocks(vectors, (base, cur, next), value + 1, depth + 1)?
-                    }
-                    Some(b'"') => self.string_end_with(vectors, value + 1)? + 1,
-                    Some(_) => skip_scalar(bytes, value)?,
-                    None => self.skip_value_with(vectors, value, depth)?,
-                },
-            };
-            // `,` and the next member, or `}`.
-            let Some(member) = self.next_member(after)? else {
-                self.blocks = Some(Blocks::pack(base, cur, next));
-                return Ok(Flow::Continue);
-            };
-            pos = member;
-        }
-    }
-
-    /// Skips from `from`, inside a container at nesting level `level`,
-    /// to just past that container's closing bracket, where `from` and the
-    /// byte before it are outside strings. Where `from` is in the walk's
-    /// two blocks (`walk_blocks`: their start, the first, the second),
-    /// their masks are counted first; then, if the container goes on past
-    /// them or a backslash comes first, the block loop takes over with the
-    /// count so far.
-    #[inline(always)]
-    fn skip_in_blocks<V: simd::Vectors>(
-        &self,
-        vectors: V,
-        walk_blocks: (usize, Block, Block),
-        from: usize,
-        level: u32,
-    ) -> Result<usize, Malformed> {
-        let (base, cur, next) = walk_blocks;
-        let offset = from.wrapping_sub(base);
-        if offset >= 128 {
-            return self.rest_of_container_with(vectors, from, level);
-        }
-        let max_open = (MAX_NESTING + 1).saturating_sub(level);
-        let mut open = 1;
-        // The byte before `from` is outside strings: inside them is where
-        // the parity differs from its bit there.
-        let start = offset & 63;
-        let (block, block_at) = if offset < 64 {
-            (cur, base)
-        } else {
-            (next, base + 64)
-        };
-        let flip = (((block.parity << 1) >> start) & 1).wrapping_neg();
-        let mut counted = count_brackets(block, u64::MAX << start, flip, &mut open, max_open);
-        let mut end = block_at + 64;
-        if offset < 64
-            && let Counted::Open(carry) = counted
-        {
-            counted = count_brackets(next, u64::MAX, carry, &mut open, max_open);
-            end += 64;
-        }
-        let end_at = end - 64;
-        let skip = match counted {
-            Counted::Closed(at) => return Ok(end_at + at as usize + 1),
-            Counted::TooDeep => return Err(Malformed),
-            Counted::Backslash(at, in_string) => Skip {
-                at: end_at + at as usize,
-                open,
-                in_string,
-            },
-            Counted::Open(carry) => Skip {
-                at: end,
-                open,
-                in_string: carry != 0,
-            },
-        };
-        self.skip_on(vectors, skip, level)
     }
 
     /// [`Self::wanted_value`] inlined into the object walk for its
@@ -1131,57 +896,6 @@ impl Scanner<'_> {
         Ok((!stop).then_some(self.pos))
     }
 
-    /// After a member's value at `at`: the next member's position, or None
-    /// at the `}` (with the cursor past it). A `,` right after the value is
-    /// the common case, kept inline; the rest is [`Self::object_end`].
-    #[inline(always)]
-    fn next_member(&mut self, at: usize) -> Result<Option<usize>, Malformed> {
-        match self.bytes.get(at) {
-            Some(b',') => Ok(Some(at + 1)),
-            _ => self.object_end(at),
-        }
-    }
-
-    /// After a member's value at `at` where no `,` follows directly:
-    /// whitespace and then the `,` (the next member's position) or the `}`
-    /// (None, with the cursor past it).
-    #[inline(never)]
-    fn object_end(&mut self, at: usize) -> Result<Option<usize>, Malformed> {
-        let at = skip_ws(self.bytes, at);
-        match self.bytes.get(at) {
-            Some(b',') => Ok(Some(skip_ws(self.bytes, at + 1))),
-            Some(b'}') => {
-                self.pos = at + 1;
-                Ok(None)
-            }
-            _ => Err(Malformed),
-        }
-    }
-
-    /// A member whose name one mask did not settle (whitespace before it,
-    /// a long or escaped name, the payload's end) at `at`: its name's end,
-    /// and the child it leads to in `trie`.
-    #[inline(never)]
-    fn long_name(&mut self, trie: &TrieNode, at: usize) -> Result<(usize, Option<u32>), Malformed> {
-        let at = skip_ws(self.bytes, at);
-        if self.bytes.get(at) != Some(&b'"') {
-            return Err(Malformed);
-        }
-        let start = at + 1;
-        let (end, escaped) = self.string_end(start)?;
-        let name = self.bytes.get(start..end).unwrap_or(&[]);
-        if !escaped {
-            return Ok((end, trie.field_child(name)));
-        }
-        // An escaped name's raw length says nothing about its real one.
-        let mut key = std::mem::take(&mut self.cap.key);
-        key.clear();
-        unescape(name, &mut key);
-        let child = trie.field_child(&key);
-        self.cap.key = key;
-        Ok((end, child))
-    }
-
     /// Walks the array at the cursor, at nesting level `depth`.
     fn array(&mut self, node: u32, allow_index: bool, depth: u32) -> Result<(), Malformed> {
         if depth > MAX_NESTING {
@@ -1258,197 +972,11 @@ impl Scanner<'_> {
     }
 }
 
-/// The quotes of a 64-byte block of the payload, and its quotes and
-/// backslashes together: what the object walk reads of each member.
-#[derive(Clone, Copy)]
-struct Block {
-    quote: u64,
-    any: u64,
-    /// `{` and `[`.
-    open: u64,
-    /// `}` and `]`.
-    close: u64,
-    /// Bit i: the number of quotes from the block's start to byte i
-    /// (included) is odd. Up to the first backslash, the bytes inside
-    /// strings are where this differs from its bit at a byte known to be
-    /// outside them: so a skipped container is crossed on these masks,
-    /// which are ready before the walk gets there, rather than on a load
-    /// and a classification at its own position, which wait for the
-    /// member before it.
-    parity: u64,
-}
-
-/// The [`Block`] past the payload's end.
-const NO_BLOCK: Block = Block {
-    quote: 0,
-    any: 0,
-    open: 0,
-    close: 0,
-    parity: 0,
-};
-
-/// How counting brackets through one [`Block`] ended.
-enum Counted {
-    /// The container closed at this offset.
-    Closed(u32),
-    /// Too deep.
-    TooDeep,
-    /// At a backslash at this offset, inside a string or not.
-    Backslash(u32, bool),
-    /// At the block's end, inside a string (all ones) or not (zero).
-    Open(u64),
-}
-
-/// Counts the brackets outside strings of `block` from the bits `wanted`
-/// on, up to the first backslash, with `open` containers open (at most
-/// `max_open`), where the bytes inside strings are those whose parity
-/// differs from `flip`.
-#[inline(always)]
-fn count_brackets(block: Block, wanted: u64, flip: u64, open: &mut u32, max_open: u32) -> Counted {
-    let backslash = block.any & !block.quote & wanted;
-    let valid = wanted & backslash.wrapping_sub(1) & !backslash;
-    let strings = block.parity ^ flip;
-    let mut bits = (block.open | block.close) & valid & !strings;
-    while bits != 0 {
-        let bit = bits & bits.wrapping_neg();
-        if block.open & bit != 0 {
-            *open += 1;
-            if *open > max_open {
-                return Counted::TooDeep;
-            }
-        } else {
-            *open -= 1;
-            if *open == 0 {
-                return Counted::Closed(bit.trailing_zeros());
-            }
-        }
-        bits ^= bit;
-    }
-    if backslash != 0 {
-        let at = backslash.trailing_zeros();
-        return Counted::Backslash(at, (strings >> at) & 1 != 0);
-    }
-    Counted::Open(((strings as i64) >> 63) as u64)
-}
-
-/// Two consecutive blocks of an object walk: those of the 64 bytes at
-/// `base` and of the 64 after.
-#[derive(Clone, Copy)]
-struct Blocks {
-    base: usize,
-    /// The quote and quote-or-backslash masks of each block.
-    cur: (u64, u64),
-    next: (u64, u64),
-}
-
-impl Blocks {
-    /// Only the quote masks are handed over: they are what every walk
-    /// reads; a walk that skips a container classifies its brackets again.
-    #[inline(always)]
-    fn pack(base: usize, cur: Block, next: Block) -> Blocks {
-        Blocks {
-            base,
-            cur: (cur.quote, cur.any),
-            next: (next.quote, next.any),
-        }
-    }
-
-    #[inline(always)]
-    fn unpack(self) -> (usize, Block, Block) {
-        let block = |(quote, any)| Block {
-            quote,
-            any,
-            ..UNCLASSIFIED
-        };
-        (self.base, block(self.cur), block(self.next))
-    }
-}
-
-/// The [`Block`] of the 64 bytes at `at`, with its brackets when `brackets`;
-/// past the payload's end, no byte is a quote, a backslash or a bracket.
-#[inline(always)]
-fn specials_at<V: simd::Vectors>(
-    vectors: V,
-    bytes: &[u8],
-    at: usize,
-    tail: &mut Tail,
-    brackets: bool,
-) -> Block {
-    if !brackets {
-        return quotes_at(vectors, bytes, at, tail);
-    }
-    let classes = vectors.classify64(tail.window(bytes, at));
-    Block {
-        quote: classes.quote,
-        any: classes.quote | classes.backslash,
-        open: classes.open,
-        close: classes.close,
-        parity: vectors.prefix_xor(classes.quote),
-    }
-}
-
-/// A [`Block`] whose brackets and parity are not classified: both bracket
-/// masks all ones (no byte is both), until [`with_brackets`] fills them in.
-const UNCLASSIFIED: Block = Block {
-    quote: 0,
-    any: 0,
-    open: u64::MAX,
-    close: u64::MAX,
-    parity: 0,
-};
-
-/// The [`Block`] of the 64 bytes at `at` without its brackets and parity.
-#[inline(always)]
-fn quotes_at<V: simd::Vectors>(vectors: V, bytes: &[u8], at: usize, tail: &mut Tail) -> Block {
-    let specials = vectors.specials64(tail.window(bytes, at));
-    Block {
-        quote: specials.quote,
-        any: specials.quote | specials.backslash,
-        ..UNCLASSIFIED
-    }
-}
-
-/// `block`, the [`Block`] at `at`, with its brackets and parity.
-#[inline(always)]
-fn with_brackets<V: simd::Vectors>(
-    vectors: V,
-    bytes: &[u8],
-    tail: &mut Tail,
-    at: usize,
-    block: Block,
-) -> Block {
-    if block.open & block.close == 0 {
-        return block;
-    }
-    let (open, close) = vectors.brackets64(tail.window(bytes, at));
-    Block {
-        open,
-        close,
-        parity: vectors.prefix_xor(block.quote),
-        ..block
-    }
-}
-
-/// The [`Block`] after the one at `base`: past the payload's end (small
-/// objects near the end, and the last block), no work.
-#[inline(always)]
-fn next_block<V: simd::Vectors>(
-    vectors: V,
-    bytes: &[u8],
-    base: usize,
-    tail: &mut Tail,
-    brackets: bool,
-) -> Block {
-    if base + 64 < bytes.len() {
-        specials_at(vectors, bytes, base + 64, tail, brackets)
-    } else {
-        NO_BLOCK
-    }
-}
-
-/// The payload's last bytes followed by zeros, copied once per object
-/// walk when it comes near the end, so that every member has 64 bytes to
-/// look at without a bounds check on each read.
+/// The payload's last bytes followed by zeros, copied once per scan when
+/// an object walk comes near the end (and kept in [`Captures`], so that
+/// no walk zeroes a buffer it may not use), so that every block has 64
+/// bytes to classify.
+#[derive(Debug)]
 struct Tail {
     /// Where `bytes[0]` is in the payload; `bytes` holds the payload from
     /// there to its end, then zeros. `usize::MAX` until filled.
@@ -1486,33 +1014,13 @@ impl Tail {
     #[cold]
     #[inline(never)]
     fn fill(&mut self, bytes: &[u8]) {
+        self.bytes = [0; 128];
         self.start = bytes.len().saturating_sub(64);
         let tail = bytes.get(self.start..).unwrap_or(&[]);
         if let Some(head) = self.bytes.get_mut(..tail.len()) {
             head.copy_from_slice(tail);
         }
     }
-}
-
-/// The eight bytes after the window's first (a member name's first eight
-/// bytes when the window starts at its opening quote).
-#[inline(always)]
-fn name_word(window: &[u8; 64]) -> u64 {
-    window
-        .get(1..9)
-        .and_then(<[u8]>::first_chunk::<8>)
-        .map_or(0, |word| u64::from_le_bytes(*word))
-}
-
-/// From just after a member name's closing quote: checks the `:` (with any
-/// whitespace around it) and returns where the value starts.
-#[inline]
-fn value_after_name(bytes: &[u8], at: usize) -> Result<usize, Malformed> {
-    let colon = skip_ws(bytes, at);
-    if bytes.get(colon) != Some(&b':') {
-        return Err(Malformed);
-    }
-    Ok(skip_ws(bytes, colon + 1))
 }
 
 /// Skips the scalar (number or literal, unchecked) at `pos`: it must not be

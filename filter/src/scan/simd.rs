@@ -50,6 +50,31 @@ impl Specials {
     }
 }
 
+/// Which bytes of a 64-byte chunk are `"`, `\\`, `:`, `{` or `[`, and `}`
+/// or `]`: what the object walk reads of each block of the payload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Structure {
+    pub(super) quote: u64,
+    pub(super) backslash: u64,
+    pub(super) colon: u64,
+    pub(super) open: u64,
+    pub(super) close: u64,
+}
+
+/// The bytes of `chunk` that are `"`, `\\`, `:` and brackets.
+#[inline(always)]
+pub(super) fn structure64(chunk: &[u8; 64]) -> Structure {
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    {
+        // SAFETY: as in `classify64`: SSE2 is enabled for this build.
+        unsafe { sse2::structure64(chunk) }
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+    {
+        portable::structure64(chunk)
+    }
+}
+
 /// The bytes of `chunk` that are `"`, `\`, an opening and a closing
 /// bracket.
 #[inline(always)]
@@ -88,20 +113,6 @@ pub(super) fn specials32(chunk: &[u8; 32]) -> Specials {
     {
         // SAFETY: as in `classify64`: SSE2 is enabled for this build.
         unsafe { sse2::specials32(chunk) }
-    }
-    #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
-    {
-        portable::specials(chunk)
-    }
-}
-
-/// The bytes of `chunk` equal to `"` and `\`.
-#[inline(always)]
-pub(super) fn specials64(chunk: &[u8; 64]) -> Specials {
-    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
-    {
-        // SAFETY: as in `classify64`: SSE2 is enabled for this build.
-        unsafe { sse2::specials64(chunk) }
     }
     #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
     {
@@ -270,23 +281,12 @@ pub(super) trait Vectors: Copy {
     fn specials32(self, chunk: &[u8; 32]) -> Specials {
         specials32(chunk)
     }
-    /// [`specials64`].
-    #[inline(always)]
-    fn specials64(self, chunk: &[u8; 64]) -> Specials {
-        specials64(chunk)
-    }
     /// [`skip_blocks`].
     fn skip_blocks(self, bytes: &[u8], skip: &mut Skip, max_open: u32) -> Stop;
-    /// [`classify64`].
+    /// [`structure64`].
     #[inline(always)]
-    fn classify64(self, chunk: &[u8; 64]) -> Classes {
-        classify64(chunk)
-    }
-    /// The opening and closing brackets of [`classify64`].
-    #[inline(always)]
-    fn brackets64(self, chunk: &[u8; 64]) -> (u64, u64) {
-        let classes = self.classify64(chunk);
-        (classes.open, classes.close)
+    fn structure64(self, chunk: &[u8; 64]) -> Structure {
+        structure64(chunk)
     }
     /// [`prefix_xor`].
     #[inline(always)]
@@ -333,12 +333,6 @@ impl Vectors for Avx2 {
         unsafe { avx2::specials32(chunk) }
     }
 
-    #[inline(always)]
-    fn specials64(self, chunk: &[u8; 64]) -> Specials {
-        // SAFETY: as for `specials32`.
-        unsafe { avx2::specials64(chunk) }
-    }
-
     /// The block loop itself, inlined into the caller (the object walk,
     /// compiled for AVX2 in `avx2::run`) rather than called.
     #[inline(always)]
@@ -363,15 +357,9 @@ impl Vectors for Avx2 {
     }
 
     #[inline(always)]
-    fn classify64(self, chunk: &[u8; 64]) -> Classes {
+    fn structure64(self, chunk: &[u8; 64]) -> Structure {
         // SAFETY: as for `specials32`.
-        unsafe { avx2::classify64(chunk) }
-    }
-
-    #[inline(always)]
-    fn brackets64(self, chunk: &[u8; 64]) -> (u64, u64) {
-        // SAFETY: as for `specials32`.
-        unsafe { avx2::brackets64(chunk) }
+        unsafe { avx2::structure64(chunk) }
     }
 
     #[inline(always)]
@@ -476,20 +464,31 @@ mod avx2 {
         }
     }
 
-    /// The opening and closing brackets of [`classify64`].
+    /// [`super::structure64`].
     #[target_feature(enable = "avx2")]
     #[inline]
-    pub(super) fn brackets64(chunk: &[u8; 64]) -> (u64, u64) {
+    pub(super) fn structure64(chunk: &[u8; 64]) -> super::Structure {
         let (lo, hi) = chunk.split_at(32);
         let (lo, hi) = (lo.as_ptr().cast::<__m256i>(), hi.as_ptr().cast::<__m256i>());
         // SAFETY: `lo` and `hi` each point to 32 bytes of `chunk`, and
         // `loadu` reads them without any alignment requirement.
         let (lo, hi) = unsafe { (_mm256_loadu_si256(lo), _mm256_loadu_si256(hi)) };
-        // As in `classify64`: bit 5 set, one compare per kind of bracket.
-        let case = _mm256_set1_epi8(0x20);
-        let (lo, hi) = (_mm256_or_si256(lo, case), _mm256_or_si256(hi, case));
         let both = |byte: u8| u64::from(equal(lo, byte)) | (u64::from(equal(hi, byte)) << 32);
-        (both(b'{'), both(b'}'))
+        // As in `classify64`: bit 5 set, one compare per kind of bracket
+        // (`:` has bit 5 set, but so has the control byte 0x1a, so it is
+        // compared unfolded).
+        let case = _mm256_set1_epi8(0x20);
+        let (lo_folded, hi_folded) = (_mm256_or_si256(lo, case), _mm256_or_si256(hi, case));
+        let folded = |byte: u8| {
+            u64::from(equal(lo_folded, byte)) | (u64::from(equal(hi_folded, byte)) << 32)
+        };
+        super::Structure {
+            quote: both(b'"'),
+            backslash: both(b'\\'),
+            colon: both(b':'),
+            open: folded(b'{'),
+            close: folded(b'}'),
+        }
     }
 
     #[target_feature(enable = "avx2")]
@@ -501,21 +500,6 @@ mod avx2 {
         super::Specials {
             quote: u64::from(equal(v, b'"')),
             backslash: u64::from(equal(v, b'\\')),
-        }
-    }
-
-    #[target_feature(enable = "avx2")]
-    #[inline]
-    pub(super) fn specials64(chunk: &[u8; 64]) -> super::Specials {
-        let (lo, hi) = chunk.split_at(32);
-        let (lo, hi) = (lo.as_ptr().cast::<__m256i>(), hi.as_ptr().cast::<__m256i>());
-        // SAFETY: `lo` and `hi` each point to 32 bytes of `chunk`, and
-        // `loadu` reads them without any alignment requirement.
-        let (lo, hi) = unsafe { (_mm256_loadu_si256(lo), _mm256_loadu_si256(hi)) };
-        let both = |byte: u8| u64::from(equal(lo, byte)) | (u64::from(equal(hi, byte)) << 32);
-        super::Specials {
-            quote: both(b'"'),
-            backslash: both(b'\\'),
         }
     }
 
@@ -545,7 +529,7 @@ mod sse2 {
         __m128i, _mm_cmpeq_epi8, _mm_movemask_epi8, _mm_or_si128, _mm_set_epi64x, _mm_set1_epi8,
     };
 
-    use super::{Classes, Specials};
+    use super::{Classes, Specials, Structure};
 
     /// Sixteen bytes as a vector. Built from two words (no pointer, so no
     /// `unsafe`); the compiler emits one unaligned load.
@@ -590,6 +574,30 @@ mod sse2 {
 
     #[target_feature(enable = "sse2")]
     #[inline]
+    pub(super) fn structure64(chunk: &[u8; 64]) -> Structure {
+        let mut s = Structure {
+            quote: 0,
+            backslash: 0,
+            colon: 0,
+            open: 0,
+            close: 0,
+        };
+        let (parts, _) = chunk.as_chunks::<16>();
+        for (i, part) in parts.iter().enumerate() {
+            let v = load(part);
+            let shift = 16 * i;
+            s.quote |= equal(v, b'"') << shift;
+            s.backslash |= equal(v, b'\\') << shift;
+            s.colon |= equal(v, b':') << shift;
+            let folded = _mm_or_si128(v, _mm_set1_epi8(0x20));
+            s.open |= equal(folded, b'{') << shift;
+            s.close |= equal(folded, b'}') << shift;
+        }
+        s
+    }
+
+    #[target_feature(enable = "sse2")]
+    #[inline]
     pub(super) fn specials16(chunk: &[u8; 16]) -> Specials {
         let v = load(chunk);
         Specials {
@@ -601,12 +609,6 @@ mod sse2 {
     #[target_feature(enable = "sse2")]
     #[inline]
     pub(super) fn specials32(chunk: &[u8; 32]) -> Specials {
-        specials_of(chunk)
-    }
-
-    #[target_feature(enable = "sse2")]
-    #[inline]
-    pub(super) fn specials64(chunk: &[u8; 64]) -> Specials {
         specials_of(chunk)
     }
 
@@ -632,7 +634,7 @@ mod sse2 {
 /// the tests hold the vector code to.
 #[cfg_attr(all(target_arch = "x86_64", target_feature = "sse2"), allow(dead_code))]
 pub(super) mod portable {
-    use super::{Classes, Specials};
+    use super::{Classes, Specials, Structure};
 
     fn mask(bytes: &[u8], byte: u8) -> u64 {
         bytes
@@ -648,6 +650,17 @@ pub(super) mod portable {
             backslash: mask(chunk, b'\\'),
             open: either(b'{', b'['),
             close: either(b'}', b']'),
+        }
+    }
+
+    pub(in crate::scan) fn structure64(chunk: &[u8; 64]) -> Structure {
+        let classes = classify64(chunk);
+        Structure {
+            quote: classes.quote,
+            backslash: classes.backslash,
+            colon: mask(chunk, b':'),
+            open: classes.open,
+            close: classes.close,
         }
     }
 
@@ -706,7 +719,7 @@ pub(super) mod tests {
     fn chunk<const N: usize>() -> impl Strategy<Value = [u8; N]> {
         proptest::collection::vec(
             prop_oneof![
-                3 => proptest::sample::select(&b"\"{}[]\\ a"[..]),
+                3 => proptest::sample::select(&b"\"{}[]\\ a:\x1a"[..]),
                 1 => any::<u8>(),
             ],
             N,
@@ -726,16 +739,13 @@ pub(super) mod tests {
         #[test]
         fn vector_masks_equal_the_byte_loop(c in chunk::<64>()) {
             prop_assert_eq!(classify64(&c), portable::classify64(&c));
-            prop_assert_eq!(specials64(&c), portable::specials(&c));
+            prop_assert_eq!(structure64(&c), portable::structure64(&c));
             #[cfg(target_arch = "x86_64")]
             if avx2::available() {
                 // SAFETY: `available` found AVX2.
-                prop_assert_eq!(unsafe { avx2::specials64(&c) }, portable::specials(&c));
-                // SAFETY: as above.
                 prop_assert_eq!(unsafe { avx2::classify64(&c) }, portable::classify64(&c));
-                let reference = portable::classify64(&c);
                 // SAFETY: as above.
-                prop_assert_eq!(unsafe { avx2::brackets64(&c) }, (reference.open, reference.close));
+                prop_assert_eq!(unsafe { avx2::structure64(&c) }, portable::structure64(&c));
             }
             let (halves, _) = c.as_chunks::<32>();
             for half in halves {
@@ -879,17 +889,13 @@ pub(super) mod tests {
                     *b = byte;
                 }
                 assert_eq!(classify64(&c), portable::classify64(&c));
-                assert_eq!(specials64(&c), portable::specials(&c));
+                assert_eq!(structure64(&c), portable::structure64(&c));
                 #[cfg(target_arch = "x86_64")]
                 if avx2::available() {
                     // SAFETY: `available` found AVX2.
-                    assert_eq!(unsafe { avx2::specials64(&c) }, portable::specials(&c));
-                    // SAFETY: as above.
                     assert_eq!(unsafe { avx2::classify64(&c) }, portable::classify64(&c));
-                    let reference = portable::classify64(&c);
                     // SAFETY: as above.
-                    let brackets = unsafe { avx2::brackets64(&c) };
-                    assert_eq!(brackets, (reference.open, reference.close));
+                    assert_eq!(unsafe { avx2::structure64(&c) }, portable::structure64(&c));
                 }
                 let (halves, _) = c.as_chunks::<32>();
                 for half in halves {

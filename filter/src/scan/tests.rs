@@ -234,7 +234,6 @@ fn with_scanner<R>(bytes: &[u8], f: impl FnOnce(&mut Scanner<'_>) -> R) -> R {
         check: None,
         completed: 0,
         decided: false,
-        blocks: None,
     };
     f(&mut scanner)
 }
@@ -805,93 +804,8 @@ proptest::proptest! {
     }
 }
 
-/// [`Scanner::skip_in_blocks`] from `from` in `bytes` with the walk's
-/// blocks at `base`: as the walk has them before its first skipped
-/// container (quotes only, brackets filled in then) when `lazy`, after it
-/// (brackets classified with the quotes) otherwise; with the vector code
-/// `with_vectors` picks.
-struct SkipInBlocks<'a> {
-    bytes: &'a [u8],
-    base: usize,
-    from: usize,
-    level: u32,
-    lazy: bool,
-}
-
-impl simd::Job for SkipInBlocks<'_> {
-    type Output = Option<usize>;
-
-    fn run<V: simd::Vectors>(self, vectors: V) -> Option<usize> {
-        let SkipInBlocks {
-            bytes,
-            base,
-            from,
-            level,
-            lazy,
-        } = self;
-        with_scanner(bytes, |s| {
-            let mut tail = Tail::default();
-            let (mut cur, mut next) = if lazy {
-                let next = if base + 64 < bytes.len() {
-                    quotes_at(vectors, bytes, base + 64, &mut tail)
-                } else {
-                    NO_BLOCK
-                };
-                (quotes_at(vectors, bytes, base, &mut tail), next)
-            } else {
-                (
-                    specials_at(vectors, bytes, base, &mut tail, true),
-                    next_block(vectors, bytes, base, &mut tail, true),
-                )
-            };
-            cur = with_brackets(vectors, bytes, &mut tail, base, cur);
-            next = with_brackets(vectors, bytes, &mut tail, base + 64, next);
-            s.skip_in_blocks(vectors, (base, cur, next), from, level)
-                .ok()
-        })
-    }
-}
-
 proptest::proptest! {
     #![proptest_config(proptest::prelude::ProptestConfig::with_cases(3000))]
-
-    /// Counting a skipped container's brackets on the walk's blocks ends
-    /// every container, valid or not, where the byte-by-byte definition
-    /// does: from every position of the two blocks (and past them), across
-    /// their 64-byte boundary, with strings, escaped quotes and brackets
-    /// in them, backslashes outside strings, containers that go on past
-    /// the blocks (and past the payload's end), and nesting up to the
-    /// bound; before the walk's first skipped container and after it, with
-    /// the vector code this CPU runs and with the baseline.
-    #[test]
-    fn skipping_on_the_walks_blocks_agrees_with_a_byte_walk(
-        text in container_text(),
-        lead in 0usize..140,
-        back in 0usize..140,
-        level in proptest::prop_oneof![1u32..4, (MAX_NESTING - 6)..=MAX_NESTING],
-        cut in proptest::option::of(0usize..200),
-    ) {
-        // Something (outside strings) before the container, so that it
-        // starts anywhere in the blocks, and the walk's blocks anywhere
-        // before it; now and then the payload cut short.
-        let mut bytes = vec![b' '; lead];
-        bytes.extend_from_slice(&text);
-        bytes.extend_from_slice(b",\"a\":1}");
-        if let Some(cut) = cut {
-            bytes.truncate(lead + cut);
-        }
-        let from = lead + 1;
-        let base = from.saturating_sub(back);
-        let expected = reference_skip(&bytes, lead, level);
-        for lazy in [false, true] {
-            let bytes = bytes.as_slice();
-            let job = || SkipInBlocks { bytes, base, from, level, lazy };
-            let fast = simd::with_vectors(job());
-            proptest::prop_assert_eq!(fast, expected, "lazy {} base {} in {:?}", lazy, base, String::from_utf8_lossy(bytes));
-            let baseline = simd::tests::baseline_only(|| simd::with_vectors(job()));
-            proptest::prop_assert_eq!(baseline, expected, "baseline, lazy {} base {} in {:?}", lazy, base, String::from_utf8_lossy(bytes));
-        }
-    }
 
     /// The same through whole scans: containers skipped at every offset of
     /// the walk's blocks, before and after its first skipped container and
