@@ -116,9 +116,11 @@ fn const_scalar(c: &Const) -> Scalar<'_> {
 /// place, and a number is compared with a numeric constant without going
 /// through the general coercions (the scanner has checked its grammar).
 #[inline(always)]
-fn compare_raw(op: BinaryOp, raw: Raw, payload: &[u8], arena: &[u8], k: &Const) -> Truth {
+fn compare_raw(op: BinaryOp, raw: &Raw, payload: &[u8], arena: &[u8], k: &Const) -> Truth {
     match (raw, k) {
-        (Raw::Str { start, end }, Const::Str(key)) if matches!(op, BinaryOp::Eq | BinaryOp::Ne) => {
+        (&Raw::Str { start, end }, Const::Str(key))
+            if matches!(op, BinaryOp::Eq | BinaryOp::Ne) =>
+        {
             let text = payload.get(start..end).unwrap_or(&[]);
             // The empty string is NULL.
             if text.is_empty() || key.is_empty() {
@@ -126,10 +128,10 @@ fn compare_raw(op: BinaryOp, raw: Raw, payload: &[u8], arena: &[u8], k: &Const) 
             }
             Truth::from(bytes_equal(text, key) == (op == BinaryOp::Eq))
         }
-        (Raw::Number { start, end }, Const::Int(_) | Const::Float(_)) => {
+        (&Raw::Number { start, end }, Const::Int(_) | Const::Float(_)) => {
             compare_number(op, payload.get(start..end), k)
         }
-        _ => compare_general(op, raw, payload, arena, k),
+        _ => compare_general(op, *raw, payload, arena, k),
     }
 }
 
@@ -366,7 +368,7 @@ impl<'a> Eval<'a, '_> {
         match found.count {
             // Comparing NULL.
             0 => Truth::Unknown,
-            1 => compare_raw(op, found.first, payload, &cap.arena, value),
+            1 => compare_raw(op, &found.first, payload, &cap.arena, value),
             _ => self.compare_path_values(op, slot, value),
         }
     }
@@ -378,7 +380,7 @@ impl<'a> Eval<'a, '_> {
         let (cap, payload) = (&*self.cap, self.payload());
         let mut acc = Truth::False;
         for raw in cap.values(slot) {
-            acc = acc.or(compare_raw(op, raw, payload, &cap.arena, value));
+            acc = acc.or(compare_raw(op, &raw, payload, &cap.arena, value));
             if acc == Truth::True {
                 break;
             }
@@ -410,7 +412,7 @@ impl<'a> Eval<'a, '_> {
             for item in list {
                 acc = acc.or(compare_raw(
                     BinaryOp::Eq,
-                    found.first,
+                    &found.first,
                     payload,
                     &cap.arena,
                     item,
@@ -424,7 +426,7 @@ impl<'a> Eval<'a, '_> {
             // commutative, so elements can be the outer loop.
             'values: for raw in cap.values(slot) {
                 for item in list {
-                    acc = acc.or(compare_raw(BinaryOp::Eq, raw, payload, &cap.arena, item));
+                    acc = acc.or(compare_raw(BinaryOp::Eq, &raw, payload, &cap.arena, item));
                     if acc == Truth::True {
                         break 'values;
                     }

@@ -529,9 +529,12 @@ impl Captures {
     }
 
     /// How many values slot `slot` holds, and the first.
+    /// By reference: the scan wrote the slot field by field, and a copy
+    /// of it reads the value back through a vector register, which the
+    /// evaluator then waits for.
     #[inline]
-    pub(crate) fn slot(&self, slot: u32) -> Slot {
-        self.slots.get(slot as usize).copied().unwrap_or(EMPTY_SLOT)
+    pub(crate) fn slot(&self, slot: u32) -> &Slot {
+        self.slots.get(slot as usize).unwrap_or(&EMPTY_SLOT)
     }
 
     /// How many values slot `slot` holds.
@@ -576,6 +579,7 @@ impl simd::Job for ObjectWalk<'_, '_> {
 }
 
 /// What an object walk needs to know about the object it is in.
+#[derive(Clone, Copy)]
 struct Walk {
     /// Tells this object's members from those of others (duplicates).
     instance: u32,
@@ -1014,11 +1018,19 @@ impl Tail {
     #[cold]
     #[inline(never)]
     fn fill(&mut self, bytes: &[u8]) {
-        self.bytes = [0; 128];
         self.start = bytes.len().saturating_sub(64);
-        let tail = bytes.get(self.start..).unwrap_or(&[]);
-        if let Some(head) = self.bytes.get_mut(..tail.len()) {
-            head.copy_from_slice(tail);
+        // Fixed-size copies (vector moves rather than library calls): the
+        // last 64 bytes, then zeros.
+        let (head, zeros) = self.bytes.split_at_mut(64);
+        zeros.fill(0);
+        match bytes.last_chunk::<64>() {
+            Some(last) => head.copy_from_slice(last),
+            None => {
+                head.fill(0);
+                if let Some(head) = head.get_mut(..bytes.len()) {
+                    head.copy_from_slice(bytes);
+                }
+            }
         }
     }
 }

@@ -14,7 +14,11 @@
 //! looked up in the trie, and wanted values read. A nested container
 //! that is not wanted is crossed by counting its brackets, and an
 //! unwanted scalar is never looked at at all: its bytes hold no colon or
-//! bracket outside a string.
+//! bracket outside a string. A wanted object nested in the object is read
+//! on the same masks, its walk's state kept on a small stack ([`Outer`],
+//! up to [`NESTED`] deep, then by a call); wanted arrays and other values
+//! that take more than the masks are read by calls, and the walk goes on
+//! from where they end.
 //!
 //! What is checked: the payload's structure (strings close, brackets
 //! balance, nesting stays within [`MAX_NESTING`], the object closes with
@@ -115,9 +119,25 @@ enum Member {
     /// A wanted value was read by a call that went past the block's
     /// masks: go on from this position.
     Resume(usize),
+    /// A wanted object starts here: the walk goes into it.
+    Enter(usize),
     /// The scan is over.
     Stop,
 }
+
+/// An object the walk is inside of while it reads a wanted object nested
+/// in it, on the same masks.
+#[derive(Clone, Copy)]
+struct Outer {
+    node: u32,
+    walk: Walk,
+    start: usize,
+    members: bool,
+}
+
+/// How many wanted objects deep a walk goes on the same masks; deeper
+/// ones are walked by a call.
+const NESTED: usize = 4;
 
 impl Scanner<'_> {
     /// Walks the object at the cursor, at nesting level `depth`, with the
@@ -134,8 +154,14 @@ impl Scanner<'_> {
             return Err(Malformed);
         }
         let (set, bytes) = (self.set, self.bytes);
-        let trie = set.node(node)?;
-        let name_lengths = trie.name_lengths;
+        // The object whose members the walk reads: `node` at first, then
+        // any wanted object nested in it, with the ones around it in
+        // `outer`.
+        let mut node = node;
+        let mut trie = set.node(node)?;
+        let mut name_lengths = trie.name_lengths;
+        let mut outer = [None::<Outer>; NESTED];
+        let mut nested = 0usize;
         let mut m = Members {
             walk: Walk {
                 instance: self.cap.next_instance(),
@@ -148,8 +174,8 @@ impl Scanner<'_> {
             backslash: 0,
         };
         // Containers that may be open inside this object at once.
-        let max_open = MAX_NESTING - depth;
-        let start = self.pos + 1;
+        let mut max_open = MAX_NESTING - depth;
+        let mut start = self.pos + 1;
         // The block's start, and the state its first byte is in: inside a
         // string (all ones) or not, escaped (1) or not.
         let mut base = start;
@@ -237,7 +263,7 @@ impl Scanner<'_> {
                         m.base = base;
                         m.quote = quote;
                         m.backslash = s.backslash;
-                        match self.member(&mut m, child, colon, name_open)? {
+                        match self.member(&mut m, child, colon, name_open, nested < NESTED)? {
                             Member::Next => {
                                 if m.walk.remaining == 0 {
                                     done = true;
@@ -262,6 +288,47 @@ impl Scanner<'_> {
                                 wanted = if done { 0 } else { (wanted | here) & rest };
                                 continue 'events;
                             }
+                            Member::Enter(value) => {
+                                // Into a wanted object, on the same masks:
+                                // its members are the colons after its `{`
+                                // where no container inside it is open.
+                                let depth = m.walk.depth + 1;
+                                if depth > MAX_NESTING {
+                                    return Err(Malformed);
+                                }
+                                if let Some(slot) = outer.get_mut(nested) {
+                                    *slot = Some(Outer {
+                                        node,
+                                        walk: m.walk,
+                                        start,
+                                        members,
+                                    });
+                                }
+                                nested += 1;
+                                node = child;
+                                trie = set.node(node)?;
+                                name_lengths = trie.name_lengths;
+                                m.walk = Walk {
+                                    instance: self.cap.next_instance(),
+                                    remaining: trie.fields.len(),
+                                    stop: m.walk.stop && m.walk.remaining == 0,
+                                    depth,
+                                };
+                                max_open = MAX_NESTING - depth;
+                                start = value + 1;
+                                (members, done) = (false, m.walk.remaining == 0);
+                                let offset = start - base;
+                                if offset >= 64 {
+                                    base = start;
+                                    ahead = vectors.structure64(self.cap.tail.window(bytes, base));
+                                    (in_string, escape, before_block) = (0, false, 0);
+                                    continue 'blocks;
+                                }
+                                let rest = u64::MAX << offset;
+                                brackets &= rest;
+                                wanted = if done { 0 } else { colons & rest };
+                                continue 'events;
+                            }
                         }
                     }
                     if next == 0 {
@@ -273,8 +340,36 @@ impl Scanner<'_> {
                         if bytes.get(end) != Some(&b'}') || !self.closes_well(start, end, members) {
                             return Err(Malformed);
                         }
-                        self.pos = end + 1;
-                        return Ok(Flow::Continue);
+                        let Some(Some(up)) = nested.checked_sub(1).and_then(|i| outer.get(i))
+                        else {
+                            self.pos = end + 1;
+                            return Ok(Flow::Continue);
+                        };
+                        // Out of a nested wanted object: what a call
+                        // reading it would do after it, then on with the
+                        // object around it.
+                        nested -= 1;
+                        let (child, stop) = (node, m.walk.stop);
+                        node = up.node;
+                        trie = set.node(node)?;
+                        name_lengths = trie.name_lengths;
+                        m.walk = up.walk;
+                        max_open = MAX_NESTING - m.walk.depth;
+                        (start, members) = (up.start, up.members);
+                        if m.walk.depth == 1 && self.top_level_done(set.node(child)?.subtree) {
+                            return Ok(Flow::Stop);
+                        }
+                        if stop {
+                            self.pos = end + 1;
+                            return Ok(Flow::Stop);
+                        }
+                        if !ends_member(bytes, end + 1) {
+                            return Err(Malformed);
+                        }
+                        done = m.walk.remaining == 0;
+                        let rest = !((next << 1).wrapping_sub(1));
+                        wanted = if done { 0 } else { colons & rest };
+                        continue 'events;
                     }
                     // An unwanted container: counted through.
                     open = 1;
@@ -359,6 +454,7 @@ impl Scanner<'_> {
         child: u32,
         colon: usize,
         name_open: usize,
+        nest: bool,
     ) -> Result<Member, Malformed> {
         let bytes = self.bytes;
         if !starts_member(bytes, name_open) {
@@ -391,6 +487,18 @@ impl Scanner<'_> {
             }
             Leaf::Stop => Ok(Member::Stop),
             Leaf::Other => {
+                if nest
+                    && bytes.get(value) == Some(&b'{')
+                    && !self.set.node(child)?.fields.is_empty()
+                {
+                    // The walk goes into it (what `wanted_value` does
+                    // before reading the value).
+                    if let Some(seen) = self.cap.seen.get_mut(child as usize) {
+                        *seen = m.walk.instance;
+                    }
+                    m.walk.remaining -= 1;
+                    return Ok(Member::Enter(value));
+                }
                 let Some(after) = self.wanted_value(&mut m.walk, child, value)? else {
                     return Ok(Member::Stop);
                 };
