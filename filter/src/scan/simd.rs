@@ -274,6 +274,33 @@ fn opaque(mut classes: Classes) -> Classes {
     classes
 }
 
+/// `structure`, computed here and now: without this, the optimiser moves
+/// the classification of the object walk's next block (done a block
+/// ahead, so that its masks are ready when the walk gets there) to where
+/// the masks are used, and keeps only the load ahead. The empty assembly
+/// is not `pure`, so it stays where it is, and its inputs are computed
+/// before it.
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
+#[inline(always)]
+pub(super) fn settled(mut structure: Structure) -> Structure {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: the assembly is empty: it reads and writes only the five
+    // registers it is given, touches no memory and no stack, and leaves
+    // the flags alone.
+    unsafe {
+        std::arch::asm!(
+            "/* {0} {1} {2} {3} {4} */",
+            inout(reg) structure.quote,
+            inout(reg) structure.backslash,
+            inout(reg) structure.colon,
+            inout(reg) structure.open,
+            inout(reg) structure.close,
+            options(nomem, nostack, preserves_flags),
+        );
+    }
+    structure
+}
+
 /// The vector operations of the object walk, for one instruction set: the
 /// walk is written once, generic over this, and compiled for each set
 /// ([`with_vectors`]).

@@ -31,7 +31,7 @@
 //! (`{"a":nonsense,"b":1}` gives `/b` 1), and stray text that holds no `:`
 //! (`{"a":1,"b"}`).
 
-use super::simd::Vectors;
+use super::simd::{Vectors, settled};
 use super::{Flow, Leaf, MAX_NESTING, Malformed, Scanner, TrieNode, Walk, skip_ws, unescape};
 
 /// The quotes of `block` that open or close strings, read byte by byte
@@ -200,7 +200,7 @@ impl Scanner<'_> {
                 return Err(Malformed);
             }
             let s = ahead;
-            ahead = vectors.structure64(self.cap.tail.window(bytes, base + 64));
+            ahead = settled(vectors.structure64(self.cap.tail.window(bytes, base + 64)));
             let mut quote = s.quote;
             if s.backslash != 0 || escape {
                 (quote, escape) =
