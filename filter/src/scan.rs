@@ -813,15 +813,16 @@ impl Scanner<'_> {
                 (Raw::Number { start: value, end }, end)
             }
             Some(&b) if matches!(b, b't' | b'f' | b'n') => {
-                let (word, raw): (&[u8], Raw) = match b {
-                    b't' => (b"true", Raw::True),
-                    b'f' => (b"false", Raw::False),
-                    _ => (b"null", Raw::Null),
+                // Compared as one word (the last four bytes of `false`,
+                // whose `f` is known) rather than by a library call.
+                let (word, len, raw) = match b {
+                    b't' => (*b"true", 4, Raw::True),
+                    b'f' => (*b"alse", 5, Raw::False),
+                    _ => (*b"null", 4, Raw::Null),
                 };
-                let end = value + word.len();
-                if bytes.get(value..end) != Some(word)
-                    || bytes.get(end).is_some_and(|&b| !is_delimiter(b))
-                {
+                let end = value + len;
+                let last = bytes.get(end - 4..end).and_then(<[u8]>::first_chunk::<4>);
+                if last != Some(&word) || bytes.get(end).is_some_and(|&b| !is_delimiter(b)) {
                     return Err(Malformed);
                 }
                 (raw, end)
