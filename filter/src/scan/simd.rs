@@ -57,7 +57,7 @@ impl Specials {
 
 /// Which bytes of a 64-byte chunk are `"`, `\\`, `:`, `{` or `[`, and `}`
 /// or `]`: what the object walk reads of each block of the payload.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(super) struct Structure {
     pub(super) quote: u64,
     pub(super) backslash: u64,

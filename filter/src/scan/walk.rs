@@ -31,7 +31,7 @@
 //! (`{"a":nonsense,"b":1}` gives `/b` 1), and stray text that holds no `:`
 //! (`{"a":1,"b"}`).
 
-use super::simd::{Vectors, settled};
+use super::simd::{Structure, Vectors, settled};
 use super::{Flow, Leaf, MAX_NESTING, Malformed, Scanner, TrieNode, Walk, skip_ws, unescape};
 
 /// The quotes of `block` that open or close strings, read byte by byte
@@ -194,13 +194,13 @@ impl Scanner<'_> {
         // The block after the one being read is classified a block
         // ahead, so that its masks are ready when the walk gets there
         // rather than waited for after each mispredicted branch.
-        let mut ahead = vectors.structure64(self.cap.tail.window(bytes, base));
+        let mut ahead = self.structure_at(vectors, base);
         'blocks: loop {
             if base >= bytes.len() {
                 return Err(Malformed);
             }
             let s = ahead;
-            ahead = settled(vectors.structure64(self.cap.tail.window(bytes, base + 64)));
+            ahead = settled(self.structure_at(vectors, base + 64));
             let mut quote = s.quote;
             if s.backslash != 0 || escape {
                 (quote, escape) =
@@ -213,14 +213,14 @@ impl Scanner<'_> {
             let closing = quote & !strings;
             let mut brackets = (s.open | s.close) & !strings;
             let colons = s.colon & !strings;
-            // Colons to read in full: those not right after a quote
-            // (whitespace, or malformed), and all of them where a name may
-            // hold a backslash.
-            let escapes = s.backslash != 0 || before_block & 2 != 0;
-            let slow = if escapes {
-                u64::MAX
+            // Right after a closing quote (bit i: byte i - 1 is one): where
+            // a compact member's colon is. In a block with a backslash, or
+            // after one, none: every colon is read in full, as a name may
+            // hold an escape.
+            let after_quote = if s.backslash != 0 || before_block & 2 != 0 {
+                0
             } else {
-                !((closing << 1) | (before_block & 1))
+                (closing << 1) | (before_block & 1)
             };
             let mut wanted = if done { 0 } else { colons };
             'events: loop {
@@ -244,7 +244,7 @@ impl Scanner<'_> {
                         // A compact name's length is the distance between
                         // its quotes; most are rejected by it.
                         let len = colon.wrapping_sub(name_open + 2);
-                        let child = if slow & bit == 0 {
+                        let child = if after_quote & bit != 0 {
                             if (name_lengths >> len.min(63)) & 1 == 0 {
                                 continue;
                             }
@@ -279,7 +279,7 @@ impl Scanner<'_> {
                                 let offset = after - base;
                                 if offset >= 64 {
                                     base = after;
-                                    ahead = vectors.structure64(self.cap.tail.window(bytes, base));
+                                    ahead = self.structure_at(vectors, base);
                                     (in_string, escape, before_block) = (0, false, 0);
                                     continue 'blocks;
                                 }
@@ -320,7 +320,7 @@ impl Scanner<'_> {
                                 let offset = start - base;
                                 if offset >= 64 {
                                     base = start;
-                                    ahead = vectors.structure64(self.cap.tail.window(bytes, base));
+                                    ahead = self.structure_at(vectors, base);
                                     (in_string, escape, before_block) = (0, false, 0);
                                     continue 'blocks;
                                 }
@@ -403,6 +403,45 @@ impl Scanner<'_> {
             }
             before_block = (closing >> 63) | (u64::from(s.backslash != 0) << 1);
             base += 64;
+        }
+    }
+
+    /// The structure of the 64 bytes at `at`; past the payload's end, no
+    /// byte is anything. Near the end, the last 64 bytes of the payload
+    /// are classified and the masks shifted down, rather than the bytes
+    /// copied to a padded buffer: a vector load of freshly copied bytes
+    /// waits for the copy's stores to reach the cache.
+    #[inline(always)]
+    fn structure_at<V: Vectors>(&mut self, vectors: V, at: usize) -> Structure {
+        let bytes = self.bytes;
+        if let Some(chunk) = bytes.get(at..).and_then(<[u8]>::first_chunk::<64>) {
+            return vectors.structure64(chunk);
+        }
+        self.structure_near_end(vectors, at)
+    }
+
+    /// [`Self::structure_at`] where fewer than 64 bytes are left.
+    #[inline(never)]
+    fn structure_near_end<V: Vectors>(&mut self, vectors: V, at: usize) -> Structure {
+        let bytes = self.bytes;
+        if at >= bytes.len() {
+            return Structure::default();
+        }
+        match bytes.last_chunk::<64>() {
+            Some(last) => {
+                let s = vectors.structure64(last);
+                // `last` starts `shift` bytes before `at` (0 < shift < 64).
+                let shift = at - (bytes.len() - 64);
+                Structure {
+                    quote: s.quote >> shift,
+                    backslash: s.backslash >> shift,
+                    colon: s.colon >> shift,
+                    open: s.open >> shift,
+                    close: s.close >> shift,
+                }
+            }
+            // A payload shorter than one block: its bytes, padded.
+            None => vectors.structure64(self.cap.tail.window(bytes, at)),
         }
     }
 
