@@ -421,7 +421,7 @@ impl Scanner<'_> {
     }
 
     /// [`Self::structure_at`] where fewer than 64 bytes are left.
-    #[inline(never)]
+    #[inline(always)]
     fn structure_near_end<V: Vectors>(&mut self, vectors: V, at: usize) -> Structure {
         let bytes = self.bytes;
         if at >= bytes.len() {
