@@ -47,6 +47,45 @@ fn timed<T>(b: &mut Bencher<'_>, mut f: impl FnMut() -> T) {
     });
 }
 
+/// Copies of one message at eight places in memory, its first byte at
+/// each multiple of 8 from a 64-byte boundary (a cache line), evaluated in
+/// turn. A message received by the broker lands wherever its frame does,
+/// and how the scan's block loads fall across cache lines moves its time
+/// by a few per cent (the measurements in `benches/RESULTS.md`,
+/// 2026-12-05): one copy would measure one arbitrary placement, eight
+/// measure their average.
+struct Placements {
+    buffer: Vec<u8>,
+    starts: [usize; 8],
+    len: usize,
+}
+
+impl Placements {
+    fn of(payload: &[u8]) -> Placements {
+        // Each copy in its own 2 KiB (so that none shares a line with
+        // another), at the offset that puts it `8 * k` bytes past a line.
+        let region = (payload.len() + 64).next_multiple_of(2048);
+        let mut buffer = vec![b' '; region * 8 + 64];
+        let base = buffer.as_ptr() as usize;
+        let mut starts = [0; 8];
+        for (k, start) in starts.iter_mut().enumerate() {
+            let to_line = (64 - (base + region * k) % 64) % 64;
+            *start = region * k + to_line + 8 * k;
+            buffer[*start..*start + payload.len()].copy_from_slice(payload);
+        }
+        Placements {
+            buffer,
+            starts,
+            len: payload.len(),
+        }
+    }
+
+    fn get(&self, turn: usize) -> &[u8] {
+        let start = self.starts[turn % 8];
+        &self.buffer[start..start + self.len]
+    }
+}
+
 fn evaluation(c: &mut Criterion) {
     let filter = Filter::parse(FILTER, &Limits::default()).expect("filter parses");
     let matching = message("IBM", 500);
@@ -67,8 +106,12 @@ fn evaluation(c: &mut Criterion) {
         ("compiled/nomatch_last_term", &failing_late),
         ("compiled/match_fields_first", &matching_first),
     ] {
+        let placed = Placements::of(payload);
+        let mut turn = 0_usize;
         group.bench_function(name, |b| {
             timed(b, || {
+                turn = turn.wrapping_add(1);
+                let payload = placed.get(turn);
                 filter.matches_with(&MessageContext::new(black_box(payload)), &mut scratch)
             })
         });
