@@ -529,6 +529,7 @@ impl Captures {
     }
 
     /// How many values slot `slot` holds, and the first.
+    ///
     /// By reference: the scan wrote the slot field by field, and a copy
     /// of it reads the value back through a vector register, which the
     /// evaluator then waits for.
@@ -829,13 +830,10 @@ impl Scanner<'_> {
             }
             _ => return Ok(Leaf::Other),
         };
-        if let Some(seen) = self.cap.seen.get_mut(child as usize) {
-            *seen = walk.instance;
-        }
+        self.claim(walk, child);
         if let Some(slot) = child_trie.slot {
             self.cap.push(slot, raw);
         }
-        walk.remaining -= 1;
         if walk.depth == 1 && self.top_level_done(child_trie.subtree) {
             return Ok(Leaf::Stop);
         }
@@ -844,6 +842,16 @@ impl Scanner<'_> {
             return Ok(Leaf::Stop);
         }
         Ok(Leaf::After(after))
+    }
+
+    /// Marks the wanted member `child` as read in `walk`'s object: a later
+    /// one of the same name is a duplicate, and one fewer is left.
+    #[inline(always)]
+    fn claim(&mut self, walk: &mut Walk, child: u32) {
+        if let Some(seen) = self.cap.seen.get_mut(child as usize) {
+            *seen = walk.instance;
+        }
+        walk.remaining -= 1;
     }
 
     /// After a top-level member that completed the paths in `subtree`:
@@ -878,10 +886,7 @@ impl Scanner<'_> {
         child: u32,
         value: usize,
     ) -> Result<Option<usize>, Malformed> {
-        if let Some(seen) = self.cap.seen.get_mut(child as usize) {
-            *seen = walk.instance;
-        }
-        walk.remaining -= 1;
+        self.claim(walk, child);
         let stop = walk.stop && walk.remaining == 0;
         self.pos = value;
         let child_trie = self.set.node(child)?;

@@ -351,7 +351,8 @@ impl Vectors for Baseline {
 }
 
 /// AVX2. Only [`with_vectors`] makes one, after checking that the CPU has
-/// it (the private field keeps any other code from making one).
+/// it, and [`Avx512`], which exists only where it does (the private field
+/// keeps any other code from making one).
 #[cfg(target_arch = "x86_64")]
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Avx2(());
@@ -361,7 +362,9 @@ impl Vectors for Avx2 {
     #[inline(always)]
     fn specials32(self, chunk: &[u8; 32]) -> Specials {
         // SAFETY: an `Avx2` exists only inside `avx2::run`, which
-        // `with_vectors` calls after `avx2::available` found AVX2.
+        // `with_vectors` calls after `avx2::available` found AVX2, or
+        // inside `avx512::run`, after `avx512::available` found that and
+        // more.
         unsafe { avx2::specials32(chunk) }
     }
 
@@ -411,12 +414,12 @@ pub(super) struct Avx512(());
 
 #[cfg(target_arch = "x86_64")]
 impl Vectors for Avx512 {
+    // What AVX-512 does not do better is AVX2's: an `Avx512` exists only
+    // inside `avx512::run`, after `avx512::available` found AVX-512 and
+    // everything `avx2::available` checks, so it may make an `Avx2`.
     #[inline(always)]
     fn specials32(self, chunk: &[u8; 32]) -> Specials {
-        // SAFETY: an `Avx512` exists only inside `avx512::run`, which
-        // `with_vectors` calls after `avx512::available` found AVX-512 and
-        // what `avx2::available` checks.
-        unsafe { avx2::specials32(chunk) }
+        Avx2(()).specials32(chunk)
     }
     #[inline(always)]
     fn skip_blocks(self, bytes: &[u8], skip: &mut Skip, max_open: u32) -> Stop {
@@ -424,14 +427,13 @@ impl Vectors for Avx512 {
     }
     #[inline(always)]
     fn structure64(self, chunk: &[u8; 64]) -> Structure {
-        // SAFETY: as for `specials32`.
+        // SAFETY: an `Avx512` exists only inside `avx512::run`, which
+        // `with_vectors` calls after `avx512::available` found AVX-512.
         unsafe { avx512::structure64(chunk) }
     }
     #[inline(always)]
     fn prefix_xor(self, x: u64) -> u64 {
-        // SAFETY: as for `specials32`; `avx2::available` found carry-less
-        // multiplication too.
-        unsafe { avx2::prefix_xor(x) }
+        Avx2(()).prefix_xor(x)
     }
 }
 

@@ -532,10 +532,7 @@ impl Scanner<'_> {
                 {
                     // The walk goes into it (what `wanted_value` does
                     // before reading the value).
-                    if let Some(seen) = self.cap.seen.get_mut(child as usize) {
-                        *seen = m.walk.instance;
-                    }
-                    m.walk.remaining -= 1;
+                    self.claim(&mut m.walk, child);
                     return Ok(Member::Enter(value));
                 }
                 let Some(after) = self.wanted_value(&mut m.walk, child, value)? else {
